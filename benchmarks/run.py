@@ -1,0 +1,577 @@
+#!/usr/bin/env python3
+"""Benchmark runner: CoAP over TCP servers under closed-loop load from loadgen.
+
+For every server named in --servers it
+  * starts the server as a subprocess on a free 127.0.0.1 port (pinned to
+    CPU 0 with taskset when there are at least two CPUs),
+  * waits until the port accepts and a real GET of the benchmark path answers
+    2.05 with the expected payload (the server is skipped, with a message,
+    when its command fails, exits or never answers),
+  * runs loadgen (pinned to CPU 1) for every (connections x in-flight) cell
+    of the matrix, --reps times each, and keeps the median of each metric,
+  * stops the server.
+Then it prints one table with rps / p50 / p99 per server and cell, and the
+ratio of every server to aiocoap (for coaptcp: ours/aiocoap).
+
+Servers:
+  aiocoap  benchmarks/aiocoap_server.py PORT            GET /hello
+  coaptcp  python -m twisted --log-level=warn coaptcp --tcp tcp:PORT:interface=127.0.0.1
+           (override with --coaptcp-cmd, "{port}" is replaced)   GET /hello
+  libcoap  coap-server-openssl -A 127.0.0.1 -p PORT -d 4; the runner first
+           PUTs "Hello, world!" to /hello (a dynamic resource, -d), so GET
+           /hello is the same request and payload as for the others; the
+           response lacks the Content-Format option the others send.
+
+Everything runs on the loopback interface only; every load run is bounded by
+loadgen's own time and request limits and by a subprocess timeout here.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+HOST = "127.0.0.1"
+PATH = "/hello"
+PAYLOAD = b"Hello, world!"
+DEFAULT_COAPTCP_CMD = (
+    "{python} -m twisted --log-level=warn coaptcp --tcp tcp:{port}:interface=127.0.0.1"
+)
+LIBCOAP_BINARIES = ("coap-server-openssl", "coap-server-notls", "coap-server-gnutls",
+                    "coap-server")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# loadgen build
+
+def build_loadgen(cc="cc"):
+    """Compile loadgen.c into a per-source-hash directory under the temp dir."""
+    src = os.path.join(HERE, "loadgen.c")
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    outdir = os.path.join(tempfile.gettempdir(), "coaptcp-bench-" + digest)
+    exe = os.path.join(outdir, "loadgen")
+    if os.access(exe, os.X_OK):
+        return exe
+    os.makedirs(outdir, exist_ok=True)
+    tmp_exe = exe + ".%d" % os.getpid()
+    subprocess.run([cc, "-O2", "-Wall", "-o", tmp_exe, src], check=True)
+    os.replace(tmp_exe, exe)
+    log("built %s" % exe)
+    return exe
+
+
+# --------------------------------------------------------------------------
+# a tiny blocking CoAP-over-TCP client (readiness probe and libcoap's PUT)
+
+def _enc_len(n):
+    if n < 13:
+        return n, b""
+    if n < 269:
+        return 13, bytes([n - 13])
+    if n < 65805:
+        return 14, (n - 269).to_bytes(2, "big")
+    return 15, (n - 65805).to_bytes(4, "big")
+
+
+def _frame(code, token=b"", body=b""):
+    nib, ext = _enc_len(len(body))
+    return bytes([nib << 4 | len(token)]) + ext + bytes([code]) + token + body
+
+
+def _uri_path_options(path):
+    out = b""
+    last = 0
+    for seg in [s for s in path.split("/") if s]:
+        seg = seg.encode()
+        assert len(seg) < 13 + 256
+        delta = 11 - last
+        if len(seg) < 13:
+            out += bytes([delta << 4 | len(seg)]) + seg
+        else:
+            out += bytes([delta << 4 | 13, len(seg) - 13]) + seg
+        last = 11
+    return out
+
+
+def _payload_of(body):
+    """Skip the options of a message body, return the payload."""
+    i = 0
+    while i < len(body):
+        h = body[i]
+        i += 1
+        if h == 0xFF:
+            return body[i:]
+        d, ln = h >> 4, h & 15
+        i += {13: 1, 14: 2}.get(d, 0)
+        if ln == 13:
+            ln = body[i] + 13
+            i += 1
+        elif ln == 14:
+            ln = int.from_bytes(body[i:i + 2], "big") + 269
+            i += 2
+        i += ln
+    return b""
+
+
+def coap_request(port, method, path, payload=b"", timeout=2.0):
+    """Send one request (method 1=GET, 3=PUT) on a fresh connection.
+
+    Returns (code, payload). Raises OSError / TimeoutError on failure."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        body = _uri_path_options(path) + (b"\xff" + payload if payload else b"")
+        s.sendall(_frame(0xE1) + _frame(method, b"\x42\x42", body))
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # parse complete frames
+            while buf:
+                nib, tkl = buf[0] >> 4, buf[0] & 15
+                extn = {13: 1, 14: 2, 15: 4}.get(nib, 0)
+                if len(buf) < 2 + extn:
+                    break
+                blen = nib if nib < 13 else (
+                    int.from_bytes(buf[1:1 + extn], "big") + {13: 13, 14: 269, 15: 65805}[nib])
+                total = 2 + extn + tkl + blen
+                if len(buf) < total:
+                    break
+                code = buf[1 + extn]
+                token = buf[2 + extn:2 + extn + tkl]
+                mbody = buf[2 + extn + tkl:total]
+                buf = buf[total:]
+                if code >> 5 == 7:  # signaling (CSM, Ping...)
+                    if code == 0xE2:
+                        s.sendall(_frame(0xE3, token))
+                    continue
+                if token == b"\x42\x42":
+                    return code, _payload_of(mbody)
+            data = s.recv(65536)
+            if not data:
+                raise ConnectionError("connection closed by server")
+            buf += data
+        raise TimeoutError("no response within %.1fs" % timeout)
+
+
+def code_str(code):
+    return "%d.%02d" % (code >> 5, code & 31)
+
+
+# --------------------------------------------------------------------------
+# servers
+
+def free_port():
+    """A port free for both TCP and UDP on 127.0.0.1 (libcoap binds both)."""
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind((HOST, 0))
+            port = t.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.bind((HOST, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process from /proc (None if unavailable)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Server:
+    def __init__(self, name, argv, path, payload, setup=None, note=""):
+        self.name = name
+        self.argv = argv
+        self.path = path
+        self.payload = payload
+        self.setup = setup  # callable(port) run once the port accepts
+        self.note = note
+        self.proc = None
+        self.logfile = None
+
+    def start(self, port, pin_cpu, logdir, ready_timeout):
+        """Start the server; return None on success or a reason to skip it."""
+        argv = [a.replace("{port}", str(port)) for a in self.argv]
+        if pin_cpu is not None:
+            argv = ["taskset", "-c", str(pin_cpu)] + argv
+        self.cmdline = " ".join(shlex.quote(a) for a in argv)
+        self.logpath = os.path.join(logdir, "%s.log" % self.name)
+        self.logfile = open(self.logpath, "wb")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        log("[%s] starting: %s" % (self.name, self.cmdline))
+        try:
+            self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=self.logfile, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        except OSError as e:
+            return "command failed to start: %s" % e
+        deadline = time.monotonic() + ready_timeout
+        accepted = False
+        last_err = "port never accepted"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return "exited with status %s before serving; log tail:\n%s" % (
+                    self.proc.returncode, self.log_tail())
+            try:
+                if not accepted:
+                    with socket.create_connection((HOST, port), timeout=0.5):
+                        accepted = True
+                    if self.setup:
+                        self.setup(port)
+                code, got = coap_request(port, 1, self.path)
+                if code == 0x45 and got == self.payload:
+                    return None
+                last_err = "GET %s answered %s %r, expected 2.05 %r" % (
+                    self.path, code_str(code), got[:60], self.payload)
+            except (OSError, TimeoutError, ConnectionError) as e:
+                last_err = "%s: %s" % (type(e).__name__, e)
+            time.sleep(0.2)
+        return "not ready within %.0fs (%s); log tail:\n%s" % (
+            ready_timeout, last_err, self.log_tail())
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_seconds(self):
+        return proc_cpu_seconds(self.proc.pid) if self.alive() else None
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.logfile:
+            self.logfile.close()
+            self.logfile = None
+
+    def log_tail(self, n=15):
+        try:
+            self.logfile.flush()
+            with open(self.logpath, "rb") as f:
+                lines = f.read().decode(errors="replace").splitlines()
+            return "\n".join("    " + l for l in lines[-n:]) or "    (empty)"
+        except OSError:
+            return "    (no log)"
+
+
+def make_servers(args):
+    servers = {}
+    servers["aiocoap"] = Server(
+        "aiocoap", [sys.executable, os.path.join(HERE, "aiocoap_server.py"), "{port}"],
+        PATH, PAYLOAD, note="aiocoap %s, tcpserver transport only" % aiocoap_version())
+    cmd = args.coaptcp_cmd.replace("{python}", shlex.quote(sys.executable))
+    servers["coaptcp"] = Server("coaptcp", shlex.split(cmd), PATH, PAYLOAD,
+                                note="twisted, this repository")
+    binary = args.libcoap_bin or next((b for b in LIBCOAP_BINARIES if shutil.which(b)), None)
+    if binary:
+        def put_hello(port):
+            code, _ = coap_request(port, 3, PATH, PAYLOAD)
+            if code not in (0x41, 0x44):  # 2.01 Created / 2.04 Changed
+                raise ConnectionError("PUT %s answered %s" % (PATH, code_str(code)))
+        servers["libcoap"] = Server(
+            "libcoap", [binary, "-A", HOST, "-p", "{port}", "-d", "4", "-v", "3"],
+            PATH, PAYLOAD, setup=put_hello,
+            note="%s (%s); /hello is a dynamic resource created by PUT (-d 4); "
+                 "its 2.05 carries no Content-Format option" % (binary, libcoap_version(binary)))
+    return servers
+
+
+def aiocoap_version():
+    try:
+        import aiocoap.meta
+        return aiocoap.meta.version
+    except Exception:  # noqa: BLE001 - informational only
+        return "?"
+
+
+def libcoap_version(binary):
+    """'libcoap 4.3.1' from the 'Build:' line of the usage text."""
+    try:
+        out = subprocess.run([binary, "-?"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    for line in (out.stdout + out.stderr).splitlines():
+        if line.startswith("Build:"):
+            return "libcoap " + line.split(":", 1)[1].strip()
+    return "?"
+
+
+# --------------------------------------------------------------------------
+# running loadgen
+
+def run_loadgen(args, loadgen, port, server, conns, inflight, pin_cpu):
+    argv = [loadgen, "-h", HOST, "-p", str(port), "-c", str(conns), "-n", str(inflight),
+            "-d", str(args.duration), "-w", str(args.warmup), "-u", server.path,
+            "-e", server.payload.decode(), "-t", "10"]
+    if pin_cpu is not None:
+        argv = ["taskset", "-c", str(pin_cpu)] + argv
+    cpu0 = server.cpu_seconds()
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True,
+                           timeout=10 + args.warmup + args.duration + 30)
+    except subprocess.TimeoutExpired:
+        return {"status": "loadgen_timeout", "errors": 1}
+    wall = time.monotonic() - t0
+    cpu1 = server.cpu_seconds()
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        return {"status": "no_output", "errors": 1, "rc": p.returncode,
+                "stderr": p.stderr[-1000:]}
+    res = json.loads(lines[-1])
+    res["rc"] = p.returncode
+    if p.stderr.strip():
+        res["stderr"] = p.stderr[-1000:]
+    if cpu0 is not None and cpu1 is not None and wall > 0:
+        res["server_cpu_pct"] = round(100.0 * (cpu1 - cpu0) / wall, 1)
+    return res
+
+
+def median_of(runs, key):
+    vals = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+    return statistics.median(vals) if vals else None
+
+
+# --------------------------------------------------------------------------
+# output
+
+def fmt(v, spec):
+    return format(v, spec) if isinstance(v, (int, float)) else "-"
+
+
+def print_table(results, servers_order, cells, skipped, notes, out=sys.stdout):
+    w = out.write
+    w("\n")
+    w("%-8s %5s %5s %10s %10s %10s %7s %6s %6s\n" % (
+        "server", "conns", "infl", "rps", "p50_us", "p99_us", "errors", "lg%", "srv%"))
+    for name in servers_order:
+        if name in skipped:
+            continue
+        for (c, n) in cells:
+            r = results.get((name, c, n))
+            if r is None:
+                continue
+            m = r["median"]
+            w("%-8s %5d %5d %10s %10s %10s %7s %6s %6s\n" % (
+                name, c, n, fmt(m["rps"], ".0f"), fmt(m["p50_us"], ".0f"),
+                fmt(m["p99_us"], ".0f"), fmt(m["errors"], "d"), fmt(m["loadgen_cpu_pct"], ".0f"),
+                fmt(m["server_cpu_pct"], ".0f")))
+    others = [s for s in servers_order if s != "aiocoap" and s not in skipped]
+    if "aiocoap" not in skipped and "aiocoap" in servers_order and others:
+        w("\nratio to aiocoap (rps: >1 is faster; p50/p99: <1 is faster)\n")
+        w("%-18s %5s %5s %8s %8s %8s\n" % ("", "conns", "infl", "rps", "p50", "p99"))
+        for name in others:
+            label = "coaptcp/aiocoap" if name == "coaptcp" else "%s/aiocoap" % name
+            if name == "coaptcp":
+                label += " (ours)"
+            for (c, n) in cells:
+                a = results.get(("aiocoap", c, n))
+                b = results.get((name, c, n))
+                if not a or not b:
+                    continue
+                ratios = []
+                for k in ("rps", "p50_us", "p99_us"):
+                    x, y = a["median"][k], b["median"][k]
+                    ratios.append(y / x if x and y is not None else None)
+                w("%-18s %5d %5d %8s %8s %8s\n" % (label[:18], c, n, fmt(ratios[0], ".2f"),
+                                                    fmt(ratios[1], ".2f"), fmt(ratios[2], ".2f")))
+    for name, why in skipped.items():
+        w("\nSKIPPED %s: %s\n" % (name, why))
+    if notes:
+        w("\nnotes:\n")
+        for n in notes:
+            w("  - %s\n" % n)
+    w("\nrps/p50/p99/errors: median over repetitions (errors: sum); lg%% = loadgen CPU "
+      "(user+sys) during the measured window, srv%% = server CPU during the whole loadgen run "
+      "(100 = one core).\n")
+
+
+def machine_info():
+    info = {"nproc": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def parse_list(s):
+    try:
+        vals = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected comma-separated integers: %r" % s)
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError("expected positive integers: %r" % s)
+    return vals
+
+
+def main():
+    ap = argparse.ArgumentParser(description="CoAP-over-TCP server benchmark runner")
+    ap.add_argument("--servers", default="aiocoap,coaptcp,libcoap",
+                    help="comma-separated subset of aiocoap,coaptcp,libcoap (default: all)")
+    ap.add_argument("--conns", type=parse_list, default=[1, 16],
+                    help="connection counts (default 1,16)")
+    ap.add_argument("--inflight", type=parse_list, default=[1, 16],
+                    help="requests in flight per connection (default 1,16)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per cell (default 3)")
+    ap.add_argument("--duration", type=float, default=3.0,
+                    help="measured seconds per run (default 3)")
+    ap.add_argument("--warmup", type=float, default=1.0,
+                    help="warm-up seconds per run (default 1)")
+    ap.add_argument("--json", metavar="FILE", help="write all results as JSON to FILE")
+    ap.add_argument("--no-pin", action="store_true", help="do not use taskset")
+    ap.add_argument("--loadgen", help="use this loadgen binary instead of compiling one")
+    ap.add_argument("--coaptcp-cmd", default=DEFAULT_COAPTCP_CMD,
+                    help="command for the coaptcp server; {port} and {python} are "
+                         "replaced (default: %(default)s)")
+    ap.add_argument("--libcoap-bin", help="libcoap server binary (default: first found of %s)"
+                    % ", ".join(LIBCOAP_BINARIES))
+    ap.add_argument("--ready-timeout", type=float, default=20.0,
+                    help="seconds a server gets to answer its first GET (default 20)")
+    args = ap.parse_args()
+    if args.reps < 1 or args.duration <= 0 or args.warmup < 0:
+        ap.error("bad --reps/--duration/--warmup")
+
+    names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    servers = make_servers(args)
+    skipped = {}
+    for n in names:
+        if n not in ("aiocoap", "coaptcp", "libcoap"):
+            ap.error("unknown server %r" % n)
+        if n not in servers:
+            skipped[n] = "no libcoap server binary found (%s)" % ", ".join(LIBCOAP_BINARIES)
+
+    pin_server = pin_loadgen = None
+    if not args.no_pin and shutil.which("taskset"):
+        cpus = os.sched_getaffinity(0)
+        if {0, 1} <= cpus:
+            pin_server, pin_loadgen = 0, 1
+        else:
+            log("fewer than 2 usable CPUs (%s): not pinning" % sorted(cpus))
+    elif not args.no_pin:
+        log("taskset not found: not pinning")
+
+    loadgen = args.loadgen or build_loadgen()
+    cells = [(c, n) for c in args.conns for n in args.inflight]
+    runnable = [n for n in names if n not in skipped]
+    est = len(runnable) * len(cells) * args.reps * (args.warmup + args.duration + 0.2)
+    log("matrix: servers=%s conns=%s inflight=%s reps=%d, %.0fs+%.0fs per run; "
+        "estimated %.0fs of load" % (",".join(names), args.conns, args.inflight, args.reps,
+                                     args.warmup, args.duration, est))
+
+    results = {}
+    notes = []
+    meta_servers = {}
+    logdir = tempfile.mkdtemp(prefix="coaptcp-bench-logs-")
+    t_start = time.monotonic()
+    for name in runnable:
+        srv = servers[name]
+        port = free_port()
+        try:
+            why = srv.start(port, pin_server, logdir, args.ready_timeout)
+            if why:
+                log("[%s] SKIPPED: %s" % (name, why))
+                skipped[name] = why
+                continue
+            log("[%s] ready on %s:%d (%s)" % (name, HOST, port, srv.note))
+            meta_servers[name] = {"cmd": srv.cmdline, "note": srv.note, "path": srv.path,
+                                  "payload": srv.payload.decode()}
+            if srv.note:
+                notes.append("%s: %s" % (name, srv.note))
+            for (c, n) in cells:
+                runs = []
+                for rep in range(args.reps):
+                    if not srv.alive():
+                        runs.append({"status": "server_died", "errors": 1})
+                        break
+                    r = run_loadgen(args, loadgen, port, srv, c, n, pin_loadgen)
+                    runs.append(r)
+                    log("[%s] c=%d n=%d rep %d: %s rps=%s p50=%sus p99=%sus errors=%s "
+                        "lg_cpu=%s%% srv_cpu=%s%%" % (
+                            name, c, n, rep + 1, r.get("status"), fmt(r.get("rps"), ".0f"),
+                            fmt(r.get("p50_us"), ".0f"), fmt(r.get("p99_us"), ".0f"),
+                            r.get("errors"), fmt(r.get("cpu_pct"), ".0f"),
+                            fmt(r.get("server_cpu_pct"), ".0f")))
+                    if r.get("stderr"):
+                        log("    loadgen stderr: " + r["stderr"].strip().replace("\n", "\n    "))
+                ok_runs = [r for r in runs if r.get("status") == "ok"]
+                median = {
+                    "rps": median_of(ok_runs, "rps"),
+                    "p50_us": median_of(ok_runs, "p50_us"),
+                    "p99_us": median_of(ok_runs, "p99_us"),
+                    "loadgen_cpu_pct": median_of(ok_runs, "cpu_pct"),
+                    "server_cpu_pct": median_of(ok_runs, "server_cpu_pct"),
+                    "errors": sum(int(r.get("errors", 0) or 0) for r in runs),
+                    "failed_runs": len(runs) - len(ok_runs),
+                }
+                results[(name, c, n)] = {"server": name, "conns": c, "inflight": n,
+                                         "median": median, "runs": runs}
+            if not srv.alive():
+                notes.append("%s: server process died during the run (status %s)" % (
+                    name, srv.proc.returncode))
+        finally:
+            srv.stop()
+    elapsed = time.monotonic() - t_start
+
+    print_table(results, names, cells, skipped, notes)
+    if pin_server is not None:
+        print("pinning: servers on CPU %d, loadgen on CPU %d (taskset)" % (pin_server, pin_loadgen))
+    else:
+        print("pinning: none")
+    print("total time %.0fs" % elapsed)
+
+    if args.json:
+        doc = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "args": {k: v for k, v in vars(args).items()},
+            "pinning": {"server": pin_server, "loadgen": pin_loadgen},
+            "servers": meta_servers,
+            "skipped": skipped,
+            "results": list(results.values()),
+            "elapsed_s": round(elapsed, 1),
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        print("results written to %s" % args.json)
+    shutil.rmtree(logdir, ignore_errors=True)
+    bad = any(r["median"]["errors"] or r["median"]["failed_runs"] for r in results.values())
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

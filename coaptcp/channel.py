@@ -1,0 +1,465 @@
+"""Drives one sans-I/O :class:`~coaptcp.core.Connection` for a Twisted transport.
+
+The :class:`Channel` is the only place where the core meets Twisted: it feeds received
+bytes to the core, dispatches the events (requests to the :class:`~coaptcp.resource.Site`,
+responses to the Deferreds waiting on their tokens, Pongs to pings), writes what the core
+queued in one flush per input, and owns every timer (on an injected reactor).  The TCP and
+WebSocket protocols are thin wrappers around it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .core.codes import Code
+from .core.connection import Connection, State
+from .core.errors import LocalProtocolError, MessageTooLarge
+from .core.events import (
+    BASE_MAX_MESSAGE_SIZE,
+    AbortReceived,
+    ConnectionAborted,
+    CsmReceived,
+    Event,
+    PingReceived,
+    PongReceived,
+    ReleaseReceived,
+    RequestReceived,
+    ResponseReceived,
+    UnknownSignalReceived,
+)
+from .core.message import Message
+from .core.options import EMPTY_OPTIONS, Options
+from .resource import Request, Response, Site
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress, IReactorTime
+
+__all__ = [
+    "Channel",
+    "ConnectionClosedError",
+    "RequestNotSent",
+    "NO_SERVER_RESPONSE",
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_RELEASE_TIMEOUT",
+]
+
+#: Seconds to wait for a closing transport to flush (an Abort, say) before dropping it.
+DEFAULT_CLOSE_TIMEOUT = 5.0
+#: Seconds to wait, after a Release, for the work in flight and the peer's close.
+DEFAULT_RELEASE_TIMEOUT = 10.0
+
+#: The answer of a side without a resource tree (RFC 8323 section 3.3).
+NO_SERVER_RESPONSE = Response(Code.NOT_IMPLEMENTED, b"no resources are served on this side")
+
+
+class ConnectionClosedError(Exception):
+    """The connection closed before the response arrived (RFC 8323 section 3.4).
+
+    :ivar reason: why, as far as we know: an Abort's diagnostic, a Release, or the loss.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RequestNotSent(Exception):
+    """The request could not be sent at all (too large for the peer, connection closing)."""
+
+
+class Channel:
+    """One CoAP connection's dispatcher over a Twisted transport.
+
+    :param connection: the sans-I/O core for this connection (not yet started).
+    :param write: writes a list of frames (``transport.writeSequence`` for TCP/TLS; one
+        binary WebSocket message per frame for WebSockets).
+    :param close: closes the transport gracefully (flushing pending writes first).
+    :param abort: drops the transport at once (used when a close does not complete).
+    :param reactor: provides ``callLater`` and ``seconds`` for every timer.
+    :param site: the resource tree; ``None`` means this side serves nothing (5.01).
+    :param peer: the peer's address, shown to resources.
+    :param default_host: the default Uri-Host for requests (RFC 8323 section 8).
+    :param secure: whether the transport is TLS.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        write: Callable[[list[bytes]], None],
+        close: Callable[[], None],
+        abort: Callable[[], None],
+        reactor: IReactorTime,
+        site: Site | None = None,
+        peer: IAddress | None = None,
+        default_host: str | None = None,
+        secure: bool = False,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        release_timeout: float = DEFAULT_RELEASE_TIMEOUT,
+    ) -> None:
+        self.connection = connection
+        self.site = site
+        self.peer = peer
+        self.default_host = default_host
+        self.secure = secure
+        self.close_timeout = close_timeout
+        self.release_timeout = release_timeout
+        self._write = write
+        self._close = close
+        self._abort = abort
+        self._reactor = reactor
+        self._pending: dict[bytes, Deferred[Response]] = {}
+        self._pings: dict[bytes, tuple[Deferred[float], float]] = {}
+        self._waiting_for_csm: list[tuple[Message, Deferred[Response]]] = []
+        self._inbound_open = 0
+        self._custody_waits: list[bytes] = []
+        self._next_token = int.from_bytes(os.urandom(4), "big")
+        self._closing = False
+        self._lost = False
+        self._close_call: Any = None
+        self._release_call: Any = None
+        self._closed_waiters: list[Deferred[None]] = []
+        self.close_reason: str | None = None
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Send our CSM; call from ``connectionMade``."""
+        self.connection.start()
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed bytes from a TCP or TLS stream."""
+        self._dispatch(self.connection.receive_data(data))
+
+    def ws_message_received(self, data: bytes) -> None:
+        """Feed one binary WebSocket message."""
+        self._dispatch(self.connection.receive_ws_message(data))
+
+    def violation(self, diagnostic: str) -> None:
+        """Abort for a transport-level violation the core cannot see (a text WS frame)."""
+        self._dispatch(self.connection.abort_for_violation(diagnostic))
+
+    def connection_lost(self, reason: Failure | None = None) -> None:
+        """The transport is gone: fail what is pending, cancel timers."""
+        if self._lost:
+            return
+        self._lost = True
+        note = self.connection.connection_lost()
+        if note:
+            self.log.info("Peer {peer} closed the connection: {note}", peer=self.peer, note=note)
+        if self.close_reason is None:
+            if reason is None or reason.check(ConnectionDone):
+                self.close_reason = "connection closed"
+            else:
+                self.close_reason = f"connection lost: {reason.getErrorMessage()}"
+        for call in (self._close_call, self._release_call):
+            if call is not None and call.active():
+                call.cancel()
+        error = ConnectionClosedError(self.close_reason)
+        pending, self._pending = self._pending, {}
+        for d in pending.values():
+            d.errback(Failure(error))
+        waiting, self._waiting_for_csm = self._waiting_for_csm, []
+        for _, d in waiting:
+            d.errback(Failure(error))
+        pings, self._pings = self._pings, {}
+        for d, _ in pings.values():
+            d.errback(Failure(error))
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for w in waiters:
+            w.callback(None)
+
+    def when_closed(self) -> Deferred[None]:
+        """A Deferred that fires once the transport has closed."""
+        if self._lost:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._closed_waiters.append(d)
+        return d
+
+    @property
+    def pending_requests(self) -> int:
+        """Our requests still waiting for a response."""
+        return len(self._pending) + len(self._waiting_for_csm)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        frames = self.connection.data_to_send()
+        if frames and not self._lost:
+            self._write(frames)
+
+    def _close_transport(self) -> None:
+        """Close after the queued frames are written; drop the link if that stalls."""
+        if self._closing or self._lost:
+            return
+        self._closing = True
+        self._flush()
+        self._close()
+        self._close_call = self._reactor.callLater(self.close_timeout, self._force_close)
+
+    def _force_close(self) -> None:
+        if not self._lost:
+            self.log.info("Dropping {peer}: the close did not complete", peer=self.peer)
+            self._abort()
+
+    # -- requests we send -----------------------------------------------------------------
+
+    def _allocate_token(self) -> bytes:
+        while True:
+            self._next_token = (self._next_token + 1) & 0xFFFFFFFF
+            token = self._next_token.to_bytes(4, "big")
+            if token not in self._pending and token not in self._pings:
+                return token
+
+    def request(
+        self,
+        method: Code,
+        options: Options = EMPTY_OPTIONS,
+        payload: bytes = b"",
+        *,
+        timeout: float | None = None,
+    ) -> Deferred[Response]:
+        """Send a request; the Deferred fires with the :class:`Response`.
+
+        Cancelling the Deferred (or the timeout expiring) frees the token; a response
+        arriving later is ignored.  A request larger than the base Max-Message-Size waits
+        for the peer's CSM; one larger than the peer's limit fails with
+        :class:`RequestNotSent` (RFC 8323 section 5.3.1).
+        """
+        if not Code(method).is_request:
+            return fail(LocalProtocolError(f"{Code(method)} is not a request method"))
+        if self._lost or self._closing or self.connection.state is State.CLOSED:
+            return fail(ConnectionClosedError(self.close_reason or "connection is closing"))
+        token = self._allocate_token()
+        message = Message(Code(method), token, options, payload)
+        d: Deferred[Response] = Deferred(lambda _: self._forget(token, message))
+        if (
+            not self.connection.peer_csm_received
+            and self.connection.encoded_size(message) > BASE_MAX_MESSAGE_SIZE
+        ):
+            self._waiting_for_csm.append((message, d))
+        else:
+            self._send_request(message, d)
+        if timeout is not None:
+            d.addTimeout(timeout, self._reactor)
+        return d
+
+    def _send_request(self, message: Message, d: Deferred[Response]) -> None:
+        try:
+            self.connection.send(message)
+        except (LocalProtocolError, MessageTooLarge) as error:
+            d.errback(Failure(RequestNotSent(str(error))))
+            return
+        self._pending[message.token] = d
+        self._flush()
+
+    def _forget(self, token: bytes, message: Message) -> None:
+        self._pending.pop(token, None)
+        self._waiting_for_csm = [(m, w) for m, w in self._waiting_for_csm if m is not message]
+
+    def ping(self, *, custody: bool = False, timeout: float | None = None) -> Deferred[float]:
+        """Send a Ping; fires with the round-trip time in seconds (RFC 8323 section 5.4).
+
+        Pings carry an empty token: libcoap answers any Ping with an empty-token Pong, so
+        Pongs are matched to the oldest outstanding Ping when their token is unknown.
+        """
+        if self._lost or self.connection.state is State.CLOSED:
+            return fail(ConnectionClosedError(self.close_reason or "connection is closed"))
+        token = b"" if not self._pings else self._allocate_token()
+        d: Deferred[float] = Deferred(lambda _: self._pings.pop(token, None))
+        self._pings[token] = (d, self._reactor.seconds())
+        self.connection.send_ping(token, custody=custody)
+        self._flush()
+        if timeout is not None:
+            d.addTimeout(timeout, self._reactor)
+        return d
+
+    def release(self, diagnostic: str = "") -> Deferred[None]:
+        """Send Release, finish the work in flight, then close (RFC 8323 section 5.5).
+
+        Requests already received are still answered; the transport is closed once none
+        is left (or after ``release_timeout``).  Fires when the transport has closed.
+        """
+        closed = self.when_closed()
+        if self._lost or self._closing:
+            return closed
+        if self.connection.state is not State.CLOSED and not self.connection.release_sent:
+            self.connection.send_release(diagnostic)
+            self._flush()
+        self._release_call = self._reactor.callLater(self.release_timeout, self._close_transport)
+        self._maybe_finish_release()
+        return closed
+
+    def abort(self, diagnostic: str) -> None:
+        """Send Abort and close (RFC 8323 section 5.6)."""
+        if self._lost:
+            return
+        self.close_reason = f"aborted by us: {diagnostic}"
+        self.connection.send_abort(diagnostic)
+        self._close_transport()
+
+    def _maybe_finish_release(self) -> None:
+        connection = self.connection
+        if not (connection.release_sent or connection.release_received):
+            return
+        if self._inbound_open == 0 and not self._pending:
+            self._close_transport()
+
+    # -- event dispatch -------------------------------------------------------------------
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is RequestReceived:
+                self._on_request(event.message)  # type: ignore[attr-defined]
+            elif kind is ResponseReceived:
+                self._on_response(event.message)  # type: ignore[attr-defined]
+            elif kind is CsmReceived:
+                self._on_csm(event)  # type: ignore[arg-type]
+            elif kind is PongReceived:
+                self._on_pong(event)  # type: ignore[arg-type]
+            elif kind is PingReceived:
+                self._on_custody_ping(event)  # type: ignore[arg-type]
+            elif kind is ReleaseReceived:
+                self._on_release(event)  # type: ignore[arg-type]
+            elif kind is AbortReceived:
+                self._on_abort(event)  # type: ignore[arg-type]
+            elif kind is ConnectionAborted:
+                self._on_violation(event)  # type: ignore[arg-type]
+            elif kind is UnknownSignalReceived:
+                self.log.debug(
+                    "Ignoring unknown signal {code} from {peer}",
+                    code=event.message.code.dotted,  # type: ignore[attr-defined]
+                    peer=self.peer,
+                )
+        self._flush()
+
+    def _on_csm(self, event: CsmReceived) -> None:
+        if not event.first:
+            return
+        waiting, self._waiting_for_csm = self._waiting_for_csm, []
+        for message, d in waiting:
+            self._send_request(message, d)
+
+    def _on_response(self, message: Message) -> None:
+        d = self._pending.pop(message.token, None)
+        if d is None:
+            self.log.debug(
+                "Ignoring a response with unknown token {token} from {peer}",
+                token=message.token.hex(),
+                peer=self.peer,
+            )
+            return
+        d.callback(Response(message.code, message.payload, options=message.options))
+        self._maybe_finish_release()
+
+    def _on_pong(self, event: PongReceived) -> None:
+        entry = self._pings.pop(event.token, None)
+        if entry is None and self._pings:
+            entry = self._pings.pop(next(iter(self._pings)))
+        if entry is None:
+            self.log.debug("Ignoring an unexpected Pong from {peer}", peer=self.peer)
+            return
+        d, sent = entry
+        d.callback(self._reactor.seconds() - sent)
+
+    def _on_custody_ping(self, event: PingReceived) -> None:
+        # Custody: answer once every request received before the Ping is answered.
+        if self._inbound_open == 0:
+            self.connection.send_pong(event.token, custody=True)
+        else:
+            self._custody_waits.append(event.token)
+
+    def _on_release(self, event: ReleaseReceived) -> None:
+        self.close_reason = "the peer released the connection" + (
+            f": {event.diagnostic}" if event.diagnostic else ""
+        )
+        self.log.info(
+            "Peer {peer} sent Release ({diagnostic})", peer=self.peer, diagnostic=event.diagnostic
+        )
+        self._release_call = self._reactor.callLater(self.release_timeout, self._close_transport)
+        self._maybe_finish_release()
+
+    def _on_abort(self, event: AbortReceived) -> None:
+        self.close_reason = f"the peer aborted the connection: {event.diagnostic}"
+        self.log.info(
+            "Peer {peer} sent Abort: {diagnostic}", peer=self.peer, diagnostic=event.diagnostic
+        )
+        self._close_transport()
+
+    def _on_violation(self, event: ConnectionAborted) -> None:
+        self.close_reason = f"aborted by us: {event.diagnostic}"
+        self.log.info(
+            "Aborting connection from {peer}: {diagnostic}",
+            peer=self.peer,
+            diagnostic=event.diagnostic,
+        )
+        self._close_transport()
+
+    # -- requests we answer ---------------------------------------------------------------
+
+    def _on_request(self, message: Message) -> None:
+        if self.site is None:
+            self._respond(message.token, NO_SERVER_RESPONSE)
+            return
+        request = Request(
+            message.code,
+            message.token,
+            message.options,
+            message.payload,
+            peer=self.peer,
+            default_host=self.default_host,
+            secure=self.secure,
+            channel=self,
+        )
+        result = self.site.handle(request)
+        if isinstance(result, Response):
+            self._respond(message.token, result)
+            return
+        self._inbound_open += 1
+        result.addBoth(self._deferred_response, message.token)
+
+    def _deferred_response(self, result: Response | Failure, token: bytes) -> None:
+        self._inbound_open -= 1
+        if isinstance(result, Failure):
+            if not result.check(CancelledError):
+                self.log.failure("Unexpected failure answering a request", result)
+            result = Response(Code.INTERNAL_SERVER_ERROR, b"internal server error")
+        if not self._lost and self.connection.state is not State.CLOSED:
+            self._respond(token, result)
+            self._release_custody()
+            self._flush()
+        self._maybe_finish_release()
+
+    def _release_custody(self) -> None:
+        if self._custody_waits and self._inbound_open == 0:
+            waits, self._custody_waits = self._custody_waits, []
+            for token in waits:
+                self.connection.send_pong(token, custody=True)
+
+    def _respond(self, token: bytes, response: Response) -> None:
+        message = Message(response.code, token, response.options, response.payload)
+        try:
+            self.connection.send(message)
+        except MessageTooLarge as error:
+            self.log.warn(
+                "Response to {peer} too large: {error}", peer=self.peer, error=str(error)
+            )
+            diagnostic = f"response of {error.size} bytes exceeds your Max-Message-Size"
+            try:
+                self.connection.send(
+                    Message(Code.INTERNAL_SERVER_ERROR, token, payload=diagnostic.encode())
+                )
+            except MessageTooLarge:
+                self.abort("Max-Message-Size too small for any response")

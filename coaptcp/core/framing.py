@@ -1,0 +1,310 @@
+"""Message framing for reliable transports (RFC 8323 sections 3.2 and 4.4, draft-07 3.2/4.3).
+
+Over TCP and TLS each message starts with a Len/TKL byte whose Len nibble is 0-12 (the
+length of options and payload), 13 (one extended byte, Len - 13), 14 (two, Len - 269) or 15
+(four, Len - 65805); then the code, the token, the options and the payload.  Over
+WebSockets each message travels in one binary WebSocket message and Len is always 0.
+
+:class:`StreamDecoder` is incremental: feed it any split of the byte stream and pull
+messages out.  It rejects a frame whose announced size exceeds our Max-Message-Size as soon
+as the length bytes are in, before any of its body is buffered, and it never re-copies the
+unread buffer per frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .codes import Code, code_from_byte
+from .errors import LocalProtocolError, MessageFormatError
+from .message import MAX_TOKEN_LENGTH, Message
+from .options import Options
+
+__all__ = [
+    "encode_options",
+    "decode_options",
+    "encode_frame",
+    "encode_ws_frame",
+    "decode_ws_frame",
+    "frame_size",
+    "StreamDecoder",
+    "PAYLOAD_MARKER",
+    "MAX_OPTION_NUMBER",
+]
+
+PAYLOAD_MARKER = 0xFF
+MAX_OPTION_NUMBER = 0xFFFF
+
+_EXT13 = 13
+_EXT14 = 269
+_EXT15 = 65805
+_MAX_LENGTH = 0xFFFFFFFF + _EXT15
+
+
+def _nibble(value: int, out: bytearray) -> int:
+    """Return the nibble for ``value`` and append its extended bytes to ``out``."""
+    if value < _EXT13:
+        return value
+    if value < _EXT14:
+        out.append(value - _EXT13)
+        return 13
+    out += (value - _EXT14).to_bytes(2, "big")
+    return 14
+
+
+def encode_options(options: Iterable[tuple[int, bytes]]) -> bytes:
+    """Encode sorted options with delta/length nibbles (RFC 7252 section 3.1)."""
+    out = bytearray()
+    previous = 0
+    for number, value in options:
+        delta = number - previous
+        if delta < 0:
+            raise LocalProtocolError("options must be sorted by number")
+        if number > MAX_OPTION_NUMBER:
+            raise LocalProtocolError(f"option number {number} exceeds {MAX_OPTION_NUMBER}")
+        previous = number
+        length = len(value)
+        if length > 0xFFFF + _EXT14:
+            raise LocalProtocolError(f"option {number} value of {length} bytes is too long")
+        if delta < _EXT13 and length < _EXT13:
+            out.append(delta << 4 | length)
+        else:
+            extended = bytearray()
+            delta_nibble = _nibble(delta, extended)
+            length_nibble = _nibble(length, extended)
+            out.append(delta_nibble << 4 | length_nibble)
+            out += extended
+        out += value
+    return bytes(out)
+
+
+def _body(message: Message) -> bytes:
+    options = encode_options(message.options.items) if message.options else b""
+    if message.payload:
+        return b"".join((options, b"\xff", message.payload))
+    return options
+
+
+def _check_token(token: bytes) -> int:
+    tkl = len(token)
+    if tkl > MAX_TOKEN_LENGTH:
+        raise LocalProtocolError(f"token of {tkl} bytes is longer than {MAX_TOKEN_LENGTH}")
+    return tkl
+
+
+def encode_frame(message: Message) -> bytes:
+    """Serialize a message for a TCP or TLS byte stream (RFC 8323 section 3.2)."""
+    tkl = _check_token(message.token)
+    body = _body(message)
+    length = len(body)
+    code = int(message.code)
+    if length < _EXT13:
+        header = bytes((length << 4 | tkl, code))
+    elif length < _EXT14:
+        header = bytes((0xD0 | tkl, length - _EXT13, code))
+    elif length < _EXT15:
+        header = bytes((0xE0 | tkl, (length - _EXT14) >> 8, (length - _EXT14) & 0xFF, code))
+    elif length <= _MAX_LENGTH:
+        header = bytes((0xF0 | tkl,)) + (length - _EXT15).to_bytes(4, "big") + bytes((code,))
+    else:
+        raise LocalProtocolError(f"message body of {length} bytes cannot be framed")
+    return b"".join((header, message.token, body))
+
+
+def encode_ws_frame(message: Message) -> bytes:
+    """Serialize a message for one binary WebSocket message: Len = 0 (RFC 8323 section 4.4)."""
+    tkl = _check_token(message.token)
+    return b"".join((bytes((tkl, int(message.code))), message.token, _body(message)))
+
+
+def frame_size(body_length: int, token_length: int) -> int:
+    """The size of a stream frame with the given body and token lengths.
+
+    This is the size RFC 8323 section 5.3.1 compares with Max-Message-Size: the whole
+    message from its first header byte to the end of the payload.
+    """
+    if body_length < _EXT13:
+        extended = 0
+    elif body_length < _EXT14:
+        extended = 1
+    elif body_length < _EXT15:
+        extended = 2
+    else:
+        extended = 4
+    return 2 + extended + token_length + body_length
+
+
+def decode_options(data: bytes, start: int, end: int) -> tuple[Options, bytes]:
+    """Parse options and payload from ``data[start:end]`` (RFC 7252 section 3.1).
+
+    Returns the options and the payload.  Raises :class:`MessageFormatError` for a
+    reserved nibble, an option running past the end, a number above 65535 or a payload
+    marker followed by no payload.
+    """
+    items: list[tuple[int, bytes]] = []
+    number = 0
+    i = start
+    while i < end:
+        byte = data[i]
+        i += 1
+        if byte == PAYLOAD_MARKER:
+            if i == end:
+                raise MessageFormatError("payload marker followed by no payload")
+            return Options._from_sorted(tuple(items)), bytes(data[i:end])
+        delta = byte >> 4
+        length = byte & 0x0F
+        if delta >= 13:
+            if delta == 13:
+                if i >= end:
+                    raise MessageFormatError("option delta extension runs past the message")
+                delta = data[i] + _EXT13
+                i += 1
+            elif delta == 14:
+                if i + 2 > end:
+                    raise MessageFormatError("option delta extension runs past the message")
+                delta = (data[i] << 8 | data[i + 1]) + _EXT14
+                i += 2
+            else:
+                raise MessageFormatError("reserved option delta 15")
+        if length >= 13:
+            if length == 13:
+                if i >= end:
+                    raise MessageFormatError("option length extension runs past the message")
+                length = data[i] + _EXT13
+                i += 1
+            elif length == 14:
+                if i + 2 > end:
+                    raise MessageFormatError("option length extension runs past the message")
+                length = (data[i] << 8 | data[i + 1]) + _EXT14
+                i += 2
+            else:
+                raise MessageFormatError("reserved option length 15")
+        number += delta
+        if number > MAX_OPTION_NUMBER:
+            raise MessageFormatError(f"option number {number} exceeds {MAX_OPTION_NUMBER}")
+        if i + length > end:
+            raise MessageFormatError(
+                f"option {number} value of {length} bytes runs past the end of the message"
+            )
+        items.append((number, bytes(data[i : i + length])))
+        i += length
+    return Options._from_sorted(tuple(items)), b""
+
+
+def _check_code(code: Code) -> None:
+    if code.is_reserved:
+        raise MessageFormatError(f"code {code.dotted} is in a reserved class")
+
+
+def _too_large(size: int, limit: int) -> MessageFormatError:
+    return MessageFormatError(
+        f"message of {size} bytes exceeds our Max-Message-Size of {limit} bytes"
+    )
+
+
+def decode_ws_frame(data: bytes, max_message_size: int) -> Message:
+    """Parse one binary WebSocket message holding one CoAP message (RFC 8323 section 4.4)."""
+    if len(data) > max_message_size:
+        raise _too_large(len(data), max_message_size)
+    if len(data) < 2:
+        raise MessageFormatError("WebSocket message shorter than a CoAP header")
+    first = data[0]
+    if first >> 4:
+        raise MessageFormatError(f"Len is {first >> 4} in a WebSocket message; it must be 0")
+    tkl = first & 0x0F
+    if tkl > MAX_TOKEN_LENGTH:
+        raise MessageFormatError(f"token length {tkl} is reserved")
+    if len(data) < 2 + tkl:
+        raise MessageFormatError("WebSocket message ends inside the token")
+    code = code_from_byte(data[1])
+    _check_code(code)
+    options, payload = decode_options(data, 2 + tkl, len(data))
+    return Message(code, bytes(data[2 : 2 + tkl]), options, payload)
+
+
+class StreamDecoder:
+    """Incremental decoder for the TCP/TLS byte stream (RFC 8323 section 3.2).
+
+    :param max_message_size: our advertised Max-Message-Size; a frame that announces more
+        is rejected before its body is read.
+    """
+
+    __slots__ = ("_data", "_pos", "max_message_size")
+
+    def __init__(self, max_message_size: int) -> None:
+        self.max_message_size = max_message_size
+        self._data: bytes | bytearray = b""
+        self._pos = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet consumed (a partial frame)."""
+        return len(self._data) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes received from the stream."""
+        if not data:
+            return
+        if self._pos >= len(self._data):
+            # Nothing pending: parse straight out of the caller's bytes, no copy.
+            self._data = data
+            self._pos = 0
+            return
+        pending = self._data
+        if isinstance(pending, bytes):
+            pending = bytearray(memoryview(pending)[self._pos :])
+        elif self._pos:
+            del pending[: self._pos]
+        pending += data
+        self._data = pending
+        self._pos = 0
+
+    def next_message(self) -> Message | None:
+        """Return the next complete message, or ``None`` if more bytes are needed.
+
+        Raises :class:`MessageFormatError` for a malformed or oversized frame; the
+        decoder is unusable afterwards (the connection must be aborted).
+        """
+        data = self._data
+        pos = self._pos
+        available = len(data) - pos
+        if available < 1:
+            return None
+        first = data[pos]
+        tkl = first & 0x0F
+        if tkl > MAX_TOKEN_LENGTH:
+            raise MessageFormatError(f"token length {tkl} is reserved")
+        length = first >> 4
+        if length < 13:
+            header = 2
+        elif length == 13:
+            if available < 2:
+                return None
+            length = data[pos + 1] + _EXT13
+            header = 3
+        elif length == 14:
+            if available < 3:
+                return None
+            length = (data[pos + 1] << 8 | data[pos + 2]) + _EXT14
+            header = 4
+        else:
+            if available < 5:
+                return None
+            length = int.from_bytes(data[pos + 1 : pos + 5], "big") + _EXT15
+            header = 6
+        total = header + tkl + length
+        if total > self.max_message_size:
+            raise _too_large(total, self.max_message_size)
+        if available < total:
+            return None
+        code = code_from_byte(data[pos + header - 1])
+        _check_code(code)
+        token_start = pos + header
+        body_start = token_start + tkl
+        end = pos + total
+        self._pos = end
+        token = bytes(data[token_start:body_start])
+        if body_start == end:
+            return Message(code, token)
+        options, payload = decode_options(data, body_start, end)
+        return Message(code, token, options, payload)

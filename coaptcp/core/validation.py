@@ -1,0 +1,47 @@
+"""Checks on a received request's options (RFC 7252 sections 5.4.1, 5.4.5 and 5.10).
+
+An option is *unrecognized* when its number is unknown to the server, when its value
+length is outside the registered range, or when a non-repeatable option occurs again (from
+the second occurrence on).  Unrecognized elective options are ignored; an unrecognized
+critical option in a request is answered with 4.02 (Bad Option) and a diagnostic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from .options import OPTION_SPECS, Options, OptionNumber, is_critical
+
+__all__ = ["unrecognized_critical_option", "PROXY_OPTIONS"]
+
+#: Proxy-Uri and Proxy-Scheme: a server that is not a proxy answers 5.05 (section 5.7.2).
+PROXY_OPTIONS = frozenset({OptionNumber.PROXY_URI, OptionNumber.PROXY_SCHEME})
+
+
+def unrecognized_critical_option(
+    options: Options, understood: Collection[int]
+) -> tuple[int, str] | None:
+    """Return ``(number, reason)`` for the first unrecognized critical option, else ``None``.
+
+    :param understood: option numbers the server processes; any other critical option is
+        unrecognized even if a registry knows it (for example OSCORE on a server without
+        OSCORE).
+    """
+    previous = -1
+    for number, value in options.items:
+        repeated = number == previous
+        previous = number
+        if not is_critical(number):
+            continue
+        spec = OPTION_SPECS.get(number)
+        name = spec.name if spec else f"option {number}"
+        if number not in understood or spec is None:
+            return number, f"unrecognized critical option {name} ({number})"
+        if repeated and not spec.repeatable:
+            return number, f"critical option {name} ({number}) is not repeatable"
+        if not spec.length_ok(len(value)):
+            return number, (
+                f"critical option {name} ({number}) has a value of {len(value)} bytes; "
+                f"{spec.min_length}-{spec.max_length} allowed"
+            )
+    return None

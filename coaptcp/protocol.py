@@ -1,0 +1,177 @@
+"""CoAP over TCP (and TLS) for Twisted: :class:`CoapProtocol` and :class:`CoapFactory`.
+
+The same classes serve ``coap+tcp`` and ``coaps+tcp``: TLS is the endpoint's concern
+(RFC 8323 sections 3 and 9).  Either side can send requests (section 3.3); a factory with
+a :class:`~coaptcp.resource.Site` answers them, one without answers 5.01.
+
+Listening::
+
+    from twisted.internet.endpoints import serverFromString
+    serverFromString(reactor, "tcp:5683").listen(CoapFactory(Site(root)))
+
+Connecting::
+
+    protocol = await connectCoap(clientFromString(reactor, "tcp:host:5683"))
+    response = await protocol.request(Code.GET, Options.build(uri_path=["hello"]))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .channel import Channel
+from .core.codes import Code
+from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
+from .core.options import EMPTY_OPTIONS, Options
+from .resource import Resource, Response, Site
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+
+__all__ = ["CoapProtocol", "CoapFactory", "connectCoap"]
+
+
+def _default_reactor(reactor: Any) -> Any:
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        return global_reactor
+    return reactor
+
+
+def _host_of(address: IAddress | None) -> str | None:
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else None
+
+
+class CoapProtocol(Protocol):
+    """One CoAP-over-TCP connection (RFC 8323 section 3), either role.
+
+    The protocol sends its CSM as soon as it is connected.  Use :meth:`request`,
+    :meth:`ping` and :meth:`release` to talk to the peer.
+    """
+
+    factory: CoapFactory
+    channel: Channel
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        connection = Connection(
+            factory.role,
+            max_message_size=factory.max_message_size,
+            require_csm=factory.require_csm,
+        )
+        transport = self.transport
+        assert transport is not None
+        secure = ISSLTransport.providedBy(transport)
+        self.channel = Channel(
+            connection,
+            write=transport.writeSequence,
+            close=transport.loseConnection,
+            abort=transport.abortConnection,  # type: ignore[attr-defined]
+            reactor=factory.reactor,
+            site=factory.site,
+            peer=transport.getPeer(),
+            default_host=_host_of(transport.getHost()),
+            secure=bool(secure),
+        )
+        factory.connections.add(self)
+        self.channel.start()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.channel.data_received(data)
+
+    def connectionLost(self, reason: Failure = Failure(Exception("connection lost"))) -> None:
+        self.factory.connections.discard(self)
+        if hasattr(self, "channel"):
+            self.channel.connection_lost(reason)
+
+    # -- the application's side -----------------------------------------------------------
+
+    def request(
+        self,
+        method: Code,
+        options: Options = EMPTY_OPTIONS,
+        payload: bytes = b"",
+        *,
+        timeout: float | None = None,
+    ) -> Deferred[Response]:
+        """Send a request on this connection; see :meth:`Channel.request`."""
+        return self.channel.request(method, options, payload, timeout=timeout)
+
+    def ping(self, *, timeout: float | None = None) -> Deferred[float]:
+        """Ping the peer; fires with the round-trip time (RFC 8323 section 5.4)."""
+        return self.channel.ping(timeout=timeout)
+
+    def release(self, diagnostic: str = "") -> Deferred[None]:
+        """Release the connection in an orderly way (RFC 8323 section 5.5)."""
+        return self.channel.release(diagnostic)
+
+    def abort(self, diagnostic: str) -> None:
+        """Abort the connection (RFC 8323 section 5.6)."""
+        self.channel.abort(diagnostic)
+
+
+class CoapFactory(Factory):
+    """Builds :class:`CoapProtocol` instances for one role and one resource tree.
+
+    :param site: the resource tree to serve, a bare :class:`Resource` (wrapped in a
+        :class:`Site`), or ``None`` to serve nothing (peers get 5.01).
+    :param role: :attr:`Role.ACCEPTOR` for listening factories (the default),
+        :attr:`Role.INITIATOR` for connecting ones.
+    :param max_message_size: our Max-Message-Size (RFC 8323 section 5.3.1).
+    :param require_csm: abort peers whose first message is not a CSM (the default); set
+        false to accept peers that send none (see INTEROP notes on Californium).
+    :param reactor: the reactor for timers; the global one when ``None``.
+    """
+
+    protocol = CoapProtocol
+    log = Logger()
+
+    def __init__(
+        self,
+        site: Site | Resource | None = None,
+        *,
+        role: Role = Role.ACCEPTOR,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        require_csm: bool = True,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        if isinstance(site, Resource):
+            site = Site(site)
+        self.site = site
+        self.role = role
+        self.max_message_size = max_message_size
+        self.require_csm = require_csm
+        self.reactor = _default_reactor(reactor)
+        self.connections: set[CoapProtocol] = set()
+
+    def releaseAll(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
+        """Release every open connection; fires when all have closed (section 5.5)."""
+        closing = [protocol.release(diagnostic) for protocol in list(self.connections)]
+        return DeferredList(closing, consumeErrors=True)
+
+
+def connectCoap(
+    endpoint: IStreamClientEndpoint,
+    site: Site | Resource | None = None,
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    reactor: IReactorTime | None = None,
+) -> Deferred[CoapProtocol]:
+    """Connect to a CoAP-over-TCP (or TLS) server through ``endpoint``.
+
+    The returned protocol has already sent its CSM; requests may be sent at once
+    (RFC 8323 section 3.3 lets the initiator go ahead without the acceptor's CSM).
+    """
+    factory = CoapFactory(
+        site, role=Role.INITIATOR, max_message_size=max_message_size, reactor=reactor
+    )
+    connected: Deferred[CoapProtocol] = endpoint.connect(factory)
+    return connected

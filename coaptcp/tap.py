@@ -1,0 +1,177 @@
+"""The ``twistd coaptcp`` plugin: options and :func:`makeService`.
+
+``twistd -n coaptcp`` serves the demo site on ``tcp:5683``.  ``--tcp`` takes any Twisted
+server endpoint description (repeatable), so IPv6, UNIX sockets, systemd sockets and the
+``haproxy:`` wrapper work as they do for ``twistd web``.  :func:`makeService` returns a
+service an application can add to its own ``Application``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
+from .protocol import CoapFactory
+from .resource import Resource, Site
+
+__all__ = ["Options", "makeService", "CoapService", "DEFAULT_TCP_ENDPOINT", "load_resource"]
+
+#: Where ``twistd coaptcp`` listens when no ``--tcp`` is given (RFC 8323 section 8.1).
+DEFAULT_TCP_ENDPOINT = "tcp:5683"
+
+#: The largest Max-Message-Size we accept to configure (the Len field's limit is ~4 GiB;
+#: a server buffering that much per connection is a misconfiguration).
+MAX_CONFIGURABLE_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+def load_resource(spec: str) -> Resource:
+    """Load ``module.attribute`` (or ``module:attribute``) as a root :class:`Resource`.
+
+    The attribute may be a Resource instance, a Resource subclass, or a callable that
+    returns a Resource.  Raises :class:`usage.UsageError` with a clear message otherwise.
+    """
+    module_name, sep, attribute = spec.replace(":", ".").rpartition(".")
+    if not sep or not module_name or not attribute:
+        raise usage.UsageError(f"--resource wants module.attribute, not {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise usage.UsageError(f"--resource {spec}: cannot import {module_name}: {error}")
+    try:
+        value = getattr(module, attribute)
+    except AttributeError:
+        raise usage.UsageError(f"--resource {spec}: {module_name} has no {attribute!r}")
+    if isinstance(value, Resource):
+        return value
+    if callable(value):
+        try:
+            made = value()
+        except Exception as error:
+            raise usage.UsageError(f"--resource {spec}: calling it failed: {error!r}")
+        if isinstance(made, Resource):
+            return made
+        raise usage.UsageError(f"--resource {spec}() returned {type(made).__name__}, not a Resource")
+    raise usage.UsageError(f"--resource {spec} is a {type(value).__name__}, not a Resource")
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd coaptcp`` (see ``twistd coaptcp --help``)."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve CoAP over TCP (RFC 8323, draft-ietf-core-coap-tcp-tls) with a resource tree. "
+        "With no --resource, a demo site is served: /hello, /info, /large, /store and "
+        "/.well-known/core. With no --tcp, it listens on tcp:5683."
+    )
+
+    optParameters = [
+        [
+            "resource",
+            "r",
+            None,
+            "Root resource to serve, as module.attribute (a Resource, a Resource class, "
+            "or a callable returning one). Default: the demo site.",
+        ],
+        [
+            "max-message-size",
+            None,
+            str(DEFAULT_MAX_MESSAGE_SIZE),
+            "Largest message in bytes accepted from a peer, advertised in our CSM "
+            "(RFC 8323 section 5.3.1).",
+        ],
+    ]
+    optFlags = [
+        [
+            "lenient-csm",
+            None,
+            "Accept peers whose first message is not a CSM (for peers such as "
+            "Californium that send none). By default they are aborted.",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["tcp"] = []
+
+    def opt_tcp(self, description: str) -> None:
+        """Listen for CoAP over TCP on a Twisted endpoint description, e.g. tcp:5683 or
+        tcp6:5683:interface=\\:\\:1 (repeatable; default tcp:5683)."""
+        self["tcp"].append(description)
+
+    def postOptions(self) -> None:
+        try:
+            size = int(self["max-message-size"])
+        except ValueError:
+            raise usage.UsageError(
+                f"--max-message-size must be a whole number, not {self['max-message-size']!r}"
+            )
+        if not MIN_PEER_MAX_MESSAGE_SIZE <= size <= MAX_CONFIGURABLE_MESSAGE_SIZE:
+            raise usage.UsageError(
+                f"--max-message-size must be between {MIN_PEER_MAX_MESSAGE_SIZE} and "
+                f"{MAX_CONFIGURABLE_MESSAGE_SIZE}"
+            )
+        self["max-message-size"] = size
+        if not self["tcp"]:
+            self["tcp"] = [DEFAULT_TCP_ENDPOINT]
+        for description in self["tcp"]:
+            _check_endpoint(description)
+        if self["resource"] is not None:
+            self["root"] = load_resource(self["resource"])
+        else:
+            from .demo import make_demo_site
+
+            self["root"] = make_demo_site()
+
+
+def _check_endpoint(description: str) -> None:
+    """Parse an endpoint description now, so a typo is a usage error, not a traceback."""
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as error:
+        raise usage.UsageError(f"bad endpoint description {description!r}: {error}")
+
+
+class CoapService(MultiService):
+    """Listeners for one :class:`CoapFactory`; on stop, stops listening, then sends
+    Release on every open connection and waits for them to close (RFC 8323 section 5.5).
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: CoapFactory) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def stopService(self) -> Deferred[Any]:
+        stopped = maybeDeferred(super().stopService)
+        stopped.addCallback(lambda _: self.factory.releaseAll())
+        return stopped
+
+
+def makeService(options: Options | dict[str, Any]) -> CoapService:
+    """Build the service for parsed :class:`Options` (also usable from an app's .tac)."""
+    from twisted.internet import endpoints, reactor
+
+    root = options["root"]
+    site = Site(root)
+    factory = CoapFactory(
+        site,
+        max_message_size=int(options["max-message-size"]),
+        require_csm=not options.get("lenient-csm"),
+    )
+    service = CoapService(factory)
+    for description in options["tcp"]:
+        endpoint = endpoints.serverFromString(reactor, description)
+        listener = StreamServerEndpointService(endpoint, factory)
+        listener._raiseSynchronously = True
+        listener.setServiceParent(service)
+    return service
