@@ -42,12 +42,12 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IReactorTime
 
 __all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_RELEASE_TIMEOUT",
+    "NO_SERVER_RESPONSE",
     "Channel",
     "ConnectionClosedError",
     "RequestNotSent",
-    "NO_SERVER_RESPONSE",
-    "DEFAULT_CLOSE_TIMEOUT",
-    "DEFAULT_RELEASE_TIMEOUT",
 ]
 
 #: Seconds to wait for a closing transport to flush (an Abort, say) before dropping it.
@@ -173,8 +173,8 @@ class Channel:
         for _, d in waiting:
             d.errback(Failure(error))
         pings, self._pings = self._pings, {}
-        for d, _ in pings.values():
-            d.errback(Failure(error))
+        for ping, _ in pings.values():
+            ping.errback(Failure(error))
         waiters, self._closed_waiters = self._closed_waiters, []
         for w in waiters:
             w.callback(None)
@@ -277,13 +277,16 @@ class Channel:
         if self._lost or self.connection.state is State.CLOSED:
             return fail(ConnectionClosedError(self.close_reason or "connection is closed"))
         token = b"" if not self._pings else self._allocate_token()
-        d: Deferred[float] = Deferred(lambda _: self._pings.pop(token, None))
+        d: Deferred[float] = Deferred(lambda _: self._forget_ping(token))
         self._pings[token] = (d, self._reactor.seconds())
         self.connection.send_ping(token, custody=custody)
         self._flush()
         if timeout is not None:
             d.addTimeout(timeout, self._reactor)
         return d
+
+    def _forget_ping(self, token: bytes) -> None:
+        self._pings.pop(token, None)
 
     def release(self, diagnostic: str = "") -> Deferred[None]:
         """Send Release, finish the work in flight, then close (RFC 8323 section 5.5).
@@ -453,9 +456,7 @@ class Channel:
         try:
             self.connection.send(message)
         except MessageTooLarge as error:
-            self.log.warn(
-                "Response to {peer} too large: {error}", peer=self.peer, error=str(error)
-            )
+            self.log.warn("Response to {peer} too large: {error}", peer=self.peer, error=str(error))
             diagnostic = f"response of {error.size} bytes exceeds your Max-Message-Size"
             try:
                 self.connection.send(

@@ -12,7 +12,7 @@ import time
 from .core.codes import Code
 from .resource import Request, Resource, Response
 
-__all__ = ["make_demo_site", "HelloResource", "InfoResource", "LargeResource", "StoreResource"]
+__all__ = ["HelloResource", "InfoResource", "LargeResource", "StoreResource", "make_demo_site"]
 
 
 class HelloResource(Resource):

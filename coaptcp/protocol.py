@@ -34,7 +34,7 @@ from .resource import Resource, Response, Site
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 
-__all__ = ["CoapProtocol", "CoapFactory", "connectCoap"]
+__all__ = ["CoapFactory", "CoapProtocol", "connectCoap"]
 
 
 def _default_reactor(reactor: Any) -> Any:
@@ -87,7 +87,7 @@ class CoapProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.channel.data_received(data)
 
-    def connectionLost(self, reason: Failure = Failure(Exception("connection lost"))) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.factory.connections.discard(self)
         if hasattr(self, "channel"):
             self.channel.connection_lost(reason)
@@ -131,7 +131,7 @@ class CoapFactory(Factory):
     :param reactor: the reactor for timers; the global one when ``None``.
     """
 
-    protocol = CoapProtocol
+    protocol = CoapProtocol  # type: ignore[assignment]
     log = Logger()
 
     def __init__(
@@ -173,5 +173,5 @@ def connectCoap(
     factory = CoapFactory(
         site, role=Role.INITIATOR, max_message_size=max_message_size, reactor=reactor
     )
-    connected: Deferred[CoapProtocol] = endpoint.connect(factory)
+    connected: Deferred[CoapProtocol] = endpoint.connect(factory)  # type: ignore[assignment]
     return connected

@@ -29,14 +29,14 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress
 
 __all__ = [
-    "Request",
-    "Response",
+    "UNDERSTOOD_OPTIONS",
     "CoapError",
+    "RenderResult",
+    "Request",
     "Resource",
+    "Response",
     "Site",
     "WellKnownCore",
-    "RenderResult",
-    "UNDERSTOOD_OPTIONS",
 ]
 
 #: Content-Format numbers used by the helpers below (RFC 7252 section 12.3).
@@ -84,7 +84,7 @@ class Response:
     :param content_format: sets the Content-Format option when given.
     """
 
-    __slots__ = ("code", "payload", "options")
+    __slots__ = ("code", "options", "payload")
 
     def __init__(
         self,
@@ -288,7 +288,9 @@ class WellKnownCore(Resource):
 
     def render_GET(self, request: Request) -> Response:
         links = filter_links(self.links(), request.query)
-        return Response(Code.CONTENT, format_links(links).encode("utf-8"), content_format=LINK_FORMAT)
+        return Response(
+            Code.CONTENT, format_links(links).encode("utf-8"), content_format=LINK_FORMAT
+        )
 
 
 class Site:
@@ -326,9 +328,7 @@ class Site:
                 return Response(Code.BAD_OPTION, problem[1].encode("utf-8"))
             for number in PROXY_OPTIONS:
                 if number in request.options:
-                    return Response(
-                        Code.PROXYING_NOT_SUPPORTED, b"this server is not a proxy"
-                    )
+                    return Response(Code.PROXYING_NOT_SUPPORTED, b"this server is not a proxy")
             resource = self.resolve(request)
             if resource is None:
                 return Response(Code.NOT_FOUND, b"")

@@ -21,7 +21,7 @@ from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from .protocol import CoapFactory
 from .resource import Resource, Site
 
-__all__ = ["Options", "makeService", "CoapService", "DEFAULT_TCP_ENDPOINT", "load_resource"]
+__all__ = ["DEFAULT_TCP_ENDPOINT", "CoapService", "Options", "load_resource", "makeService"]
 
 #: Where ``twistd coaptcp`` listens when no ``--tcp`` is given (RFC 8323 section 8.1).
 DEFAULT_TCP_ENDPOINT = "tcp:5683"
@@ -57,7 +57,9 @@ def load_resource(spec: str) -> Resource:
             raise usage.UsageError(f"--resource {spec}: calling it failed: {error!r}")
         if isinstance(made, Resource):
             return made
-        raise usage.UsageError(f"--resource {spec}() returned {type(made).__name__}, not a Resource")
+        raise usage.UsageError(
+            f"--resource {spec}() returned {type(made).__name__}, not a Resource"
+        )
     raise usage.UsageError(f"--resource {spec} is a {type(value).__name__}, not a Resource")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Code", "RESERVED_CLASSES", "code_from_byte"]
+__all__ = ["RESERVED_CLASSES", "Code", "code_from_byte"]
 
 #: Code classes reserved by RFC 7252 section 12.1; a message using one of them is a
 #: message format error on reliable transports (RFC 8323 section 5.6).

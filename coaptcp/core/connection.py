@@ -49,11 +49,11 @@ from .options import (
 )
 
 __all__ = [
-    "Role",
-    "State",
-    "Connection",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MIN_PEER_MAX_MESSAGE_SIZE",
+    "Connection",
+    "Role",
+    "State",
 ]
 
 #: Our default Max-Message-Size: 64 KiB of BERT blocks plus room for the header and
@@ -194,7 +194,9 @@ class Connection:
             raise MessageTooLarge(len(frame), self.peer.max_message_size)
         self._outgoing.append(frame)
 
-    def send_csm(self, *, max_message_size: int | None = None, block_wise_transfer: bool = False) -> None:
+    def send_csm(
+        self, *, max_message_size: int | None = None, block_wise_transfer: bool = False
+    ) -> None:
         """Send a further CSM updating our settings (RFC 8323 section 5.3)."""
         self._require_open_for_signaling()
         items: list[tuple[int, bytes | int | None]] = []
@@ -265,7 +267,7 @@ class Connection:
         decoder.feed(data)
         events: list[Event] = []
         try:
-            while self.state is not State.CLOSED:
+            while not self.closed:
                 message = decoder.next_message()
                 if message is None:
                     break
@@ -308,9 +310,7 @@ class Connection:
                 self._on_abort(message, events)
                 return
             if self.require_csm:
-                raise RemoteProtocolError(
-                    f"expected a CSM as the first message, got {code.dotted}"
-                )
+                raise RemoteProtocolError(f"expected a CSM as the first message, got {code.dotted}")
             self.state = State.OPEN
         if code.is_request:
             events.append(RequestReceived(message))
@@ -400,4 +400,3 @@ class Connection:
         bad = decode_uint(raw) if raw is not None else None
         self.state = State.CLOSED
         events.append(AbortReceived(bad, _diagnostic(message.payload)))
-

@@ -11,9 +11,9 @@ from __future__ import annotations
 __all__ = [
     "CoapTcpError",
     "LocalProtocolError",
+    "MessageFormatError",
     "MessageTooLarge",
     "RemoteProtocolError",
-    "MessageFormatError",
 ]
 
 

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from .message import Message
 
 __all__ = [
+    "AbortReceived",
+    "ConnectionAborted",
+    "CsmReceived",
     "Event",
     "PeerSettings",
-    "RequestReceived",
-    "ResponseReceived",
-    "CsmReceived",
     "PingReceived",
     "PongReceived",
     "ReleaseReceived",
-    "AbortReceived",
-    "ConnectionAborted",
+    "RequestReceived",
+    "ResponseReceived",
     "UnknownSignalReceived",
 ]
 

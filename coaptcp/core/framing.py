@@ -21,15 +21,15 @@ from .message import MAX_TOKEN_LENGTH, Message
 from .options import Options
 
 __all__ = [
-    "encode_options",
-    "decode_options",
-    "encode_frame",
-    "encode_ws_frame",
-    "decode_ws_frame",
-    "frame_size",
-    "StreamDecoder",
-    "PAYLOAD_MARKER",
     "MAX_OPTION_NUMBER",
+    "PAYLOAD_MARKER",
+    "StreamDecoder",
+    "decode_options",
+    "decode_ws_frame",
+    "encode_frame",
+    "encode_options",
+    "encode_ws_frame",
+    "frame_size",
 ]
 
 PAYLOAD_MARKER = 0xFF
@@ -134,7 +134,7 @@ def frame_size(body_length: int, token_length: int) -> int:
     return 2 + extended + token_length + body_length
 
 
-def decode_options(data: bytes, start: int, end: int) -> tuple[Options, bytes]:
+def decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Options, bytes]:
     """Parse options and payload from ``data[start:end]`` (RFC 7252 section 3.1).
 
     Returns the options and the payload.  Raises :class:`MessageFormatError` for a

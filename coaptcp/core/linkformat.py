@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-__all__ = ["Link", "format_links", "matches_query", "filter_links", "LINK_FORMAT"]
+__all__ = ["LINK_FORMAT", "Link", "filter_links", "format_links", "matches_query"]
 
 #: Content-Format number of application/link-format (RFC 6690 section 7.3).
 LINK_FORMAT = 40
@@ -57,7 +57,8 @@ def _format_attribute(name: str, value: AttributeValue) -> str:
 def format_links(links: Iterable[Link]) -> str:
     """Serialize links as ``</a>;rt="x",</b>;obs`` (RFC 6690 section 2)."""
     return ",".join(
-        "<" + quote(link.path, safe="/:@!$&'()*+,;=-._~")
+        "<"
+        + quote(link.path, safe="/:@!$&'()*+,;=-._~")
         + ">"
         + "".join(_format_attribute(name, value) for name, value in link.attributes.items())
         for link in links

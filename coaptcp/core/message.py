@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from .codes import Code
 from .options import EMPTY_OPTIONS, Options
 
-__all__ = ["Message", "MAX_TOKEN_LENGTH"]
+__all__ = ["MAX_TOKEN_LENGTH", "Message"]
 
 #: Token lengths 0-8 are valid; 9-15 are a message format error without RFC 8974
 #: (RFC 7252 section 3, RFC 8323 section 3.2).

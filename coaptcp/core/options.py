@@ -12,30 +12,29 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Union
 
 from .codes import Code
 
 __all__ = [
-    "OptionNumber",
-    "OptionFormat",
-    "OptionSpec",
     "OPTION_SPECS",
     "SIGNALING_OPTIONS",
+    "AbortOption",
     "CsmOption",
+    "OptionFormat",
+    "OptionNumber",
+    "OptionSpec",
+    "OptionValue",
+    "Options",
     "PingPongOption",
     "ReleaseOption",
-    "AbortOption",
-    "Options",
-    "OptionValue",
-    "encode_uint",
     "decode_uint",
+    "encode_uint",
     "is_critical",
-    "is_unsafe",
     "is_no_cache_key",
+    "is_unsafe",
 ]
 
-OptionValue = Union[bytes, str, int, None]
+OptionValue = bytes | str | int | None
 
 
 def is_critical(number: int) -> bool:

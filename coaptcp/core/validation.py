@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from .options import OPTION_SPECS, Options, OptionNumber, is_critical
+from .options import OPTION_SPECS, OptionNumber, Options, is_critical
 
-__all__ = ["unrecognized_critical_option", "PROXY_OPTIONS"]
+__all__ = ["PROXY_OPTIONS", "unrecognized_critical_option"]
 
 #: Proxy-Uri and Proxy-Scheme: a server that is not a proxy answers 5.05 (section 5.7.2).
 PROXY_OPTIONS = frozenset({OptionNumber.PROXY_URI, OptionNumber.PROXY_SCHEME})
