@@ -378,6 +378,8 @@ class Channel:
         d.callback(self._reactor.seconds() - sent)
 
     def _on_custody_ping(self, event: PingReceived) -> None:
+        if self.connection.state is State.CLOSED:
+            return  # we aborted while dispatching an earlier event of the same input
         # Custody: answer once every request received before the Ping is answered.
         if self._inbound_open == 0:
             self.connection.send_pong(event.token, custody=True)
@@ -413,19 +415,28 @@ class Channel:
     # -- requests we answer ---------------------------------------------------------------
 
     def _on_request(self, message: Message) -> None:
+        if self.connection.state is State.CLOSED:
+            return  # we aborted while dispatching an earlier event of the same input
         if self.site is None:
             self._respond(message.token, NO_SERVER_RESPONSE)
             return
-        request = Request(
-            message.code,
-            message.token,
-            message.options,
-            message.payload,
-            peer=self.peer,
-            default_host=self.default_host,
-            secure=self.secure,
-            channel=self,
-        )
+        try:
+            request = Request(
+                message.code,
+                message.token,
+                message.options,
+                message.payload,
+                peer=self.peer,
+                default_host=self.default_host,
+                secure=self.secure,
+                channel=self,
+            )
+        except UnicodeDecodeError as error:
+            # Uri-Host, Uri-Path and Uri-Query are strings (RFC 7252 section 3.2); a
+            # value that is not UTF-8 is a non-conforming critical option (4.02).
+            diagnostic = f"a Uri-Host, Uri-Path or Uri-Query value is not UTF-8: {error}"
+            self._respond(message.token, Response(Code.BAD_OPTION, diagnostic.encode()))
+            return
         result = self.site.handle(request)
         if isinstance(result, Response):
             self._respond(message.token, result)
@@ -452,6 +463,8 @@ class Channel:
                 self.connection.send_pong(token, custody=True)
 
     def _respond(self, token: bytes, response: Response) -> None:
+        if self.connection.state is State.CLOSED:
+            return  # aborted (by us or a resource) before this answer was ready
         message = Message(response.code, token, response.options, response.payload)
         try:
             self.connection.send(message)

@@ -18,7 +18,7 @@ __all__ = ["HelloResource", "InfoResource", "LargeResource", "StoreResource", "m
 class HelloResource(Resource):
     """``GET /hello``: a short greeting in text/plain."""
 
-    link_attributes = {"rt": "demo.hello", "ct": 0, "title": "Hello, world"}
+    link_attributes = {"rt": "demo.hello", "ct": 0, "title": "Greeting"}
 
     def render_GET(self, request: Request) -> Response:
         return Response.text("Hello, world!")

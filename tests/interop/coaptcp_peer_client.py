@@ -1,0 +1,64 @@
+"""Our side as a client in the interop tests: one connection, some requests, a JSON report.
+
+Usage::
+
+    python coaptcp_peer_client.py PORT request METHOD PATH [PAYLOAD]
+    python coaptcp_peer_client.py PORT pipeline COUNT PATH
+    python coaptcp_peer_client.py PORT ping
+
+Prints one JSON line: the response (code, payload, options) or the round-trip time, plus
+the peer's Max-Message-Size as learnt from its CSM.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.defer import gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+from coaptcp import Code, Options, connectCoap
+
+
+def describe(response: Any) -> dict[str, Any]:
+    return {
+        "code": response.code.dotted,
+        "payload": response.payload.decode("utf-8", errors="replace"),
+        "payload_length": len(response.payload),
+        "options": [[number, value.hex()] for number, value in response.options],
+    }
+
+
+async def main(reactor: Any, port: str, command: str, *args: str) -> None:
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(port), timeout=10)
+    protocol = await connectCoap(endpoint, reactor=reactor)
+    report: dict[str, Any]
+    if command == "request":
+        method, path, *rest = args
+        payload = rest[0].encode() if rest else b""
+        options = Options.build(uri_path=[p for p in path.strip("/").split("/") if p])
+        response = await protocol.request(Code[method], options, payload, timeout=10)
+        report = describe(response)
+    elif command == "pipeline":
+        count, path = int(args[0]), args[1]
+        options = Options.build(uri_path=[p for p in path.strip("/").split("/") if p])
+        responses = await gatherResults(
+            [protocol.request(Code.GET, options, timeout=10) for _ in range(count)]
+        )
+        report = {"codes": [r.code.dotted for r in responses],
+                  "payloads": sorted({r.payload.decode() for r in responses})}
+    elif command == "ping":
+        report = {"rtt": await protocol.ping(timeout=10)}
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+    report["peer_max_message_size"] = protocol.channel.connection.peer.max_message_size
+    print(json.dumps(report), flush=True)
+    await protocol.release()
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: __import__("twisted.internet.defer", fromlist=["x"])
+               .Deferred.fromCoroutine(main(reactor, *sys.argv[1:])))
