@@ -120,8 +120,9 @@ class Channel:
         self._pending: dict[bytes, Deferred[Response]] = {}
         self._pings: dict[bytes, tuple[Deferred[float], float]] = {}
         self._waiting_for_csm: list[tuple[Message, Deferred[Response]]] = []
-        self._inbound_open = 0
-        self._custody_waits: list[bytes] = []
+        self._inbound_received = 0
+        self._unanswered: set[int] = set()
+        self._custody_waits: list[tuple[int, bytes]] = []
         self._next_token = int.from_bytes(os.urandom(4), "big")
         self._closing = False
         self._lost = False
@@ -267,6 +268,7 @@ class Channel:
     def _forget(self, token: bytes, message: Message) -> None:
         self._pending.pop(token, None)
         self._waiting_for_csm = [(m, w) for m, w in self._waiting_for_csm if m is not message]
+        self._maybe_finish_release()
 
     def ping(self, *, custody: bool = False, timeout: float | None = None) -> Deferred[float]:
         """Send a Ping; fires with the round-trip time in seconds (RFC 8323 section 5.4).
@@ -300,7 +302,10 @@ class Channel:
         if self.connection.state is not State.CLOSED and not self.connection.release_sent:
             self.connection.send_release(diagnostic)
             self._flush()
-        self._release_call = self._reactor.callLater(self.release_timeout, self._close_transport)
+        if self._release_call is None:  # one timer, even if both sides send Release
+            self._release_call = self._reactor.callLater(
+                self.release_timeout, self._close_transport
+            )
         self._maybe_finish_release()
         return closed
 
@@ -316,7 +321,7 @@ class Channel:
         connection = self.connection
         if not (connection.release_sent or connection.release_received):
             return
-        if self._inbound_open == 0 and not self._pending:
+        if not self._unanswered and not self._pending:
             self._close_transport()
 
     # -- event dispatch -------------------------------------------------------------------
@@ -346,11 +351,15 @@ class Channel:
                     code=event.message.code.dotted,  # type: ignore[attr-defined]
                     peer=self.peer,
                 )
+        if self._waiting_for_csm and self.connection.peer_csm_received:
+            self._send_waiting()  # lenient mode: the peer opened without a CSM
         self._flush()
 
     def _on_csm(self, event: CsmReceived) -> None:
-        if not event.first:
-            return
+        if event.first:
+            self._send_waiting()
+
+    def _send_waiting(self) -> None:
         waiting, self._waiting_for_csm = self._waiting_for_csm, []
         for message, d in waiting:
             self._send_request(message, d)
@@ -380,11 +389,12 @@ class Channel:
     def _on_custody_ping(self, event: PingReceived) -> None:
         if self.connection.state is State.CLOSED:
             return  # we aborted while dispatching an earlier event of the same input
-        # Custody: answer once every request received before the Ping is answered.
-        if self._inbound_open == 0:
+        # Custody: answer once every request received before the Ping is answered; the
+        # requests that arrive after it do not hold it back.
+        if not self._unanswered:
             self.connection.send_pong(event.token, custody=True)
         else:
-            self._custody_waits.append(event.token)
+            self._custody_waits.append((self._inbound_received, event.token))
 
     def _on_release(self, event: ReleaseReceived) -> None:
         self.close_reason = "the peer released the connection" + (
@@ -393,7 +403,10 @@ class Channel:
         self.log.info(
             "Peer {peer} sent Release ({diagnostic})", peer=self.peer, diagnostic=event.diagnostic
         )
-        self._release_call = self._reactor.callLater(self.release_timeout, self._close_transport)
+        if self._release_call is None:  # one timer, even if both sides send Release
+            self._release_call = self._reactor.callLater(
+                self.release_timeout, self._close_transport
+            )
         self._maybe_finish_release()
 
     def _on_abort(self, event: AbortReceived) -> None:
@@ -437,15 +450,17 @@ class Channel:
             diagnostic = f"a Uri-Host, Uri-Path or Uri-Query value is not UTF-8: {error}"
             self._respond(message.token, Response(Code.BAD_OPTION, diagnostic.encode()))
             return
+        self._inbound_received += 1
         result = self.site.handle(request)
         if isinstance(result, Response):
             self._respond(message.token, result)
             return
-        self._inbound_open += 1
-        result.addBoth(self._deferred_response, message.token)
+        number = self._inbound_received
+        self._unanswered.add(number)
+        result.addBoth(self._deferred_response, message.token, number)
 
-    def _deferred_response(self, result: Response | Failure, token: bytes) -> None:
-        self._inbound_open -= 1
+    def _deferred_response(self, result: Response | Failure, token: bytes, number: int) -> None:
+        self._unanswered.discard(number)
         if isinstance(result, Failure):
             if not result.check(CancelledError):
                 self.log.failure("Unexpected failure answering a request", result)
@@ -457,10 +472,16 @@ class Channel:
         self._maybe_finish_release()
 
     def _release_custody(self) -> None:
-        if self._custody_waits and self._inbound_open == 0:
-            waits, self._custody_waits = self._custody_waits, []
-            for token in waits:
+        if not self._custody_waits:
+            return
+        oldest_unanswered = min(self._unanswered, default=self._inbound_received + 1)
+        still_waiting = []
+        for received_before, token in self._custody_waits:
+            if received_before < oldest_unanswered:
                 self.connection.send_pong(token, custody=True)
+            else:
+                still_waiting.append((received_before, token))
+        self._custody_waits = still_waiting
 
     def _respond(self, token: bytes, response: Response) -> None:
         if self.connection.state is State.CLOSED:

@@ -138,7 +138,9 @@ def _check_endpoint(description: str) -> None:
 
     try:
         endpoints.serverFromString(reactor, description)
-    except (ValueError, KeyError, TypeError) as error:
+    except Exception as error:
+        # Not only ValueError & co.: ssl: endpoints read their key and certificate files
+        # while parsing (OSError, OpenSSL errors), and those are usage errors too.
         raise usage.UsageError(f"bad endpoint description {description!r}: {error}")
 
 

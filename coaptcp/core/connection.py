@@ -8,7 +8,10 @@ for WebSockets), act on the events it returns, hand it what to send, and write o
 States::
 
     AWAITING_CSM --peer CSM--> OPEN --Release sent or received--> CLOSING
+         |  \\------ peer CSM, after we sent Release -------------------^
          \\___________ any Abort, or a protocol violation ___________--> CLOSED
+
+With ``require_csm=False`` the peer's first message, whatever it is, counts as its CSM.
 
 The rules that change state all live in this module: CSM first (section 3.3), Ping and
 Pong (section 5.4), Release (section 5.5), Abort (section 5.6), and message format errors
@@ -143,7 +146,9 @@ class Connection:
         if self._started:
             raise LocalProtocolError("start() was already called")
         self._started = True
-        self._queue(self._csm_message())
+        # At the front: an automatic Pong (or Abort) queued while an acceptor waited for
+        # the initiator's CSM must not precede ours on the wire.
+        self._outgoing.insert(0, self._encode(self._csm_message()))
 
     def _csm_message(self) -> Message:
         items: list[tuple[int, bytes | int | None]] = [
@@ -154,9 +159,14 @@ class Connection:
         return Message(Code.CSM, options=Options(items))
 
     def connection_lost(self) -> str | None:
-        """Record that the transport closed.  Returns a note if a frame was cut short."""
+        """Record that the transport closed.  Returns a note if a frame was cut short.
+
+        No note after an Abort: the bytes left then are the frame that was rejected (or
+        data that was ignored), not a frame the peer cut short.
+        """
+        aborted = self.state is State.CLOSED
         self.state = State.CLOSED
-        if self._decoder.buffered:
+        if self._decoder.buffered and not aborted:
             return f"connection closed inside a frame ({self._decoder.buffered} bytes unread)"
         return None
 
@@ -180,10 +190,13 @@ class Connection:
 
         Raises :class:`MessageTooLarge` when it exceeds the peer's Max-Message-Size
         (RFC 8323 section 5.3.1), and :class:`LocalProtocolError` for signaling codes,
-        on a closed connection, or for a new request after we sent Release (section 5.5).
+        before :meth:`start`, on a closed connection, or for a new request after we sent
+        Release (section 5.5).
         """
         if self.state is State.CLOSED:
             raise LocalProtocolError("the connection is closed")
+        if not self._started:
+            raise LocalProtocolError("call start() first: the CSM must be the first message")
         code = message.code
         if code.is_signaling:
             raise LocalProtocolError("use the send_* methods for signaling messages")
@@ -201,6 +214,8 @@ class Connection:
         self._require_open_for_signaling()
         items: list[tuple[int, bytes | int | None]] = []
         if max_message_size is not None:
+            if max_message_size < MIN_PEER_MAX_MESSAGE_SIZE:
+                raise ValueError(f"max_message_size {max_message_size} is too small")
             self.max_message_size = max_message_size
             self._decoder.max_message_size = max_message_size
             items.append((CsmOption.MAX_MESSAGE_SIZE, max_message_size))
@@ -237,7 +252,10 @@ class Connection:
             items.append((ReleaseOption.HOLD_OFF, hold_off))
         self._queue(Message(Code.RELEASE, options=Options(items), payload=diagnostic.encode()))
         self.release_sent = True
-        self.state = State.CLOSING
+        if self.state is State.OPEN:
+            # Before the peer's CSM we stay in AWAITING_CSM: its first message must still
+            # be a CSM; that CSM then moves us to CLOSING.
+            self.state = State.CLOSING
 
     def send_abort(self, diagnostic: str, *, bad_csm_option: int | None = None) -> None:
         """Queue an Abort and close (RFC 8323 section 5.6); the driver then drops the link."""
@@ -311,7 +329,7 @@ class Connection:
                 return
             if self.require_csm:
                 raise RemoteProtocolError(f"expected a CSM as the first message, got {code.dotted}")
-            self.state = State.OPEN
+            self.state = State.CLOSING if self.release_sent else State.OPEN
         if code.is_request:
             events.append(RequestReceived(message))
         elif code.is_response:
@@ -370,7 +388,7 @@ class Connection:
             block_wise = True
         first = self.state is State.AWAITING_CSM
         if first:
-            self.state = State.OPEN
+            self.state = State.CLOSING if self.release_sent else State.OPEN
         self.peer = PeerSettings(max_message_size, block_wise)
         events.append(CsmReceived(self.peer, first))
 

@@ -245,6 +245,10 @@ class StreamDecoder:
         """Add bytes received from the stream."""
         if not data:
             return
+        if type(data) is not bytes:
+            # We keep (and may later extend in place) what we are given: never alias a
+            # caller's mutable buffer (bytearray, memoryview).
+            data = bytes(data)
         if self._pos >= len(self._data):
             # Nothing pending: parse straight out of the caller's bytes, no copy.
             self._data = data

@@ -86,7 +86,7 @@ class OptionNumber(enum.IntEnum):
 
     @classmethod
     def _missing_(cls, value: object) -> OptionNumber | None:
-        if not isinstance(value, int) or not 0 <= value <= 0xFFFF + 269:
+        if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
             return None
         member = int.__new__(cls, value)
         member._name_ = f"OPTION_{value}"

@@ -1,4 +1,6 @@
-"""Message codes: c.dd layout, predicates, reserved classes, open enum (RFC 7252 12.1, RFC 8323 5.1).
+"""Message codes: c.dd layout, predicates, reserved classes, open enum.
+
+RFC 7252 section 12.1, RFC 8323 section 5.1.
 
 The expected values are written from COAP-BASICS.md (the registries), not derived from the
 implementation: each row gives the dotted form and the test computes the byte from it.
@@ -93,7 +95,7 @@ def test_named_codes_are_exactly_the_registry() -> None:
 
 
 def _expected_kind(value: int) -> str:
-    cls, detail = value >> 5, value & 0x1F
+    cls = value >> 5
     if value == 0:
         return "empty"
     if cls == 0:

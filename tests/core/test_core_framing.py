@@ -50,7 +50,7 @@ DRAFT_VECTORS = [
     # GET /a with token 0102 and payload "hi": body = b1 61 ff 68 69 (5 bytes).
     (
         Message(Code.GET, b"\x01\x02", Options([(11, "a")]), b"hi"),
-        bytes.fromhex("5201" "0102" "b161" "ff6869"),
+        bytes.fromhex("52010102b161ff6869"),
     ),
 ]
 
@@ -72,7 +72,9 @@ def test_draft_vectors_decode(message: Message, wire: bytes) -> None:
 # -- Len field boundaries -------------------------------------------------------------------
 
 
-def body_message(body_length: int, token: bytes, code: Code = Code.CONTENT) -> tuple[Message, bytes]:
+def body_message(
+    body_length: int, token: bytes, code: Code = Code.CONTENT
+) -> tuple[Message, bytes]:
     """A message whose body (options + marker + payload) is exactly ``body_length`` bytes."""
     if body_length == 0:
         return Message(code, token), b""
@@ -109,7 +111,9 @@ def _next_frame() -> bytes:
 
 @pytest.mark.parametrize("token", TOKENS, ids=lambda t: f"tkl{len(t)}")
 @pytest.mark.parametrize(
-    ("body_length", "nibble", "extended"), LEN_BOUNDARIES, ids=[str(row[0]) for row in LEN_BOUNDARIES]
+    ("body_length", "nibble", "extended"),
+    LEN_BOUNDARIES,
+    ids=[str(row[0]) for row in LEN_BOUNDARIES],
 )
 def test_len_field_boundaries(body_length: int, nibble: int, extended: bytes, token: bytes) -> None:
     message, body = body_message(body_length, token)
@@ -136,9 +140,13 @@ def test_len_field_boundaries(body_length: int, nibble: int, extended: bytes, to
 
 
 @pytest.mark.parametrize(
-    ("body_length", "nibble", "extended"), LEN_BOUNDARIES, ids=[str(row[0]) for row in LEN_BOUNDARIES]
+    ("body_length", "nibble", "extended"),
+    LEN_BOUNDARIES,
+    ids=[str(row[0]) for row in LEN_BOUNDARIES],
 )
-def test_len_field_boundaries_one_byte_at_a_time(body_length: int, nibble: int, extended: bytes) -> None:
+def test_len_field_boundaries_one_byte_at_a_time(
+    body_length: int, nibble: int, extended: bytes
+) -> None:
     token = b"\x7f"
     message, _ = body_message(body_length, token)
     wire = encode_frame(message)
@@ -157,7 +165,9 @@ def test_len_field_boundaries_one_byte_at_a_time(body_length: int, nibble: int, 
 def test_len_field_32_bit_extension_large_value() -> None:
     message, body = body_message(1_000_000, b"")
     wire = encode_frame(message)
-    assert wire[:6] == bytes([0xF0]) + (1_000_000 - 65805).to_bytes(4, "big") + bytes([Code.CONTENT])
+    assert wire[:6] == bytes([0xF0]) + (1_000_000 - 65805).to_bytes(4, "big") + bytes(
+        [Code.CONTENT]
+    )
     assert wire[6:] == body
     assert decode_whole(wire) == [message]
 
@@ -210,12 +220,12 @@ OPTION_VECTORS = [
     # Deltas are relative to the previous option; repeats have delta 0.
     (
         [(11, b"a"), (11, b"bc"), (12, b""), (60, b"\x10"), (65535, b"\x01")],
-        b"\xb1a" b"\x02bc" b"\x10" b"\xd1\x23\x10" b"\xe1" + (65535 - 60 - 269).to_bytes(2, "big") + b"\x01",
+        b"\xb1a\x02bc\x10\xd1\x23\x10\xe1" + (65535 - 60 - 269).to_bytes(2, "big") + b"\x01",
     ),
     # The delta/length boundaries as a chain: 12, then +13, then +268, then +269.
     (
         [(12, b""), (25, b""), (293, b""), (562, b"")],
-        b"\xc0" b"\xd0\x00" b"\xd0\xff" b"\xe0\x00\x00",
+        b"\xc0\xd0\x00\xd0\xff\xe0\x00\x00",
     ),
 ]
 
@@ -284,7 +294,10 @@ def test_ws_frame_has_len_zero(message: Message) -> None:
     assert wire[2 : 2 + len(message.token)] == message.token
     # Same body as the stream frame, only the header differs.
     stream = encode_frame(message)
-    assert wire[2 + len(message.token) :] == stream[len(stream) - (len(wire) - 2 - len(message.token)) :]
+    assert (
+        wire[2 + len(message.token) :]
+        == stream[len(stream) - (len(wire) - 2 - len(message.token)) :]
+    )
     assert decode_ws_frame(wire, BIG) == message
     assert decode_ws_frame(wire, len(wire)) == message
 
@@ -326,7 +339,9 @@ def test_ws_rejects_too_large_messages() -> None:
     message = Message(Code.POST, b"\x01", payload=b"x" * 1200)
     wire = encode_ws_frame(message)
     assert decode_ws_frame(wire, len(wire)) == message
-    with pytest.raises(MessageFormatError, match=rf"{len(wire)} bytes exceeds .* {len(wire) - 1} bytes"):
+    with pytest.raises(
+        MessageFormatError, match=rf"{len(wire)} bytes exceeds .* {len(wire) - 1} bytes"
+    ):
         decode_ws_frame(wire, len(wire) - 1)
     with pytest.raises(MessageFormatError, match="Max-Message-Size of 1152"):
         decode_ws_frame(wire, 1152)

@@ -222,7 +222,13 @@ def test_option_value_encoding(value: object, raw: bytes) -> None:
 
 @pytest.mark.parametrize(
     ("value", "error"),
-    [(True, TypeError), (False, TypeError), (1.5, TypeError), (object(), TypeError), (-1, ValueError)],
+    [
+        (True, TypeError),
+        (False, TypeError),
+        (1.5, TypeError),
+        (object(), TypeError),
+        (-1, ValueError),
+    ],
 )
 def test_option_value_rejected(value: object, error: type[Exception]) -> None:
     with pytest.raises(error):
