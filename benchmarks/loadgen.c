@@ -113,6 +113,7 @@ static double opt_duration = 5.0;
 static double opt_warmup = 1.0;
 static double opt_setup_timeout = 10.0;
 static double opt_req_timeout = 5.0;
+static int opt_connect_parallel = 4;
 static const char *opt_path = NULL;
 static const char *opt_expect = NULL;
 static size_t opt_expect_len = 0;
@@ -122,7 +123,7 @@ static uint64_t opt_max_requests = 100000000ull;
 static int opt_verbose = 0;
 
 /* ---- connection state --------------------------------------------------- */
-enum cstate { C_CONNECTING, C_WAIT_CSM, C_READY, C_RUNNING, C_DEAD };
+enum cstate { C_IDLE, C_CONNECTING, C_WAIT_CSM, C_READY, C_RUNNING, C_DEAD };
 
 struct slot {
     uint32_t token; /* token of the request currently (or last) in this slot */
@@ -143,7 +144,8 @@ struct conn {
     size_t woff, wlen, wcap;
     struct slot *slots;
     int inflight;
-    int free_top; /* stack of free slot indices */
+    uint64_t measured; /* valid responses in the measured window */
+    int free_top;      /* stack of free slot indices */
     int *free_stack;
     uint64_t peer_max_msg_size;
 };
@@ -163,7 +165,7 @@ static struct {
     uint64_t lat_sum_ns, lat_min_ns, lat_max_ns;
     uint64_t err_bad_token, err_bad_code, err_bad_payload, err_proto;
     uint64_t err_conn_closed, err_lost, err_release, err_abort, err_timeout;
-    uint64_t csm_missing;
+    uint64_t csm_missing, err_stalled_conns;
     uint64_t sig_csm, sig_ping, sig_pong, sig_other, empty_msgs;
 } st;
 
@@ -199,7 +201,7 @@ static void die_usage(const char *msg)
             "usage: loadgen -h HOST -p PORT -u /path [-c CONNS] [-n INFLIGHT]\n"
             "               [-d SECONDS] [-w WARMUP] [-e EXPECTED_PAYLOAD]\n"
             "               [-m MAX_MESSAGE_SIZE] [-t SETUP_TIMEOUT] [-C]\n"
-            "               [-r MAX_REQUESTS] [-T REQ_TIMEOUT] [-v]\n"
+            "               [-r MAX_REQUESTS] [-T REQ_TIMEOUT] [-P PARALLEL] [-v]\n"
             "  -h HOST   loopback address to connect to (default 127.0.0.1)\n"
             "  -p PORT   TCP port (required)\n"
             "  -u PATH   Uri-Path of the GET requests, e.g. /hello (required)\n"
@@ -211,6 +213,8 @@ static void die_usage(const char *msg)
             "  -m N      send Max-Message-Size N in our CSM\n"
             "  -t S      setup timeout: connect + server CSM (default 10)\n"
             "  -C        do not wait for the server's CSM before sending requests\n"
+            "  -P N      connection setups (connect + server CSM) in parallel\n"
+            "            (default 4; servers with a tiny listen backlog drop bursts)\n"
             "  -r N      stop issuing requests after N in total (default 1e8)\n"
             "  -T S      a request unanswered after S seconds counts as an error\n"
             "            (err_timeout) and its slot is reused (default 5)\n"
@@ -639,6 +643,7 @@ static int handle_frame(struct conn *c, uint8_t code, const uint8_t *tok, unsign
         if (t >= t_warm_end && t < t_meas_end) {
             uint64_t lat = t - sl->t_sent;
             st.measured++;
+            c->measured++;
             st.lat_sum_ns += lat;
             if (lat < st.lat_min_ns)
                 st.lat_min_ns = lat;
@@ -760,6 +765,40 @@ static int conn_read(struct conn *c)
 
 /* ---- setup --------------------------------------------------------------- */
 
+static struct addrinfo *target;
+static uint8_t csm[32];
+static size_t csm_len;
+
+/* Start a non-blocking connect; the CSM is queued to go out first. */
+static int conn_start(struct conn *c)
+{
+    c->fd = socket(target->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        perror("socket");
+        return -1;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int r = connect(c->fd, target->ai_addr, target->ai_addrlen);
+    if (r < 0 && errno != EINPROGRESS) {
+        fprintf(stderr, "loadgen: connect to %s:%d: %s\n", opt_host, opt_port, strerror(errno));
+        close(c->fd);
+        c->fd = -1;
+        return -1;
+    }
+    c->state = C_CONNECTING;
+    c->want_out = 1;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+        perror("epoll_ctl ADD");
+        close(c->fd);
+        c->fd = -1;
+        return -1;
+    }
+    wbuf_append(c, csm, csm_len);
+    return 0;
+}
+
 static int is_loopback(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET) {
@@ -804,7 +843,8 @@ static long parse_long(const char *s, const char *what)
 static uint64_t total_errors(void)
 {
     return st.err_bad_token + st.err_bad_code + st.err_bad_payload + st.err_proto +
-           st.err_conn_closed + st.err_lost + st.err_release + st.err_abort + st.err_timeout;
+           st.err_conn_closed + st.err_lost + st.err_release + st.err_abort + st.err_timeout +
+           st.err_stalled_conns;
 }
 
 static void ju(const char *k, uint64_t v) { printf(",\"%s\":%" PRIu64, k, v); }
@@ -850,6 +890,7 @@ static void print_result(const char *status, double measured_s, double cpu_u, do
     ju("err_release", st.err_release);
     ju("err_abort", st.err_abort);
     ju("err_timeout", st.err_timeout);
+    ju("err_stalled_conns", st.err_stalled_conns);
     ju("csm_missing", st.csm_missing);
     ju("sig_csm", st.sig_csm);
     ju("sig_ping", st.sig_ping);
@@ -863,7 +904,7 @@ static void print_result(const char *status, double measured_s, double cpu_u, do
 int main(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "h:p:c:n:d:w:u:e:m:t:r:T:Cv?")) != -1) {
+    while ((ch = getopt(argc, argv, "h:p:c:n:d:w:u:e:m:t:r:T:P:Cv?")) != -1) {
         switch (ch) {
         case 'h': opt_host = optarg; break;
         case 'p': opt_port = (int)parse_long(optarg, "port"); break;
@@ -875,6 +916,7 @@ int main(int argc, char **argv)
         case 'e': opt_expect = optarg; opt_expect_len = strlen(optarg); break;
         case 'm': opt_max_msg_size = parse_long(optarg, "max message size"); break;
         case 't': opt_setup_timeout = parse_double(optarg, "setup timeout"); break;
+        case 'P': opt_connect_parallel = (int)parse_long(optarg, "parallel setups"); break;
         case 'T': opt_req_timeout = parse_double(optarg, "request timeout"); break;
         case 'r': opt_max_requests = (uint64_t)parse_long(optarg, "max requests"); break;
         case 'C': opt_wait_csm = 0; break;
@@ -896,6 +938,8 @@ int main(int argc, char **argv)
         opt_warmup > MAX_SECONDS || opt_setup_timeout <= 0 || opt_setup_timeout > 600 ||
         opt_req_timeout <= 0)
         die_usage("bad duration / warm-up / setup timeout");
+    if (opt_connect_parallel < 1)
+        die_usage("bad -P");
     if (opt_max_requests < 1)
         die_usage("bad max requests");
     if (opt_max_msg_size > 0xffffffffL)
@@ -916,6 +960,7 @@ int main(int argc, char **argv)
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *ai;
     int gai = getaddrinfo(opt_host, portstr, &hints, &ai);
+    target = ai;
     if (gai != 0) {
         fprintf(stderr, "loadgen: %s: %s\n", opt_host, gai_strerror(gai));
         return 2;
@@ -928,8 +973,6 @@ int main(int argc, char **argv)
     build_request_template();
 
     /* our CSM: 7.01, no token, optional Max-Message-Size */
-    uint8_t csm[32];
-    size_t csm_len;
     if (opt_max_msg_size >= 0) {
         uint8_t v[4];
         size_t vl = 0;
@@ -973,29 +1016,9 @@ int main(int argc, char **argv)
         for (int s = 0; s < opt_inflight; s++)
             c->free_stack[opt_inflight - 1 - s] = s;
         c->free_top = opt_inflight;
-        c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (c->fd < 0) {
-            perror("socket");
-            return 3;
-        }
-        int one = 1;
-        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        int r = connect(c->fd, ai->ai_addr, ai->ai_addrlen);
-        if (r < 0 && errno != EINPROGRESS) {
-            fprintf(stderr, "loadgen: connect to %s:%d: %s\n", opt_host, opt_port, strerror(errno));
-            print_result("connect_failed", 0, 0, 0);
-            return 3;
-        }
-        c->state = C_CONNECTING;
-        c->want_out = 1;
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-        if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
-            perror("epoll_ctl ADD");
-            return 3;
-        }
-        wbuf_append(c, csm, csm_len); /* CSM goes out first, once connected */
+        c->fd = -1;
+        c->state = C_IDLE;
     }
-    freeaddrinfo(ai);
 
     /* Phase boundaries are set once every connection is ready. */
     t_warm_end = UINT64_MAX;
@@ -1019,12 +1042,25 @@ int main(int argc, char **argv)
             break;
         }
         if (!running) {
-            int ready = 0, dead = 0;
+            int ready = 0, dead = 0, pending = 0;
             for (int i = 0; i < opt_conns; i++) {
                 if (conns[i].state == C_READY)
                     ready++;
                 else if (conns[i].state == C_DEAD)
                     dead++;
+                else if (conns[i].state == C_CONNECTING || conns[i].state == C_WAIT_CSM)
+                    pending++;
+            }
+            /* pace the setups: at most -P connects/CSM waits at a time */
+            for (int i = 0; i < opt_conns && pending < opt_connect_parallel && !dead; i++) {
+                if (conns[i].state != C_IDLE)
+                    continue;
+                if (conn_start(&conns[i]) < 0) {
+                    conns[i].state = C_DEAD;
+                    dead++;
+                    break;
+                }
+                pending++;
             }
             if (dead > 0) {
                 status = "setup_failed";
@@ -1169,12 +1205,34 @@ int main(int argc, char **argv)
             measured_s = (double)(t_end - t_warm_end) / 1e9;
     }
 
-    for (int i = 0; i < opt_conns; i++)
-        if (conns[i].fd >= 0)
-            close(conns[i].fd);
+    /* a live connection that got no valid response in a whole measured
+     * window is stuck (e.g. the server never accepted it): an error */
+    if (strcmp(status, "ok") == 0) {
+        for (int i = 0; i < opt_conns; i++) {
+            struct conn *c = &conns[i];
+            if (c->state == C_RUNNING && c->measured == 0) {
+                st.err_stalled_conns++;
+                diag(c, "no valid response in the measured window (%d requests in flight)",
+                     c->inflight);
+            }
+        }
+    }
 
     print_result(status, measured_s, cpu_u, cpu_s);
     uint64_t errors = total_errors();
+
+    for (int i = 0; i < opt_conns; i++) {
+        if (conns[i].fd >= 0)
+            close(conns[i].fd);
+        free(conns[i].rbuf);
+        free(conns[i].wbuf);
+        free(conns[i].slots);
+        free(conns[i].free_stack);
+    }
+    free(conns);
+    free(req_tmpl);
+    freeaddrinfo(target);
+    close(epfd);
     if (strcmp(status, "ok") != 0 && strcmp(status, "request_limit_reached") != 0)
         return 3;
     return errors ? 1 : 0;

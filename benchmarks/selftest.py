@@ -104,7 +104,7 @@ class MockServer:
         while not self.stop.is_set():
             try:
                 s, _ = self.lsock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -146,8 +146,8 @@ class MockServer:
         pings = set()  # Ping tokens whose Pong is outstanding
         while not self.stop.is_set():
             try:
-                code, token, body = rd.read()
-            except socket.timeout:
+                code, token, _body = rd.read()
+            except TimeoutError:
                 continue
             if code >> 5 == 7:
                 if code == 0xE3:  # Pong: must echo the token of one of our Pings
@@ -156,10 +156,10 @@ class MockServer:
                         with self.lock:
                             self.pongs_ok += 1
                     else:
-                        self.problems.append("pong with token %r" % token)
+                        self.problems.append(f"pong with token {token!r}")
                 continue
             if code != 0x01:
-                self.problems.append("unexpected code %#x" % code)
+                self.problems.append(f"unexpected code {code:#x}")
                 continue
             if sc == "silent":
                 continue
@@ -188,15 +188,19 @@ class MockServer:
 
 def run_loadgen(loadgen, port, extra, payload, timeout=30):
     cmd = [loadgen, "-h", "127.0.0.1", "-p", str(port), "-u", "/hello",
-           "-c", "2", "-n", "4", "-w", "0.2", "-d", "0.8", "-t", "1"] + extra
+           "-c", "2", "-n", "4", "-w", "0.2", "-d", "0.8", "-t", "1", *extra]
     if payload is not None:
         cmd += ["-e", payload.decode()]
     t0 = time.monotonic()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     elapsed = time.monotonic() - t0
-    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
     res = json.loads(lines[-1]) if lines else None
     return p.returncode, res, elapsed, p.stderr
+
+
+def report(ok, name, rc, elapsed, detail):
+    print(f"{'ok' if ok else 'FAIL':<4} {name:<11} rc={rc} {elapsed:.1f}s {detail}".rstrip())
 
 
 def main():
@@ -234,7 +238,8 @@ def main():
         ("nocsm", hello, hello, [],
          lambda rc, r, s: rc == 0 and r["csm_missing"] == 2 and r["requests"] > 0),
         ("silent", hello, hello, [],
-         lambda rc, r, s: rc == 0 and r["requests"] == 0 and r["total_sent"] == 8),
+         lambda rc, r, s: rc == 1 and r["requests"] == 0 and r["total_sent"] == 8
+         and r["err_stalled_conns"] == 2),
         ("silent", hello, hello, ["-T", "0.3"],
          lambda rc, r, s: rc == 1 and r["requests"] == 0 and r["err_timeout"] >= 8),
     ]
@@ -247,8 +252,8 @@ def main():
             srv.close()
         ok = res is not None and check(rc, res, srv) and elapsed < 10
         failed += not ok
-        print("%-4s %-11s rc=%d %.1fs %s" % ("ok" if ok else "FAIL", name, rc, elapsed,
-              "" if ok else json.dumps(res) + " problems=%s stderr=%s" % (srv.problems, err[-500:])))
+        detail = "" if ok else f"{json.dumps(res)} problems={srv.problems} stderr={err[-500:]}"
+        report(ok, name, rc, elapsed, detail)
 
     # refused: grab a free port and close it again
     s = socket.socket()
@@ -258,20 +263,19 @@ def main():
     rc, res, elapsed, err = run_loadgen(loadgen, port, [], hello)
     ok = rc == 3 and res is not None and res["status"] == "setup_failed" and elapsed < 10
     failed += not ok
-    print("%-4s %-11s rc=%d %.1fs %s" % ("ok" if ok else "FAIL", "refused", rc, elapsed,
-          "" if ok else "%s %s" % (res, err)))
+    report(ok, "refused", rc, elapsed, "" if ok else f"{res} {err}")
 
     # non-loopback targets are refused outright (no packet is sent)
     p = subprocess.run([loadgen, "-h", "192.0.2.1", "-p", "5683", "-u", "/x", "-d", "1"],
                        capture_output=True, text=True, timeout=10)
     ok = p.returncode == 2 and "non-loopback" in p.stderr
     failed += not ok
-    print("%-4s %-11s rc=%d" % ("ok" if ok else "FAIL", "nonloopback", p.returncode))
+    report(ok, "nonloopback", p.returncode, 0.0, "" if ok else p.stderr)
 
     if tmp:
         shutil.rmtree(tmp, ignore_errors=True)
     total = len(scenarios) + 2
-    print("%d passed, %d failed" % (total - failed, failed))
+    print(f"{total - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 
