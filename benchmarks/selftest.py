@@ -30,21 +30,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def enc_len(n):
-    if n < 13:
-        return n, b""
-    if n < 269:
-        return 13, bytes([n - 13])
-    if n < 65805:
-        return 14, (n - 269).to_bytes(2, "big")
-    return 15, (n - 65805).to_bytes(4, "big")
-
-
-def frame(code, token=b"", body=b""):
-    nib, ext = enc_len(len(body))
-    return bytes([nib << 4 | len(token)]) + ext + bytes([code]) + token + body
+sys.path.insert(0, HERE)
+from run import _frame as frame  # noqa: E402  (one frame builder for both scripts)
 
 
 def response_body(payload):
