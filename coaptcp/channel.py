@@ -18,6 +18,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .core.blockwise import BlockwiseServer
 from .core.codes import Code
 from .core.connection import Connection, State
 from .core.errors import LocalProtocolError, MessageTooLarge
@@ -36,6 +37,7 @@ from .core.events import (
 )
 from .core.message import Message
 from .core.options import EMPTY_OPTIONS, Options
+from .observe import ObservableResource, Observation, ObservationRegistry, mark_notification
 from .resource import Request, Response, Site
 
 if TYPE_CHECKING:
@@ -74,7 +76,11 @@ class RequestNotSent(Exception):
     """The request could not be sent at all (too large for the peer, connection closing)."""
 
 
-class Channel:
+#: Observations one connection may hold (RFC 7641 section 4.1 lets a server decline more).
+DEFAULT_MAX_OBSERVATIONS = 64
+
+
+class Channel(ObservationRegistry):
     """One CoAP connection's dispatcher over a Twisted transport.
 
     :param connection: the sans-I/O core for this connection (not yet started).
@@ -105,6 +111,8 @@ class Channel:
         secure: bool = False,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         release_timeout: float = DEFAULT_RELEASE_TIMEOUT,
+        max_observations: int = DEFAULT_MAX_OBSERVATIONS,
+        blockwise: BlockwiseServer | None = None,
     ) -> None:
         self.connection = connection
         self.site = site
@@ -130,6 +138,10 @@ class Channel:
         self._release_call: Any = None
         self._closed_waiters: list[Deferred[None]] = []
         self.close_reason: str | None = None
+        self.max_observations = max_observations
+        self.blockwise = blockwise if blockwise is not None else BlockwiseServer()
+        self._observations: dict[bytes, Observation] = {}
+        self._paused = False
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -155,6 +167,7 @@ class Channel:
         if self._lost:
             return
         self._lost = True
+        self._drop_observations()  # RFC 8323 section 7.4: observations end with the link
         note = self.connection.connection_lost()
         if note:
             self.log.info("Peer {peer} closed the connection: {note}", peer=self.peer, note=note)
@@ -427,49 +440,67 @@ class Channel:
 
     # -- requests we answer ---------------------------------------------------------------
 
+    def make_request(self, message: Message) -> Request:
+        """A :class:`Request` for ``message`` as received on this connection.
+
+        Raises :class:`UnicodeDecodeError` when a Uri-Host, Uri-Path or Uri-Query value
+        is not UTF-8.
+        """
+        return Request(
+            message.code,
+            message.token,
+            message.options,
+            message.payload,
+            peer=self.peer,
+            default_host=self.default_host,
+            secure=self.secure,
+            channel=self,
+            message=message,
+        )
+
     def _on_request(self, message: Message) -> None:
         if self.connection.state is State.CLOSED:
             return  # we aborted while dispatching an earlier event of the same input
         if self.site is None:
-            self._respond(message.token, NO_SERVER_RESPONSE)
+            self._respond(message, NO_SERVER_RESPONSE)
             return
+        answer, complete = self.blockwise.receive_request(message, self._reactor.seconds())
+        if answer is not None:
+            self._send_response_message(message, answer)
+            return
+        assert complete is not None
         try:
-            request = Request(
-                message.code,
-                message.token,
-                message.options,
-                message.payload,
-                peer=self.peer,
-                default_host=self.default_host,
-                secure=self.secure,
-                channel=self,
-            )
+            request = self.make_request(complete)
         except UnicodeDecodeError as error:
             # Uri-Host, Uri-Path and Uri-Query are strings (RFC 7252 section 3.2); a
             # value that is not UTF-8 is a non-conforming critical option (4.02).
             diagnostic = f"a Uri-Host, Uri-Path or Uri-Query value is not UTF-8: {error}"
-            self._respond(message.token, Response(Code.BAD_OPTION, diagnostic.encode()))
+            self._respond(message, Response(Code.BAD_OPTION, diagnostic.encode()))
             return
         self._inbound_received += 1
         result = self.site.handle(request)
         if isinstance(result, Response):
-            self._respond(message.token, result)
+            self._respond(complete, result)
             return
         number = self._inbound_received
         self._unanswered.add(number)
-        result.addBoth(self._deferred_response, message.token, number)
+        result.addBoth(self._deferred_response, complete, number)
 
-    def _deferred_response(self, result: Response | Failure, token: bytes, number: int) -> None:
+    def _deferred_response(self, result: Response | Failure, request: Message, number: int) -> None:
         self._unanswered.discard(number)
-        if isinstance(result, Failure):
-            if not result.check(CancelledError):
-                self.log.failure("Unexpected failure answering a request", result)
-            result = Response(Code.INTERNAL_SERVER_ERROR, b"internal server error")
+        result = self._response_or_error(result)
         if not self._lost and self.connection.state is not State.CLOSED:
-            self._respond(token, result)
+            self._respond(request, result)
             self._release_custody()
             self._flush()
         self._maybe_finish_release()
+
+    def _response_or_error(self, result: Response | Failure) -> Response:
+        if isinstance(result, Failure):
+            if not result.check(CancelledError):
+                self.log.failure("Unexpected failure answering a request", result)
+            return Response(Code.INTERNAL_SERVER_ERROR, b"internal server error")
+        return result
 
     def _release_custody(self) -> None:
         if not self._custody_waits:
@@ -483,18 +514,120 @@ class Channel:
                 still_waiting.append((received_before, token))
         self._custody_waits = still_waiting
 
-    def _respond(self, token: bytes, response: Response) -> None:
-        if self.connection.state is State.CLOSED:
+    def _respond(self, request: Message, response: Response) -> None:
+        """Send ``response`` to ``request``, cut into a Block2 block if it must be."""
+        self._send_response_message(
+            request, Message(response.code, request.token, response.options, response.payload)
+        )
+
+    def _send_response_message(self, request: Message, message: Message) -> None:
+        connection = self.connection
+        if connection.state is State.CLOSED:
             return  # aborted (by us or a resource) before this answer was ready
-        message = Message(response.code, token, response.options, response.payload)
+        message = self.blockwise.prepare_response(
+            request,
+            message,
+            peer_max_message_size=connection.peer.max_message_size,
+            peer_bert=connection.peer.bert,
+            encoded_size=connection.encoded_size,
+        )
         try:
-            self.connection.send(message)
+            connection.send(message)
         except MessageTooLarge as error:
             self.log.warn("Response to {peer} too large: {error}", peer=self.peer, error=str(error))
             diagnostic = f"response of {error.size} bytes exceeds your Max-Message-Size"
             try:
-                self.connection.send(
-                    Message(Code.INTERNAL_SERVER_ERROR, token, payload=diagnostic.encode())
+                connection.send(
+                    Message(Code.INTERNAL_SERVER_ERROR, message.token, payload=diagnostic.encode())
                 )
             except MessageTooLarge:
                 self.abort("Max-Message-Size too small for any response")
+
+    # -- observations (RFC 7641, RFC 8323 section 7) ------------------------------------
+
+    @property
+    def observation_count(self) -> int:
+        """Observations registered on this connection."""
+        return len(self._observations)
+
+    def add_observation(self, resource: ObservableResource, request: Request) -> bool:
+        """Register ``request`` as an observer of ``resource``; false when declined."""
+        token = request.token
+        existing = self._observations.get(token)
+        if existing is not None:
+            existing.resource.remove_observer(self, token)
+        elif len(self._observations) >= self.max_observations:
+            self.log.info(
+                "Declining another observation from {peer}: {count} already",
+                peer=self.peer,
+                count=len(self._observations),
+            )
+            return False
+        observation = resource.add_observer(self, request.message)
+        if observation is None:
+            self._observations.pop(token, None)
+            return False
+        self._observations[token] = observation
+        return True
+
+    def remove_observation(self, resource: ObservableResource, token: bytes) -> None:
+        """Deregister the observation with ``token`` (RFC 8323 section 7.4)."""
+        observation = self._observations.pop(token, None)
+        if observation is not None:
+            observation.resource.remove_observer(self, token)
+
+    def notify(self, observation: Observation) -> None:
+        """Send ``observation`` a fresh notification, or mark it stale while we are paused."""
+        if self._lost or self._observations.get(observation.token) is not observation:
+            return
+        if self._paused or observation.rendering:
+            observation.stale = True
+            return
+        observation.stale = False
+        observation.rendering = True
+        assert self.site is not None
+        try:
+            request = observation.new_request()
+        except UnicodeDecodeError:  # it decoded when it registered; cannot happen
+            self.remove_observation(observation.resource, observation.token)
+            return
+        result = self.site.render_resource(observation.resource, request)
+        if isinstance(result, Response):
+            self._send_notification(observation, result)
+        else:
+            result.addBoth(self._deferred_notification, observation)
+
+    def _deferred_notification(self, result: Response | Failure, observation: Observation) -> None:
+        self._send_notification(observation, self._response_or_error(result))
+
+    def _send_notification(self, observation: Observation, response: Response) -> None:
+        observation.rendering = False
+        if self._lost or self._observations.get(observation.token) is not observation:
+            return
+        if response.code.is_successful:
+            mark_notification(response, observation.resource)
+        else:
+            # An error response ends the observation (RFC 7641 section 3.2).
+            self.remove_observation(observation.resource, observation.token)
+        self._respond(observation.message, response)
+        self._flush()
+        if observation.stale:
+            self.notify(observation)
+
+    def _drop_observations(self) -> None:
+        observations, self._observations = self._observations, {}
+        for observation in observations.values():
+            observation.resource.remove_observer(self, observation.token)
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """The transport's buffer is full: hold notifications (the peer reads slowly)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """The transport drained: send the latest state of every stale observation."""
+        self._paused = False
+        for observation in list(self._observations.values()):
+            if observation.stale:
+                self.notify(observation)

@@ -1,18 +1,33 @@
 """The demo site ``twistd -n coaptcp`` serves when no ``--resource`` is given.
 
 A few resources to try a client against: text, JSON, a body larger than the base
-Max-Message-Size of 1152 bytes, and a resource that accepts PUT and POST.
+Max-Message-Size of 1152 bytes, a resource that accepts PUT and POST, an observable clock
+(RFC 7641) and a 1 MiB body for block-wise transfer (RFC 7959, BERT: RFC 8323 section 6).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import platform
 import time
+from typing import Any
+
+from twisted.internet.task import LoopingCall
 
 from .core.codes import Code
+from .observe import ObservableResource, Observation
 from .resource import Request, Resource, Response
 
-__all__ = ["HelloResource", "InfoResource", "LargeResource", "StoreResource", "make_demo_site"]
+__all__ = [
+    "BigResource",
+    "ClockResource",
+    "HelloResource",
+    "InfoResource",
+    "LargeResource",
+    "StoreResource",
+    "make_demo_site",
+]
 
 
 class HelloResource(Resource):
@@ -86,6 +101,57 @@ class StoreResource(Resource):
         return Response(Code.DELETED)
 
 
+class ClockResource(ObservableResource):
+    """``GET /time``: the current UTC time; observable, a notification every second.
+
+    The clock only ticks while somebody observes it.
+    """
+
+    link_attributes = {"rt": "demo.clock", "ct": 0, "title": "Observable clock"}
+    max_age = 1
+
+    def __init__(self, reactor: Any = None, interval: float = 1.0) -> None:
+        super().__init__()
+        self._ticker = LoopingCall(self.notify)
+        if reactor is not None:
+            self._ticker.clock = reactor
+        self.interval = interval
+
+    def render_GET(self, request: Request) -> Response:
+        now = time.gmtime(self._ticker.clock.seconds())
+        return Response.text(time.strftime("%Y-%m-%dT%H:%M:%SZ", now))
+
+    def observer_added(self, observation: Observation) -> None:
+        if not self._ticker.running:
+            self._ticker.start(self.interval, now=False)
+
+    def observer_removed(self, observation: Observation) -> None:
+        if self.observer_count == 0 and self._ticker.running:
+            self._ticker.stop()
+
+
+class BigResource(Resource):
+    """``GET /big``: 1 MiB of deterministic bytes, served block-wise (RFC 7959, BERT).
+
+    Byte ``i`` of the body is ``i * 7 % 251``; ``/big`` with query ``sha256`` gives its
+    digest, so a client can check what it reassembled.
+    """
+
+    link_attributes = {"rt": "demo.big", "ct": 42, "sz": 1 << 20, "title": "1 MiB body"}
+
+    size = 1 << 20
+
+    @functools.cached_property
+    def body(self) -> bytes:
+        """The body, built on first use (importing the demo stays cheap)."""
+        return bytes(i * 7 % 251 for i in range(self.size))
+
+    def render_GET(self, request: Request) -> Response:
+        if "sha256" in request.query:
+            return Response.text(hashlib.sha256(self.body).hexdigest())
+        return Response(Code.CONTENT, self.body, content_format=42)
+
+
 class DemoRoot(Resource):
     """``GET /``: a line saying what this is."""
 
@@ -93,9 +159,11 @@ class DemoRoot(Resource):
         return Response.text("coaptcp demo server; see /.well-known/core")
 
 
-def make_demo_site() -> Resource:
-    """Build a fresh demo resource tree."""
+def make_demo_site(reactor: Any = None) -> Resource:
+    """Build a fresh demo resource tree (``reactor`` drives the clock; global if None)."""
     root = DemoRoot()
+    root.putChild("time", ClockResource(reactor))
+    root.putChild("big", BigResource())
     root.putChild("hello", HelloResource())
     root.putChild("info", InfoResource())
     root.putChild("large", LargeResource())

@@ -65,6 +65,7 @@ class CoapProtocol(Protocol):
         connection = Connection(
             factory.role,
             max_message_size=factory.max_message_size,
+            block_wise_transfer=True,
             require_csm=factory.require_csm,
         )
         transport = self.transport
@@ -82,7 +83,25 @@ class CoapProtocol(Protocol):
             secure=bool(secure),
         )
         factory.connections.add(self)
+        # Flow control: when the transport's write buffer fills (a slow reader), we stop
+        # reading its requests and hold notifications until it drains.
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.channel.start()
+
+    def pauseProducing(self) -> None:
+        """The peer reads too slowly: stop reading from it, hold notifications."""
+        self.channel.pause()
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        """The peer caught up: read again and send the latest notifications."""
+        if self.transport is not None:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self.channel.resume()
+
+    def stopProducing(self) -> None:
+        """The transport is going away; :meth:`connectionLost` does the cleanup."""
 
     def dataReceived(self, data: bytes) -> None:
         self.channel.data_received(data)

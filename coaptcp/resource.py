@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 from .core.codes import Code
 from .core.linkformat import LINK_FORMAT, AttributeValue, Link, filter_links, format_links
+from .core.message import Message
 from .core.options import EMPTY_OPTIONS, OptionNumber, Options
 from .core.validation import PROXY_OPTIONS, unrecognized_critical_option
 
@@ -64,6 +65,9 @@ UNDERSTOOD_OPTIONS = frozenset(
         OptionNumber.PROXY_URI,
         OptionNumber.PROXY_SCHEME,
         OptionNumber.NO_RESPONSE,
+        OptionNumber.BLOCK1,
+        OptionNumber.BLOCK2,
+        OptionNumber.REQUEST_TAG,
     }
 )
 
@@ -159,7 +163,9 @@ class Request:
         default_host: str | None = None,
         secure: bool = False,
         channel: object = None,
+        message: Message | None = None,
     ) -> None:
+        self.message = message if message is not None else Message(method, token, options, payload)
         self.method = method
         self.token = token
         self.options = options
@@ -215,6 +221,9 @@ class Resource:
 
     link_attributes: ClassVar[Mapping[str, AttributeValue]] = {}
     listed: ClassVar[bool] = True
+    #: Whether GET with Observe registers observers (see :mod:`coaptcp.observe`); shown
+    #: as ``obs`` in ``/.well-known/core``.
+    observable: ClassVar[bool] = False
     isLeaf: ClassVar[bool] = False
 
     def __init__(self) -> None:
@@ -283,7 +292,10 @@ class WellKnownCore(Resource):
         for path, resource in self.root.walk():
             if not resource.listed or not resource.allowed_methods():
                 continue
-            links.append(Link(path, dict(resource.link_attributes)))
+            attributes = dict(resource.link_attributes)
+            if resource.observable:
+                attributes["obs"] = None
+            links.append(Link(path, attributes))
         return links
 
     def render_GET(self, request: Request) -> Response:
@@ -330,8 +342,24 @@ class Site:
                 if number in request.options:
                     return Response(Code.PROXYING_NOT_SUPPORTED, b"this server is not a proxy")
             resource = self.resolve(request)
-            if resource is None:
-                return Response(Code.NOT_FOUND, b"")
+        except CoapError as error:
+            return error.response()
+        except Exception:
+            return self._internal_error(Failure(), request)
+        if resource is None:
+            return Response(Code.NOT_FOUND, b"")
+        observe = request.options.observe if request.method == Code.GET else None
+        if observe is None or not resource.observable or request.channel is None:
+            return self.render_resource(resource, request)
+        from .observe import observe_request  # observe builds on this module
+
+        return observe_request(self, resource, request, observe)
+
+    def render_resource(
+        self, resource: Resource, request: Request
+    ) -> Response | Deferred[Response]:
+        """Render ``request`` on ``resource``, turning every outcome into a response."""
+        try:
             result = resource.render(request)
         except CoapError as error:
             return error.response()

@@ -7,6 +7,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs
 
 from coaptcp.core.codes import Code
+from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.demo import LargeResource, make_demo_site
@@ -322,16 +323,18 @@ def test_bare_resource_is_wrapped_in_a_site():
     assert only_response(h).payload == b"Hello, world!"
 
 
-def test_response_bigger_than_peer_mms_becomes_500_with_diagnostic():
+def test_response_bigger_than_peer_mms_is_sent_block_wise():
+    # RFC 7959 section 2.4 over RFC 8323: the first block that fits the peer's limit, with
+    # Block2 (NUM 0, M 1) and Size2 giving the whole size; other requests are unaffected.
     h, _, _ = harness()
     h.open(max_message_size=200)
-    with capturedLogs():
-        h.feed(get(b"L", "large"), get(b"h", "hello"))
+    h.feed(get(b"L", "large"), get(b"h", "hello"))
     large, hello = h.sent()
-    assert large.token == b"L"
-    assert large.code == Code.INTERNAL_SERVER_ERROR
-    assert b"Max-Message-Size" in large.payload
-    assert len(large.payload) > 0
+    assert (large.token, large.code) == (b"L", Code.CONTENT)
+    assert len(encode_frame(large)) <= 200
+    assert large.options.block2 == (0 << 4) | 0x08 | 3  # NUM 0, more, 128-byte blocks
+    assert large.options.size2 == len(LargeResource.body)
+    assert large.payload == LargeResource.body[:128]
     assert hello.code == Code.CONTENT
     assert not h.transport.disconnecting
 
@@ -346,12 +349,16 @@ def test_large_response_within_peer_mms_is_sent():
 
 
 def test_large_response_before_peer_states_mms_uses_base_1152():
-    # Base Max-Message-Size applies when the peer's CSM carries no MMS option.
+    # Base Max-Message-Size applies when the peer's CSM carries no MMS option: the 4,000
+    # bytes go out in 1,024-byte blocks (no BERT without an MMS above 1,152).
     h, _, _ = harness()
     h.open()
-    with capturedLogs():
-        h.feed(get(b"L", "large"))
-    assert only_response(h).code == Code.INTERNAL_SERVER_ERROR
+    h.feed(get(b"L", "large"))
+    response = only_response(h)
+    assert response.code == Code.CONTENT
+    assert len(encode_frame(response)) <= 1152
+    assert response.options.block2 == 0x08 | 6
+    assert response.payload == LargeResource.body[:1024]
 
 
 def test_request_before_csm_aborts_by_default():

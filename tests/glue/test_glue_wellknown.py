@@ -93,6 +93,8 @@ def test_listing_contents():
         "/info",
         "/large",
         "/store",
+        "/time",
+        "/big",
         "/sensor",
         "/thermo",
         "/box/child",
@@ -120,7 +122,15 @@ def test_filter_rt_exact():
 
 
 def test_filter_rt_prefix():
-    assert set(hrefs(well_known("rt=demo.*"))) == {"/hello", "/info", "/large", "/store", "/thermo"}
+    assert set(hrefs(well_known("rt=demo.*"))) == {
+        "/hello",
+        "/info",
+        "/large",
+        "/store",
+        "/time",
+        "/big",
+        "/thermo",
+    }
 
 
 def test_filter_rt_matches_one_of_space_separated_values():
@@ -134,7 +144,8 @@ def test_filter_href_exact_and_prefix():
 
 def test_filter_ct_and_flag_attribute():
     assert set(hrefs(well_known("ct=50"))) == {"/info"}
-    assert set(hrefs(well_known("obs"))) == {"/sensor", "/box/child"}
+    # /time is an ObservableResource: ``obs`` comes from the class, not the attributes.
+    assert set(hrefs(well_known("obs"))) == {"/sensor", "/box/child", "/time"}
 
 
 def test_filter_without_match_gives_empty_document():

@@ -42,7 +42,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"peer did not listen on {port} within {STARTUP_DEADLINE}s:\n{log.read_text()}")
+    raise RuntimeError(
+        f"peer did not listen on {port} within {STARTUP_DEADLINE}s:\n{log.read_text()}"
+    )
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from peers import RunningPeer, aiocoap_client, coaptcp_client
 
 from coaptcp.demo import LargeResource
-from peers import RunningPeer, aiocoap_client, coaptcp_client
 
 pytestmark = pytest.mark.interop
 
@@ -52,20 +52,15 @@ def test_aiocoap_client_put_post_get(coaptcp_server: RunningPeer) -> None:
     assert post.stdout.strip() == b"stored 1000 bytes"
 
 
-def test_aiocoap_client_block1_upload_is_refused_clearly(coaptcp_server: RunningPeer) -> None:
-    # aiocoap sends bodies over 1,024 bytes with Block1 (INTEROP-NOTES 5).  Until the
-    # server implements block-wise transfer (issue 6), Block1 is an unrecognized critical
-    # option: 4.02 with a diagnostic naming it, never a silently truncated body.
-    post = aiocoap_client("-m", "POST", "--payload", "x" * 2000, uri(coaptcp_server, "/store"))
-    assert post.returncode != 0
-    assert b"4.02" in post.stderr
-    assert b"Block1 (27)" in post.stderr
-
-
-def test_aiocoap_client_not_found(coaptcp_server: RunningPeer) -> None:
-    result = aiocoap_client(uri(coaptcp_server, "/missing"))
-    assert result.returncode != 0
-    assert b"4.04" in result.stdout + result.stderr
+def test_aiocoap_client_block1_upload(coaptcp_server: RunningPeer) -> None:
+    # aiocoap sends bodies over 1,024 bytes with Block1, SZX 7 (BERT) even before it knows
+    # the peer takes BERT (INTEROP-NOTES 5); the server reassembles them (RFC 7959 2.5).
+    body = "".join(chr(48 + i % 43) for i in range(5000))
+    post = aiocoap_client("-m", "POST", "--payload", body, uri(coaptcp_server, "/store"))
+    assert post.returncode == 0, post.stderr
+    assert post.stdout.strip() == b"stored 5000 bytes"
+    get = aiocoap_client(uri(coaptcp_server, "/store"))
+    assert get.stdout.strip() == body.encode()
 
 
 # -- our client against aiocoap's server ----------------------------------------------------
@@ -88,23 +83,22 @@ def block2_of(report: dict[str, object]) -> int | None:
 
 
 def test_our_client_large_response_from_aiocoap(aiocoap_server: RunningPeer) -> None:
-    # aiocoap serves bodies over 1,024 bytes block-wise even over TCP.  Until our client
-    # reassembles blocks (issue 6) we receive the first 1,024-byte block, marked as such:
-    # Block2 NUM=0, M=1, SZX=6.
+    # Our CSM announces Block-Wise-Transfer and a Max-Message-Size above 1,152 (BERT), so
+    # aiocoap sends the 4,000 bytes in one message instead of 1,024-byte blocks.
     report = coaptcp_client(aiocoap_server.port, "request", "GET", "/big")
     assert report["code"] == "2.05"
-    assert report["payload"] == AIOCOAP_BIG[:1024].decode()
-    assert block2_of(report) == 0b1110
+    assert report["payload"] == AIOCOAP_BIG.decode()
+    assert block2_of(report) is None
 
 
 def test_our_client_sends_large_put_to_aiocoap(aiocoap_server: RunningPeer) -> None:
     # 3,200 bytes: more than the base 1,152, so it goes out after aiocoap's CSM raised the
-    # limit.  aiocoap echoes it back, block-wise, so the first block comes back.
+    # limit; aiocoap echoes it back whole.
     body = "payload " * 400
     put = coaptcp_client(aiocoap_server.port, "request", "PUT", "/echo", body)
     assert put["code"] == "2.04"
-    assert put["payload"] == body[:1024]
-    assert block2_of(put) == 0b1110
+    assert put["payload"] == body
+    assert block2_of(put) is None
 
 
 def test_our_client_post_to_aiocoap(aiocoap_server: RunningPeer) -> None:

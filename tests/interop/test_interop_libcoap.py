@@ -7,9 +7,9 @@ client against libcoap's ``coap-server-openssl``.
 from __future__ import annotations
 
 import pytest
+from peers import RunningPeer, coaptcp_client, libcoap_client
 
 from coaptcp.demo import LargeResource
-from peers import RunningPeer, coaptcp_client, libcoap_client
 
 pytestmark = pytest.mark.interop
 

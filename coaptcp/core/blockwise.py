@@ -1,0 +1,340 @@
+"""Block-wise transfer (RFC 7959) with BERT over reliable transports (RFC 8323 section 6).
+
+Pure helpers: the Block1/Block2 option value, choosing a block size that fits the peer's
+Max-Message-Size, cutting a representation into blocks, and reassembling a Block1 upload.
+Nothing here knows about connections or clocks; callers pass the time in.
+
+A Block option value is ``NUM << 4 | M << 3 | SZX``; the block size is ``2 ** (SZX + 4)``.
+SZX 7 is BERT: blocks of 1024 bytes, several of them in one message, NUM counting 1024-byte
+blocks (RFC 8323 section 6).  A BERT payload is a multiple of 1024 bytes, except in the last
+message, which adds a partial block of less than 1024 (RFC 8323 section 6, as of -10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .codes import Code
+from .message import Message
+from .options import Options, decode_uint
+
+__all__ = [
+    "BERT_SZX",
+    "DEFAULT_MAX_BODY_SIZE",
+    "MAX_NUM",
+    "Block",
+    "BlockError",
+    "BlockwiseServer",
+    "Upload",
+    "UploadError",
+    "choose_block2",
+    "slice_block",
+    "szx_for_size",
+]
+
+#: SZX value that means BERT on reliable transports (RFC 8323 section 6).
+BERT_SZX = 7
+#: NUM is at most 20 bits (RFC 7959 section 2.2).
+MAX_NUM = (1 << 20) - 1
+_BERT_UNIT = 1024
+
+
+class BlockError(ValueError):
+    """A Block option value that cannot be honoured (RFC 7959 section 2.2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A decoded Block1 or Block2 option value (RFC 7959 section 2.2)."""
+
+    num: int
+    more: bool
+    szx: int
+
+    @classmethod
+    def decode(cls, value: int) -> Block:
+        """Decode the option's uint; raises :class:`BlockError` beyond 3 bytes."""
+        if value < 0 or value > 0xFFFFFF:
+            raise BlockError(f"Block option value {value} does not fit in 3 bytes")
+        return cls(value >> 4, bool(value & 0x08), value & 0x07)
+
+    def encode(self) -> int:
+        """The option's uint value."""
+        if not 0 <= self.num <= MAX_NUM:
+            raise BlockError(f"block number {self.num} does not fit in 20 bits")
+        return self.num << 4 | (0x08 if self.more else 0) | self.szx
+
+    @property
+    def is_bert(self) -> bool:
+        """SZX 7: a BERT block (RFC 8323 section 6)."""
+        return self.szx == BERT_SZX
+
+    @property
+    def size(self) -> int:
+        """The block size in bytes; 1024 for BERT (the unit NUM counts)."""
+        return _BERT_UNIT if self.szx == BERT_SZX else 1 << (self.szx + 4)
+
+    @property
+    def offset(self) -> int:
+        """The byte offset of this block in the whole body."""
+        return self.num * self.size
+
+
+def szx_for_size(size: int) -> int:
+    """The largest non-BERT SZX whose block size is at most ``size`` (0 for < 32)."""
+    szx = 6
+    while szx > 0 and (1 << (szx + 4)) > size:
+        szx -= 1
+    return szx
+
+
+def choose_block2(
+    *,
+    room: int,
+    requested: Block | None,
+    peer_bert: bool,
+) -> tuple[int, int]:
+    """Choose ``(szx, payload_limit)`` for a Block2 response.
+
+    :param room: the payload bytes that fit in one message to the peer (its
+        Max-Message-Size less our header, token and options).
+    :param requested: the Block2 option of the request, if any.  Its SZX is an upper
+        bound (RFC 7959 section 2.4); a BERT option there also says the client handles
+        BERT (RFC 8323 section 6, control usage).
+    :param peer_bert: whether the peer's CSM announced BERT (Block-Wise-Transfer and a
+        Max-Message-Size above 1152, RFC 8323 section 5.3.2).
+    :returns: the SZX to use and how many payload bytes one response carries.
+    """
+    bert_ok = requested.is_bert if requested is not None else peer_bert
+    if bert_ok and room >= 2 * _BERT_UNIT:
+        return BERT_SZX, (room // _BERT_UNIT) * _BERT_UNIT
+    szx = szx_for_size(max(room, 16))
+    if requested is not None and not requested.is_bert:
+        szx = min(szx, requested.szx)
+    return szx, 1 << (szx + 4)
+
+
+def slice_block(body: bytes, offset: int, szx: int, payload_limit: int) -> tuple[bytes, Block]:
+    """Cut the block at byte ``offset`` out of ``body``, with the Block2 value to send.
+
+    ``offset`` comes from the request's Block2 option (NUM times its block size) and must
+    be a multiple of our block size.  For BERT the payload takes as many whole 1024-byte
+    blocks as ``payload_limit`` allows.  Raises :class:`BlockError` when ``offset`` lies
+    past the end or inside one of our blocks.
+    """
+    unit = _BERT_UNIT if szx == BERT_SZX else 1 << (szx + 4)
+    if offset % unit:
+        raise BlockError(f"offset {offset} is not on a {unit}-byte block boundary")
+    if offset > 0 and offset >= len(body):
+        raise BlockError(f"offset {offset} lies past the end of a {len(body)}-byte body")
+    length = max(unit, (payload_limit // unit) * unit) if szx == BERT_SZX else unit
+    chunk = body[offset : offset + length]
+    more = offset + len(chunk) < len(body)
+    return chunk, Block(offset // unit, more, szx)
+
+
+class UploadError(Exception):
+    """A Block1 upload cannot continue; carries the response code to send.
+
+    :ivar code: 0x88 (4.08 Request Entity Incomplete) or 0x8D (4.13 Request Entity Too
+        Large), as a plain int so this module stays free of the code registry.
+    """
+
+    def __init__(self, code: int, diagnostic: str) -> None:
+        super().__init__(diagnostic)
+        self.code = code
+        self.diagnostic = diagnostic
+
+
+@dataclass
+class Upload:
+    """One Block1 upload being reassembled (RFC 7959 section 2.5, BERT RFC 8323 section 6).
+
+    :param limit: the largest body accepted; more is 4.13 (section 2.9.3).
+    """
+
+    limit: int
+    started: float
+    last_seen: float
+    data: bytearray = field(default_factory=bytearray)
+
+    def add(self, block: Block, payload: bytes, now: float) -> bool:
+        """Add one Block1 message; returns whether the body is complete.
+
+        Raises :class:`UploadError` (4.08) for a block that does not continue the body
+        where it stands, or a non-final BERT or regular block of the wrong size; and 4.13
+        when the body would exceed ``limit``.
+        """
+        if block.offset != len(self.data):
+            raise UploadError(
+                0x88,
+                f"expected the block at offset {len(self.data)}, got block {block.num} "
+                f"(offset {block.offset})",
+            )
+        if block.more:
+            if block.is_bert:
+                if not payload or len(payload) % _BERT_UNIT:
+                    raise UploadError(
+                        0x88, f"a BERT block of {len(payload)} bytes is not a multiple of 1024"
+                    )
+            elif len(payload) != block.size:
+                raise UploadError(
+                    0x88, f"block {block.num} has {len(payload)} bytes, not {block.size}"
+                )
+        if len(self.data) + len(payload) > self.limit:
+            raise UploadError(0x8D, f"the body exceeds the limit of {self.limit} bytes")
+        self.data += payload
+        self.last_seen = now
+        return not block.more
+
+
+# -- the server side of one connection ----------------------------------------------------
+
+#: The options that name the target of a Block1 upload (RFC 7959 section 2.5: the request
+#: URI; RFC 9175 Request-Tag tells concurrent uploads to one resource apart).
+_UPLOAD_KEY_OPTIONS = frozenset({3, 7, 11, 15, 292})
+_BLOCK1, _BLOCK2, _SIZE1, _SIZE2 = 27, 23, 60, 28
+_CONTINUE, _BAD_OPTION, _TOO_LARGE, _UNAVAILABLE = 0x5F, 0x82, 0x8D, 0xA3
+
+#: Largest upload body accepted by default (RFC 7959 section 2.9.3 answers more with 4.13).
+DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+#: Uploads in progress at once on one connection.
+DEFAULT_MAX_UPLOADS = 8
+#: Seconds an upload may sit without a new block before it is dropped.
+DEFAULT_UPLOAD_LIFETIME = 60.0
+#: Bytes reserved for our header growth and the Block2/Size2 options when sizing blocks.
+_BLOCK2_OVERHEAD = 6 + 4 + 6 + 1
+
+
+class BlockwiseServer:
+    """Block-wise state of one connection, server side (RFC 7959, RFC 8323 section 6).
+
+    :meth:`receive_request` reassembles Block1 uploads and :meth:`prepare_response` cuts
+    large responses into Block2 blocks that fit the peer's Max-Message-Size.  Partial
+    uploads are bounded in number and size and expire after ``upload_lifetime`` seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        max_uploads: int = DEFAULT_MAX_UPLOADS,
+        upload_lifetime: float = DEFAULT_UPLOAD_LIFETIME,
+    ) -> None:
+        self.max_body_size = max_body_size
+        self.max_uploads = max_uploads
+        self.upload_lifetime = upload_lifetime
+        self._uploads: dict[tuple[object, ...], Upload] = {}
+
+    @property
+    def uploads_in_progress(self) -> int:
+        """How many Block1 uploads are partly received."""
+        return len(self._uploads)
+
+    def expire(self, now: float) -> None:
+        """Drop uploads idle for longer than ``upload_lifetime``."""
+        limit = now - self.upload_lifetime
+        for key in [k for k, u in self._uploads.items() if u.last_seen < limit]:
+            del self._uploads[key]
+
+    def receive_request(
+        self, message: Message, now: float
+    ) -> tuple[Message | None, Message | None]:
+        """Handle a request's Block1 option.
+
+        :returns: ``(answer, request)``: an answer to send now (2.31 Continue, 4.08,
+            4.13, 5.03) and no request, or no answer and the request to process (with the
+            whole body when an upload completed; its Block1 option is kept so the final
+            response can echo it).
+        """
+        options = message.options
+        size1 = options.get_uint(_SIZE1)
+        if size1 is not None and size1 > self.max_body_size:
+            return self._too_large(message, f"Size1 announces {size1} bytes"), None
+        raw = options.get(_BLOCK1)
+        if raw is None:
+            return None, message
+        block = Block.decode(decode_uint(raw))
+        self.expire(now)
+        key = (
+            int(message.code),
+            tuple((n, v) for n, v in options.items if n in _UPLOAD_KEY_OPTIONS),
+        )
+        upload = self._uploads.get(key)
+        if block.num == 0:
+            if upload is None and len(self._uploads) >= self.max_uploads:
+                answer = Message(
+                    Code(_UNAVAILABLE),
+                    message.token,
+                    Options([(14, 10)]),
+                    b"too many uploads in progress on this connection",
+                )
+                return answer, None
+            upload = Upload(self.max_body_size, now, now)
+            self._uploads[key] = upload
+        elif upload is None:
+            return self._incomplete(message, f"no upload in progress for block {block.num}"), None
+        try:
+            complete = upload.add(block, message.payload, now)
+        except UploadError as error:
+            del self._uploads[key]
+            if error.code == _TOO_LARGE:
+                return self._too_large(message, error.diagnostic), None
+            return self._incomplete(message, error.diagnostic), None
+        if not complete:
+            echo = Options([(_BLOCK1, Block(block.num, True, block.szx).encode())])
+            return Message(Code(_CONTINUE), message.token, echo), None
+        del self._uploads[key]
+        return None, message.replace(payload=bytes(upload.data))
+
+    def _incomplete(self, message: Message, diagnostic: str) -> Message:
+        return Message(Code(0x88), message.token, payload=diagnostic.encode())
+
+    def _too_large(self, message: Message, diagnostic: str) -> Message:
+        return Message(
+            Code(_TOO_LARGE),
+            message.token,
+            Options([(_SIZE1, self.max_body_size)]),
+            f"{diagnostic}; the limit is {self.max_body_size} bytes".encode(),
+        )
+
+    def prepare_response(
+        self,
+        request: Message,
+        response: Message,
+        *,
+        peer_max_message_size: int,
+        peer_bert: bool,
+        encoded_size: Callable[[Message], int],
+    ) -> Message:
+        """Fit ``response`` to the peer: echo Block1, cut a Block2 block if needed.
+
+        A response that fits the peer's Max-Message-Size and was not asked for in blocks
+        goes out whole.  Otherwise the block the request's Block2 option names (block 0
+        if none) is sent, with Size2 on the first block (RFC 7959 sections 2.4 and 4).
+        """
+        options = response.options
+        raw1 = request.options.get(_BLOCK1)
+        if raw1 is not None and response.code != _CONTINUE:
+            final = Block.decode(decode_uint(raw1))
+            options = options.replace(_BLOCK1, Block(final.num, False, final.szx).encode())
+            response = response.replace(options=options)
+        raw2 = request.options.get(_BLOCK2)
+        requested = Block.decode(decode_uint(raw2)) if raw2 is not None else None
+        if requested is None and encoded_size(response) <= peer_max_message_size:
+            return response
+        body = response.payload
+        room = (
+            peer_max_message_size - encoded_size(response.replace(payload=b"")) - _BLOCK2_OVERHEAD
+        )
+        szx, limit = choose_block2(room=room, requested=requested, peer_bert=peer_bert)
+        offset = requested.offset if requested is not None else 0
+        try:
+            chunk, block = slice_block(body, offset, szx, limit)
+        except BlockError as error:
+            return Message(Code(_BAD_OPTION), response.token, payload=str(error).encode())
+        options = options.replace(_BLOCK2, block.encode())
+        if block.num == 0:
+            options = options.replace(_SIZE2, len(body))
+        return response.replace(options=options, payload=chunk)
