@@ -36,7 +36,7 @@ from .core.events import (
     UnknownSignalReceived,
 )
 from .core.message import Message
-from .core.options import EMPTY_OPTIONS, Options
+from .core.options import EMPTY_OPTIONS, OptionNumber, Options
 from .observe import ObservableResource, Observation, ObservationRegistry, mark_notification
 from .resource import Request, Response, Site
 
@@ -524,6 +524,14 @@ class Channel(ObservationRegistry):
         connection = self.connection
         if connection.state is State.CLOSED:
             return  # aborted (by us or a resource) before this answer was ready
+        options = request.options
+        if not (options and (OptionNumber.BLOCK1 in options or OptionNumber.BLOCK2 in options)):
+            # The common case: no block-wise exchange asked for; send it whole if it fits.
+            try:
+                connection.send(message)
+                return
+            except MessageTooLarge:
+                pass
         message = self.blockwise.prepare_response(
             request,
             message,

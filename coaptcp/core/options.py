@@ -380,9 +380,11 @@ class Options:
 
     def replace(self, number: int, *values: OptionValue) -> Options:
         """A copy in which option ``number`` has exactly ``values`` (none removes it)."""
-        kept: list[tuple[int, OptionValue]] = [(n, v) for n, v in self._items if n != number]
-        kept.extend((number, value) for value in values)
-        return Options(kept)
+        items = self._items
+        before = tuple(pair for pair in items if pair[0] < number)
+        after = tuple(pair for pair in items if pair[0] > number)
+        middle = tuple((number, _encode_value(value)) for value in values)
+        return Options._from_sorted(before + middle + after)
 
     def remove(self, number: int) -> Options:
         """A copy without option ``number``."""

@@ -1,0 +1,90 @@
+"""In-memory micro-benchmarks of the server hot path and the codec (no sockets).
+
+    python benchmarks/hotpath.py [--requests N] [--profile]
+
+``server``: a CoapProtocol on a StringTransport answers pipelined ``GET /hello`` requests
+fed in chunks of 64, as a busy connection delivers them: decode, dispatch through the Site,
+encode, write.  ``codec``: encode_frame and StreamDecoder alone.  Each prints operations
+per second; compare runs on the same machine only.  ``--profile`` prints the top of a
+cProfile of the server run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from coaptcp.core import Code, Message, Options, StreamDecoder, encode_frame
+from coaptcp.demo import make_demo_site
+from coaptcp.protocol import CoapFactory
+from coaptcp.resource import Site
+
+BATCH = 64
+
+
+def requests_chunk(start: int) -> bytes:
+    options = Options.build(uri_path=["hello"])
+    return b"".join(
+        encode_frame(Message(Code.GET, (start + i).to_bytes(4, "big"), options))
+        for i in range(BATCH)
+    )
+
+
+def bench_server(total: int) -> float:
+    factory = CoapFactory(Site(make_demo_site()), reactor=MemoryReactorClock())
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(encode_frame(Message(Code.CSM)))
+    chunks = [requests_chunk(i * BATCH) for i in range(16)]
+    rounds = total // BATCH
+    started = time.perf_counter()
+    for n in range(rounds):
+        protocol.dataReceived(chunks[n % 16])
+        if n % 16 == 15:
+            transport.clear()
+    elapsed = time.perf_counter() - started
+    return rounds * BATCH / elapsed
+
+
+def bench_codec(total: int) -> tuple[float, float]:
+    message = Message(
+        Code.CONTENT, b"\x01\x02\x03\x04", Options.build(content_format=0), b"Hello, world!"
+    )
+    started = time.perf_counter()
+    for _ in range(total):
+        encode_frame(message)
+    encode_rate = total / (time.perf_counter() - started)
+    data = encode_frame(message) * BATCH
+    decoder = StreamDecoder(1 << 20)
+    started = time.perf_counter()
+    for _ in range(total // BATCH):
+        decoder.feed(data)
+        while decoder.next_message() is not None:
+            pass
+    decode_rate = (total // BATCH) * BATCH / (time.perf_counter() - started)
+    return encode_rate, decode_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(bench_server, args.requests)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return
+    rate = bench_server(args.requests)
+    encode_rate, decode_rate = bench_codec(args.requests)
+    print(f"server: {rate:,.0f} requests/s (in memory, one connection, 64 pipelined)")
+    print(f"codec:  {encode_rate:,.0f} encodes/s, {decode_rate:,.0f} decodes/s")
+
+
+if __name__ == "__main__":
+    main()
