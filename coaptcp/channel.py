@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,6 +37,7 @@ from .core.events import (
 )
 from .core.message import Message
 from .core.options import EMPTY_OPTIONS, OptionNumber, Options
+from .limits import DEFAULT_LIMITS, Limits
 from .observe import ObservableResource, Observation, ObservationRegistry, mark_notification
 from .resource import Request, Response, Site
 
@@ -113,6 +114,7 @@ class Channel(ObservationRegistry):
         release_timeout: float = DEFAULT_RELEASE_TIMEOUT,
         max_observations: int = DEFAULT_MAX_OBSERVATIONS,
         blockwise: BlockwiseServer | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.connection = connection
         self.site = site
@@ -142,21 +144,91 @@ class Channel(ObservationRegistry):
         self.blockwise = blockwise if blockwise is not None else BlockwiseServer()
         self._observations: dict[bytes, Observation] = {}
         self._paused = False
+        self.limits = limits
+        self._last_activity = reactor.seconds()
+        self._csm_call: Any = None
+        self._watchdog_call: Any = None
+        self._keepalive_ping: Deferred[float] | None = None
+        self._limits_logged: set[str] = set()
 
     # -- life cycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Send our CSM; call from ``connectionMade``."""
+        """Send our CSM and start the connection's timers; call from ``connectionMade``."""
         self.connection.start()
         self._flush()
+        limits = self.limits
+        if limits.csm_timeout is not None:
+            self._csm_call = self._reactor.callLater(limits.csm_timeout, self._csm_timed_out)
+        self._arm_watchdog()
 
     def data_received(self, data: bytes) -> None:
         """Feed bytes from a TCP or TLS stream."""
+        self._last_activity = self._reactor.seconds()
         self._dispatch(self.connection.receive_data(data))
 
     def ws_message_received(self, data: bytes) -> None:
         """Feed one binary WebSocket message."""
+        self._last_activity = self._reactor.seconds()
         self._dispatch(self.connection.receive_ws_message(data))
+
+    # -- timers (section 3.3 CSM, section 5.4 Ping, section 5.5 Release) ------------------
+
+    def _csm_timed_out(self) -> None:
+        self._csm_call = None
+        if not self.connection.peer_csm_received and not self._lost:
+            self._dispatch(
+                self.connection.abort_for_violation(
+                    f"no CSM received within {self.limits.csm_timeout:g} s"
+                )
+            )
+
+    def _arm_watchdog(self) -> None:
+        limits = self.limits
+        periods = [p for p in (limits.idle_timeout, limits.keepalive_interval) if p is not None]
+        if periods and not self._lost and not self._closing:
+            period = min(periods)
+            delay = period - (self._reactor.seconds() - self._last_activity)
+            if delay <= 0:
+                delay = period  # overdue but busy: look again a whole period later
+            self._watchdog_call = self._reactor.callLater(delay, self._watchdog)
+
+    def _watchdog(self) -> None:
+        self._watchdog_call = None
+        if self._lost or self._closing:
+            return
+        limits = self.limits
+        idle = self._reactor.seconds() - self._last_activity
+        busy = bool(self._pending or self._unanswered or self._observations)
+        if limits.idle_timeout is not None and idle >= limits.idle_timeout and not busy:
+            self.log.info("Releasing {peer}: idle for {idle:.0f} s", peer=self.peer, idle=idle)
+            self.release(f"idle for {idle:.0f} s")
+            return
+        interval = limits.keepalive_interval
+        if interval is not None and idle >= interval and self._keepalive_ping is None:
+            self._keepalive_ping = self.ping(timeout=limits.pong_timeout)
+            self._keepalive_ping.addCallbacks(self._pong_arrived, self._pong_missing)
+            self._last_activity = self._reactor.seconds()
+        self._arm_watchdog()
+
+    def _pong_arrived(self, rtt: float) -> None:
+        self._keepalive_ping = None
+
+    def _pong_missing(self, failure: Failure) -> None:
+        self._keepalive_ping = None
+        if failure.check(TimeoutError, CancelledError) and not self._lost:
+            self.log.info(
+                "Closing {peer}: no Pong within {timeout:g} s",
+                peer=self.peer,
+                timeout=self.limits.pong_timeout,
+            )
+            self.abort(f"no Pong within {self.limits.pong_timeout:g} s")
+
+    def _log_limit_once(self, name: str, message: str, **fields: object) -> None:
+        """Log that a limit was reached, once per connection and limit."""
+        if name not in self._limits_logged:
+            self._limits_logged.add(name)
+            self.log.warn(message, peer=self.peer, **fields)
 
     def violation(self, diagnostic: str) -> None:
         """Abort for a transport-level violation the core cannot see (a text WS frame)."""
@@ -176,7 +248,7 @@ class Channel(ObservationRegistry):
                 self.close_reason = "connection closed"
             else:
                 self.close_reason = f"connection lost: {reason.getErrorMessage()}"
-        for call in (self._close_call, self._release_call):
+        for call in (self._close_call, self._release_call, self._csm_call, self._watchdog_call):
             if call is not None and call.active():
                 call.cancel()
         error = ConnectionClosedError(self.close_reason)
@@ -218,6 +290,9 @@ class Channel(ObservationRegistry):
         if self._closing or self._lost:
             return
         self._closing = True
+        for call in (self._csm_call, self._watchdog_call):
+            if call is not None and call.active():
+                call.cancel()
         self._flush()
         self._close()
         self._close_call = self._reactor.callLater(self.close_timeout, self._force_close)
@@ -255,6 +330,13 @@ class Channel(ObservationRegistry):
             return fail(LocalProtocolError(f"{Code(method)} is not a request method"))
         if self._lost or self._closing or self.connection.state is State.CLOSED:
             return fail(ConnectionClosedError(self.close_reason or "connection is closing"))
+        if self.pending_requests >= self.limits.max_outbound_requests:
+            return fail(
+                RequestNotSent(
+                    f"{self.pending_requests} requests already wait for answers "
+                    f"(max_outbound_requests)"
+                )
+            )
         token = self._allocate_token()
         message = Message(Code(method), token, options, payload)
         d: Deferred[Response] = Deferred(lambda _: self._forget(token, message))
@@ -370,6 +452,9 @@ class Channel(ObservationRegistry):
 
     def _on_csm(self, event: CsmReceived) -> None:
         if event.first:
+            if self._csm_call is not None and self._csm_call.active():
+                self._csm_call.cancel()
+            self._csm_call = None
             self._send_waiting()
 
     def _send_waiting(self) -> None:
@@ -477,6 +562,18 @@ class Channel(ObservationRegistry):
             diagnostic = f"a Uri-Host, Uri-Path or Uri-Query value is not UTF-8: {error}"
             self._respond(message, Response(Code.BAD_OPTION, diagnostic.encode()))
             return
+        if len(self._unanswered) >= self.limits.max_inbound_requests:
+            self._log_limit_once(
+                "inbound",
+                "{peer} has {count} requests in progress; answering 4.29 to more",
+                count=len(self._unanswered),
+            )
+            retry = Options([(OptionNumber.MAX_AGE, self.limits.retry_after)])
+            self._respond(
+                message,
+                Response(Code.TOO_MANY_REQUESTS, b"too many requests in progress", options=retry),
+            )
+            return
         self._inbound_received += 1
         result = self.site.handle(request)
         if isinstance(result, Response):
@@ -560,6 +657,8 @@ class Channel(ObservationRegistry):
 
     def add_observation(self, resource: ObservableResource, request: Request) -> bool:
         """Register ``request`` as an observer of ``resource``; false when declined."""
+        if self._lost:
+            return False  # an async render finished after the connection went away
         token = request.token
         existing = self._observations.get(token)
         if existing is not None:

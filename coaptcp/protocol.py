@@ -17,6 +17,7 @@ Connecting::
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -29,6 +30,7 @@ from .channel import Channel
 from .core.codes import Code
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .core.options import EMPTY_OPTIONS, Options
+from .limits import DEFAULT_LIMITS, Limits
 from .resource import Resource, Response, Site
 
 if TYPE_CHECKING:
@@ -81,12 +83,15 @@ class CoapProtocol(Protocol):
             peer=transport.getPeer(),
             default_host=_host_of(transport.getHost()),
             secure=bool(secure),
+            limits=factory.limits,
         )
-        factory.connections.add(self)
+        refusal = factory.admit(self)
         # Flow control: when the transport's write buffer fills (a slow reader), we stop
         # reading its requests and hold notifications until it drains.
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.channel.start()
+        if refusal is not None:
+            self.channel.abort(refusal)
 
     def pauseProducing(self) -> None:
         """The peer reads too slowly: stop reading from it, hold notifications."""
@@ -107,7 +112,7 @@ class CoapProtocol(Protocol):
         self.channel.data_received(data)
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
-        self.factory.connections.discard(self)
+        self.factory.discharge(self)
         if hasattr(self, "channel"):
             self.channel.connection_lost(reason)
 
@@ -161,15 +166,44 @@ class CoapFactory(Factory):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         require_csm: bool = True,
         reactor: IReactorTime | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         if isinstance(site, Resource):
             site = Site(site)
+        self.limits = limits
+        self._per_address: Counter[str] = Counter()
+        self._refusing = False
         self.site = site
         self.role = role
         self.max_message_size = max_message_size
         self.require_csm = require_csm
         self.reactor = _default_reactor(reactor)
         self.connections: set[CoapProtocol] = set()
+
+    def admit(self, protocol: CoapProtocol) -> str | None:
+        """Count a new connection; a diagnostic if it exceeds a limit (it is then aborted)."""
+        self.connections.add(protocol)
+        address = _host_of(protocol.channel.peer) or ""
+        self._per_address[address] += 1
+        limits = self.limits
+        refusal = None
+        if len(self.connections) > limits.max_connections:
+            refusal = f"server busy: more than {limits.max_connections} connections"
+        elif self._per_address[address] > limits.max_connections_per_address:
+            refusal = f"more than {limits.max_connections_per_address} connections from {address}"
+        if refusal is not None and not self._refusing:
+            self.log.warn("Refusing connections: {reason}", reason=refusal)
+        self._refusing = refusal is not None
+        return refusal
+
+    def discharge(self, protocol: CoapProtocol) -> None:
+        """Forget a closed connection."""
+        if protocol in self.connections:
+            self.connections.discard(protocol)
+            address = _host_of(protocol.channel.peer) or ""
+            self._per_address[address] -= 1
+            if self._per_address[address] <= 0:
+                del self._per_address[address]
 
     def releaseAll(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
         """Release every open connection; fires when all have closed (section 5.5)."""

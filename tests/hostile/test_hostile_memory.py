@@ -43,6 +43,13 @@ from coaptcp.channel import DEFAULT_CLOSE_TIMEOUT
 LOST = Failure(ConnectionDone("peer closed"))
 
 
+def timers_of(clock, channel) -> list:
+    """The delayed calls that belong to ``channel`` (other connections keep their own)."""
+    return [
+        call for call in clock.getDelayedCalls() if getattr(call.func, "__self__", None) is channel
+    ]
+
+
 def assert_serves_hello(connect) -> None:
     """A fresh, well-behaved connection gets 2.05 "Hello, world!" for GET /hello."""
     peer = connect()
@@ -97,7 +104,7 @@ def test_hostile_input_gets_one_abort_with_diagnostic(case: Hostile, connect, cl
         # The first one finishes closing cleanly; its close timer goes away with it.
         assert clock.getDelayedCalls(), "no timer guards the closing transport"
         peer.protocol.connectionLost(LOST)
-        assert not clock.getDelayedCalls()
+        assert not timers_of(clock, peer.protocol.channel)
         assert peer.protocol not in factory.connections
         assert peer.written() == before
     assert_no_errors_logged(events)
@@ -203,7 +210,7 @@ def test_peer_closing_inside_a_frame_is_logged(data, unread, connect, clock, fac
         peer.protocol.connectionLost(LOST)
         assert [int(m.code) for m in decode_all(peer.written())[0]] == [CSM]
         assert peer.protocol not in factory.connections
-        assert not clock.getDelayedCalls()
+        assert not timers_of(clock, peer.protocol.channel)
     notes = [formatEvent(e) for e in events if "inside a frame" in formatEvent(e)]
     assert len(notes) == 1, [formatEvent(e) for e in events]
     assert f"({unread} bytes unread)" in notes[0]

@@ -1,0 +1,46 @@
+"""Per-connection and per-server limits and timeouts, with safe defaults.
+
+RFC 8323 leaves connection management to the application (section 3 intro, section 4.4
+for Ping); a server on the open Internet needs bounds on every resource a peer can make it
+hold.  One :class:`Limits` instance is shared by a factory's connections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_LIMITS", "Limits"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds for the connections of one factory; ``None`` turns a timeout off.
+
+    :ivar csm_timeout: seconds a peer has to send its first CSM before we abort
+        (RFC 8323 section 3.3 makes the CSM mandatory; a peer that never sends it holds
+        a connection for nothing).
+    :ivar idle_timeout: seconds without traffic, requests in flight or observations
+        after which we send Release and close (RFC 8323 section 5.5).
+    :ivar keepalive_interval: seconds of silence after which we send a Ping (section
+        5.4); a missing Pong within ``pong_timeout`` closes the connection.
+    :ivar max_inbound_requests: requests from one peer being answered at once (renders
+        still running); more get 4.29 Too Many Requests (RFC 8516) with Max-Age.
+    :ivar max_outbound_requests: our own requests waiting for answers on one connection;
+        more fail locally.
+    :ivar max_connections: open connections per factory; more are aborted with a
+        diagnostic right after our CSM.
+    :ivar max_connections_per_address: the same bound per peer IP address.
+    """
+
+    csm_timeout: float | None = 10.0
+    idle_timeout: float | None = 300.0
+    keepalive_interval: float | None = None
+    pong_timeout: float = 10.0
+    max_inbound_requests: int = 256
+    max_outbound_requests: int = 4096
+    max_connections: int = 20_000
+    max_connections_per_address: int = 1_000
+    retry_after: int = 1
+
+
+DEFAULT_LIMITS = Limits()
