@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
+from .limits import DEFAULT_LIMITS, Limits
 from .protocol import CoapFactory
 from .resource import Resource, Site
 
@@ -29,6 +30,14 @@ DEFAULT_TCP_ENDPOINT = "tcp:5683"
 #: The largest Max-Message-Size we accept to configure (the Len field's limit is ~4 GiB;
 #: a server buffering that much per connection is a misconfiguration).
 MAX_CONFIGURABLE_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+_TIMEOUTS = frozenset({"csm_timeout", "idle_timeout", "keepalive_interval"})
+
+
+def _default_text(field: str) -> str:
+    value = getattr(DEFAULT_LIMITS, field)
+    return "0" if value is None else f"{value:g}"
 
 
 def load_resource(spec: str) -> Resource:
@@ -63,6 +72,58 @@ def load_resource(spec: str) -> Resource:
     raise usage.UsageError(f"--resource {spec} is a {type(value).__name__}, not a Resource")
 
 
+#: ``twistd coaptcp`` options for :class:`~coaptcp.limits.Limits`: (option, field, kind,
+#: help).  A timeout of 0 turns it off.
+_LIMIT_OPTIONS: list[tuple[str, str, type, str]] = [
+    (
+        "csm-timeout",
+        "csm_timeout",
+        float,
+        "Seconds a peer has to send its CSM before it is aborted (0: no limit).",
+    ),
+    (
+        "idle-timeout",
+        "idle_timeout",
+        float,
+        "Seconds of silence after which an idle connection is released (0: never).",
+    ),
+    (
+        "keepalive",
+        "keepalive_interval",
+        float,
+        "Ping a peer silent for this many seconds; close it if no Pong comes (0: off).",
+    ),
+    ("pong-timeout", "pong_timeout", float, "Seconds to wait for a keepalive Pong."),
+    (
+        "max-requests-in-progress",
+        "max_inbound_requests",
+        int,
+        "Requests one peer may have in progress; more get 4.29 Too Many Requests.",
+    ),
+    ("max-connections", "max_connections", int, "Open connections in total."),
+    (
+        "max-connections-per-address",
+        "max_connections_per_address",
+        int,
+        "Open connections from one IP address.",
+    ),
+]
+LIMIT_PARAMETERS = [
+    [option, None, _default_text(field), text] for option, field, _, text in _LIMIT_OPTIONS
+]
+
+
+def limits_from_options(options: Options | dict[str, Any]) -> Limits:
+    """Build :class:`Limits` from parsed options (validated by ``postOptions``)."""
+    values: dict[str, Any] = {}
+    for option, field, kind, _ in _LIMIT_OPTIONS:
+        value = kind(options.get(option, _default_text(field)))
+        if field in _TIMEOUTS and value == 0:
+            value = None
+        values[field] = value
+    return Limits(**values)
+
+
 class Options(usage.Options):
     """Command-line options of ``twistd coaptcp`` (see ``twistd coaptcp --help``)."""
 
@@ -88,6 +149,7 @@ class Options(usage.Options):
             "Largest message in bytes accepted from a peer, advertised in our CSM "
             "(RFC 8323 section 5.3.1).",
         ],
+        *LIMIT_PARAMETERS,
     ]
     optFlags = [
         [
@@ -120,6 +182,14 @@ class Options(usage.Options):
                 f"{MAX_CONFIGURABLE_MESSAGE_SIZE}"
             )
         self["max-message-size"] = size
+        for option, _, kind, _ in _LIMIT_OPTIONS:
+            try:
+                value = kind(self[option])
+            except ValueError:
+                raise usage.UsageError(f"--{option} must be a number, not {self[option]!r}")
+            if value < 0 or (kind is int and value < 1):
+                raise usage.UsageError(f"--{option} must be positive, not {self[option]!r}")
+        self["limits"] = limits_from_options(self)
         if not self["tcp"]:
             self["tcp"] = [DEFAULT_TCP_ENDPOINT]
         for description in self["tcp"]:
@@ -171,6 +241,7 @@ def makeService(options: Options | dict[str, Any]) -> CoapService:
         site,
         max_message_size=int(options["max-message-size"]),
         require_csm=not options.get("lenient-csm"),
+        limits=options.get("limits") or limits_from_options(options),
     )
     service = CoapService(factory)
     for description in options["tcp"]:

@@ -340,3 +340,54 @@ def test_tls_key_typo_is_a_usage_error_not_a_traceback(tmp_path):
     output = result.stdout + result.stderr
     assert "Traceback" not in output
     assert "bad endpoint description" in output
+
+
+# -- limits and timeouts (coaptcp.limits) ----------------------------------------------------
+
+
+def test_limit_options_default_to_the_library_defaults():
+    from coaptcp.limits import DEFAULT_LIMITS
+
+    options = tap.Options()
+    options.parseOptions([])
+    assert options["limits"] == DEFAULT_LIMITS
+
+
+def test_limit_options_are_parsed_and_zero_turns_timeouts_off():
+    options = tap.Options()
+    options.parseOptions(
+        [
+            "--csm-timeout=0",
+            "--idle-timeout=0",
+            "--keepalive=30",
+            "--pong-timeout=2.5",
+            "--max-requests-in-progress=7",
+            "--max-connections=50",
+            "--max-connections-per-address=5",
+        ]
+    )
+    limits = options["limits"]
+    assert (limits.csm_timeout, limits.idle_timeout, limits.keepalive_interval) == (
+        None,
+        None,
+        30.0,
+    )
+    assert (limits.pong_timeout, limits.max_inbound_requests) == (2.5, 7)
+    assert (limits.max_connections, limits.max_connections_per_address) == (50, 5)
+    service = tap.makeService(options)
+    assert service.factory.limits is limits
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--idle-timeout=soon"], "--idle-timeout must be a number, not 'soon'"),
+        (["--keepalive=-1"], "--keepalive must be positive"),
+        (["--max-connections=0"], "--max-connections must be positive"),
+        (["--max-requests-in-progress=2.5"], "--max-requests-in-progress must be a number"),
+    ],
+)
+def test_bad_limit_options_are_usage_errors(argv, message):
+    with pytest.raises(usage.UsageError) as raised:
+        tap.Options().parseOptions(argv)
+    assert message in str(raised.value)
