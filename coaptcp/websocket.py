@@ -50,7 +50,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.logger import Logger
@@ -703,15 +703,25 @@ def connectCoapWebSocket(
         reactor=reactor,
     )
 
-    def connect_failed(failure: Failure) -> Failure:
-        if not factory.opened.called:
-            factory.opened.errback(
-                Failure(WebSocketConnectError(f"cannot connect to {uri}: "
-                                              f"{failure.getErrorMessage()}"))
-            )
-        return failure
+    connected: list[CoapWebSocketClientProtocol] = []
 
-    connecting = endpoint.connect(factory)
-    connecting.addErrback(connect_failed)
-    connecting.addErrback(lambda _: None)  # reported through factory.opened
+    def cancel(_: Deferred[CoapWebSocketClientProtocol]) -> None:
+        connecting.cancel()  # still connecting: stop; connected: drop the link
+        for protocol in connected:
+            protocol.dropConnection(abort=True)
+
+    factory.opened = Deferred(cancel)
+
+    def transport_connected(protocol: CoapWebSocketClientProtocol) -> None:
+        connected.append(protocol)
+
+    def connect_failed(failure: Failure) -> None:
+        if failure.check(CancelledError):
+            return  # we cancelled it: factory.opened fails with CancelledError itself
+        if not factory.opened.called:
+            reason = f"cannot connect to {uri}: {failure.getErrorMessage()}"
+            factory.opened.errback(Failure(WebSocketConnectError(reason)))
+
+    connecting: Deferred[Any] = endpoint.connect(factory)
+    connecting.addCallbacks(transport_connected, connect_failed)
     return factory.opened

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
 from twisted.test import iosim
+from zope.interface import implementer
 
 from coaptcp.channel import ConnectionClosedError
 from coaptcp.core.codes import Code
@@ -24,6 +26,7 @@ from coaptcp.websocket import (
     CoapWebSocketServerFactory,
     WebSocketConnectError,
     WebSocketTarget,
+    connectCoapWebSocket,
     parse_websocket_uri,
 )
 
@@ -177,3 +180,98 @@ def test_target_url_brackets_ipv6() -> None:
 def test_parse_websocket_uri_rejects(uri: str) -> None:
     with pytest.raises(ValueError):
         parse_websocket_uri(uri)
+
+
+# -- connectCoapWebSocket ---------------------------------------------------------------
+
+
+@implementer(IStreamClientEndpoint)
+class PumpEndpoint:
+    """Connects the client factory to a server factory in memory (iosim)."""
+
+    def __init__(self, server_factory: Any) -> None:
+        self.server_factory = server_factory
+        self.pump: Any = None
+        self.server: Any = None
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        self.server, client, self.pump = connect_pair(self.server_factory, factory)
+        return succeed(client)
+
+
+@implementer(IStreamClientEndpoint)
+class HangingEndpoint:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        def cancel(_: Deferred[Any]) -> None:
+            self.cancelled = True
+
+        return Deferred(cancel)
+
+
+@implementer(IStreamClientEndpoint)
+class RefusingEndpoint:
+    def connect(self, factory: Any) -> Deferred[Any]:
+        return fail(ConnectionRefusedError("nobody home"))
+
+
+def test_connect_coap_websocket_through_an_endpoint(clock, server_factory) -> None:
+    endpoint = PumpEndpoint(server_factory)
+    connected = results(connectCoapWebSocket(clock, "coap+ws://sensor.example:8080/x",
+                                             endpoint=endpoint))
+    (protocol,) = connected
+    assert isinstance(protocol, CoapWebSocketClientProtocol)
+    info = results(protocol.request(Code.GET, Options.build(uri_path=["info"])))
+    endpoint.pump.flush()
+    assert b'"host":"sensor.example"' in info[0].payload
+
+
+def test_connect_coap_websocket_can_be_cancelled(clock) -> None:
+    endpoint = HangingEndpoint()
+    connecting = connectCoapWebSocket(clock, "coap+ws://h", endpoint=endpoint)
+    outcome = results(connecting)
+    connecting.cancel()
+    assert endpoint.cancelled
+    (failure,) = outcome
+    assert isinstance(failure, Failure) and failure.check(CancelledError)
+
+
+def test_connect_coap_websocket_reports_connection_errors(clock) -> None:
+    (failure,) = results(connectCoapWebSocket(clock, "coap+ws://h", endpoint=RefusingEndpoint()))
+    assert isinstance(failure, Failure) and failure.check(WebSocketConnectError)
+    assert "cannot connect to coap+ws://h" in failure.value.reason
+    assert "nobody home" in failure.value.reason
+
+
+def test_connect_coap_websocket_rejects_other_schemes(clock) -> None:
+    with pytest.raises(ValueError):
+        connectCoapWebSocket(clock, "coap+tcp://h")
+
+
+def test_neither_side_sends_websocket_pings_or_fragments(clock, server_factory) -> None:
+    factory = client_factory(clock)
+    server, client, pump = connect_pair(server_factory, factory)
+    pings: list[bytes] = []
+    server.onPing = pings.append
+    client.onPing = pings.append
+    for _ in range(20):
+        clock.advance(60)
+        pump.flush()
+    assert pings == []
+    for side in (server_factory, factory):
+        assert side.autoPingInterval == 0 and side.autoFragmentSize == 0
+    # A 4,000-byte request arrives as one message: the server answers it whole.
+    sizes: list[int] = []
+    original = server.onMessage
+
+    def record(payload: bytes, isBinary: bool) -> None:
+        sizes.append(len(payload))
+        original(payload, isBinary)
+
+    server.onMessage = record
+    answer = results(client.request(Code.PUT, Options.build(uri_path=["store"]), b"z" * 4000))
+    pump.flush()
+    assert answer[0].code == Code.CHANGED
+    assert sizes and sizes[-1] > 4000
