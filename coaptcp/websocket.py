@@ -50,9 +50,11 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
+from service_identity import VerificationError
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource as WebResource
@@ -576,6 +578,16 @@ class CoapWebSocketClientProtocol(CoapWebSocketMixin, WebSocketClientProtocol): 
         )
         factory.connections.add(self)
         factory.opened_connection(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
+        factory = self.factory
+        if reason.check(VerificationError) and not factory.opened.called:
+            # Twisted's hostname check failed; autobahn would only see a dropped link.
+            factory.failure_reason = (
+                f"the server's certificate is not valid for {factory.target.host}: "
+                f"{reason.getErrorMessage()}"
+            )
+        super().connectionLost(reason)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.connections.discard(self)
