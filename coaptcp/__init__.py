@@ -27,6 +27,9 @@ _LAZY = {
     "CoapFactory": "coaptcp.protocol",
     "connectCoap": "coaptcp.protocol",
     "ConnectionClosedError": "coaptcp.channel",
+    "CoapWebSocketServerFactory": "coaptcp.websocket",
+    "connectCoapWebSocket": "coaptcp.websocket",
+    "webSocketResource": "coaptcp.websocket",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -2,8 +2,10 @@
 
 ``twistd -n coaptcp`` serves the demo site on ``tcp:5683``.  ``--tcp`` takes any Twisted
 server endpoint description (repeatable), so IPv6, UNIX sockets, systemd sockets and the
-``haproxy:`` wrapper work as they do for ``twistd web``.  :func:`makeService` returns a
-service an application can add to its own ``Application``.
+``haproxy:`` wrapper work as they do for ``twistd web``.  ``--ws`` (repeatable) serves CoAP
+over WebSockets at ``/.well-known/coap`` and the browser client at ``/`` on one port
+(``tcp:`` for coap+ws, ``ssl:`` for coaps+ws; see :mod:`coaptcp.webapp`).  :func:`makeService`
+returns a service an application can add to its own ``Application``.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ class Options(usage.Options):
     longdesc = (
         "Serve CoAP over TCP (RFC 8323, draft-ietf-core-coap-tcp-tls) with a resource tree. "
         "With no --resource, a demo site is served: /hello, /info, /large, /store and "
-        "/.well-known/core. With no --tcp, it listens on tcp:5683."
+        "/.well-known/core. With no --tcp (and no --ws), it listens on tcp:5683."
     )
 
     optParameters = [
@@ -163,11 +165,18 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["tcp"] = []
+        self["ws"] = []
 
     def opt_tcp(self, description: str) -> None:
         """Listen for CoAP over TCP on a Twisted endpoint description, e.g. tcp:5683 or
         tcp6:5683:interface=\\:\\:1 (repeatable; default tcp:5683)."""
         self["tcp"].append(description)
+
+    def opt_ws(self, description: str) -> None:
+        """Serve CoAP over WebSockets at /.well-known/coap and the browser client at /
+        on a Twisted endpoint description: tcp:8080 for coap+ws, ssl:8443:privateKey=...
+        for coaps+ws (repeatable)."""
+        self["ws"].append(description)
 
     def postOptions(self) -> None:
         try:
@@ -190,9 +199,9 @@ class Options(usage.Options):
             if value < 0 or (kind is int and value < 1):
                 raise usage.UsageError(f"--{option} must be positive, not {self[option]!r}")
         self["limits"] = limits_from_options(self)
-        if not self["tcp"]:
+        if not self["tcp"] and not self["ws"]:
             self["tcp"] = [DEFAULT_TCP_ENDPOINT]
-        for description in self["tcp"]:
+        for description in [*self["tcp"], *self["ws"]]:
             _check_endpoint(description)
         if self["resource"] is not None:
             self["root"] = load_resource(self["resource"])
@@ -249,4 +258,15 @@ def makeService(options: Options | dict[str, Any]) -> CoapService:
         listener = StreamServerEndpointService(endpoint, factory)
         listener._raiseSynchronously = True
         listener.setServiceParent(service)
+    if options.get("ws"):
+        from .webapp import add_websocket_listeners
+
+        add_websocket_listeners(
+            service,
+            options["ws"],
+            site,
+            max_message_size=int(options["max-message-size"]),
+            require_csm=not options.get("lenient-csm"),
+            limits=factory.limits,
+        )
     return service

@@ -189,6 +189,16 @@ class Upload:
         return not block.more
 
 
+def _decode_block(raw: bytes | None) -> Block | None:
+    """A request's Block option, or ``None`` when absent or longer than 3 bytes."""
+    if raw is None:
+        return None
+    try:
+        return Block.decode(decode_uint(raw))
+    except BlockError:
+        return None
+
+
 # -- the server side of one connection ----------------------------------------------------
 
 #: The options that name the target of a Block1 upload (RFC 7959 section 2.5: the request
@@ -255,7 +265,10 @@ class BlockwiseServer:
         raw = options.get(_BLOCK1)
         if raw is None:
             return None, message
-        block = Block.decode(decode_uint(raw))
+        try:
+            block = Block.decode(decode_uint(raw))
+        except BlockError as error:  # more than 3 bytes: a bad critical option (4.02)
+            return Message(Code(_BAD_OPTION), message.token, payload=str(error).encode()), None
         self.expire(now)
         key = (
             int(message.code),
@@ -315,13 +328,12 @@ class BlockwiseServer:
         if none) is sent, with Size2 on the first block (RFC 7959 sections 2.4 and 4).
         """
         options = response.options
-        raw1 = request.options.get(_BLOCK1)
-        if raw1 is not None and response.code != _CONTINUE:
-            final = Block.decode(decode_uint(raw1))
+        final = _decode_block(request.options.get(_BLOCK1))
+        if final is not None and response.code != _CONTINUE:
             options = options.replace(_BLOCK1, Block(final.num, False, final.szx).encode())
             response = response.replace(options=options)
-        raw2 = request.options.get(_BLOCK2)
-        requested = Block.decode(decode_uint(raw2)) if raw2 is not None else None
+        # An undecodable Block2 was already answered 4.02 by the Site: send that whole.
+        requested = _decode_block(request.options.get(_BLOCK2))
         if requested is None and encoded_size(response) <= peer_max_message_size:
             return response
         body = response.payload

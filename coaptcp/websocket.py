@@ -1,0 +1,753 @@
+"""CoAP over WebSockets (RFC 8323 section 4) with autobahn: ``coap+ws`` and ``coaps+ws``.
+
+The WebSocket client opens ``/.well-known/coap`` offering the subprotocol ``coap``
+(section 4.1); every CoAP message then travels alone in one binary WebSocket message, with
+the Len nibble set to 0 (section 4.2).  Everything above the framing, the CSM, Ping and Pong,
+Release and Abort, is the same sans-I/O core and :class:`~coaptcp.channel.Channel` as over
+TCP.  TLS (``coaps+ws``) is the endpoint's concern, as for ``coaps+tcp``.
+
+Server, on a port of its own::
+
+    serverFromString(reactor, "tcp:8080").listen(CoapWebSocketServerFactory(Site(root)))
+
+or sharing a port with a ``twisted.web`` site (see :func:`webSocketResource`)::
+
+    web_root = File("/srv/www")
+    webSocketResource(web_root, Site(root))
+    serverFromString(reactor, "tcp:8080").listen(twisted.web.server.Site(web_root))
+
+Client::
+
+    protocol = await connectCoapWebSocket(reactor, "coap+ws://example.org:8080")
+    response = await protocol.request(Code.GET, Options.build(uri_path=["hello"]))
+
+Choices this module makes (docs/websockets.md has the reasons):
+
+- A handshake that does not offer ``coap`` is refused with HTTP 400; a handshake for
+  another path than ``/.well-known/coap`` gets HTTP 404 (when serving standalone).
+- The Host header of the handshake is the default Uri-Host of the peer's requests
+  (RFC 8323 section 8.5).
+- A text message, a message larger than our Max-Message-Size, or any CoAP message format
+  error gets our Abort (section 5.6) followed by a WebSocket close frame: code 1003 for text,
+  1009 for too large, 1002 for every other violation.  The close frame follows the Abort
+  on the same ordered stream, so the peer reads the Abort first.  Release and a received
+  Abort close with 1000.
+- WebSocket Ping frames are never sent (section 4.4 says SHOULD NOT, and libcoap closes on
+  them); messages are never fragmented (libcoap closes on continuation frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
+from service_identity import VerificationError
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource as WebResource
+
+from .channel import DEFAULT_CLOSE_TIMEOUT, Channel
+from .limits import DEFAULT_LIMITS, Limits
+from .core.codes import Code
+from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
+from .core.events import ConnectionAborted
+from .core.options import EMPTY_OPTIONS, Options
+from .resource import Resource, Response, Site
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IStreamClientEndpoint
+
+__all__ = [
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_NORMAL",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_UNSUPPORTED_DATA",
+    "COAP_SUBPROTOCOL",
+    "WELL_KNOWN_COAP",
+    "CoapWebSocketClientFactory",
+    "CoapWebSocketClientProtocol",
+    "CoapWebSocketResource",
+    "CoapWebSocketServerFactory",
+    "CoapWebSocketServerProtocol",
+    "WebSocketConnectError",
+    "WebSocketTarget",
+    "connectCoapWebSocket",
+    "parse_websocket_uri",
+    "webSocketResource",
+]
+
+#: The WebSocket subprotocol name of CoAP (RFC 8323 sections 4.1 and 11.9).
+COAP_SUBPROTOCOL = "coap"
+#: Where the CoAP WebSocket endpoint lives (RFC 8323 section 8.3, RFC 8307).
+WELL_KNOWN_COAP = "/.well-known/coap"
+
+#: WebSocket close codes (RFC 6455 section 7.4.1) we use after Release or Abort.
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_MESSAGE_TOO_BIG = 1009
+
+#: A close frame's reason may hold at most 123 bytes (RFC 6455 section 5.5).
+_MAX_CLOSE_REASON = 123
+
+
+def _truncate_utf8(text: str, limit: int = _MAX_CLOSE_REASON) -> bytes:
+    """``text`` as UTF-8, cut to ``limit`` bytes without splitting a character."""
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def uri_host_from_header(host: str) -> str | None:
+    """The default Uri-Host given by a handshake's Host header (RFC 8323 section 8.5).
+
+    The port is dropped (it is the Uri-Port's business), IPv6 brackets are removed and the
+    name is lowercased, as RFC 7252 section 6.4 does when decomposing a URI.
+    """
+    host = host.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end].lower() if end > 1 else None
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.lower() or None
+
+
+class WebSocketChannel(Channel):
+    """A :class:`Channel` that remembers which WebSocket close code its closing deserves.
+
+    Every Abort we send for a violation of the peer closes with 1002 (protocol error),
+    unless the transport already chose a more precise code (1003 for a text message, 1009
+    for a message that is too large).  A Release, or an Abort received, closes with 1000.
+    """
+
+    close_code: int = CLOSE_NORMAL
+
+    def violation_with_close_code(self, close_code: int, diagnostic: str) -> None:
+        """Abort for a WebSocket-level violation, closing with ``close_code`` afterwards."""
+        if self.close_code == CLOSE_NORMAL:
+            self.close_code = close_code
+        self.violation(diagnostic)
+
+    def _on_violation(self, event: ConnectionAborted) -> None:
+        if self.close_code == CLOSE_NORMAL:
+            self.close_code = CLOSE_PROTOCOL_ERROR
+        super()._on_violation(event)
+
+    def abort(self, diagnostic: str) -> None:
+        """Send Abort and close with 1002 (RFC 8323 section 5.6)."""
+        if self.close_code == CLOSE_NORMAL:
+            self.close_code = CLOSE_PROTOCOL_ERROR
+        super().abort(diagnostic)
+
+
+class CoapWebSocketMixin:
+    """What the server and client protocols share: one :class:`Channel` per WebSocket.
+
+    Mixed into autobahn's Twisted protocols (it relies on their ``sendMessage``,
+    ``sendCloseFrame``, ``dropConnection``, ``state`` and ``transport``).
+    """
+
+    # Not named ``log``: that would replace autobahn's own (txaio) logger on the protocol.
+    coap_log = Logger()
+
+    channel: WebSocketChannel
+    _coap_max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    _incoming_size: int = 0
+    _discarding: bool = False
+
+    if TYPE_CHECKING:  # autobahn's protocol classes supply these at run time
+        transport: Any
+        state: int
+        STATE_OPEN: int
+
+        def sendMessage(self, payload: bytes, isBinary: bool = False) -> None: ...
+        def sendCloseFrame(
+            self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+        ) -> None: ...
+        def dropConnection(self, abort: bool = False) -> None: ...
+
+    def _start_channel(
+        self,
+        role: Role,
+        *,
+        site: Site | None,
+        reactor: IReactorTime,
+        default_host: str | None,
+        max_message_size: int,
+        require_csm: bool,
+        close_timeout: float,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        """Create the channel over this WebSocket and send our CSM (RFC 8323 section 4.3)."""
+        self._coap_max_message_size = max_message_size
+        connection = Connection(
+            role,
+            max_message_size=max_message_size,
+            block_wise_transfer=True,
+            require_csm=require_csm,
+            websocket=True,
+        )
+        transport = self.transport
+        self.channel = WebSocketChannel(
+            connection,
+            write=self._send_frames,
+            close=self._close_websocket,
+            abort=self._drop_websocket,
+            reactor=reactor,
+            site=site,
+            peer=transport.getPeer(),
+            default_host=default_host,
+            secure=bool(ISSLTransport.providedBy(transport)),
+            close_timeout=close_timeout,
+            limits=limits,
+        )
+        self.channel.start()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _send_frames(self, frames: list[bytes]) -> None:
+        """One binary WebSocket message per CoAP message, never fragmented (section 4.2)."""
+        if self.state != self.STATE_OPEN:
+            # We (or the peer) started the closing handshake: nothing more may be sent.
+            self.coap_log.debug(
+                "Not sending {count} CoAP frames: the WebSocket is closing", count=len(frames)
+            )
+            return
+        for frame in frames:
+            self.sendMessage(frame, isBinary=True)
+
+    def _close_websocket(self) -> None:
+        """Start the closing handshake; the frames queued before it are sent first."""
+        if self.state != self.STATE_OPEN:
+            return
+        channel = self.channel
+        reason = _truncate_utf8(channel.close_reason or "")
+        self.sendCloseFrame(code=channel.close_code, reasonUtf8=reason or None, isReply=False)
+
+    def _drop_websocket(self) -> None:
+        self.dropConnection(abort=True)
+
+    # -- input ----------------------------------------------------------------------------
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)  # type: ignore[misc]
+        self._incoming_size = 0
+        self._discarding = False
+        channel = getattr(self, "channel", None)
+        if channel is None:
+            return
+        if not isBinary:
+            self._discarding = True
+            channel.violation_with_close_code(
+                CLOSE_UNSUPPORTED_DATA,
+                "text WebSocket message; CoAP messages travel in binary messages "
+                "(RFC 8323 section 4.2)",
+            )
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        super().onMessageFrameBegin(length)  # type: ignore[misc]
+        self._incoming_size += length
+        channel = getattr(self, "channel", None)
+        if channel is None or self._discarding:
+            return
+        if self._incoming_size > self._coap_max_message_size:
+            # Rejected before its body is buffered, as the TCP decoder does.
+            self._discarding = True
+            channel.violation_with_close_code(
+                CLOSE_MESSAGE_TOO_BIG,
+                f"message of {self._incoming_size} bytes or more exceeds our "
+                f"Max-Message-Size of {self._coap_max_message_size} bytes",
+            )
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        if not self._discarding:
+            super().onMessageFrameData(payload)  # type: ignore[misc]
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._discarding:
+            return
+        channel = getattr(self, "channel", None)
+        if channel is not None:
+            channel.ws_message_received(payload)
+
+    def onPing(self, payload: bytes) -> None:
+        # RFC 6455 obliges the Pong; RFC 8323 section 4.4 only says not to send Pings.
+        self.coap_log.debug("WebSocket Ping from {peer}", peer=getattr(self, "peer", None))
+        super().onPing(payload)  # type: ignore[misc]
+
+    def _channel_lost(self, was_clean: bool, code: int | None, reason: str | None) -> None:
+        channel = getattr(self, "channel", None)
+        if channel is None:
+            return
+        if was_clean:
+            failure = Failure(ConnectionDone(f"WebSocket closed ({code}) {reason or ''}".strip()))
+        else:
+            failure = Failure(ConnectionLost(reason or "WebSocket connection lost"))
+        channel.connection_lost(failure)
+
+    # -- the application's side (as on CoapProtocol) -------------------------------------
+
+    def request(
+        self,
+        method: Code,
+        options: Options = EMPTY_OPTIONS,
+        payload: bytes = b"",
+        *,
+        timeout: float | None = None,
+    ) -> Deferred[Response]:
+        """Send a request on this connection; see :meth:`Channel.request`."""
+        return self.channel.request(method, options, payload, timeout=timeout)
+
+    def ping(self, *, timeout: float | None = None) -> Deferred[float]:
+        """Send a CoAP Ping (not a WebSocket Ping); fires with the round-trip time."""
+        return self.channel.ping(timeout=timeout)
+
+    def release(self, diagnostic: str = "") -> Deferred[None]:
+        """Release the connection in an orderly way (RFC 8323 section 5.5)."""
+        return self.channel.release(diagnostic)
+
+    def abort(self, diagnostic: str) -> None:
+        """Abort the connection (RFC 8323 section 5.6)."""
+        self.channel.abort(diagnostic)
+
+
+def _apply_coap_options(factory: Any, close_timeout: float) -> None:
+    """The autobahn options every CoAP factory needs (both sides)."""
+    factory.setProtocolOptions(
+        autoPingInterval=0,  # RFC 8323 section 4.4: no WebSocket Pings; libcoap closes on them
+        autoFragmentSize=0,  # unfragmented messages; libcoap closes on continuation frames
+        utf8validateIncoming=False,  # text messages are rejected unread anyway
+        failByDrop=False,  # always close with a close frame, so queued Aborts are flushed
+        closeHandshakeTimeout=close_timeout,
+        maxFramePayloadSize=0,  # we check sizes ourselves, to Abort before buffering
+        maxMessagePayloadSize=0,
+    )
+
+
+class CoapWebSocketServerProtocol(CoapWebSocketMixin, WebSocketServerProtocol):  # type: ignore[misc]
+    """The server end of one CoAP-over-WebSockets connection (RFC 8323 section 4).
+
+    Accepts the opening handshake only with the subprotocol ``coap`` (and, standalone,
+    only at ``/.well-known/coap``), then sends its CSM.  The application side is the same
+    as :class:`~coaptcp.protocol.CoapProtocol`: :meth:`request`, :meth:`ping`,
+    :meth:`release`, :meth:`abort` and :attr:`channel`.
+    """
+
+    factory: CoapWebSocketServerFactory
+    _default_host: str | None = None
+
+    def onConnect(self, request: ConnectionRequest) -> str:
+        """Check the handshake (RFC 8323 section 4.1) and pick the subprotocol."""
+        path = self.factory.path
+        if path is not None and request.path != path:
+            raise ConnectionDeny(
+                ConnectionDeny.NOT_FOUND,
+                f"Not Found: CoAP over WebSockets is served at {path}",
+            )
+        if COAP_SUBPROTOCOL not in request.protocols:
+            offered = ", ".join(request.protocols) if request.protocols else "none"
+            raise ConnectionDeny(
+                ConnectionDeny.BAD_REQUEST,
+                f'Bad Request: offer the WebSocket subprotocol "coap" '
+                f"(RFC 8323 section 4.1); offered: {offered}",
+            )
+        self._default_host = uri_host_from_header(request.host or "")
+        return COAP_SUBPROTOCOL
+
+    def onOpen(self) -> None:
+        factory = self.factory
+        self._start_channel(
+            Role.ACCEPTOR,
+            site=factory.site,
+            reactor=factory.reactor,
+            default_host=self._default_host,
+            max_message_size=factory.max_message_size,
+            require_csm=factory.require_csm,
+            close_timeout=factory.close_timeout,
+            limits=factory.limits,
+        )
+        factory.connections.add(self)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.connections.discard(self)
+        self._channel_lost(wasClean, code, reason)
+
+
+class CoapWebSocketServerFactory(WebSocketServerFactory):  # type: ignore[misc]
+    """Builds :class:`CoapWebSocketServerProtocol` instances for one resource tree.
+
+    :param site: the resource tree (a :class:`Site`, a bare :class:`Resource`, or ``None``
+        to answer every request with 5.01, RFC 8323 section 3.3).
+    :param path: the only request path accepted for the handshake, ``/.well-known/coap``
+        by default (RFC 8323 section 8.3); ``None`` accepts any (used when mounted in a
+        ``twisted.web`` site, which has already routed the request).
+    :param max_message_size: our Max-Message-Size (RFC 8323 section 5.3.1).
+    :param require_csm: abort peers whose first message is not a CSM (RFC 8323 section 3.3).
+    :param allowed_origins: autobahn's Origin patterns for browser clients (``["*"]``: any).
+    :param reactor: the reactor for our timers; the global one when ``None``.
+    """
+
+    protocol = CoapWebSocketServerProtocol  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        site: Site | Resource | None = None,
+        *,
+        path: str | None = WELL_KNOWN_COAP,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        require_csm: bool = True,
+        allowed_origins: list[str] | None = None,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        reactor: IReactorTime | None = None,
+        server: str | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        if server is None:
+            from . import __version__
+
+            server = f"coaptcp/{__version__}"
+        super().__init__(protocols=[COAP_SUBPROTOCOL], server=server, reactor=reactor)
+        if isinstance(site, Resource):
+            site = Site(site)
+        self.site = site
+        self.path = path
+        self.max_message_size = max_message_size
+        self.require_csm = require_csm
+        self.close_timeout = close_timeout
+        self.limits = limits
+        self.connections: set[CoapWebSocketServerProtocol] = set()
+        _apply_coap_options(self, close_timeout)
+        self.setProtocolOptions(
+            webStatus=False,  # a plain GET gets 426 Upgrade Required, not autobahn's page
+            allowedOrigins=allowed_origins or ["*"],
+        )
+
+    def releaseAll(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
+        """Release every open connection; fires when all have closed (section 5.5)."""
+        closing = [protocol.release(diagnostic) for protocol in list(self.connections)]
+        return DeferredList(closing, consumeErrors=True)
+
+
+class CoapWebSocketResource(WebSocketResource):  # type: ignore[misc]
+    """A ``twisted.web`` resource that upgrades requests to CoAP over WebSockets.
+
+    :ivar factory: the :class:`CoapWebSocketServerFactory` behind it (for ``releaseAll``
+        on shutdown).
+    """
+
+    def __init__(self, factory: CoapWebSocketServerFactory) -> None:
+        super().__init__(factory)
+        self.factory = factory
+
+
+def webSocketResource(
+    web_root: WebResource,
+    coap: Site | Resource | CoapWebSocketServerFactory | None,
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    require_csm: bool = True,
+    allowed_origins: list[str] | None = None,
+    reactor: IReactorTime | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> CoapWebSocketResource:
+    """Mount CoAP over WebSockets at ``/.well-known/coap`` under a ``twisted.web`` root.
+
+    ``web_root`` is the root resource of an existing ``twisted.web.server.Site`` (a
+    ``File``, a ``Resource`` with children...); its other pages keep being served on the
+    same port.  ``coap`` is what the WebSocket endpoint serves: a CoAP :class:`Site` or
+    root :class:`Resource` (or a ready :class:`CoapWebSocketServerFactory`).  An existing
+    ``.well-known`` child of ``web_root`` is reused.  Returns the mounted resource; its
+    ``factory`` attribute is the :class:`CoapWebSocketServerFactory` (RFC 8323 sections
+    4.1 and 8.3).
+    """
+    if isinstance(coap, CoapWebSocketServerFactory):
+        factory = coap
+    else:
+        factory = CoapWebSocketServerFactory(
+            coap,
+            path=None,
+            max_message_size=max_message_size,
+            require_csm=require_csm,
+            allowed_origins=allowed_origins,
+            reactor=reactor,
+            limits=limits,
+        )
+    well_known = web_root.children.get(b".well-known")
+    if well_known is None:
+        well_known = WebResource()
+        web_root.putChild(b".well-known", well_known)
+    resource = CoapWebSocketResource(factory)
+    well_known.putChild(b"coap", resource)
+    return resource
+
+
+# -- the client ---------------------------------------------------------------------------
+
+
+class WebSocketConnectError(Exception):
+    """The CoAP-over-WebSockets connection could not be opened (RFC 8323 section 4.1).
+
+    :ivar reason: what went wrong: the HTTP status of a refused upgrade, a missing
+        ``coap`` subprotocol, a TLS verification failure, a connection error...
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class WebSocketTarget:
+    """Where a ``coap+ws``/``coaps+ws`` URI points (RFC 8323 sections 8.3 and 8.4).
+
+    :ivar secure: TLS (``coaps+ws``, ``wss``).
+    :ivar host: the host name or address, without IPv6 brackets.
+    :ivar port: the TCP port (80 and 443 by default).
+    :ivar resource: the HTTP request target of the handshake, ``/.well-known/coap``.
+    """
+
+    secure: bool
+    host: str
+    port: int
+    resource: str = WELL_KNOWN_COAP
+
+    @property
+    def url(self) -> str:
+        """The ``ws://`` or ``wss://`` URL of the WebSocket endpoint."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'wss' if self.secure else 'ws'}://{host}:{self.port}{self.resource}"
+
+
+def parse_websocket_uri(uri: str) -> WebSocketTarget:
+    """Find the WebSocket endpoint of a ``coap+ws://`` or ``coaps+ws://`` URI.
+
+    The endpoint is always ``/.well-known/coap`` at the URI's authority; the URI's path
+    and query name a CoAP resource there (RFC 8323 section 8.3).  ``ws://`` and
+    ``wss://`` URLs are taken as the endpoint itself (for servers mounted elsewhere).
+    Raises :class:`ValueError` for any other scheme or a URI without a host.
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme not in ("coap+ws", "coaps+ws", "ws", "wss"):
+        raise ValueError(f"not a coap+ws, coaps+ws, ws or wss URI: {uri!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in {uri!r}")
+    secure = scheme in ("coaps+ws", "wss")
+    try:
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"bad port in {uri!r}: {error}") from None
+    if port is None:
+        port = 443 if secure else 80
+    resource = WELL_KNOWN_COAP
+    if scheme in ("ws", "wss") and parts.path not in ("", "/"):
+        resource = parts.path + (f"?{parts.query}" if parts.query else "")
+    return WebSocketTarget(secure, parts.hostname, port, resource)
+
+
+class CoapWebSocketClientProtocol(CoapWebSocketMixin, WebSocketClientProtocol):  # type: ignore[misc]
+    """The client end of one CoAP-over-WebSockets connection (RFC 8323 section 4).
+
+    Offers the subprotocol ``coap``, insists that the server selects it, then sends its
+    CSM.  Use :meth:`request`, :meth:`ping`, :meth:`release` and :attr:`channel` as on
+    :class:`~coaptcp.protocol.CoapProtocol`.
+    """
+
+    factory: CoapWebSocketClientFactory
+
+    def onConnect(self, response: ConnectionResponse) -> None:
+        """Check that the server selected ``coap`` (RFC 8323 section 4.1)."""
+        if response.protocol != COAP_SUBPROTOCOL:
+            reason = (
+                'the server did not select the WebSocket subprotocol "coap" '
+                f"(RFC 8323 section 4.1); it selected {response.protocol!r}"
+            )
+            self.factory.failure_reason = reason
+            raise WebSocketConnectError(reason)
+
+    def onOpen(self) -> None:
+        factory = self.factory
+        self._start_channel(
+            Role.INITIATOR,
+            site=factory.site,
+            reactor=factory.reactor,
+            default_host=None,
+            max_message_size=factory.max_message_size,
+            require_csm=factory.require_csm,
+            close_timeout=factory.close_timeout,
+            limits=factory.limits,
+        )
+        factory.connections.add(self)
+        factory.opened_connection(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
+        factory = self.factory
+        if reason.check(VerificationError) and not factory.opened.called:
+            # Twisted's hostname check failed; autobahn would only see a dropped link.
+            factory.failure_reason = (
+                f"the server's certificate is not valid for {factory.target.host}: "
+                f"{reason.getErrorMessage()}"
+            )
+        super().connectionLost(reason)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.connections.discard(self)
+        self._channel_lost(wasClean, code, reason)
+        self.factory.failed_to_open(reason or f"WebSocket closed with code {code}")
+
+
+class CoapWebSocketClientFactory(WebSocketClientFactory):  # type: ignore[misc]
+    """Opens one CoAP-over-WebSockets connection to ``target``.
+
+    :ivar opened: fires with the :class:`CoapWebSocketClientProtocol` once the handshake
+        is done and our CSM is sent, or fails with :class:`WebSocketConnectError`.
+    """
+
+    protocol = CoapWebSocketClientProtocol  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        target: WebSocketTarget,
+        site: Site | Resource | None = None,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        require_csm: bool = True,
+        open_timeout: float = 30.0,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        origin: str | None = None,
+        headers: dict[str, str] | None = None,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        from . import __version__
+
+        super().__init__(
+            url=target.url,
+            origin=origin,
+            protocols=[COAP_SUBPROTOCOL],
+            useragent=f"coaptcp/{__version__}",
+            headers=headers,
+            reactor=reactor,
+        )
+        if ":" in target.host:
+            self.host = f"[{target.host}]"  # autobahn writes the Host header from this
+        if isinstance(site, Resource):
+            site = Site(site)
+        self.target = target
+        self.site = site
+        self.max_message_size = max_message_size
+        self.require_csm = require_csm
+        self.limits = DEFAULT_LIMITS
+        self.close_timeout = close_timeout
+        self.connections: set[CoapWebSocketClientProtocol] = set()
+        self.failure_reason: str | None = None
+        self.opened: Deferred[CoapWebSocketClientProtocol] = Deferred()
+        _apply_coap_options(self, close_timeout)
+        self.setProtocolOptions(openHandshakeTimeout=open_timeout, perMessageCompressionOffers=[])
+
+    def opened_connection(self, protocol: CoapWebSocketClientProtocol) -> None:
+        """The handshake is done: hand the protocol to whoever waits."""
+        if not self.opened.called:
+            self.opened.callback(protocol)
+
+    def failed_to_open(self, reason: str) -> None:
+        """The connection closed before it opened: fail :attr:`opened` with the reason."""
+        if not self.opened.called:
+            self.opened.errback(Failure(WebSocketConnectError(self.failure_reason or reason)))
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        """(Only used with ``reactor.connectTCP``; endpoints report failures themselves.)"""
+        self.failed_to_open(reason.getErrorMessage())
+
+
+def connectCoapWebSocket(
+    reactor: Any,
+    uri: str,
+    site: Site | Resource | None = None,
+    *,
+    trust_root: Any = None,
+    tls_options: Any = None,
+    endpoint: IStreamClientEndpoint | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    timeout: float = 30.0,
+    origin: str | None = None,
+) -> Deferred[CoapWebSocketClientProtocol]:
+    """Open a CoAP-over-WebSockets connection to ``uri`` (RFC 8323 sections 4 and 8.3-8.4).
+
+    :param reactor: the reactor (``None``: the global one).
+    :param uri: ``coap+ws://host[:port][/path]`` (port 80 by default) or
+        ``coaps+ws://...`` (443); the WebSocket endpoint is ``/.well-known/coap`` there.
+        A ``ws://`` or ``wss://`` URL names the endpoint directly.
+    :param site: resources this side serves to the server (RFC 8323 section 3.3 lets
+        either side send requests); ``None`` answers 5.01.
+    :param trust_root: for ``coaps+ws``, the certificate authorities to trust (an
+        ``IOpenSSLTrustRoot`` such as ``Certificate.loadPEM(...)``); the platform's by
+        default.  The server's certificate must be valid for the URI's host name, checked
+        with service_identity by Twisted's ``optionsForClientTLS``.
+    :param tls_options: a complete ``IOpenSSLClientConnectionCreator`` instead.
+    :param endpoint: connect through this endpoint instead of one built from the URI
+        (the URI then only gives the Host header and the request path).
+    :param timeout: bound, in seconds, on the TCP connect and on the opening handshake.
+    :param origin: an Origin header to send (browsers send one; we do not by default).
+
+    Fires with a :class:`CoapWebSocketClientProtocol` that has sent its CSM, so requests
+    can go at once (section 3.3); fails with :class:`WebSocketConnectError` when the
+    handshake is refused or ``coap`` is not selected.
+    """
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    target = parse_websocket_uri(uri)
+    if endpoint is None:
+        endpoint = HostnameEndpoint(reactor, target.host, target.port, timeout=timeout)
+        if target.secure:
+            if tls_options is None:
+                from twisted.internet.ssl import optionsForClientTLS
+
+                tls_options = optionsForClientTLS(target.host, trustRoot=trust_root)
+            endpoint = wrapClientTLS(tls_options, endpoint)
+    factory = CoapWebSocketClientFactory(
+        target,
+        site,
+        max_message_size=max_message_size,
+        open_timeout=timeout,
+        origin=origin,
+        reactor=reactor,
+    )
+
+    connected: list[CoapWebSocketClientProtocol] = []
+
+    def cancel(_: Deferred[CoapWebSocketClientProtocol]) -> None:
+        connecting.cancel()  # still connecting: stop; connected: drop the link
+        for protocol in connected:
+            protocol.dropConnection(abort=True)
+
+    factory.opened = Deferred(cancel)
+
+    def transport_connected(protocol: CoapWebSocketClientProtocol) -> None:
+        connected.append(protocol)
+
+    def connect_failed(failure: Failure) -> None:
+        if failure.check(CancelledError):
+            return  # we cancelled it: factory.opened fails with CancelledError itself
+        if not factory.opened.called:
+            reason = f"cannot connect to {uri}: {failure.getErrorMessage()}"
+            factory.opened.errback(Failure(WebSocketConnectError(reason)))
+
+    connecting: Deferred[Any] = endpoint.connect(factory)
+    connecting.addCallbacks(transport_connected, connect_failed)
+    return factory.opened
