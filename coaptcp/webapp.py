@@ -20,8 +20,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Site as WebSite
 from twisted.web.static import File
 
-from .limits import DEFAULT_LIMITS, Limits
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE
+from .limits import DEFAULT_LIMITS, Limits
 from .resource import Site
 from .websocket import CoapWebSocketServerFactory, webSocketResource
 

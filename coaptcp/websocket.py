@@ -60,11 +60,11 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource as WebResource
 
 from .channel import DEFAULT_CLOSE_TIMEOUT, Channel
-from .limits import DEFAULT_LIMITS, Limits
 from .core.codes import Code
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .core.events import ConnectionAborted
 from .core.options import EMPTY_OPTIONS, Options
+from .limits import DEFAULT_LIMITS, Limits
 from .resource import Resource, Response, Site
 
 if TYPE_CHECKING:
