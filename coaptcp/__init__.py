@@ -27,6 +27,8 @@ _LAZY = {
     "CoapFactory": "coaptcp.protocol",
     "connectCoap": "coaptcp.protocol",
     "ConnectionClosedError": "coaptcp.channel",
+    "Client": "coaptcp.client",
+    "parse_uri": "coaptcp.uri",
 }
 
 __all__ = ["__version__", *_LAZY]

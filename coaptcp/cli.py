@@ -468,3 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.write(f"{PROG}: interrupted\n")
         return EXIT_INTERRUPTED
     return outcome[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

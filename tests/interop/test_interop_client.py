@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -97,6 +98,31 @@ def test_cli_pretty_link_format(coaptcp_server: RunningPeer) -> None:
     lines = result.stdout.decode().splitlines()
     assert '</hello>;rt="demo.hello";ct=0;title="Greeting"' in lines
     assert all(line.startswith("</") for line in lines)
+
+
+def test_cli_pretty_by_default_on_a_terminal(coaptcp_server: RunningPeer) -> None:
+    # stdout is a pseudo-terminal: JSON comes out indented without asking for it.
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen([cli_path(), at(coaptcp_server, "/info")],
+                                   stdout=terminal, stderr=subprocess.PIPE)
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        _, err = process.communicate(timeout=COMMAND_TIMEOUT)
+    finally:
+        os.close(controller)
+    assert process.returncode == 0, err.decode()
+    text = b"".join(chunks).decode().replace("\r\n", "\n")
+    assert text.startswith('{\n  "server": "coaptcp ')
+    assert text.endswith("}\n")
 
 
 def test_cli_raw_output_is_exact(coaptcp_server: RunningPeer) -> None:
