@@ -23,6 +23,7 @@ Each scheme is opened by a connector (:mod:`coaptcp.connectors`).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -178,7 +179,6 @@ class _Pooled:
         self._attempt: Deferred[Any] | None = None
         self._idle_call: Any = None
         self._keepalive_call: Any = None
-        self._keepalive_ping: Deferred[float] | None = None
         self._error: BaseException | None = None
 
     # -- connecting -----------------------------------------------------------------------
@@ -300,15 +300,12 @@ class _Pooled:
             return
         timeout = self.client.ping_timeout
         ping = self.connection.ping(timeout=timeout)
-        self._keepalive_ping = ping
 
         def answered(rtt: float) -> None:
-            self._keepalive_ping = None
             self.heard()
             self._schedule_keepalive()
 
         def unanswered(failure: Failure) -> None:
-            self._keepalive_ping = None
             if failure.check(TimeoutError):
                 self._dead(f"the peer is unresponsive: no Pong within {timeout:g} s")
             # Any other failure is the connection closing: _closed handles it.
@@ -394,12 +391,7 @@ class Client:
             self.connectors.update(connectors)
         options = connect_options if connect_options is not None else ConnectOptions()
         if tls is not None:
-            options = ConnectOptions(
-                tls=tls,
-                max_message_size=options.max_message_size,
-                connect_timeout=options.connect_timeout,
-                require_csm=options.require_csm,
-            )
+            options = dataclasses.replace(options, tls=tls)
         self.connect_options = options
         self.idle_timeout = idle_timeout
         self.keepalive = keepalive
@@ -511,6 +503,11 @@ class Client:
         if entry is None or entry.state is not _PoolState.OPEN:
             return None
         return entry.connection
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     @property
     def open_endpoints(self) -> list[str]:

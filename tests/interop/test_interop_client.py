@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +29,9 @@ from peers import (
     run_server,
 )
 
+from coaptcp.core.codes import Code
+from coaptcp.core.framing import StreamDecoder, encode_frame
+from coaptcp.core.message import Message
 from coaptcp.demo import LargeResource
 
 pytestmark = pytest.mark.interop
@@ -187,6 +191,41 @@ def test_cli_count_and_ping(coaptcp_server: RunningPeer) -> None:
     assert len(lines) == 3
     prefix = f"pong from coap+tcp://127.0.0.1:{coaptcp_server.port}: time="
     assert all(line.startswith(prefix) and line.endswith(" ms") for line in lines)
+
+
+def test_cli_sends_csm_and_request_without_waiting_for_the_peer() -> None:
+    # RFC 8323 section 3.3: the initiator must not wait for the acceptor's CSM.  A raw
+    # server says nothing until both our CSM and our request have arrived.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(COMMAND_TIMEOUT)
+        port = listener.getsockname()[1]
+        process = subprocess.Popen([cli_path(), f"coap+tcp://127.0.0.1:{port}/raw"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(COMMAND_TIMEOUT)
+                decoder = StreamDecoder(1 << 20)
+                received: list[Message] = []
+                while len(received) < 2:
+                    chunk = connection.recv(4096)
+                    assert chunk, "the client closed before sending its request"
+                    decoder.feed(chunk)
+                    while (message := decoder.next_message()) is not None:
+                        received.append(message)
+                assert [m.code for m in received] == [Code.CSM, Code.GET]
+                assert received[1].options.uri_path == ("raw",)
+                answer = Message(Code.CONTENT, received[1].token, payload=b"answered")
+                connection.sendall(encode_frame(Message(Code.CSM)) + encode_frame(answer))
+                out, err = process.communicate(timeout=COMMAND_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, err.decode()
+    assert out == b"answered"
 
 
 @pytest.mark.parametrize(
