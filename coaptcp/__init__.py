@@ -27,9 +27,12 @@ _LAZY = {
     "CoapFactory": "coaptcp.protocol",
     "connectCoap": "coaptcp.protocol",
     "ConnectionClosedError": "coaptcp.channel",
-    "CoapWebSocketServerFactory": "coaptcp.websocket",
+    "ObservableResource": "coaptcp.observe",
     "connectCoapWebSocket": "coaptcp.websocket",
     "webSocketResource": "coaptcp.websocket",
+    "CoapWebSocketServerFactory": "coaptcp.websocket",
+    "Client": "coaptcp.client",
+    "parse_uri": "coaptcp.uri",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_LIMITS", "Limits"]
+__all__ = ["CLIENT_LIMITS", "DEFAULT_LIMITS", "Limits"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+#: For connections a :class:`~coaptcp.client.Client` opens: its pool releases idle
+#: connections and pings silent ones itself, with its own (client-side) timeouts.
+CLIENT_LIMITS = Limits(idle_timeout=None, keepalive_interval=None)

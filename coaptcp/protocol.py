@@ -217,6 +217,7 @@ def connectCoap(
     *,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     reactor: IReactorTime | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Deferred[CoapProtocol]:
     """Connect to a CoAP-over-TCP (or TLS) server through ``endpoint``.
 
@@ -224,7 +225,11 @@ def connectCoap(
     (RFC 8323 section 3.3 lets the initiator go ahead without the acceptor's CSM).
     """
     factory = CoapFactory(
-        site, role=Role.INITIATOR, max_message_size=max_message_size, reactor=reactor
+        site,
+        role=Role.INITIATOR,
+        max_message_size=max_message_size,
+        reactor=reactor,
+        limits=limits,
     )
     connected: Deferred[CoapProtocol] = endpoint.connect(factory)  # type: ignore[assignment]
     return connected

@@ -1,0 +1,474 @@
+"""``coaptcp-client``: send one CoAP request (or Ping) from the command line (RFC 8323).
+
+Modelled on ``aiocoap-client`` and libcoap's ``coap-client``::
+
+    coaptcp-client coap+tcp://127.0.0.1/hello
+    coaptcp-client -m put -e 'new value' coap+tcp://127.0.0.1/store
+    coaptcp-client -m post -f body.cbor -t cbor coap+tcp://[::1]:5683/items
+    coaptcp-client --ping --count 3 coap+tcp://127.0.0.1
+    coaptcp-client -v --accept json coap+tcp://127.0.0.1/info
+
+The payload goes to stdout: pretty-printed when stdout is a terminal (JSON indented, CBOR
+in diagnostic notation, link-format one link per line), the exact bytes otherwise.  ``-v``
+adds the request, the response code, its options and the round-trip time on stderr.
+
+Exit codes: 0 for a 2.xx response (or every Pong), 1 for a 4.xx/5.xx response, 2 for a
+usage error (a bad URI or option, a scheme not available), 3 when no response came (the
+connection could not be made, was lost, or timed out; TLS failures included), 130 when
+interrupted.  Failures are one line on stderr, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.python.failure import Failure
+from zope.interface import provider
+
+from . import __version__
+from .channel import ConnectionClosedError, RequestNotSent
+from .client import (
+    Client,
+    ClientError,
+    ConnectFailed,
+    RequestTimeout,
+    SchemeNotAvailable,
+    parse_method,
+)
+from .connectors import TlsOptions
+from .core.codes import Code
+from .core.options import OPTION_SPECS, OptionFormat, OptionNumber, Options, OptionValue
+from .mediatypes import parse_content_format
+from .pretty import describe_option, pretty_payload
+from .resource import Response
+from .uri import CoapUri, UriError, parse_uri
+
+__all__ = [
+    "EXIT_ERROR_RESPONSE",
+    "EXIT_INTERRUPTED",
+    "EXIT_NO_RESPONSE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Settings",
+    "build_parser",
+    "main",
+    "parse_args",
+    "run",
+]
+
+PROG = "coaptcp-client"
+
+EXIT_OK = 0
+EXIT_ERROR_RESPONSE = 1
+EXIT_USAGE = 2
+EXIT_NO_RESPONSE = 3
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+#: Seconds a request may take, connection set-up included, unless ``--timeout`` says.
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass
+class Settings:
+    """Everything the command line asked for, checked."""
+
+    uri: CoapUri
+    method: Code = Code.GET
+    payload: bytes = b""
+    options: Options = field(default_factory=Options)
+    ping: bool = False
+    count: int = 1
+    verbose: int = 0
+    timeout: float | None = DEFAULT_TIMEOUT
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    pretty: bool | None = None  # None: when stdout is a terminal
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with our one-line usage errors (exit code 2)."""
+
+    def error(self, message: str) -> Any:  # argparse's signature returns NoReturn
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = _Parser(
+        prog=PROG,
+        description="Send a CoAP request over TCP (RFC 8323) and print the response.",
+        epilog=(
+            "Exit codes: 0 success (2.xx), 1 error response (4.xx/5.xx), 2 usage error, "
+            "3 no response (connection failed, lost or timed out), 130 interrupted."
+        ),
+    )
+    parser.add_argument("uri", metavar="URI",
+                        help="coap+tcp://host[:port]/path[?query] (coaps+tcp, coap+ws and "
+                             "coaps+ws once their transports are wired in)")
+    parser.add_argument("-m", "--method", default="GET",
+                        help="GET (default), POST, PUT, DELETE, FETCH, PATCH or iPATCH; any case")
+    body = parser.add_mutually_exclusive_group()
+    body.add_argument("-e", "--payload", metavar="TEXT",
+                      help="request payload as text (UTF-8); @FILE reads a file, @- stdin")
+    body.add_argument("-f", "--payload-file", metavar="FILE",
+                      help="request payload from FILE ('-' for stdin)")
+    parser.add_argument("-t", "--content-format", metavar="FORMAT",
+                        help="Content-Format of the payload: a number or a name "
+                             "(text, json, cbor, link-format, application/senml+json, ...)")
+    parser.add_argument("-A", "--accept", metavar="FORMAT",
+                        help="Accept option: the Content-Format wanted, number or name")
+    parser.add_argument("-O", "--option", metavar="NUMBER[,VALUE]", action="append", default=[],
+                        help="add an option by number; the value is read by the option's "
+                             "format (uint, text, or hex for opaque with a 0x prefix); repeatable")
+    parser.add_argument("--observe", action="store_true",
+                        help="observe the resource (RFC 7641; not supported yet)")
+    parser.add_argument("-c", "--count", type=int, default=1, metavar="N",
+                        help="send the request (or Ping) N times over the same connection")
+    parser.add_argument("--ping", action="store_true",
+                        help="send a CoAP Ping (RFC 8323 section 5.4) instead of a request "
+                             "and print the round-trip time")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="show the request, response code, options and timing on stderr; "
+                             "-vv adds the protocol log")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"give up after SECONDS, connecting included (default "
+                             f"{DEFAULT_TIMEOUT:g}; 0 for no limit)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--pretty", action="store_true", default=None,
+                        help="pretty-print the payload even when stdout is not a terminal")
+    output.add_argument("--raw", dest="pretty", action="store_false",
+                        help="write the exact payload bytes even to a terminal")
+    tls = parser.add_argument_group("TLS (coaps+tcp and coaps+ws)")
+    tls.add_argument("--cafile", metavar="FILE",
+                     help="PEM file of the CA certificates to verify the server with")
+    tls.add_argument("--cert", metavar="FILE", help="our client certificate (PEM)")
+    tls.add_argument("--key", metavar="FILE",
+                     help="the private key of --cert (PEM), if not in that file")
+    tls.add_argument("--psk-identity", metavar="IDENTITY", help="pre-shared key identity")
+    tls.add_argument("--psk-key", metavar="KEY",
+                     help="pre-shared key, as text or hex:HEXDIGITS")
+    tls.add_argument("--insecure", action="store_true",
+                     help="do not verify the server certificate (testing only)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _read_file(parser: argparse.ArgumentParser, name: str, what: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(name, "rb") as source:
+            return source.read()
+    except OSError as error:
+        parser.error(f"cannot read {what} {name}: {error.strerror or error}")
+        raise  # not reached: error() exits
+
+
+def _check_readable(parser: argparse.ArgumentParser, name: str | None, flag: str) -> None:
+    if name is not None and not os.access(name, os.R_OK):
+        reason = "no such file" if not os.path.exists(name) else "not readable"
+        parser.error(f"cannot read {flag} {name}: {reason}")
+
+
+def _option_value(number: int, text: str | None) -> OptionValue:
+    spec = OPTION_SPECS.get(number)
+    if text is None or text == "":
+        return None
+    if text.lower().startswith("0x"):
+        return bytes.fromhex(text[2:])
+    if spec is not None and spec.format is OptionFormat.UINT:
+        return int(text, 10)
+    if spec is not None and spec.format is OptionFormat.EMPTY:
+        raise ValueError(f"{spec.name} takes no value")
+    return text
+
+
+def _parse_option(text: str) -> tuple[int, OptionValue]:
+    number_text, _, value_text = text.partition(",")
+    number = int(number_text, 0)
+    if not 0 < number <= 0xFFFF:
+        raise ValueError(f"option number {number} is out of range (1-65535)")
+    return number, _option_value(number, value_text if "," in text else None)
+
+
+def _psk_key(text: str) -> bytes:
+    if text.startswith("hex:"):
+        return bytes.fromhex(text[4:])
+    return text.encode("utf-8")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    """Parse and check the command line; usage errors exit with code 2 and one line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        uri = parse_uri(args.uri)
+    except UriError as error:
+        parser.error(str(error))
+    try:
+        method = parse_method(args.method)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.observe:
+        parser.error(
+            "--observe is not supported yet: Observe (RFC 7641) arrives with block-wise "
+            "transfer in a later release"
+        )
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    if args.timeout < 0:
+        parser.error("--timeout cannot be negative")
+    payload = b""
+    if args.payload is not None:
+        if args.payload.startswith("@"):
+            payload = _read_file(parser, args.payload[1:], "payload file")
+        else:
+            payload = args.payload.encode("utf-8")
+    elif args.payload_file is not None:
+        payload = _read_file(parser, args.payload_file, "payload file")
+    if args.ping and (payload or args.method.upper() != "GET" or args.content_format
+                      or args.accept or args.option):
+        parser.error("--ping sends a Ping, not a request: drop -m, payload and option flags")
+    items: list[tuple[int, OptionValue]] = []
+    for flag, text, number in (("--content-format", args.content_format,
+                                OptionNumber.CONTENT_FORMAT),
+                               ("--accept", args.accept, OptionNumber.ACCEPT)):
+        if text is not None:
+            try:
+                items.append((number, parse_content_format(text)))
+            except ValueError as error:
+                parser.error(f"{flag}: {error}")
+    for text in args.option:
+        try:
+            items.append(_parse_option(text))
+        except ValueError as error:
+            parser.error(f"--option {text!r}: {error}")
+    tls = _tls_options(parser, args, uri)
+    return Settings(
+        uri=uri,
+        method=method,
+        payload=payload,
+        options=Options(items),
+        ping=args.ping,
+        count=args.count,
+        verbose=args.verbose,
+        timeout=args.timeout or None,
+        tls=tls,
+        pretty=args.pretty,
+    )
+
+
+def _tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 uri: CoapUri) -> TlsOptions:
+    _check_readable(parser, args.cafile, "--cafile")
+    _check_readable(parser, args.cert, "--cert")
+    _check_readable(parser, args.key, "--key")
+    if args.key is not None and args.cert is None:
+        parser.error("--key needs --cert")
+    if (args.psk_identity is None) != (args.psk_key is None):
+        parser.error("--psk-identity and --psk-key go together")
+    try:
+        tls = TlsOptions(
+            cafile=args.cafile,
+            certfile=args.cert,
+            keyfile=args.key,
+            psk_identity=None if args.psk_identity is None else args.psk_identity.encode(),
+            psk_key=None if args.psk_key is None else _psk_key(args.psk_key),
+            insecure=args.insecure,
+        )
+    except ValueError as error:
+        parser.error(f"TLS options: {error}")
+    if tls.configured and not uri.secure:
+        parser.error(f"TLS options apply to coaps+tcp:// and coaps+ws:// URIs, not {uri.scheme}://")
+    return tls
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _show_options(err: IO[str], options: Options) -> None:
+    for number, value in options:
+        err.write(f"   {describe_option(number, value)}\n")
+
+
+def _diagnostic(response: Response) -> str:
+    if not response.payload:
+        return ""
+    try:
+        text = response.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"({len(response.payload)} bytes of binary payload)"
+    return _one_line(text)
+
+
+async def run(
+    reactor: Any,
+    client: Client,
+    settings: Settings,
+    out: IO[bytes],
+    err: IO[str],
+    pretty: bool,
+) -> int:
+    """Do what ``settings`` asks with ``client``; write to ``out``/``err``; return the exit code.
+
+    Closes the client (Release, then close) before returning.
+    """
+    try:
+        if settings.ping:
+            return await _ping(reactor, client, settings, out, err)
+        worst = EXIT_OK
+        for _ in range(settings.count):
+            worst = max(worst, await _request(reactor, client, settings, out, err, pretty))
+        return worst
+    except SchemeNotAvailable as error:
+        err.write(f"{PROG}: error: {error}\n")
+        return EXIT_USAGE
+    except (ConnectFailed, ConnectionClosedError, RequestTimeout, RequestNotSent,
+            ClientError) as error:
+        err.write(f"{PROG}: {_one_line(str(error))}\n")
+        return EXIT_NO_RESPONSE
+    finally:
+        await client.close()
+
+
+async def _request(
+    reactor: Any, client: Client, settings: Settings, out: IO[bytes], err: IO[str], pretty: bool
+) -> int:
+    uri = settings.uri
+    if settings.verbose:
+        name = "iPATCH" if settings.method == Code.IPATCH else settings.method.name
+        err.write(f"-> {name} {uri}\n")
+        options = client.request_options(uri, settings.options)
+        _show_options(err, options)
+        if settings.payload:
+            err.write(f"   ({len(settings.payload)} bytes of payload)\n")
+    started = reactor.seconds()
+    response = await client.request(
+        settings.method, uri, settings.payload, settings.options, settings.timeout
+    )
+    elapsed = reactor.seconds() - started
+    code = response.code
+    if settings.verbose:
+        err.write(f"<- {code} from {uri.origin_uri} in {elapsed * 1000:.2f} ms\n")
+        _show_options(err, response.options)
+        connection = client.connection_for(uri)
+        mms = "" if connection is None else (
+            f"; peer Max-Message-Size {connection.channel.connection.peer.max_message_size}"
+        )
+        err.write(f"   ({len(response.payload)} bytes of payload{mms})\n")
+    block2 = response.options.block2
+    if block2 is not None and block2 & 0x8:
+        err.write(
+            f"{PROG}: warning: the server sent the response in blocks (Block2); block-wise "
+            "transfer is not implemented yet, so only the first block is shown\n"
+        )
+    if not code.is_successful:
+        diagnostic = _diagnostic(response)
+        err.write(f"{PROG}: {code}" + (f": {diagnostic}" if diagnostic else "") + "\n")
+        err.flush()
+        return EXIT_ERROR_RESPONSE
+    if pretty:
+        text = pretty_payload(response.payload, response.options.content_format)
+        if text:
+            out.write(text.encode("utf-8") + b"\n")
+    else:
+        out.write(response.payload)
+    out.flush()
+    return EXIT_OK
+
+
+async def _ping(
+    reactor: Any, client: Client, settings: Settings, out: IO[bytes], err: IO[str]
+) -> int:
+    uri = settings.uri
+    for _ in range(settings.count):
+        rtt = await client.ping(uri, settings.timeout)
+        out.write(f"pong from {uri.origin_uri}: time={rtt * 1000:.3f} ms\n".encode())
+        out.flush()
+    return EXIT_OK
+
+
+def _start_logging(verbose: int, err: IO[str]) -> None:
+    """Route Twisted's log: nothing by default, the protocol log with -vv (-vvv: debug).
+
+    An unexpected critical event (an unhandled error) becomes one line, not a traceback.
+    """
+    if verbose >= 2:
+        level = LogLevel.debug if verbose >= 3 else LogLevel.info
+        predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+        globalLogBeginner.beginLoggingTo(
+            [FilteringLogObserver(textFileLogObserver(err), [predicate])],
+            redirectStandardIO=False,
+        )
+        return
+
+    @provider(ILogObserver)
+    def one_line(event: LogEvent) -> None:
+        if event.get("log_level") is LogLevel.critical:
+            text = formatEvent(event) or "unexpected error"
+            failure = event.get("log_failure")
+            if isinstance(failure, Failure):
+                text += f": {failure.getErrorMessage()}"
+            err.write(f"{PROG}: internal error: {_one_line(text)}\n")
+
+    globalLogBeginner.beginLoggingTo([one_line], redirectStandardIO=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``coaptcp-client`` console script; returns the exit code."""
+    settings = parse_args(argv)
+    from twisted.internet import reactor
+
+    err = sys.stderr
+    out = sys.stdout.buffer
+    _start_logging(settings.verbose, err)
+    pretty = settings.pretty if settings.pretty is not None else sys.stdout.isatty()
+    client = Client(reactor, tls=settings.tls, timeout=settings.timeout, idle_timeout=None)
+    outcome: list[int] = []
+
+    def finished(result: int | Failure) -> None:
+        if isinstance(result, Failure):
+            if result.check(BrokenPipeError):
+                outcome.append(EXIT_OK)
+            else:
+                err.write(f"{PROG}: internal error: {_one_line(result.getErrorMessage())}\n")
+                outcome.append(EXIT_INTERNAL)
+        else:
+            outcome.append(result)
+        reactor.stop()  # type: ignore[attr-defined]
+
+    def start() -> None:
+        d = Deferred.fromCoroutine(run(reactor, client, settings, out, err, pretty))
+        d.addBoth(finished)
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    if not outcome:
+        err.write(f"{PROG}: interrupted\n")
+        return EXIT_INTERRUPTED
+    return outcome[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,586 @@
+"""A CoAP client by URI, with one pooled connection per endpoint (RFC 8323 sections 3, 8).
+
+::
+
+    from coaptcp.client import Client
+
+    async def main(reactor):
+        client = Client(reactor)
+        response = await client.request("GET", "coap+tcp://127.0.0.1/hello", timeout=5)
+        print(response.code, response.payload)
+        print("round trip", await client.ping("coap+tcp://127.0.0.1"), "s")
+        await client.close()
+
+Requests to the same ``(scheme, host, port)`` share one connection and are pipelined on
+it (many in flight, matched by token).  The connection is opened by the first request,
+which goes out right behind our CSM (section 3.3); it is released (Release, then close,
+section 5.5) after ``idle_timeout`` seconds without requests.  When nothing has been heard
+from the peer for ``keepalive`` seconds, a Ping checks it (section 5.4); without a Pong
+within ``ping_timeout`` the connection is dropped, the requests in flight on it fail with
+:class:`~coaptcp.channel.ConnectionClosedError`, and the next request opens a new one.
+Each scheme is opened by a connector (:mod:`coaptcp.connectors`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    TimeoutError,
+    fail,
+    maybeDeferred,
+    succeed,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .channel import ConnectionClosedError, RequestNotSent
+from .connectors import (
+    ClientConnection,
+    ClientError,
+    ConnectFailed,
+    ConnectOptions,
+    Connector,
+    SchemeNotAvailable,
+    TlsOptions,
+    default_connectors,
+)
+from .core.codes import Code
+from .core.connection import State
+from .core.options import EMPTY_OPTIONS, OptionNumber, Options, OptionValue
+from .resource import Response
+from .uri import SCHEMES, CoapUri, UriError, parse_uri
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_KEEPALIVE",
+    "DEFAULT_PING_TIMEOUT",
+    "METHODS",
+    "Client",
+    "ClientClosed",
+    "ClientError",
+    "ConnectFailed",
+    "ConnectOptions",
+    "ConnectionClosedError",
+    "RequestNotSent",
+    "RequestTimeout",
+    "SchemeNotAvailable",
+    "TlsOptions",
+    "UriError",
+    "parse_method",
+]
+
+#: Seconds without requests after which a pooled connection is released.
+DEFAULT_IDLE_TIMEOUT = 30.0
+#: Seconds of silence from the peer after which a Ping checks that it is alive.
+DEFAULT_KEEPALIVE = 15.0
+#: Seconds to wait for a Pong (keepalive checks, and :meth:`Client.ping` by default).
+DEFAULT_PING_TIMEOUT = 5.0
+
+#: Request method names (RFC 7252 section 12.1.1, RFC 8132), as the CLI spells them.
+METHODS: Mapping[str, Code] = {
+    "GET": Code.GET,
+    "POST": Code.POST,
+    "PUT": Code.PUT,
+    "DELETE": Code.DELETE,
+    "FETCH": Code.FETCH,
+    "PATCH": Code.PATCH,
+    "IPATCH": Code.IPATCH,
+}
+
+#: The options a URI stands for (RFC 7252 section 6.4).
+_URI_OPTIONS = frozenset(
+    {OptionNumber.URI_HOST, OptionNumber.URI_PORT, OptionNumber.URI_PATH, OptionNumber.URI_QUERY}
+)
+
+_DEFAULT: Any = object()
+
+
+class RequestTimeout(ClientError, TimeoutError):
+    """No response (or Pong) came within the time given.  Also a Twisted ``TimeoutError``."""
+
+
+class ClientClosed(ClientError):
+    """The client was closed; it opens no more connections."""
+
+
+def parse_method(method: str | int) -> Code:
+    """A request method from a name (any case) or a code (RFC 7252 section 5.8)."""
+    if isinstance(method, str):
+        code = METHODS.get(method.upper())
+        if code is None:
+            names = ", ".join(METHODS)
+            raise ValueError(f"unknown method {method!r}; expected one of {names}")
+        return code
+    code = Code(method)
+    if not code.is_request:
+        raise ValueError(f"{code} is not a request method")
+    return code
+
+
+def _default_reactor(reactor: Any) -> Any:
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        return global_reactor
+    return reactor
+
+
+def _merge_options(derived: Options, given: Options) -> Options:
+    """The URI's options, with any of the same numbers given explicitly replacing them."""
+    if not given:
+        return derived
+    replaced = {number for number, _ in given if number in _URI_OPTIONS}
+    kept = [(n, v) for n, v in derived if n not in replaced]
+    return Options([*kept, *given])
+
+
+def _describe(failure: Failure) -> str:
+    """One line saying why a connection attempt failed."""
+    from twisted.internet import error
+
+    if failure.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(error.TimeoutError, TimeoutError):
+        return "timed out"
+    if failure.check(error.DNSLookupError):
+        return f"cannot resolve the host name ({failure.getErrorMessage().rstrip('.')})"
+    message = failure.getErrorMessage().rstrip(".")
+    return message or getattr(failure.type, "__name__", "unknown error")
+
+
+class _PoolState(enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    DEAD = "dead"  # dropped by us (no Pong), closing
+    CLOSED = "closed"  # the connection attempt failed, or the transport is gone
+
+
+class _Pooled:
+    """One connection of the pool and its timers: idle release, keepalive Ping."""
+
+    log = Logger()
+
+    def __init__(self, client: Client, target: CoapUri) -> None:
+        self.client = client
+        self.key = target.origin
+        self.endpoint = target.origin_uri
+        self.state = _PoolState.CONNECTING
+        self.connection: ClientConnection | None = None
+        self.in_flight = 0
+        self.last_heard = client.reactor.seconds()
+        self._waiters: list[Deferred[_Pooled]] = []
+        self._attempt: Deferred[Any] | None = None
+        self._idle_call: Any = None
+        self._keepalive_call: Any = None
+        self._error: BaseException | None = None
+
+    # -- connecting -----------------------------------------------------------------------
+
+    def start(self, connector: Connector, host: str, port: int) -> None:
+        attempt = maybeDeferred(
+            connector, self.client.reactor, host, port, self.client.connect_options
+        )
+        self._attempt = attempt
+        attempt.addCallbacks(self._connected, self._connect_failed)
+
+    def _connected(self, connection: ClientConnection) -> None:
+        self._attempt = None
+        self.connection = connection
+        self.state = _PoolState.OPEN
+        self.last_heard = self.client.reactor.seconds()
+        self.client.connections_made += 1
+        self.log.debug("Connected to {endpoint}", endpoint=self.endpoint)
+        connection.channel.when_closed().addCallback(self._closed)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(self)
+        self._schedule_keepalive()
+        if self.in_flight == 0:
+            self._schedule_idle()
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._attempt = None
+        self.state = _PoolState.CLOSED
+        self.client._forget(self)
+        error: BaseException
+        if failure.check(ClientError) and failure.value is not None:
+            error = failure.value
+        elif failure.check(CancelledError):
+            error = ClientClosed(f"connection to {self.endpoint} abandoned: the client closed")
+        else:
+            error = ConnectFailed(self.endpoint, _describe(failure))
+        self._error = error
+        self.log.debug("Connecting to {endpoint} failed: {error}", endpoint=self.endpoint,
+                       error=str(error))
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(Failure(error))
+
+    def ready(self) -> Deferred[_Pooled]:
+        """Fires with this entry once connected (at once if it is)."""
+        if self.state is _PoolState.OPEN:
+            return succeed(self)
+        if self.state is not _PoolState.CONNECTING:
+            error = self._error or ConnectionClosedError(f"{self.endpoint}: {self.close_reason()}")
+            return fail(error)
+        waiter: Deferred[_Pooled] = Deferred(self._waiters.remove)
+        self._waiters.append(waiter)
+        return waiter
+
+    # -- health ---------------------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        """Whether new requests may go to this connection."""
+        if self.state is _PoolState.CONNECTING:
+            return True
+        if self.state is not _PoolState.OPEN or self.connection is None:
+            return False
+        connection = self.connection.channel.connection
+        return not (
+            connection.state is State.CLOSED
+            or connection.release_sent
+            or connection.release_received
+        )
+
+    def heard(self) -> None:
+        """Note that the peer just answered (a response or a Pong)."""
+        self.last_heard = self.client.reactor.seconds()
+
+    def begin(self) -> None:
+        self.in_flight += 1
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self.state is _PoolState.OPEN:
+            self._schedule_idle()
+
+    def _schedule_idle(self) -> None:
+        timeout = self.client.idle_timeout
+        if timeout is None:
+            return
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = self.client.reactor.callLater(timeout, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_call = None
+        if self.state is not _PoolState.OPEN or self.in_flight or self.connection is None:
+            return
+        self.log.debug("Releasing idle connection to {endpoint}", endpoint=self.endpoint)
+        self.client._forget(self)
+        self.connection.release("idle")
+
+    def _schedule_keepalive(self, delay: float | None = None) -> None:
+        interval = self.client.keepalive
+        if interval is None or self.state is not _PoolState.OPEN:
+            return
+        self._keepalive_call = self.client.reactor.callLater(
+            interval if delay is None else delay, self._keepalive
+        )
+
+    def _keepalive(self) -> None:
+        self._keepalive_call = None
+        interval = self.client.keepalive
+        if self.state is not _PoolState.OPEN or self.connection is None or interval is None:
+            return
+        silence = self.client.reactor.seconds() - self.last_heard
+        if silence < interval:
+            self._schedule_keepalive(interval - silence)
+            return
+        timeout = self.client.ping_timeout
+        ping = self.connection.ping(timeout=timeout)
+
+        def answered(rtt: float) -> None:
+            self.heard()
+            self._schedule_keepalive()
+
+        def unanswered(failure: Failure) -> None:
+            if failure.check(TimeoutError):
+                self._dead(f"the peer is unresponsive: no Pong within {timeout:g} s")
+            # Any other failure is the connection closing: _closed handles it.
+
+        ping.addCallbacks(answered, unanswered)
+
+    def _dead(self, reason: str) -> None:
+        self.log.info("Dropping connection to {endpoint}: {reason}", endpoint=self.endpoint,
+                      reason=reason)
+        self.state = _PoolState.DEAD
+        self.client._forget(self)
+        if self.connection is not None:
+            self.connection.abort(reason)
+
+    def _closed(self, _: object) -> None:
+        self.state = _PoolState.CLOSED
+        for call in (self._idle_call, self._keepalive_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle_call = self._keepalive_call = None
+        self.client._forget(self)
+        self.client._closed_entry(self)
+        self.log.debug("Connection to {endpoint} closed", endpoint=self.endpoint)
+
+    def close_reason(self) -> str:
+        if self.connection is not None and self.connection.channel.close_reason:
+            return self.connection.channel.close_reason
+        return "connection closed"
+
+    # -- shutting down --------------------------------------------------------------------
+
+    def shutdown(self) -> Deferred[None]:
+        """Release the connection (or abandon the attempt); fires when it is gone."""
+        if self.state is _PoolState.CONNECTING and self._attempt is not None:
+            self._attempt.cancel()
+            return succeed(None)
+        if self.connection is None or self.state is _PoolState.CLOSED:
+            return succeed(None)
+        return self.connection.release("client closing")
+
+
+class Client:
+    """Sends CoAP requests by URI over pooled connections (RFC 8323).
+
+    :param reactor: the reactor (for connections and every timer); the global one if
+        ``None``.
+    :param connectors: connectors to use instead of (or besides) the defaults, by scheme
+        name (:mod:`coaptcp.connectors`): this is how tests use in-memory connections.
+    :param connect_options: what every connector is given (TLS settings, our
+        Max-Message-Size, the connect timeout); :class:`ConnectOptions` defaults if ``None``.
+    :param tls: shorthand for ``connect_options.tls``.
+    :param idle_timeout: seconds without requests before a connection is released
+        (RFC 8323 section 5.5); ``None`` keeps connections until :meth:`close`.
+    :param keepalive: seconds of silence from the peer before a Ping checks it (section
+        5.4); ``None`` disables the check.
+    :param ping_timeout: seconds to wait for that Pong before dropping the connection.
+    :param timeout: the default per-request timeout in seconds (``None``: no limit; a lost
+        or unresponsive connection still fails the request).
+
+    :ivar connections_made: how many connections the client has opened (statistics).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any = None,
+        *,
+        connectors: Mapping[str, Connector] | None = None,
+        connect_options: ConnectOptions | None = None,
+        tls: TlsOptions | None = None,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        keepalive: float | None = DEFAULT_KEEPALIVE,
+        ping_timeout: float = DEFAULT_PING_TIMEOUT,
+        timeout: float | None = None,
+    ) -> None:
+        self.reactor = _default_reactor(reactor)
+        self.connectors: dict[str, Connector] = dict(default_connectors())
+        if connectors:
+            unknown = set(connectors) - set(SCHEMES)
+            if unknown:
+                raise ValueError(f"connectors for unknown schemes: {sorted(unknown)}")
+            self.connectors.update(connectors)
+        options = connect_options if connect_options is not None else ConnectOptions()
+        if tls is not None:
+            options = dataclasses.replace(options, tls=tls)
+        self.connect_options = options
+        self.idle_timeout = idle_timeout
+        self.keepalive = keepalive
+        self.ping_timeout = ping_timeout
+        self.timeout = timeout
+        self.connections_made = 0
+        self._pool: dict[tuple[str, str, int], _Pooled] = {}
+        self._entries: set[_Pooled] = set()  # every connection not yet closed
+        self._closed = False
+
+    # -- the API --------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str | int,
+        uri: str | CoapUri,
+        payload: bytes = b"",
+        options: Options | Iterable[tuple[int, OptionValue]] = EMPTY_OPTIONS,
+        timeout: float | None = _DEFAULT,
+    ) -> Deferred[Response]:
+        """Send a request to ``uri``; fires with its :class:`~coaptcp.resource.Response`.
+
+        The URI gives Uri-Host, Uri-Port, Uri-Path and Uri-Query (RFC 7252 section 6.4,
+        RFC 8323 section 8.5); an option of one of those numbers in ``options`` replaces
+        what the URI gives.  Error responses (4.xx, 5.xx) are responses, not failures.
+
+        Fails with :class:`~coaptcp.uri.UriError` (a bad URI), :class:`SchemeNotAvailable`,
+        :class:`ConnectFailed`, :class:`ConnectionClosedError` (the connection was lost,
+        aborted or released before the response), :class:`RequestNotSent` (too large for
+        the peer), :class:`RequestTimeout`, or ``CancelledError`` when cancelled (which
+        frees the token; a late response is ignored).
+
+        :param method: a :class:`~coaptcp.core.codes.Code` or a name such as ``"get"``.
+        :param timeout: seconds until :class:`RequestTimeout`, counting the connection
+            set-up; the client's default when not given, ``None`` for no limit.
+        """
+        try:
+            code = parse_method(method)
+            target = uri if isinstance(uri, CoapUri) else parse_uri(uri)
+            given = options if isinstance(options, Options) else Options(options)
+            request_options = _merge_options(target.request_options(), given)
+        except (ValueError, TypeError) as error:
+            return fail(error)
+        if timeout is _DEFAULT:
+            timeout = self.timeout
+        d = Deferred.fromCoroutine(self._request(target, code, request_options, payload))
+        return self._with_timeout(d, timeout, f"no response from {target.origin_uri}")
+
+    async def arequest(
+        self,
+        method: str | int,
+        uri: str | CoapUri,
+        payload: bytes = b"",
+        options: Options | Iterable[tuple[int, OptionValue]] = EMPTY_OPTIONS,
+        timeout: float | None = _DEFAULT,
+    ) -> Response:
+        """:meth:`request` as a coroutine, for ``async def`` code run by Twisted.
+
+        (``await client.request(...)`` works as well; under asyncio, use
+        ``client.request(...).asFuture(loop)``.)
+        """
+        return await self.request(method, uri, payload, options, timeout)
+
+    def ping(self, uri: str | CoapUri, timeout: float | None = _DEFAULT) -> Deferred[float]:
+        """Ping the endpoint of ``uri``; fires with the round-trip time in seconds.
+
+        Uses (or opens) the pooled connection (RFC 8323 section 5.4).  ``timeout`` is the
+        client's ``ping_timeout`` when not given.  Fails like :meth:`request`.
+        """
+        try:
+            target = uri if isinstance(uri, CoapUri) else parse_uri(uri)
+        except (ValueError, TypeError) as error:
+            return fail(error)
+        if timeout is _DEFAULT:
+            timeout = self.ping_timeout
+        d = Deferred.fromCoroutine(self._ping(target))
+        return self._with_timeout(d, timeout, f"no Pong from {target.origin_uri}")
+
+    async def aping(self, uri: str | CoapUri, timeout: float | None = _DEFAULT) -> float:
+        """:meth:`ping` as a coroutine."""
+        return await self.ping(uri, timeout)
+
+    def close(self) -> Deferred[None]:
+        """Release every connection (section 5.5); fires once all have closed.
+
+        Requests in flight are still answered (up to the Channel's release timeout); new
+        requests fail with :class:`ClientClosed`.
+        """
+        self._closed = True
+        self._pool.clear()
+        closing = [entry.shutdown() for entry in list(self._entries)]
+        done: Deferred[Any] = DeferredList(closing, consumeErrors=True)
+        return done.addCallback(lambda _: None)
+
+    def request_options(
+        self,
+        uri: str | CoapUri,
+        options: Options | Iterable[tuple[int, OptionValue]] = EMPTY_OPTIONS,
+    ) -> Options:
+        """The options :meth:`request` sends for ``uri`` and ``options`` (for display)."""
+        target = uri if isinstance(uri, CoapUri) else parse_uri(uri)
+        given = options if isinstance(options, Options) else Options(options)
+        return _merge_options(target.request_options(), given)
+
+    def connection_for(self, uri: str | CoapUri) -> ClientConnection | None:
+        """The open pooled connection to ``uri``'s endpoint, if there is one."""
+        target = uri if isinstance(uri, CoapUri) else parse_uri(uri)
+        entry = self._pool.get(target.origin)
+        if entry is None or entry.state is not _PoolState.OPEN:
+            return None
+        return entry.connection
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def open_endpoints(self) -> list[str]:
+        """The endpoints (``scheme://host:port``) of the pooled connections."""
+        return [entry.endpoint for entry in self._pool.values()]
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _with_timeout(self, d: Deferred[Any], timeout: float | None, what: str) -> Deferred[Any]:
+        if timeout is None:
+            return d
+
+        def on_timeout(result: Any, seconds: float) -> Any:
+            if isinstance(result, Failure) and result.check(CancelledError):
+                raise RequestTimeout(f"{what} within {seconds:g} s")
+            return result
+
+        return d.addTimeout(timeout, self.reactor, onTimeoutCancel=on_timeout)
+
+    async def _request(
+        self, target: CoapUri, code: Code, options: Options, payload: bytes
+    ) -> Response:
+        entry = await self._acquire(target)
+        assert entry.connection is not None
+        entry.begin()
+        try:
+            response: Response = await entry.connection.request(code, options, payload)
+        except ConnectionClosedError as error:
+            raise ConnectionClosedError(f"{entry.endpoint}: {error.reason}") from None
+        finally:
+            entry.end()
+        entry.heard()
+        return response
+
+    async def _ping(self, target: CoapUri) -> float:
+        entry = await self._acquire(target)
+        assert entry.connection is not None
+        entry.begin()
+        try:
+            rtt: float = await entry.connection.ping()
+        except ConnectionClosedError as error:
+            raise ConnectionClosedError(f"{entry.endpoint}: {error.reason}") from None
+        finally:
+            entry.end()
+        entry.heard()
+        return rtt
+
+    async def _acquire(self, target: CoapUri) -> _Pooled:
+        if self._closed:
+            raise ClientClosed("the client is closed")
+        entry = self._pool.get(target.origin)
+        if entry is None or not entry.usable:
+            entry = self._open(target)
+        ready: _Pooled = await entry.ready()
+        return ready
+
+    def _open(self, target: CoapUri) -> _Pooled:
+        connector = self.connectors.get(target.scheme)
+        entry = _Pooled(self, target)
+        self._pool[target.origin] = entry
+        self._entries.add(entry)
+        if connector is None:
+            entry._connect_failed(Failure(SchemeNotAvailable(target.scheme)))
+        else:
+            entry.start(connector, target.host, target.port)
+        return entry
+
+    def _forget(self, entry: _Pooled) -> None:
+        """Take ``entry`` out of the pool: new requests get a new connection."""
+        if self._pool.get(entry.key) is entry:
+            del self._pool[entry.key]
+        if entry.state is _PoolState.CLOSED:
+            self._entries.discard(entry)
+
+    def _closed_entry(self, entry: _Pooled) -> None:
+        self._entries.discard(entry)

@@ -1,0 +1,272 @@
+"""The command line in process: argument checking (usage errors, exit code 2) and
+:func:`coaptcp.cli.run` over in-memory connections (output and exit codes)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from client_helpers import MemoryNetwork, make_client, result_of, success
+from twisted.internet.defer import Deferred
+
+from coaptcp.cli import (
+    EXIT_ERROR_RESPONSE,
+    EXIT_NO_RESPONSE,
+    EXIT_OK,
+    EXIT_USAGE,
+    Settings,
+    build_parser,
+    parse_args,
+    run,
+)
+from coaptcp.client import Client
+from coaptcp.core.codes import Code
+from coaptcp.core.options import OptionNumber, Options
+
+
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as caught:
+        parse_args(argv)
+    assert caught.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("coaptcp-client: error: ")
+    return last
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["coap://h/"], "CoAP over UDP"),
+        (["coap+tcp://h/#x"], "fragment"),
+        (["not a uri"], "not an absolute URI"),
+        (["http://example.com/"], "unknown scheme 'http'"),
+        (["coap+tcp://h:70000/"], "out of range"),
+        (["-m", "brew", "coap+tcp://h/"], "unknown method 'brew'"),
+        (["--observe", "coap+tcp://h/"], "--observe is not supported yet"),
+        (["--count", "0", "coap+tcp://h/"], "--count must be at least 1"),
+        (["--timeout", "-1", "coap+tcp://h/"], "--timeout cannot be negative"),
+        (["-t", "nope", "coap+tcp://h/"], "--content-format: unknown content format 'nope'"),
+        (["-A", "99999", "coap+tcp://h/"], "--accept: content format 99999 is out of range"),
+        (["-O", "x", "coap+tcp://h/"], "--option 'x'"),
+        (["-O", "0,1", "coap+tcp://h/"], "out of range"),
+        (["-O", "5,x", "coap+tcp://h/"], "If-None-Match takes no value"),
+        (["-f", "/no/such/file", "coap+tcp://h/"], "cannot read payload file /no/such/file"),
+        (["-e", "@/no/such/file", "coap+tcp://h/"], "cannot read payload file"),
+        (["--ping", "-m", "put", "coap+tcp://h/"], "--ping sends a Ping"),
+        (["--ping", "-e", "x", "coap+tcp://h/"], "--ping sends a Ping"),
+        (["--insecure", "coap+tcp://h/"], "TLS options apply to coaps+tcp:// and coaps+ws://"),
+        (["--cafile", "/no/ca.pem", "coaps+tcp://h/"], "cannot read --cafile /no/ca.pem"),
+        (["--key", __file__, "coaps+tcp://h/"], "--key needs --cert"),
+        (["--psk-key", "k", "coaps+tcp://h/"], "--psk-identity and --psk-key go together"),
+        (["-e", "a", "-f", "b", "coap+tcp://h/"], "not allowed with argument"),
+        ([], "the following arguments are required: URI"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert message in usage_error(argv, capsys)
+
+
+def test_parse_args_builds_settings(tmp_path: Any) -> None:
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"\x00\x01")
+    settings = parse_args(["-m", "post", "-f", str(body), "-t", "cbor", "-A", "json",
+                           "-O", "14,60", "-O", "4,0xcafe", "-O", "65000,text", "-O", "5",
+                           "-c", "3", "-v", "-v", "--timeout", "2.5", "--raw",
+                           "coap+tcp://[::1]:6000/a?b"])
+    assert settings.method == Code.POST
+    assert settings.payload == b"\x00\x01"
+    assert settings.options == Options([
+        (OptionNumber.CONTENT_FORMAT, 60), (OptionNumber.ACCEPT, 50),
+        (OptionNumber.MAX_AGE, 60), (OptionNumber.ETAG, b"\xca\xfe"),
+        (65000, "text"), (OptionNumber.IF_NONE_MATCH, None),
+    ])
+    assert (settings.count, settings.verbose, settings.timeout) == (3, 2, 2.5)
+    assert settings.pretty is False
+    assert settings.uri.origin == ("coap+tcp", "::1", 6000)
+
+
+def test_payload_forms(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_args(["-e", "héllo", "coap+tcp://h/"]).payload == "héllo".encode()
+    source = tmp_path / "p.txt"
+    source.write_bytes(b"from file")
+    assert parse_args(["-e", f"@{source}", "coap+tcp://h/"]).payload == b"from file"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"from stdin")))
+    assert parse_args(["-f", "-", "coap+tcp://h/"]).payload == b"from stdin"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"again")))
+    assert parse_args(["-e", "@-", "coap+tcp://h/"]).payload == b"again"
+
+
+def test_tls_settings_are_collected(tmp_path: Any) -> None:
+    pem = tmp_path / "x.pem"
+    pem.write_text("not checked here")
+    settings = parse_args(["--cafile", str(pem), "--cert", str(pem), "--key", str(pem),
+                           "--psk-identity", "me", "--psk-key", "hex:00ff", "--insecure",
+                           "coaps+tcp://h/"])
+    tls = settings.tls
+    assert (tls.cafile, tls.certfile, tls.keyfile) == (str(pem),) * 3
+    assert (tls.psk_identity, tls.psk_key, tls.insecure) == (b"me", b"\x00\xff", True)
+    assert parse_args(["--psk-identity", "a", "--psk-key", "secret",
+                       "coaps+ws://h/"]).tls.psk_key == b"secret"
+
+
+def test_help_lists_the_options() -> None:
+    text = build_parser().format_help()
+    for flag in ("--method", "--payload", "--payload-file", "--content-format", "--accept",
+                 "--observe", "--count", "--ping", "--verbose", "--cafile", "--cert", "--key",
+                 "--psk-identity", "--psk-key", "--insecure", "Exit codes"):
+        assert flag in text
+
+
+# -- run() over in-memory connections ----------------------------------------------------------
+
+
+def cli_run(network: MemoryNetwork, argv: list[str], *, pretty: bool = False,
+            client: Client | None = None) -> tuple[int, bytes, str]:
+    settings: Settings = parse_args(argv)
+    out, err = io.BytesIO(), io.StringIO()
+    client = client or make_client(network, timeout=settings.timeout)
+    results = result_of(Deferred.fromCoroutine(
+        run(network.clock, client, settings, out, err, pretty)))
+    for _ in range(5):
+        network.flush()
+        network.clock.advance(0)
+    return success(results), out.getvalue(), err.getvalue()
+
+
+def test_get_prints_the_exact_payload() -> None:
+    code, out, err = cli_run(MemoryNetwork(), ["coap+tcp://127.0.0.1/hello"])
+    assert (code, out, err) == (EXIT_OK, b"Hello, world!", "")
+
+
+def test_count_repeats_over_one_connection() -> None:
+    network = MemoryNetwork()
+    code, out, _ = cli_run(network, ["-c", "3", "coap+tcp://127.0.0.1/hello"])
+    assert code == EXIT_OK
+    assert out == b"Hello, world!" * 3
+    assert len(network.links) == 1
+    assert network.links[0].closed  # the CLI releases the connection at the end
+
+
+def test_pretty_json_on_a_terminal() -> None:
+    _, out, _ = cli_run(MemoryNetwork(), ["coap+tcp://127.0.0.1/info"], pretty=True)
+    assert out.startswith(b'{\n  "server": "coaptcp ')
+    assert out.endswith(b"\n}\n")
+
+
+def test_pretty_link_format() -> None:
+    _, out, _ = cli_run(MemoryNetwork(), ["coap+tcp://127.0.0.1/.well-known/core"], pretty=True)
+    lines = out.decode().splitlines()
+    assert '</hello>;rt="demo.hello";ct=0;title="Greeting"' in lines
+    assert any(line.startswith("</info>;") for line in lines)
+    assert all(line.startswith("</") for line in lines)
+
+
+def test_error_response_is_one_line_and_exit_1() -> None:
+    code, out, err = cli_run(MemoryNetwork(), ["-m", "delete", "coap+tcp://127.0.0.1/hello"])
+    assert code == EXIT_ERROR_RESPONSE
+    assert out == b""
+    assert err == "coaptcp-client: 4.05 Method Not Allowed: DELETE not allowed here; allowed: GET\n"
+
+
+def test_not_found() -> None:
+    code, _, err = cli_run(MemoryNetwork(), ["coap+tcp://127.0.0.1/nothing"])
+    assert code == EXIT_ERROR_RESPONSE
+    assert err == "coaptcp-client: 4.04 Not Found\n"
+
+
+def test_verbose_shows_request_response_options_and_timing() -> None:
+    code, out, err = cli_run(MemoryNetwork(), ["-v", "-A", "json", "coap+tcp://127.0.0.1/info"])
+    assert code == EXIT_OK
+    lines = err.splitlines()
+    assert lines[0] == "-> GET coap+tcp://127.0.0.1/info"
+    assert "   Uri-Path: 'info'" in lines
+    assert "   Accept: 50 (application/json)" in lines
+    response_line = next(line for line in lines if line.startswith("<- "))
+    assert response_line.startswith("<- 2.05 Content from coap+tcp://127.0.0.1:5683 in ")
+    assert response_line.endswith(" ms")
+    assert "   Content-Format: 50 (application/json)" in lines
+    assert any("peer Max-Message-Size 66048" in line for line in lines)
+    assert out.startswith(b'{"server"')
+
+
+def test_put_then_get() -> None:
+    network = MemoryNetwork()
+    code, _, _ = cli_run(network, ["-m", "put", "-e", "stored!", "coap+tcp://127.0.0.1/store"])
+    assert code == EXIT_OK
+    _, out, _ = cli_run(network, ["coap+tcp://127.0.0.1/store"])
+    assert out == b"stored!"
+
+
+def test_refused_connection_is_exit_3() -> None:
+    network = MemoryNetwork()
+    network.refuse = True
+    code, out, err = cli_run(network, ["coap+tcp://127.0.0.1:9/x"])
+    assert code == EXIT_NO_RESPONSE
+    assert out == b""
+    assert err == "coaptcp-client: cannot connect to coap+tcp://127.0.0.1:9: connection refused\n"
+
+
+def test_timeout_is_exit_3() -> None:
+    network = MemoryNetwork()
+    settings = parse_args(["--timeout", "2", "coap+tcp://127.0.0.1/held"])
+    out, err = io.BytesIO(), io.StringIO()
+    client = make_client(network, timeout=settings.timeout)
+    results = result_of(Deferred.fromCoroutine(
+        run(network.clock, client, settings, out, err, False)))
+    network.flush()
+    network.clock.advance(2)
+    network.flush()
+    assert success(results) == EXIT_NO_RESPONSE
+    assert err.getvalue() == (
+        "coaptcp-client: no response from coap+tcp://127.0.0.1:5683 within 2 s\n"
+    )
+
+
+def test_scheme_not_available_is_a_usage_error() -> None:
+    network = MemoryNetwork()
+    client = Client(network.clock)
+    code, _, err = cli_run(network, ["coaps+tcp://127.0.0.1/x"], client=client)
+    assert code == EXIT_USAGE
+    assert err == ("coaptcp-client: error: coaps+tcp:// is not available yet in coaptcp's "
+                   "client: TLS is not wired into the client\n")
+
+
+def test_lost_connection_is_exit_3() -> None:
+    network = MemoryNetwork()
+    settings = parse_args(["coap+tcp://127.0.0.1/held"])
+    out, err = io.BytesIO(), io.StringIO()
+    results = result_of(Deferred.fromCoroutine(
+        run(network.clock, make_client(network), settings, out, err, False)))
+    network.flush()
+    network.links[0].drop()
+    network.flush()
+    assert success(results) == EXIT_NO_RESPONSE
+    assert err.getvalue().startswith("coaptcp-client: coap+tcp://127.0.0.1:5683: connection")
+    assert err.getvalue().count("\n") == 1
+
+
+def test_ping() -> None:
+    code, out, _ = cli_run(MemoryNetwork(), ["--ping", "-c", "2", "coap+tcp://127.0.0.1"])
+    assert code == EXIT_OK
+    lines = out.decode().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith("pong from coap+tcp://127.0.0.1:5683: time=") for line in lines)
+
+
+def test_block_wise_response_gets_a_warning() -> None:
+    from coaptcp.resource import Resource, Response
+
+    class Blocky(Resource):
+        def render_GET(self, request: Any) -> Response:
+            options = Options([(OptionNumber.BLOCK2, 0x0E)])  # block 0, more, 1024
+            return Response(Code.CONTENT, b"x" * 1024, options=options)
+
+    network = MemoryNetwork()
+    network.root.putChild("blocky", Blocky())
+    code, out, err = cli_run(network, ["coap+tcp://127.0.0.1/blocky"])
+    assert code == EXIT_OK
+    assert out == b"x" * 1024
+    assert "block-wise transfer is not implemented yet" in err
