@@ -205,6 +205,26 @@ def connect_tcp(
     return connected
 
 
+def connect_ws(reactor: Any, host: str, port: int, options: ConnectOptions) -> Deferred[Any]:
+    """The ``coap+ws`` connector: CoAP over WebSockets (RFC 8323 section 4).
+
+    Opens ``ws://host:port/.well-known/coap`` offering the subprotocol ``coap``; the Host
+    header names ``host``, which is the default Uri-Host (section 8.3).
+    """
+    from .limits import CLIENT_LIMITS
+    from .uri import websocket_url
+    from .websocket import connectCoapWebSocket
+
+    connected: Deferred[Any] = connectCoapWebSocket(
+        reactor,
+        websocket_url("coap+ws", host, port),
+        max_message_size=options.max_message_size,
+        timeout=options.connect_timeout,
+        limits=CLIENT_LIMITS,
+    )
+    return connected
+
+
 def scheme_not_available(scheme: str, reason: str) -> Connector:
     """A placeholder connector for a scheme whose transport is not wired in yet."""
 
@@ -217,13 +237,13 @@ def scheme_not_available(scheme: str, reason: str) -> Connector:
 def default_connectors() -> Mapping[str, Connector]:
     """The connector for each scheme in this build.
 
-    ``coap+tcp`` works; the TLS and WebSocket schemes answer :class:`SchemeNotAvailable`
+    ``coap+tcp`` and ``coap+ws`` work; the TLS schemes answer :class:`SchemeNotAvailable`
     until their connectors are added here.
     """
     return {
         "coap+tcp": connect_tcp,
         "coaps+tcp": scheme_not_available("coaps+tcp", "TLS is not wired into the client"),
-        "coap+ws": scheme_not_available("coap+ws", "WebSockets are not wired into the client"),
+        "coap+ws": connect_ws,
         "coaps+ws": scheme_not_available(
             "coaps+ws", "WebSockets over TLS are not wired into the client"
         ),

@@ -682,6 +682,7 @@ def connectCoapWebSocket(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     timeout: float = 30.0,
     origin: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Deferred[CoapWebSocketClientProtocol]:
     """Open a CoAP-over-WebSockets connection to ``uri`` (RFC 8323 sections 4 and 8.3-8.4).
 
@@ -700,6 +701,7 @@ def connectCoapWebSocket(
         (the URI then only gives the Host header and the request path).
     :param timeout: bound, in seconds, on the TCP connect and on the opening handshake.
     :param origin: an Origin header to send (browsers send one; we do not by default).
+    :param limits: timeouts and bounds of the connection (:mod:`coaptcp.limits`).
 
     Fires with a :class:`CoapWebSocketClientProtocol` that has sent its CSM, so requests
     can go at once (section 3.3); fails with :class:`WebSocketConnectError` when the
@@ -728,6 +730,7 @@ def connectCoapWebSocket(
         origin=origin,
         reactor=reactor,
     )
+    factory.limits = limits
 
     connected: list[CoapWebSocketClientProtocol] = []
 

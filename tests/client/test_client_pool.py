@@ -443,9 +443,9 @@ def test_connect_options_reach_the_connector() -> None:
     assert network.attempts[0][0] is network.clock
 
 
-def test_tls_and_websocket_schemes_are_not_available_by_default() -> None:
+def test_tls_schemes_are_not_available_by_default() -> None:
     client = Client(MemoryNetwork().clock)
-    for uri in ("coaps+tcp://127.0.0.1/x", "coap+ws://127.0.0.1/x", "coaps+ws://h/x"):
+    for uri in ("coaps+tcp://127.0.0.1/x", "coaps+ws://h/x"):
         error = failure(result_of(client.request("GET", uri)), SchemeNotAvailable).value
         assert "not available yet" in str(error)
         assert uri.split(":")[0] in str(error)

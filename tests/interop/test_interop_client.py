@@ -27,6 +27,7 @@ from peers import (
     free_port,
     run,
     run_server,
+    twistd_path,
 )
 
 from coaptcp.core.codes import Code
@@ -259,7 +260,37 @@ def test_cli_refused_connection() -> None:
     )
 
 
-@pytest.mark.parametrize("scheme", ["coaps+tcp", "coap+ws", "coaps+ws"])
+@pytest.fixture(scope="module")
+def websocket_server() -> Iterator[RunningPeer]:
+    """``twistd coaptcp --ws`` (coap+ws) with the demo site."""
+    port = free_port()
+    argv = [twistd_path(), "--nodaemon", "--pidfile=", "coaptcp",
+            "--ws", f"tcp:{port}:interface=127.0.0.1"]
+    with run_server(argv, port) as peer:
+        yield peer
+
+
+def test_cli_over_websockets(websocket_server: RunningPeer) -> None:
+    uri = f"coap+ws://127.0.0.1:{websocket_server.port}/hello"
+    result = cli(uri)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"Hello, world!", b"")
+    result = cli(f"coap+ws://127.0.0.1:{websocket_server.port}/large")
+    assert result.stdout == LargeResource.body
+
+
+def test_cli_ping_over_websockets(websocket_server: RunningPeer) -> None:
+    result = cli("--ping", f"coap+ws://127.0.0.1:{websocket_server.port}")
+    assert result.returncode == 0
+    assert result.stdout.startswith(b"pong from coap+ws://127.0.0.1:")
+
+
+def test_cli_websocket_refused_connection() -> None:
+    result = cli(f"coap+ws://127.0.0.1:{free_port()}/hello")
+    assert result.returncode == 3
+    assert one_line(result).startswith("coaptcp-client: cannot connect to coap+ws://127.0.0.1:")
+
+
+@pytest.mark.parametrize("scheme", ["coaps+tcp", "coaps+ws"])
 def test_cli_schemes_not_available_yet(scheme: str) -> None:
     result = cli(f"{scheme}://127.0.0.1:{free_port()}/hello")
     assert result.returncode == 2
