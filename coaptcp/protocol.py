@@ -20,10 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .channel import Channel
 from .core.codes import Code
@@ -50,6 +51,7 @@ def _host_of(address: IAddress | None) -> str | None:
     return host if isinstance(host, str) else None
 
 
+@implementer(IHandshakeListener)
 class CoapProtocol(Protocol):
     """One CoAP-over-TCP connection (RFC 8323 section 3), either role.
 
@@ -86,6 +88,14 @@ class CoapProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.channel.data_received(data)
+
+    def handshakeCompleted(self) -> None:
+        """Twisted's TLS layer finished the handshake, before any application data: the
+        coaps+tcp transport (:mod:`coaptcp.tls`) checks ALPN and records the peer's
+        identity for ``request.tls`` (RFC 8323 sections 8.2 and 9)."""
+        completed = getattr(self.transport, "coapHandshakeCompleted", None)
+        if completed is not None:
+            completed(self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.factory.connections.discard(self)
