@@ -20,6 +20,13 @@ from twisted.python import usage
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from .protocol import CoapFactory
 from .resource import Resource, Site
+from .tlstap import (
+    TLS_OPT_FLAGS,
+    TLS_OPT_PARAMETERS,
+    add_tls_listeners,
+    check_tls_options,
+    tls_requested,
+)
 
 __all__ = ["DEFAULT_TCP_ENDPOINT", "CoapService", "Options", "load_resource", "makeService"]
 
@@ -70,7 +77,9 @@ class Options(usage.Options):
     longdesc = (
         "Serve CoAP over TCP (RFC 8323, draft-ietf-core-coap-tcp-tls) with a resource tree. "
         "With no --resource, a demo site is served: /hello, /info, /large, /store and "
-        "/.well-known/core. With no --tcp, it listens on tcp:5683."
+        "/.well-known/core. With no --tcp, it listens on tcp:5683 (unless TLS is "
+        "configured). --tls serves coaps+tcp (RFC 8323 section 9) with --certificate "
+        "and/or --psk-file; credentials without --tls listen on tcp:5684."
     )
 
     optParameters = [
@@ -88,6 +97,7 @@ class Options(usage.Options):
             "Largest message in bytes accepted from a peer, advertised in our CSM "
             "(RFC 8323 section 5.3.1).",
         ],
+        *TLS_OPT_PARAMETERS,
     ]
     optFlags = [
         [
@@ -96,16 +106,23 @@ class Options(usage.Options):
             "Accept peers whose first message is not a CSM (for peers such as "
             "Californium that send none). By default they are aborted.",
         ],
+        *TLS_OPT_FLAGS,
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["tcp"] = []
+        self["tls"] = []
 
     def opt_tcp(self, description: str) -> None:
         """Listen for CoAP over TCP on a Twisted endpoint description, e.g. tcp:5683 or
         tcp6:5683:interface=\\:\\:1 (repeatable; default tcp:5683)."""
         self["tcp"].append(description)
+
+    def opt_tls(self, description: str) -> None:
+        """Listen for CoAP over TLS (coaps+tcp) on a Twisted endpoint description, e.g.
+        tcp:5684 (repeatable; default tcp:5684 when --certificate or --psk-file is given)."""
+        self["tls"].append(description)
 
     def postOptions(self) -> None:
         try:
@@ -120,10 +137,11 @@ class Options(usage.Options):
                 f"{MAX_CONFIGURABLE_MESSAGE_SIZE}"
             )
         self["max-message-size"] = size
-        if not self["tcp"]:
+        if not self["tcp"] and not tls_requested(self):
             self["tcp"] = [DEFAULT_TCP_ENDPOINT]
         for description in self["tcp"]:
             _check_endpoint(description)
+        check_tls_options(self, _check_endpoint)
         if self["resource"] is not None:
             self["root"] = load_resource(self["resource"])
         else:
@@ -178,4 +196,5 @@ def makeService(options: Options | dict[str, Any]) -> CoapService:
         listener = StreamServerEndpointService(endpoint, factory)
         listener._raiseSynchronously = True
         listener.setServiceParent(service)
+    add_tls_listeners(service, factory, options, reactor)
     return service
