@@ -313,7 +313,8 @@ class ServerTLSSettings:
             context.load_client_ca(_readable(self.client_ca, "CA file"))
             context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
         context.set_cipher_list(":".join(ciphers).encode("ascii"))
-        context.set_tls13_ciphersuites(TLS13_CIPHERSUITES.encode("ascii"))
+        if hasattr(context, "set_tls13_ciphersuites"):  # pyOpenSSL 25.3 and later
+            context.set_tls13_ciphersuites(TLS13_CIPHERSUITES.encode("ascii"))
         context.set_alpn_select_callback(_select_coap)
         return context
 

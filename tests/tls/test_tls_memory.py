@@ -394,10 +394,14 @@ class AbortRecordingTransport(StringTransport):
             peerAddress=IPv4Address("TCP", "192.0.2.9", 50000),
         )
         self.aborted = False
+        self.no_delay: list[bool] = []
 
     def abortConnection(self) -> None:
         self.aborted = True
         self.disconnecting = True
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay.append(enabled)
 
 
 def server_on_string_transport(pki: PKI, clock: MemoryReactorClock, timeout: float = 10.0
@@ -424,6 +428,12 @@ def test_stalled_handshake_is_dropped_after_the_timeout(pki: PKI) -> None:
     assert any("did not finish within" in e.get("log_format", "") for e in events)
     protocol.connectionLost(Failure(ConnectionClosedError("gone")))
     assert [c for c in clock.getDelayedCalls() if c.active()] == []
+
+
+def test_tls_connections_disable_nagle(pki: PKI) -> None:
+    # Without TCP_NODELAY the server's post-handshake flight waits ~40 ms for a delayed ACK.
+    _, transport = server_on_string_transport(pki, MemoryReactorClock())
+    assert transport.no_delay == [True]
 
 
 def test_half_a_client_hello_then_silence_is_dropped(pki: PKI) -> None:
