@@ -502,6 +502,7 @@ def connectCoapTLS(
 
         reactor = global_reactor
     settings = settings if settings is not None else ClientTLSSettings()
+    host = host.strip("[]")  # an IPv6 literal as written in a URI
     coap_factory = CoapFactory(
         site, role=Role.INITIATOR, max_message_size=max_message_size, reactor=reactor
     )

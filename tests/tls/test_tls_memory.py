@@ -411,6 +411,7 @@ def server_on_string_transport(pki: PKI, clock: MemoryReactorClock, timeout: flo
         cert_server(pki, handshake_timeout=timeout),
         clock=clock,
     )
+    factory.doStart()
     protocol = factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 50000))
     transport = AbortRecordingTransport()
     protocol.makeConnection(transport)
@@ -453,12 +454,17 @@ def test_half_a_client_hello_then_silence_is_dropped(pki: PKI) -> None:
 def test_garbage_instead_of_a_client_hello_is_closed_at_once(pki: PKI) -> None:
     clock = MemoryReactorClock()
     protocol, transport = server_on_string_transport(pki, clock)
+    coap_factory = protocol.wrappedProtocol.factory
+    assert len(coap_factory.connections) == 1
     protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(range(256)))
     assert transport.disconnecting
     assert b"GET" not in transport.value()
     with capturedLogs() as events:
         protocol.connectionLost(Failure(ConnectionClosedError("closed")))
+    # Nothing lasting: no timer, no connection left in the factory or the TLS wrapper.
     assert [c for c in clock.getDelayedCalls() if c.active()] == []
+    assert coap_factory.connections == set()
+    assert not protocol.factory.protocols
     assert any("TLS handshake with" in e.get("log_format", "") for e in events)
 
 
