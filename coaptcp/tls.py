@@ -370,6 +370,13 @@ class CoapTLSTransport(BufferingTLSTransport):
         channel.tls = info
         if not self.factory.is_client and info.server_name:
             channel.default_host = info.server_name
+        if self.handshake_result is not None:
+            # Twisted sends what was written during the handshake (our CSM) only after this
+            # hook returns; fire on the next turn so that a request written from a callback
+            # cannot overtake the CSM (RFC 8323 section 5.3: the CSM comes first).
+            self.factory.clock.callLater(0, self._connected, protocol)
+
+    def _connected(self, protocol: CoapProtocol) -> None:
         result = self.handshake_result
         if result is not None and not result.called:
             result.callback(protocol)

@@ -524,6 +524,24 @@ def test_connect_coap_tls_through_endpoints(pki: PKI) -> None:
     assert b'"server_name":"localhost"' in responses[0].payload
 
 
+def test_request_sent_the_moment_the_handshake_fires_follows_our_csm(pki: PKI) -> None:
+    # Our CSM was queued before the handshake; a request written from the callback must
+    # not overtake it (the server aborts connections whose first message is not a CSM).
+    pair = connect_pair(cert_server(pki), trusting_client(pki))
+    responses: list[Any] = []
+    assert pair.client_tls.handshake_result is not None
+
+    def send(protocol: CoapProtocol) -> CoapProtocol:
+        protocol.request(Code.GET, Options.build(uri_path=["whoami"])).addBoth(responses.append)
+        return protocol
+
+    pair.client_tls.handshake_result.addCallback(send)
+    pair.pump.flush()
+    assert len(responses) == 1 and not isinstance(responses[0], Failure), responses
+    assert responses[0].code == Code.CONTENT
+    assert not pair.server_lost
+
+
 def test_connect_coap_tls_can_be_cancelled_during_the_handshake(pki: PKI) -> None:
     clock = MemoryReactorClock()
     results: list[Any] = []

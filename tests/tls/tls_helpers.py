@@ -224,7 +224,12 @@ def connect_pair(
 
     pair.server_coap.dataReceived = record  # type: ignore[method-assign]
     if isinstance(client_protocol, CoapTLSTransport) and client_protocol.handshake_result:
-        client_protocol.handshake_result.addBoth(pair.results.append)
+
+        def record(outcome: Any) -> Any:
+            pair.results.append(outcome)
+            return None if isinstance(outcome, Failure) else outcome  # failures: consumed
+
+        client_protocol.handshake_result.addBoth(record)
     return pair
 
 
