@@ -44,6 +44,8 @@ from .resource import Request, Response, Site
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IReactorTime
 
+    from .tlsinfo import TLSInfo
+
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_RELEASE_TIMEOUT",
@@ -121,6 +123,8 @@ class Channel(ObservationRegistry):
         self.peer = peer
         self.default_host = default_host
         self.secure = secure
+        #: Who the peer is on a TLS connection, set once the handshake is done (coaptcp.tls).
+        self.tls: TLSInfo | None = None
         self.close_timeout = close_timeout
         self.release_timeout = release_timeout
         self._write = write
@@ -539,6 +543,7 @@ class Channel(ObservationRegistry):
             peer=self.peer,
             default_host=self.default_host,
             secure=self.secure,
+            tls=self.tls,
             channel=self,
             message=message,
         )

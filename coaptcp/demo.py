@@ -58,6 +58,7 @@ class InfoResource(Resource):
                 "uptime_s": round(time.time() - self.started, 3),
                 "secure": request.secure,
                 "host": request.host,
+                "tls": request.tls.as_dict() if request.tls is not None else None,
             }
         )
 

@@ -21,10 +21,11 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from .channel import Channel
 from .core.codes import Code
@@ -52,6 +53,7 @@ def _host_of(address: IAddress | None) -> str | None:
     return host if isinstance(host, str) else None
 
 
+@implementer(IHandshakeListener)
 class CoapProtocol(Protocol):
     """One CoAP-over-TCP connection (RFC 8323 section 3), either role.
 
@@ -87,21 +89,29 @@ class CoapProtocol(Protocol):
         )
         refusal = factory.admit(self)
         # Flow control: when the transport's write buffer fills (a slow reader), we stop
-        # reading its requests and hold notifications until it drains.
+        # reading its requests and hold notifications until it drains.  Over TLS the
+        # handshake must be read first: Twisted's TLS layer pauses its producer while our
+        # CSM waits for the handshake, and pausing reads then would stall the handshake.
+        self._reading_pausable = not secure
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.channel.start()
         if refusal is not None:
             self.channel.abort(refusal)
 
+    _reading_pausable = True
+    _reading_paused = False
+
     def pauseProducing(self) -> None:
         """The peer reads too slowly: stop reading from it, hold notifications."""
         self.channel.pause()
-        if self.transport is not None:
+        if self.transport is not None and self._reading_pausable:
+            self._reading_paused = True
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resumeProducing(self) -> None:
         """The peer caught up: read again and send the latest notifications."""
-        if self.transport is not None:
+        if self.transport is not None and self._reading_paused:
+            self._reading_paused = False
             self.transport.resumeProducing()  # type: ignore[attr-defined]
         self.channel.resume()
 
@@ -110,6 +120,15 @@ class CoapProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.channel.data_received(data)
+
+    def handshakeCompleted(self) -> None:
+        """Twisted's TLS layer finished the handshake, before any application data: the
+        coaps+tcp transport (:mod:`coaptcp.tls`) checks ALPN and records the peer's
+        identity for ``request.tls`` (RFC 8323 sections 8.2 and 9)."""
+        self._reading_pausable = True  # the handshake is read: backpressure may apply
+        completed = getattr(self.transport, "coapHandshakeCompleted", None)
+        if completed is not None:
+            completed(self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.factory.discharge(self)

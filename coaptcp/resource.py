@@ -29,6 +29,8 @@ from .core.validation import PROXY_OPTIONS, unrecognized_critical_option
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress
 
+    from .tlsinfo import TLSInfo
+
 __all__ = [
     "UNDERSTOOD_OPTIONS",
     "CoapError",
@@ -150,6 +152,9 @@ class Request:
     :ivar host: Uri-Host, or the transport's default (the destination IP, the SNI name
         or the WebSocket Host header, RFC 8323 section 8).
     :ivar peer: the peer's address; :ivar secure: whether the connection uses TLS.
+    :ivar tls: on TLS, who the peer is (:class:`~coaptcp.tlsinfo.TLSInfo`: its certificate's
+        subject and SAN, or its PSK identity; the SNI name), for authorization
+        (RFC 8323 section 9); ``None`` otherwise.
     """
 
     def __init__(
@@ -162,6 +167,7 @@ class Request:
         peer: IAddress | None = None,
         default_host: str | None = None,
         secure: bool = False,
+        tls: TLSInfo | None = None,
         channel: object = None,
         message: Message | None = None,
     ) -> None:
@@ -172,6 +178,7 @@ class Request:
         self.payload = payload
         self.peer = peer
         self.secure = secure
+        self.tls = tls
         self.channel = channel
         self.path: tuple[str, ...] = options.uri_path
         self.query: tuple[str, ...] = options.uri_query

@@ -23,6 +23,13 @@ from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from .limits import DEFAULT_LIMITS, Limits
 from .protocol import CoapFactory
 from .resource import Resource, Site
+from .tlstap import (
+    TLS_OPT_FLAGS,
+    TLS_OPT_PARAMETERS,
+    add_tls_listeners,
+    check_tls_options,
+    tls_requested,
+)
 
 __all__ = ["DEFAULT_TCP_ENDPOINT", "CoapService", "Options", "load_resource", "makeService"]
 
@@ -133,7 +140,9 @@ class Options(usage.Options):
     longdesc = (
         "Serve CoAP over TCP (RFC 8323, draft-ietf-core-coap-tcp-tls) with a resource tree. "
         "With no --resource, a demo site is served: /hello, /info, /large, /store and "
-        "/.well-known/core. With no --tcp (and no --ws), it listens on tcp:5683."
+        "/.well-known/core. With no --tcp, --ws or TLS option, it listens on tcp:5683. "
+        "--tls serves coaps+tcp (RFC 8323 section 9) with --certificate and/or --psk-file; "
+        "credentials without --tls listen on tcp:5684."
     )
 
     optParameters = [
@@ -152,6 +161,7 @@ class Options(usage.Options):
             "(RFC 8323 section 5.3.1).",
         ],
         *LIMIT_PARAMETERS,
+        *TLS_OPT_PARAMETERS,
     ]
     optFlags = [
         [
@@ -160,12 +170,14 @@ class Options(usage.Options):
             "Accept peers whose first message is not a CSM (for peers such as "
             "Californium that send none). By default they are aborted.",
         ],
+        *TLS_OPT_FLAGS,
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["tcp"] = []
         self["ws"] = []
+        self["tls"] = []
 
     def opt_tcp(self, description: str) -> None:
         """Listen for CoAP over TCP on a Twisted endpoint description, e.g. tcp:5683 or
@@ -177,6 +189,11 @@ class Options(usage.Options):
         on a Twisted endpoint description: tcp:8080 for coap+ws, ssl:8443:privateKey=...
         for coaps+ws (repeatable)."""
         self["ws"].append(description)
+
+    def opt_tls(self, description: str) -> None:
+        """Listen for CoAP over TLS (coaps+tcp) on a Twisted endpoint description, e.g.
+        tcp:5684 (repeatable; default tcp:5684 when --certificate or --psk-file is given)."""
+        self["tls"].append(description)
 
     def postOptions(self) -> None:
         try:
@@ -199,10 +216,11 @@ class Options(usage.Options):
             if value < 0 or (kind is int and value < 1):
                 raise usage.UsageError(f"--{option} must be positive, not {self[option]!r}")
         self["limits"] = limits_from_options(self)
-        if not self["tcp"] and not self["ws"]:
+        if not self["tcp"] and not self["ws"] and not tls_requested(self):
             self["tcp"] = [DEFAULT_TCP_ENDPOINT]
         for description in [*self["tcp"], *self["ws"]]:
             _check_endpoint(description)
+        check_tls_options(self, _check_endpoint)
         if self["resource"] is not None:
             self["root"] = load_resource(self["resource"])
         else:
@@ -269,4 +287,5 @@ def makeService(options: Options | dict[str, Any]) -> CoapService:
             require_csm=not options.get("lenient-csm"),
             limits=factory.limits,
         )
+    add_tls_listeners(service, factory, options, reactor)
     return service

@@ -45,17 +45,15 @@ class Message:
 
     def replace(self, **changes: Any) -> Message:
         """A copy with some fields changed (``code``, ``token``, ``options``, ``payload``)."""
-        fields = {
-            "code": self.code,
-            "token": self.token,
-            "options": self.options,
-            "payload": self.payload,
-        }
-        unknown = set(changes) - set(fields)
+        unknown = set(changes) - {"code", "token", "options", "payload"}
         if unknown:
             raise TypeError(f"Message has no field {sorted(unknown)[0]!r}")
-        fields.update(changes)
-        return Message(**fields)
+        return Message(
+            changes.get("code", self.code),
+            changes.get("token", self.token),
+            changes.get("options", self.options),
+            changes.get("payload", self.payload),
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
