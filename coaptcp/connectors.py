@@ -27,6 +27,8 @@ The contract a connector must satisfy:
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -179,9 +181,7 @@ class ClientConnection(Protocol):
 Connector = Callable[[Any, str, int, ConnectOptions], "Deferred[Any]"]
 
 
-def connect_tcp(
-    reactor: Any, host: str, port: int, options: ConnectOptions
-) -> Deferred[Any]:
+def connect_tcp(reactor: Any, host: str, port: int, options: ConnectOptions) -> Deferred[Any]:
     """The ``coap+tcp`` connector: CoAP over plain TCP (RFC 8323 section 3).
 
     Uses :class:`~twisted.internet.endpoints.HostnameEndpoint`, so names resolve to IPv4
@@ -225,6 +225,101 @@ def connect_ws(reactor: Any, host: str, port: int, options: ConnectOptions) -> D
     return connected
 
 
+@functools.lru_cache(maxsize=32)
+def _tls_settings(tls: TlsOptions) -> Any:
+    """One :class:`~coaptcp.tlsconfig.ClientTLSSettings` per TLS configuration: its
+    OpenSSL context is built once and reused by every connection."""
+    from .tlsconfig import ClientTLSSettings
+
+    psk = (tls.psk_identity, tls.psk_key) if tls.psk_identity is not None else None
+    return ClientTLSSettings(
+        ca_file=tls.cafile,
+        certificate=tls.certfile,
+        private_key=tls.keyfile,
+        psk=psk,  # type: ignore[arg-type]
+        insecure=tls.insecure,
+    )
+
+
+def connect_tls(reactor: Any, host: str, port: int, options: ConnectOptions) -> Deferred[Any]:
+    """The ``coaps+tcp`` connector: CoAP over TLS (RFC 8323 sections 8.2 and 9).
+
+    Verifies the server's certificate and name (or uses the PSK), sends SNI, offers ALPN
+    "coap" and insists on it on ports other than 5684; see :mod:`coaptcp.tls`.
+    """
+    from .limits import CLIENT_LIMITS
+    from .tls import connectCoapTLS
+
+    try:
+        settings = _tls_settings(options.tls)
+    except Exception as error:  # a bad file or combination: fail this attempt clearly
+        return fail(error)
+    connected: Deferred[Any] = connectCoapTLS(
+        reactor,
+        host,
+        port,
+        settings,
+        max_message_size=options.max_message_size,
+        connect_timeout=options.connect_timeout,
+        limits=CLIENT_LIMITS,
+    )
+    return connected
+
+
+def _websocket_tls_options(host: str, tls: TlsOptions) -> Any:
+    """Client TLS options for coaps+ws: certificate and name checks, a client
+    certificate if given.  PSK has no place here (browsers and WebSocket servers use
+    certificates), so asking for it is an error."""
+    from twisted.internet import ssl
+
+    if tls.psk_identity is not None:
+        raise ValueError("pre-shared keys are not supported for coaps+ws; use coaps+tcp")
+    if tls.insecure:
+        from .tls import InsecureTLSWarning
+
+        warnings.warn(
+            f"coaps+ws to {host}: the server's certificate is NOT verified (insecure)",
+            InsecureTLSWarning,
+            stacklevel=2,
+        )
+        return ssl.CertificateOptions()
+    trust_root = None
+    if tls.cafile is not None:
+        with open(tls.cafile, "rb") as pem:
+            trust_root = ssl.Certificate.loadPEM(pem.read())
+    client_certificate = None
+    if tls.certfile is not None:
+        with open(tls.certfile, "rb") as pem:
+            chain = pem.read()
+        key = chain
+        if tls.keyfile is not None:
+            with open(tls.keyfile, "rb") as pem:
+                key = pem.read()
+        client_certificate = ssl.PrivateCertificate.loadPEM(chain + b"\n" + key)
+    return ssl.optionsForClientTLS(host, trustRoot=trust_root, clientCertificate=client_certificate)
+
+
+def connect_wss(reactor: Any, host: str, port: int, options: ConnectOptions) -> Deferred[Any]:
+    """The ``coaps+ws`` connector: CoAP over WebSockets over TLS (RFC 8323 section 4)."""
+    from .limits import CLIENT_LIMITS
+    from .uri import websocket_url
+    from .websocket import connectCoapWebSocket
+
+    try:
+        tls_options = _websocket_tls_options(host, options.tls)
+    except Exception as error:
+        return fail(error)
+    connected: Deferred[Any] = connectCoapWebSocket(
+        reactor,
+        websocket_url("coaps+ws", host, port),
+        tls_options=tls_options,
+        max_message_size=options.max_message_size,
+        timeout=options.connect_timeout,
+        limits=CLIENT_LIMITS,
+    )
+    return connected
+
+
 def scheme_not_available(scheme: str, reason: str) -> Connector:
     """A placeholder connector for a scheme whose transport is not wired in yet."""
 
@@ -237,14 +332,11 @@ def scheme_not_available(scheme: str, reason: str) -> Connector:
 def default_connectors() -> Mapping[str, Connector]:
     """The connector for each scheme in this build.
 
-    ``coap+tcp`` and ``coap+ws`` work; the TLS schemes answer :class:`SchemeNotAvailable`
-    until their connectors are added here.
+    All four schemes of RFC 8323 section 8.
     """
     return {
         "coap+tcp": connect_tcp,
-        "coaps+tcp": scheme_not_available("coaps+tcp", "TLS is not wired into the client"),
+        "coaps+tcp": connect_tls,
         "coap+ws": connect_ws,
-        "coaps+ws": scheme_not_available(
-            "coaps+ws", "WebSockets over TLS are not wired into the client"
-        ),
+        "coaps+ws": connect_wss,
     }

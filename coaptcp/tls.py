@@ -51,6 +51,7 @@ from zope.interface import implementer
 
 from . import psk
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
+from .limits import DEFAULT_LIMITS, Limits
 from .protocol import CoapFactory, CoapProtocol
 from .resource import Resource, Site
 from .tlsconfig import (
@@ -361,8 +362,9 @@ class CoapTLSTransport(BufferingTLSTransport):
         try:
             info = self.factory.policy.check(self, self.getHandle())
         except TLSFailure as error:
-            log.info("Closing TLS connection with {peer}: {error}", peer=self.getPeer(),
-                     error=str(error))
+            log.info(
+                "Closing TLS connection with {peer}: {error}", peer=self.getPeer(), error=str(error)
+            )
             self.failVerification(Failure(error))
             return
         self.tls_info = info
@@ -488,6 +490,7 @@ def connectCoapTLS(
     site: Site | Resource | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Deferred[CoapProtocol]:
     """Open a coaps+tcp connection (RFC 8323 section 8.2) and fire with its protocol.
 
@@ -511,7 +514,11 @@ def connectCoapTLS(
     settings = settings if settings is not None else ClientTLSSettings()
     host = host.strip("[]")  # an IPv6 literal as written in a URI
     coap_factory = CoapFactory(
-        site, role=Role.INITIATOR, max_message_size=max_message_size, reactor=reactor
+        site,
+        role=Role.INITIATOR,
+        max_message_size=max_message_size,
+        reactor=reactor,
+        limits=limits,
     )
     factory = coapTLSClientFactory(coap_factory, settings, host, port, clock=reactor)
     if endpoint is None:

@@ -226,12 +226,17 @@ def test_timeout_is_exit_3() -> None:
 
 
 def test_scheme_not_available_is_a_usage_error() -> None:
+    # A build (or an application) may leave a scheme out of its connectors.
+    from coaptcp.connectors import scheme_not_available
+
     network = MemoryNetwork()
-    client = Client(network.clock)
+    client = Client(network.clock, connectors={
+        "coaps+tcp": scheme_not_available("coaps+tcp", "TLS is left out of this build"),
+    })
     code, _, err = cli_run(network, ["coaps+tcp://127.0.0.1/x"], client=client)
     assert code == EXIT_USAGE
     assert err == ("coaptcp-client: error: coaps+tcp:// is not available yet in coaptcp's "
-                   "client: TLS is not wired into the client\n")
+                   "client: TLS is left out of this build\n")
 
 
 def test_lost_connection_is_exit_3() -> None:

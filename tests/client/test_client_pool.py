@@ -443,8 +443,24 @@ def test_connect_options_reach_the_connector() -> None:
     assert network.attempts[0][0] is network.clock
 
 
-def test_tls_schemes_are_not_available_by_default() -> None:
-    client = Client(MemoryNetwork().clock)
+def test_every_rfc8323_scheme_has_a_real_connector_by_default() -> None:
+    from coaptcp import connectors
+
+    assert dict(connectors.default_connectors()) == {
+        "coap+tcp": connectors.connect_tcp,
+        "coaps+tcp": connectors.connect_tls,
+        "coap+ws": connectors.connect_ws,
+        "coaps+ws": connectors.connect_wss,
+    }
+
+
+def test_a_scheme_left_out_fails_clearly_and_is_not_pooled() -> None:
+    from coaptcp.connectors import scheme_not_available
+
+    client = Client(MemoryNetwork().clock, connectors={
+        "coaps+tcp": scheme_not_available("coaps+tcp", "not in this build"),
+        "coaps+ws": scheme_not_available("coaps+ws", "not in this build"),
+    })
     for uri in ("coaps+tcp://127.0.0.1/x", "coaps+ws://h/x"):
         error = failure(result_of(client.request("GET", uri)), SchemeNotAvailable).value
         assert "not available yet" in str(error)

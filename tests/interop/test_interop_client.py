@@ -290,20 +290,76 @@ def test_cli_websocket_refused_connection() -> None:
     assert one_line(result).startswith("coaptcp-client: cannot connect to coap+ws://127.0.0.1:")
 
 
-@pytest.mark.parametrize("scheme", ["coaps+tcp", "coaps+ws"])
-def test_cli_schemes_not_available_yet(scheme: str) -> None:
-    result = cli(f"{scheme}://127.0.0.1:{free_port()}/hello")
-    assert result.returncode == 2
-    assert one_line(result).startswith(f"coaptcp-client: error: {scheme}:// is not available yet")
+@pytest.fixture(scope="module")
+def tls_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Throwaway certificates (coaptcp.testcerts) and a PSK file."""
+    from coaptcp.testcerts import write_test_setup
+
+    directory = tmp_path_factory.mktemp("tls")
+    paths = write_test_setup(directory)
+    paths["psk"] = directory / "keys.txt"
+    paths["psk"].write_text("gateway text:battery staple\n")
+    return paths
 
 
-def test_cli_tls_options_are_accepted_for_coaps(tmp_path: Path) -> None:
-    pem = tmp_path / "ca.pem"
-    pem.write_text("placeholder")
-    result = cli("--cafile", str(pem), "--psk-identity", "id", "--psk-key", "k",
-                 f"coaps+tcp://127.0.0.1:{free_port()}/")
-    assert result.returncode == 2
-    assert "coaps+tcp:// is not available yet" in one_line(result)
+@pytest.fixture(scope="module")
+def tls_server(tls_setup: dict[str, Path]) -> Iterator[RunningPeer]:
+    """``twistd coaptcp`` serving coaps+tcp with a certificate and a PSK, and coaps+ws."""
+    port, ws_port = free_port(), free_port()
+    argv = [twistd_path(), "--nodaemon", "--pidfile=", "coaptcp",
+            "--tls", f"tcp:{port}:interface=127.0.0.1",
+            "--certificate", str(tls_setup["server"]),
+            "--private-key", str(tls_setup["server_key"]),
+            "--psk-file", str(tls_setup["psk"]),
+            "--ws", (f"ssl:{ws_port}:interface=127.0.0.1:privateKey={tls_setup['server_key']}"
+                     f":certKey={tls_setup['server']}")]
+    with run_server(argv, port) as peer:
+        peer.extra = {"ws_port": ws_port}  # type: ignore[attr-defined]
+        yield peer
+
+
+def test_cli_coaps_tcp_with_a_certificate(tls_server: RunningPeer,
+                                          tls_setup: dict[str, Path]) -> None:
+    result = cli("--cafile", str(tls_setup["ca"]),
+                 f"coaps+tcp://localhost:{tls_server.port}/hello")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"Hello, world!", b"")
+
+
+def test_cli_coaps_tcp_with_a_psk(tls_server: RunningPeer) -> None:
+    result = cli("--psk-identity", "gateway", "--psk-key", "battery staple",
+                 f"coaps+tcp://127.0.0.1:{tls_server.port}/info")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["secure"] is True
+
+
+def test_cli_coaps_tcp_untrusted_server_fails_clearly(tls_server: RunningPeer) -> None:
+    # No --cafile: the system trust store does not know our throwaway CA.
+    result = cli(f"coaps+tcp://localhost:{tls_server.port}/hello")
+    assert result.returncode == 3
+    assert result.stdout == b""
+    assert "certificate" in one_line(result)
+
+
+def test_cli_coaps_tcp_wrong_psk_fails_clearly(tls_server: RunningPeer) -> None:
+    result = cli("--psk-identity", "gateway", "--psk-key", "wrong key",
+                 f"coaps+tcp://127.0.0.1:{tls_server.port}/hello")
+    assert result.returncode == 3
+    assert one_line(result).startswith("coaptcp-client: cannot connect to coaps+tcp://")
+
+
+def test_cli_coaps_ws_with_a_certificate(tls_server: RunningPeer,
+                                         tls_setup: dict[str, Path]) -> None:
+    ws_port = tls_server.extra["ws_port"]  # type: ignore[attr-defined]
+    result = cli("--cafile", str(tls_setup["ca"]), f"coaps+ws://localhost:{ws_port}/hello")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"Hello, world!", b"")
+
+
+def test_cli_coaps_ws_rejects_psk_clearly(tls_server: RunningPeer) -> None:
+    ws_port = tls_server.extra["ws_port"]  # type: ignore[attr-defined]
+    result = cli("--psk-identity", "gateway", "--psk-key", "battery staple",
+                 f"coaps+ws://localhost:{ws_port}/hello")
+    assert result.returncode == 3
+    assert "pre-shared keys are not supported for coaps+ws" in one_line(result)
 
 
 def test_cli_observe_is_a_clear_usage_error() -> None:
