@@ -554,11 +554,15 @@ class Channel(ObservationRegistry):
         if self.site is None:
             self._respond(message, NO_SERVER_RESPONSE)
             return
-        answer, complete = self.blockwise.receive_request(message, self._reactor.seconds())
-        if answer is not None:
-            self._send_response_message(message, answer)
-            return
-        assert complete is not None
+        items = message.options.items
+        if items and items[-1][0] >= OptionNumber.BLOCK2:  # Block1, Size1 may be there
+            answer, complete = self.blockwise.receive_request(message, self._reactor.seconds())
+            if answer is not None:
+                self._send_response_message(message, answer)
+                return
+            assert complete is not None
+        else:
+            complete = message
         try:
             request = self.make_request(complete)
         except UnicodeDecodeError as error:
@@ -626,8 +630,10 @@ class Channel(ObservationRegistry):
         connection = self.connection
         if connection.state is State.CLOSED:
             return  # aborted (by us or a resource) before this answer was ready
-        options = request.options
-        if not (options and (OptionNumber.BLOCK1 in options or OptionNumber.BLOCK2 in options)):
+        items = request.options.items
+        if not (items and items[-1][0] >= OptionNumber.BLOCK2) or not (
+            OptionNumber.BLOCK1 in request.options or OptionNumber.BLOCK2 in request.options
+        ):
             # The common case: no block-wise exchange asked for; send it whole if it fits.
             try:
                 connection.send(message)

@@ -84,6 +84,13 @@ _METHOD_NAMES: Mapping[Code, str] = {
 }
 
 
+#: Option lists holding only a Content-Format, for the formats used most.
+_CONTENT_FORMAT_ONLY: dict[int, Options] = {
+    number: EMPTY_OPTIONS.replace(OptionNumber.CONTENT_FORMAT, number)
+    for number in (TEXT_PLAIN, 40, 42, APPLICATION_JSON, 60)
+}
+
+
 class Response:
     """A CoAP response: a code, options and a payload (RFC 7252 section 5.9).
 
@@ -100,10 +107,13 @@ class Response:
         content_format: int | None = None,
         options: Options = EMPTY_OPTIONS,
     ) -> None:
-        self.code = Code(code)
+        self.code = code if type(code) is Code else Code(code)
         self.payload = payload
         if content_format is not None:
-            options = options.replace(OptionNumber.CONTENT_FORMAT, content_format)
+            if options is EMPTY_OPTIONS and content_format in _CONTENT_FORMAT_ONLY:
+                options = _CONTENT_FORMAT_ONLY[content_format]  # the common case, prebuilt
+            else:
+                options = options.replace(OptionNumber.CONTENT_FORMAT, content_format)
         self.options = options
 
     @classmethod
@@ -140,6 +150,9 @@ class CoapError(Exception):
     def response(self) -> Response:
         """The error response this exception stands for."""
         return Response(self.code, self.diagnostic.encode("utf-8"))
+
+
+_URI_HOST, _URI_PATH, _URI_QUERY = 3, 11, 15
 
 
 class Request:
@@ -180,11 +193,21 @@ class Request:
         self.secure = secure
         self.tls = tls
         self.channel = channel
-        self.path: tuple[str, ...] = options.uri_path
-        self.query: tuple[str, ...] = options.uri_query
-        self.host = options.uri_host or default_host
+        path: list[str] = []
+        query: list[str] = []
+        host = None
+        for number, value in options.items:  # one pass over the options
+            if number == _URI_PATH:
+                path.append(value.decode("utf-8"))
+            elif number == _URI_QUERY:
+                query.append(value.decode("utf-8"))
+            elif number == _URI_HOST and host is None:
+                host = value.decode("utf-8")
+        self.path: tuple[str, ...] = tuple(path)
+        self.query: tuple[str, ...] = tuple(query)
+        self.host = host or default_host
         self.prepath: list[str] = []
-        self.postpath: list[str] = list(self.path)
+        self.postpath: list[str] = path
 
     @property
     def content_format(self) -> int | None:
@@ -345,9 +368,13 @@ class Site:
             problem = unrecognized_critical_option(request.options, UNDERSTOOD_OPTIONS)
             if problem is not None:
                 return Response(Code.BAD_OPTION, problem[1].encode("utf-8"))
-            for number in PROXY_OPTIONS:
-                if number in request.options:
-                    return Response(Code.PROXYING_NOT_SUPPORTED, b"this server is not a proxy")
+            items = request.options.items
+            if items and items[-1][0] >= OptionNumber.PROXY_URI:
+                for number in PROXY_OPTIONS:
+                    if number in request.options:
+                        return Response(
+                            Code.PROXYING_NOT_SUPPORTED, b"this server is not a proxy"
+                        )
             resource = self.resolve(request)
         except CoapError as error:
             return error.response()

@@ -255,20 +255,21 @@ class Options:
     return a new instance.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("items",)
 
-    _items: tuple[tuple[int, bytes], ...]
+    #: All (number, raw value) pairs, sorted by number (read-only by convention).
+    items: tuple[tuple[int, bytes], ...]
 
     def __init__(self, items: Iterable[tuple[int, OptionValue]] = ()) -> None:
         pairs = [(int(number), _encode_value(value)) for number, value in items]
         pairs.sort(key=_number_of)
-        self._items = tuple(pairs)
+        self.items = tuple(pairs)
 
     @classmethod
     def _from_sorted(cls, items: tuple[tuple[int, bytes], ...]) -> Options:
         """Wrap pairs already sorted by number, already bytes (the decoder's fast path)."""
         instance = object.__new__(cls)
-        instance._items = items
+        instance.items = items
         return instance
 
     @classmethod
@@ -311,51 +312,46 @@ class Options:
     # -- sequence behaviour ---------------------------------------------------------------
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        return iter(self._items)
+        return iter(self.items)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return bool(self.items)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Options):
-            return self._items == other._items
+            return self.items == other.items
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(self._items)
+        return hash(self.items)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{_option_name(n)}={v!r}" for n, v in self._items)
+        shown = ", ".join(f"{_option_name(n)}={v!r}" for n, v in self.items)
         return f"Options({shown})"
-
-    @property
-    def items(self) -> tuple[tuple[int, bytes], ...]:
-        """All (number, raw value) pairs, sorted by number."""
-        return self._items
 
     # -- access ---------------------------------------------------------------------------
 
     def numbers(self) -> list[int]:
         """The distinct option numbers present, in order."""
         seen: list[int] = []
-        for number, _ in self._items:
+        for number, _ in self.items:
             if not seen or seen[-1] != number:
                 seen.append(number)
         return seen
 
     def __contains__(self, number: object) -> bool:
-        return any(n == number for n, _ in self._items)
+        return any(n == number for n, _ in self.items)
 
     def get_all(self, number: int) -> tuple[bytes, ...]:
         """Every raw value of option ``number``, in order."""
-        return tuple(value for n, value in self._items if n == number)
+        return tuple(value for n, value in self.items if n == number)
 
     def get(self, number: int) -> bytes | None:
         """The first raw value of option ``number``, or ``None``."""
-        for n, value in self._items:
+        for n, value in self.items:
             if n == number:
                 return value
             if n > number:
@@ -376,11 +372,11 @@ class Options:
 
     def add(self, number: int, value: OptionValue) -> Options:
         """A copy with one more option (after existing ones of the same number)."""
-        return Options((*self._items, (number, value)))
+        return Options((*self.items, (number, value)))
 
     def replace(self, number: int, *values: OptionValue) -> Options:
         """A copy in which option ``number`` has exactly ``values`` (none removes it)."""
-        items = self._items
+        items = self.items
         before = tuple(pair for pair in items if pair[0] < number)
         after = tuple(pair for pair in items if pair[0] > number)
         middle = tuple((number, _encode_value(value)) for value in values)
