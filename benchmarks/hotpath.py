@@ -74,7 +74,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--server-only", action="store_true", help="run only the server benchmark, print nothing"
+    )
     args = parser.parse_args()
+    if args.server_only:  # for instruction counting: valgrind --tool=callgrind ...
+        bench_server(args.requests)
+        return
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(bench_server, args.requests)

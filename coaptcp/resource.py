@@ -91,6 +91,11 @@ _CONTENT_FORMAT_ONLY: dict[int, Options] = {
 }
 
 
+_RENDER_ATTRIBUTES: Mapping[Code, str] = {
+    code: f"render_{name}" for code, name in _METHOD_NAMES.items()
+}
+
+
 class Response:
     """A CoAP response: a code, options and a payload (RFC 7252 section 5.9).
 
@@ -284,8 +289,8 @@ class Resource:
 
     def render(self, request: Request) -> RenderResult:
         """Dispatch to ``render_<METHOD>``; a missing one is 4.05 (RFC 7252 section 5.9.2.6)."""
-        name = _METHOD_NAMES.get(request.method)
-        handler = getattr(self, f"render_{name}", None) if name else None
+        attribute = _RENDER_ATTRIBUTES.get(request.method)
+        handler = getattr(self, attribute, None) if attribute else None
         if handler is None:
             allowed = ", ".join(self.allowed_methods()) or "none"
             raise CoapError(

@@ -197,10 +197,10 @@ class Connection:
             raise LocalProtocolError("the connection is closed")
         if not self._started:
             raise LocalProtocolError("call start() first: the CSM must be the first message")
-        code = message.code
-        if code.is_signaling:
+        code = int(message.code)
+        if code >= 0xE0:  # class 7: signaling
             raise LocalProtocolError("use the send_* methods for signaling messages")
-        if code.is_request and self.release_sent:
+        if code < 0x20 and self.release_sent:  # a request
             raise LocalProtocolError("no new requests after sending Release")
         frame = self._encode(message)
         if len(frame) > self.peer.max_message_size:
@@ -285,7 +285,8 @@ class Connection:
         decoder.feed(data)
         events: list[Event] = []
         try:
-            while not self.closed:
+            closed = State.CLOSED
+            while self.state is not closed:
                 message = decoder.next_message()
                 if message is None:
                     break
@@ -318,6 +319,9 @@ class Connection:
 
     def _handle(self, message: Message, events: list[Event]) -> None:
         code = message.code
+        if 0 < code < 0x20 and self.state is not State.AWAITING_CSM:
+            events.append(RequestReceived(message))  # the common case, first
+            return
         if code == Code.EMPTY:
             return  # always allowed, always ignored (RFC 8323 section 3.4)
         if self.state is State.AWAITING_CSM:

@@ -94,8 +94,14 @@ def _check_token(token: bytes) -> int:
 
 def encode_frame(message: Message) -> bytes:
     """Serialize a message for a TCP or TLS byte stream (RFC 8323 section 3.2)."""
-    tkl = _check_token(message.token)
-    body = _body(message)
+    token = message.token
+    tkl = len(token)
+    if tkl > MAX_TOKEN_LENGTH:
+        _check_token(token)
+    items = message.options.items
+    options = encode_options(items) if items else b""
+    payload = message.payload
+    body = options + b"\xff" + payload if payload else options
     length = len(body)
     code = int(message.code)
     if length < _EXT13:
@@ -108,7 +114,7 @@ def encode_frame(message: Message) -> bytes:
         header = bytes((0xF0 | tkl,)) + (length - _EXT15).to_bytes(4, "big") + bytes((code,))
     else:
         raise LocalProtocolError(f"message body of {length} bytes cannot be framed")
-    return b"".join((header, message.token, body))
+    return header + token + body
 
 
 def encode_ws_frame(message: Message) -> bytes:
