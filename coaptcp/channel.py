@@ -749,3 +749,34 @@ class Channel(ObservationRegistry):
         for observation in list(self._observations.values()):
             if observation.stale:
                 self.notify(observation)
+
+
+class ChannelOwner:
+    """The application's side of a connection, for protocols that own a :class:`Channel`
+    (``CoapProtocol`` over TCP and TLS, the WebSocket protocols): requests, Ping,
+    Release and Abort, each delegated to the channel."""
+
+    channel: Channel
+
+    def request(
+        self,
+        method: Code,
+        options: Options = EMPTY_OPTIONS,
+        payload: bytes = b"",
+        *,
+        timeout: float | None = None,
+    ) -> Deferred[Response]:
+        """Send a request on this connection; see :meth:`Channel.request`."""
+        return self.channel.request(method, options, payload, timeout=timeout)
+
+    def ping(self, *, timeout: float | None = None) -> Deferred[float]:
+        """Send a CoAP Ping; fires with the round-trip time (RFC 8323 section 5.4)."""
+        return self.channel.ping(timeout=timeout)
+
+    def release(self, diagnostic: str = "") -> Deferred[None]:
+        """Release the connection in an orderly way (RFC 8323 section 5.5)."""
+        return self.channel.release(diagnostic)
+
+    def abort(self, diagnostic: str) -> None:
+        """Abort the connection (RFC 8323 section 5.6)."""
+        self.channel.abort(diagnostic)

@@ -27,12 +27,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .channel import Channel
-from .core.codes import Code
+from .channel import Channel, ChannelOwner
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
-from .core.options import EMPTY_OPTIONS, Options
 from .limits import DEFAULT_LIMITS, Limits
-from .resource import Resource, Response, Site
+from .resource import Resource, Site
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
@@ -54,7 +52,7 @@ def _host_of(address: IAddress | None) -> str | None:
 
 
 @implementer(IHandshakeListener)
-class CoapProtocol(Protocol):
+class CoapProtocol(ChannelOwner, Protocol):
     """One CoAP-over-TCP connection (RFC 8323 section 3), either role.
 
     The protocol sends its CSM as soon as it is connected.  Use :meth:`request`,
@@ -135,30 +133,6 @@ class CoapProtocol(Protocol):
         if hasattr(self, "channel"):
             self.channel.connection_lost(reason)
 
-    # -- the application's side -----------------------------------------------------------
-
-    def request(
-        self,
-        method: Code,
-        options: Options = EMPTY_OPTIONS,
-        payload: bytes = b"",
-        *,
-        timeout: float | None = None,
-    ) -> Deferred[Response]:
-        """Send a request on this connection; see :meth:`Channel.request`."""
-        return self.channel.request(method, options, payload, timeout=timeout)
-
-    def ping(self, *, timeout: float | None = None) -> Deferred[float]:
-        """Ping the peer; fires with the round-trip time (RFC 8323 section 5.4)."""
-        return self.channel.ping(timeout=timeout)
-
-    def release(self, diagnostic: str = "") -> Deferred[None]:
-        """Release the connection in an orderly way (RFC 8323 section 5.5)."""
-        return self.channel.release(diagnostic)
-
-    def abort(self, diagnostic: str) -> None:
-        """Abort the connection (RFC 8323 section 5.6)."""
-        self.channel.abort(diagnostic)
 
 
 class CoapFactory(Factory):

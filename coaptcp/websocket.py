@@ -59,13 +59,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource as WebResource
 
-from .channel import DEFAULT_CLOSE_TIMEOUT, Channel
-from .core.codes import Code
+from .channel import DEFAULT_CLOSE_TIMEOUT, Channel, ChannelOwner
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .core.events import ConnectionAborted
-from .core.options import EMPTY_OPTIONS, Options
 from .limits import DEFAULT_LIMITS, Limits
-from .resource import Resource, Response, Site
+from .resource import Resource, Site
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
@@ -152,7 +150,7 @@ class WebSocketChannel(Channel):
         super().abort(diagnostic)
 
 
-class CoapWebSocketMixin:
+class CoapWebSocketMixin(ChannelOwner):
     """What the server and client protocols share: one :class:`Channel` per WebSocket.
 
     Mixed into autobahn's Twisted protocols (it relies on their ``sendMessage``,
@@ -297,30 +295,6 @@ class CoapWebSocketMixin:
             failure = Failure(ConnectionLost(reason or "WebSocket connection lost"))
         channel.connection_lost(failure)
 
-    # -- the application's side (as on CoapProtocol) -------------------------------------
-
-    def request(
-        self,
-        method: Code,
-        options: Options = EMPTY_OPTIONS,
-        payload: bytes = b"",
-        *,
-        timeout: float | None = None,
-    ) -> Deferred[Response]:
-        """Send a request on this connection; see :meth:`Channel.request`."""
-        return self.channel.request(method, options, payload, timeout=timeout)
-
-    def ping(self, *, timeout: float | None = None) -> Deferred[float]:
-        """Send a CoAP Ping (not a WebSocket Ping); fires with the round-trip time."""
-        return self.channel.ping(timeout=timeout)
-
-    def release(self, diagnostic: str = "") -> Deferred[None]:
-        """Release the connection in an orderly way (RFC 8323 section 5.5)."""
-        return self.channel.release(diagnostic)
-
-    def abort(self, diagnostic: str) -> None:
-        """Abort the connection (RFC 8323 section 5.6)."""
-        self.channel.abort(diagnostic)
 
 
 def _apply_coap_options(factory: Any, close_timeout: float) -> None:

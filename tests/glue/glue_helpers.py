@@ -15,7 +15,9 @@ from coaptcp.core.connection import Role
 from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
+from coaptcp.demo import make_demo_site
 from coaptcp.protocol import CoapFactory, CoapProtocol
+from coaptcp.resource import Request, Resource, Response, Site
 
 PEER_ADDRESS = IPv4Address("TCP", "192.0.2.7", 40000)
 HOST_ADDRESS = IPv4Address("TCP", "198.51.100.1", 5683)
@@ -153,3 +155,24 @@ class Harness:
 
     def lose(self, reason: Failure | None = None) -> None:
         self.protocol.connectionLost(reason or Failure(ConnectionDone()))
+
+
+class Slow(Resource):
+    """GET returns a Deferred the test fires later (``waiting`` holds them in order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[Deferred[Response]] = []
+
+    def render_GET(self, request: Request) -> Deferred[Response]:
+        d: Deferred[Response] = Deferred()
+        self.waiting.append(d)
+        return d
+
+
+def slow_site() -> tuple[Site, Slow]:
+    """The demo site with a :class:`Slow` resource at ``/slow``."""
+    root = make_demo_site()
+    slow = Slow()
+    root.putChild("slow", slow)
+    return Site(root), slow

@@ -5,9 +5,16 @@ All timers run on a MemoryReactorClock: no real time passes.
 
 from __future__ import annotations
 
-from glue_helpers import Harness, RecordingTransport, decode_all, failure, get, result_of
+from glue_helpers import (
+    Harness,
+    RecordingTransport,
+    decode_all,
+    failure,
+    get,
+    result_of,
+    slow_site,
+)
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 
@@ -19,26 +26,7 @@ from coaptcp.core.options import Options
 from coaptcp.demo import make_demo_site
 from coaptcp.limits import Limits
 from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Request, Resource, Response, Site
-
-
-class Slow(Resource):
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[Deferred[Response]] = []
-
-    def render_GET(self, request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        self.waiting.append(d)
-        return d
-
-
-def slow_site() -> tuple[Site, Slow]:
-    root = make_demo_site()
-    slow = Slow()
-    root.putChild("slow", slow)
-    return Site(root), slow
-
+from coaptcp.resource import Response, Site
 
 # -- CSM timeout (RFC 8323 section 3.3) ------------------------------------------------------
 

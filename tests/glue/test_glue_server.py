@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from glue_helpers import Harness, csm, decode_all, frames, get
+from glue_helpers import Harness, Slow, csm, decode_all, frames, get
 from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs
 
@@ -12,19 +12,6 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.demo import LargeResource, make_demo_site
 from coaptcp.resource import CoapError, Request, Resource, Response, Site
-
-
-class Slow(Resource):
-    """GET returns a Deferred the test fires later."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[Deferred[Response]] = []
-
-    def render_GET(self, request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        self.waiting.append(d)
-        return d
 
 
 class AsyncRes(Resource):

@@ -6,14 +6,16 @@ import pytest
 from glue_helpers import (
     PEER_ADDRESS,
     Harness,
+    Slow,
     decode_all,
     failure,
     frames,
     get,
     result_of,
+    slow_site,
     success,
 )
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import TimeoutError
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
@@ -32,25 +34,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import Options, PingPongOption
 from coaptcp.demo import make_demo_site
 from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Request, Resource, Response, Site
-
-
-class Slow(Resource):
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[Deferred[Response]] = []
-
-    def render_GET(self, request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        self.waiting.append(d)
-        return d
-
-
-def slow_site() -> tuple[Site, Slow]:
-    root = make_demo_site()
-    slow = Slow()
-    root.putChild("slow", slow)
-    return Site(root), slow
+from coaptcp.resource import Resource, Response, Site
 
 
 def custody_ping(token: bytes) -> Message:
