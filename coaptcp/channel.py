@@ -151,6 +151,7 @@ class Channel(ObservationRegistry):
         self.limits = limits
         self._last_activity = reactor.seconds()
         self._csm_call: Any = None
+        self._frame_call: Any = None
         self._watchdog_call: Any = None
         self._keepalive_ping: Deferred[float] | None = None
         self._limits_logged: set[str] = set()
@@ -170,6 +171,25 @@ class Channel(ObservationRegistry):
         """Feed bytes from a TCP or TLS stream."""
         self._last_activity = self._reactor.seconds()
         self._dispatch(self.connection.receive_data(data))
+        frame_timeout = self.limits.frame_timeout
+        if frame_timeout is None:
+            return
+        if self.connection.partial_frame:
+            if self._frame_call is None and not self._lost and not self._closing:
+                self._frame_call = self._reactor.callLater(frame_timeout, self._frame_timed_out)
+        elif self._frame_call is not None:
+            if self._frame_call.active():
+                self._frame_call.cancel()
+            self._frame_call = None
+
+    def _frame_timed_out(self) -> None:
+        self._frame_call = None
+        if self.connection.partial_frame and not self._lost:
+            self._dispatch(
+                self.connection.abort_for_violation(
+                    f"a frame took longer than {self.limits.frame_timeout:g} s to arrive"
+                )
+            )
 
     def ws_message_received(self, data: bytes) -> None:
         """Feed one binary WebSocket message."""
@@ -252,7 +272,13 @@ class Channel(ObservationRegistry):
                 self.close_reason = "connection closed"
             else:
                 self.close_reason = f"connection lost: {reason.getErrorMessage()}"
-        for call in (self._close_call, self._release_call, self._csm_call, self._watchdog_call):
+        for call in (
+            self._close_call,
+            self._release_call,
+            self._csm_call,
+            self._watchdog_call,
+            self._frame_call,
+        ):
             if call is not None and call.active():
                 call.cancel()
         error = ConnectionClosedError(self.close_reason)
@@ -294,7 +320,7 @@ class Channel(ObservationRegistry):
         if self._closing or self._lost:
             return
         self._closing = True
-        for call in (self._csm_call, self._watchdog_call):
+        for call in (self._csm_call, self._watchdog_call, self._frame_call):
             if call is not None and call.active():
                 call.cancel()
         self._flush()

@@ -21,6 +21,8 @@ class Limits:
         a connection for nothing).
     :ivar idle_timeout: seconds without traffic, requests in flight or observations
         after which we send Release and close (RFC 8323 section 5.5).
+    :ivar frame_timeout: seconds a frame may take from its first byte to its last; a
+        peer trickling a frame slower than that (a slowloris) is aborted.
     :ivar keepalive_interval: seconds of silence after which we send a Ping (section
         5.4); a missing Pong within ``pong_timeout`` closes the connection.
     :ivar max_inbound_requests: requests from one peer being answered at once (renders
@@ -34,6 +36,7 @@ class Limits:
 
     csm_timeout: float | None = 10.0
     idle_timeout: float | None = 300.0
+    frame_timeout: float | None = 30.0
     keepalive_interval: float | None = None
     pong_timeout: float = 10.0
     max_inbound_requests: int = 256

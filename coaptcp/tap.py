@@ -41,7 +41,7 @@ DEFAULT_TCP_ENDPOINT = "tcp:5683"
 MAX_CONFIGURABLE_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
-_TIMEOUTS = frozenset({"csm_timeout", "idle_timeout", "keepalive_interval"})
+_TIMEOUTS = frozenset({"csm_timeout", "idle_timeout", "frame_timeout", "keepalive_interval"})
 
 
 def _default_text(field: str) -> str:
@@ -95,6 +95,12 @@ _LIMIT_OPTIONS: list[tuple[str, str, type, str]] = [
         "idle_timeout",
         float,
         "Seconds of silence after which an idle connection is released (0: never).",
+    ),
+    (
+        "frame-timeout",
+        "frame_timeout",
+        float,
+        "Seconds a frame may take to arrive; slower peers are aborted (0: no limit).",
     ),
     (
         "keepalive",

@@ -133,6 +133,11 @@ class Connection:
         return self.state is not State.AWAITING_CSM
 
     @property
+    def partial_frame(self) -> int:
+        """Bytes of a frame received but not yet complete (stream transports)."""
+        return self._decoder.buffered
+
+    @property
     def closed(self) -> bool:
         """Whether the connection is finished (aborted, or told it was lost)."""
         return self.state is State.CLOSED

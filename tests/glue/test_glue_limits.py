@@ -21,6 +21,7 @@ from twisted.logger import capturedLogs
 from coaptcp.channel import RequestNotSent
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
+from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
 from coaptcp.demo import make_demo_site
@@ -220,3 +221,33 @@ def test_connections_per_address_are_bounded_and_freed_on_close():
             protocol.connectionLost(None)
     third = connect(factory, "192.0.2.9")
     assert not third.disconnecting
+
+
+# -- frame timeout: a slowloris after its CSM -----------------------------------------------
+
+
+def test_frame_trickled_slower_than_frame_timeout_is_aborted():
+    h = Harness(Site(make_demo_site()), limits=Limits(frame_timeout=30, idle_timeout=None))
+    h.open()
+    frame = encode_frame(get(b"t", "hello").replace(payload=b"x" * 100))
+    for byte in frame[:40]:  # one byte a second keeps the connection "active"...
+        h.feed_bytes(bytes([byte]))
+        h.clock.advance(1)
+    (abort,) = h.sent()  # ...but the frame it never finishes costs it the connection
+    assert abort.code == Code.ABORT
+    assert abort.payload == b"a frame took longer than 30 s to arrive"
+    assert h.transport.disconnecting
+
+
+def test_frames_completed_in_time_never_trip_the_frame_timeout():
+    h = Harness(Site(make_demo_site()), limits=Limits(frame_timeout=30, idle_timeout=None))
+    h.open()
+    for n in range(5):
+        frame = encode_frame(get(bytes([n]), "hello"))
+        h.feed_bytes(frame[:3])
+        h.clock.advance(20)
+        h.feed_bytes(frame[3:])
+        h.clock.advance(20)
+    assert [m.code for m in h.sent()] == [Code.CONTENT] * 5
+    assert not h.transport.disconnecting
+    assert [c.func.__name__ for c in h.clock.getDelayedCalls()] == []

@@ -359,6 +359,7 @@ def test_limit_options_are_parsed_and_zero_turns_timeouts_off():
         [
             "--csm-timeout=0",
             "--idle-timeout=0",
+            "--frame-timeout=0",
             "--keepalive=30",
             "--pong-timeout=2.5",
             "--max-requests-in-progress=7",
@@ -372,6 +373,7 @@ def test_limit_options_are_parsed_and_zero_turns_timeouts_off():
         None,
         30.0,
     )
+    assert limits.frame_timeout is None
     assert (limits.pong_timeout, limits.max_inbound_requests) == (2.5, 7)
     assert (limits.max_connections, limits.max_connections_per_address) == (50, 5)
     service = tap.makeService(options)
