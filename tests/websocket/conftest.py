@@ -9,88 +9,15 @@ for the duration of a test; :class:`WsPeer` attaches a server protocol to a reco
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import txaio
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from ws_wire import Frame, HttpResponse, handshake, parse_frames, parse_http
+from twisted.internet.testing import MemoryReactorClock
+from ws_helpers import WsPeer
 
 from coaptcp.demo import make_demo_site
 from coaptcp.resource import Site
 from coaptcp.websocket import CoapWebSocketServerFactory
-
-PEER_ADDRESS = IPv4Address("TCP", "192.0.2.9", 41000)
-HOST_ADDRESS = IPv4Address("TCP", "198.51.100.3", 8080)
-
-
-class RecordingTransport(StringTransport):
-    """Records writes, graceful closes and aborts (a forced drop loses unsent data)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls: list[str] = []
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self.calls.append("write")
-        super().write(data)
-
-    def loseConnection(self) -> None:
-        self.calls.append("loseConnection")
-        super().loseConnection()
-
-    def abortConnection(self) -> None:
-        self.calls.append("abortConnection")
-        self.aborted = True
-        self.disconnecting = True
-
-    def setTcpNoDelay(self, enabled: bool) -> None:
-        self.calls.append("setTcpNoDelay")
-
-    def unregisterProducer(self) -> None:
-        if self.producer is not None:
-            super().unregisterProducer()
-
-
-class WsPeer:
-    """One server protocol on a RecordingTransport; the test is the WebSocket client."""
-
-    def __init__(self, factory: CoapWebSocketServerFactory) -> None:
-        self.factory = factory
-        self.protocol = factory.buildProtocol(PEER_ADDRESS)
-        self.transport = RecordingTransport(hostAddress=HOST_ADDRESS, peerAddress=PEER_ADDRESS)
-        self.protocol.makeConnection(self.transport)
-        self._read = 0
-        self._pending = b""
-        self.http: HttpResponse | None = None
-
-    def send(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
-
-    def upgrade(self, request: bytes | None = None) -> HttpResponse:
-        """Send a handshake and return the HTTP answer (its frames stay unread)."""
-        self.send(request if request is not None else handshake())
-        response = parse_http(self.transport.value())
-        assert response is not None, self.transport.value()
-        self.http = response
-        self._read = len(self.transport.value()) - len(response.body_and_rest)
-        return response
-
-    def frames(self) -> list[Frame]:
-        """Frames written since the last call."""
-        value = self.transport.value()
-        data = self._pending + value[self._read :]
-        self._read = len(value)
-        frames, self._pending = parse_frames(data)
-        return frames
-
-    def lose(self) -> None:
-        from twisted.internet.error import ConnectionDone
-        from twisted.python.failure import Failure
-
-        self.protocol.connectionLost(Failure(ConnectionDone()))
 
 
 @pytest.fixture

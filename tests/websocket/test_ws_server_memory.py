@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import WsPeer
+from ws_helpers import WsPeer
 from ws_wire import (
     ACCEPT,
     OP_BINARY,

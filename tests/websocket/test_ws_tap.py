@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import WsPeer
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.web.server import Site as WebSite
+from ws_helpers import WsPeer
 from ws_wire import OP_BINARY, OP_CLOSE, coap, csm, frame
 
 from coaptcp import tap

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 
-from conftest import HOST_ADDRESS, PEER_ADDRESS, RecordingTransport
 from twisted.web.resource import Resource as WebResource
 from twisted.web.server import Site as WebSite
 from twisted.web.static import Data
+from ws_helpers import HOST_ADDRESS, PEER_ADDRESS, RecordingTransport
 from ws_wire import OP_BINARY, coap, csm, get, handshake, parse_frames, parse_http
 
 from coaptcp.core.codes import Code
