@@ -1,9 +1,5 @@
-"""Fixtures for the CoAP-over-WebSockets tests.
-
-In memory: autobahn schedules its own timers (handshake and close timeouts) through
-txaio's configured loop, so :func:`clock` points txaio at a :class:`MemoryReactorClock`
-for the duration of a test; :class:`WsPeer` attaches a server protocol to a recording
-``StringTransport`` and plays the WebSocket client with the hand-written wire helpers.
+"""Shared helpers of the CoAP-over-WebSockets tests: addresses, a recording transport,
+and :class:`WsPeer`, which plays the WebSocket client against a server protocol in memory.
 """
 
 from __future__ import annotations
