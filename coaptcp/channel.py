@@ -700,8 +700,11 @@ class Channel(ObservationRegistry):
         if connection.state is State.CLOSED:
             return  # aborted (by us or a resource) before this answer was ready
         options = request.options
-        if not (options and (OptionNumber.BLOCK1 in options or OptionNumber.BLOCK2 in options)):
-            # The common case: no block-wise exchange asked for; send it whole if it fits.
+        if len(message.payload) < connection.peer.max_message_size and not (
+            options and (OptionNumber.BLOCK1 in options or OptionNumber.BLOCK2 in options)
+        ):
+            # The common case: no block-wise exchange asked for; send it whole if it fits
+            # (a payload above the peer's limit cannot: do not encode it to find out).
             try:
                 connection.send(message)
                 return

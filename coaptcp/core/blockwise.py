@@ -341,7 +341,11 @@ class BlockwiseServer:
             response = response.replace(options=options)
         # An undecodable Block2 was already answered 4.02 by the Site: send that whole.
         requested = _decode_block(request.options.get(_BLOCK2))
-        if requested is None and encoded_size(response) <= peer_max_message_size:
+        if (
+            requested is None
+            and len(response.payload) < peer_max_message_size
+            and encoded_size(response) <= peer_max_message_size
+        ):
             return response
         body = response.payload
         room = (
