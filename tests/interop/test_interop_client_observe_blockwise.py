@@ -315,3 +315,32 @@ def test_library_uploads_to_aiocoap_in_small_blocks(aiocoap_observed: RunningPee
     assert block_sizes(report["put_messages"], "block1") == {5}
     assert len(report["put_messages"]) == -(-100_000 // 512)
 
+
+
+# -- over WebSockets -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def websocket_server() -> Iterator[RunningPeer]:
+    """``twistd coaptcp --ws`` (coap+ws) with the demo site."""
+    port = free_port()
+    argv = [*coaptcp_server_argv(port)[:-2], "--ws", f"tcp:{port}:interface=127.0.0.1"]
+    with run_server(argv, port) as peer:
+        yield peer
+
+
+def test_cli_observes_and_moves_big_over_websockets(
+    websocket_server: RunningPeer, tmp_path: Path
+) -> None:
+    base = f"coap+ws://127.0.0.1:{websocket_server.port}"
+    observed = cli("--observe", "-c", "2", f"{base}/time")
+    assert observed.returncode == 0, observed.stderr.decode()
+    assert all(TIME.fullmatch(line) for line in observed.stdout.decode().splitlines())
+    assert len(observed.stdout.splitlines()) == 2
+    got = cli(f"{base}/big")
+    assert got.returncode == 0 and hashlib.sha256(got.stdout).hexdigest() == BIG_SHA256
+    body = hashlib.shake_256(b"ws upload").digest(MIB)
+    source = tmp_path / "body.bin"
+    source.write_bytes(body)
+    assert cli("-m", "put", "-f", str(source), f"{base}/store").returncode == 0
+    assert cli(f"{base}/store").stdout == body
