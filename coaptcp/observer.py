@@ -431,7 +431,12 @@ class Observation:
         if self._timeout_call is not None and self._timeout_call.active():
             self._timeout_call.cancel()
         self._timeout_call = None
-        if self.reregister and not self._cancelled and self._failures < self.reregister_attempts:
+        if (
+            self.reregister
+            and self.registrations  # a first registration that failed is not retried
+            and not self._cancelled
+            and self._failures < self.reregister_attempts
+        ):
             delay = _RETRY_DELAYS[min(self._failures, len(_RETRY_DELAYS) - 1)]
             self._failures += 1
             self.log.info(

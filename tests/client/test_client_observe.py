@@ -257,6 +257,15 @@ def test_reregister_gives_up_after_its_attempts() -> None:
     assert observation.registrations == 1
 
 
+def test_a_failed_first_registration_is_not_retried() -> None:
+    network, client, _ = setup()
+    network.refuse = True
+    observation = client.observe(URI, reregister=True)
+    network.flush()
+    failure(result_of(observation.when_ended()), ConnectFailed)
+    assert len(network.attempts) == 1
+
+
 def test_reregister_is_not_done_after_cancel_or_a_server_end() -> None:
     network, client, _counter = setup()
     observation = client.observe(URI, reregister=True)
