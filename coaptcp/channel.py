@@ -39,6 +39,7 @@ from .core.message import Message
 from .core.options import EMPTY_OPTIONS, OptionNumber, Options
 from .limits import DEFAULT_LIMITS, Limits
 from .observe import ObservableResource, Observation, ObservationRegistry, mark_notification
+from .observer import ChannelObservation
 from .resource import Request, Response, Site
 
 if TYPE_CHECKING:
@@ -155,6 +156,8 @@ class Channel(ObservationRegistry):
         self._watchdog_call: Any = None
         self._keepalive_ping: Deferred[float] | None = None
         self._limits_logged: set[str] = set()
+        self._observing: dict[bytes, ChannelObservation] = {}
+        self._csm_waiters: list[Deferred[None]] = []
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -223,7 +226,7 @@ class Channel(ObservationRegistry):
             return
         limits = self.limits
         idle = self._reactor.seconds() - self._last_activity
-        busy = bool(self._pending or self._unanswered or self._observations)
+        busy = bool(self._pending or self._unanswered or self._observations or self._observing)
         if limits.idle_timeout is not None and idle >= limits.idle_timeout and not busy:
             self.log.info("Releasing {peer}: idle for {idle:.0f} s", peer=self.peer, idle=idle)
             self.release(f"idle for {idle:.0f} s")
@@ -291,6 +294,12 @@ class Channel(ObservationRegistry):
         pings, self._pings = self._pings, {}
         for ping, _ in pings.values():
             ping.errback(Failure(error))
+        csm_waiters, self._csm_waiters = self._csm_waiters, []
+        for w in csm_waiters:
+            w.errback(Failure(error))
+        observing, self._observing = self._observing, {}
+        for observation in observing.values():
+            observation.connection_lost(error)  # RFC 8323 section 7.4: they end with it
         waiters, self._closed_waiters = self._closed_waiters, []
         for w in waiters:
             w.callback(None)
@@ -339,7 +348,8 @@ class Channel(ObservationRegistry):
             self._next_token = (self._next_token + 1) & 0xFFFFFFFF
             token = self._next_token.to_bytes(4, "big")
             if token not in self._pending and token not in self._pings:
-                return token
+                if token not in self._observing:
+                    return token
 
     def request(
         self,
@@ -415,6 +425,65 @@ class Channel(ObservationRegistry):
     def _forget_ping(self, token: bytes) -> None:
         self._pings.pop(token, None)
 
+    def when_csm_received(self) -> Deferred[None]:
+        """Fires once the peer's CSM has arrived (RFC 8323 section 5.3): its
+        Max-Message-Size and Block-Wise-Transfer are then known.  Fails with
+        :class:`ConnectionClosedError` if the connection closes first."""
+        if self._lost:
+            return fail(ConnectionClosedError(self.close_reason or "connection closed"))
+        if self.connection.peer_csm_received:
+            return succeed(None)
+        d: Deferred[None] = Deferred(self._csm_waiters.remove)
+        self._csm_waiters.append(d)
+        return d
+
+    # -- observations we hold (the client side of RFC 7641 and RFC 8323 section 7) --------
+
+    def observe(
+        self,
+        options: Options,
+        *,
+        on_notification: Callable[[Response], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> ChannelObservation:
+        """Register a GET with Observe=0 and keep its token for every notification.
+
+        ``on_notification`` gets each 2.xx response carrying Observe (whatever its value,
+        which is ignored on reliable transports: RFC 8323 section 7.1), and the response
+        that ends the observation (one without Observe, or an error).  ``on_end`` is
+        called once: with ``None`` when the server ended the observation or it was
+        cancelled, with :class:`ConnectionClosedError` when the connection went.  Raises
+        :class:`ConnectionClosedError` or :class:`RequestNotSent` when the GET cannot go.
+        """
+        if self._lost or self._closing or self.connection.state is State.CLOSED:
+            raise ConnectionClosedError(self.close_reason or "connection is closing")
+        observation = ChannelObservation(
+            self, self._allocate_token(), options, on_notification, on_end, self._reactor
+        )
+        self.send_observe(observation, 0)
+        self._observing[observation.token] = observation
+        return observation
+
+    def send_observe(self, observation: ChannelObservation, value: int) -> None:
+        """Send the observation's GET with Observe=``value`` (0 registers, 1 cancels)."""
+        options = observation.options.replace(OptionNumber.OBSERVE, value)
+        try:
+            self.connection.send(Message(Code.GET, observation.token, options))
+        except (LocalProtocolError, MessageTooLarge) as error:
+            raise RequestNotSent(str(error)) from None
+        self._flush()
+
+    def forget_observation(self, observation: ChannelObservation) -> None:
+        """Free the observation's token (it ended, or its deregistration was answered)."""
+        if self._observing.get(observation.token) is observation:
+            del self._observing[observation.token]
+            self._maybe_finish_release()
+
+    @property
+    def observing(self) -> int:
+        """Observations we hold on this connection (their tokens still in use)."""
+        return len(self._observing)
+
     def release(self, diagnostic: str = "") -> Deferred[None]:
         """Send Release, finish the work in flight, then close (RFC 8323 section 5.5).
 
@@ -476,7 +545,7 @@ class Channel(ObservationRegistry):
                     code=event.message.code.dotted,  # type: ignore[attr-defined]
                     peer=self.peer,
                 )
-        if self._waiting_for_csm and self.connection.peer_csm_received:
+        if (self._waiting_for_csm or self._csm_waiters) and self.connection.peer_csm_received:
             self._send_waiting()  # lenient mode: the peer opened without a CSM
         self._flush()
 
@@ -491,10 +560,19 @@ class Channel(ObservationRegistry):
         waiting, self._waiting_for_csm = self._waiting_for_csm, []
         for message, d in waiting:
             self._send_request(message, d)
+        csm_waiters, self._csm_waiters = self._csm_waiters, []
+        for w in csm_waiters:
+            w.callback(None)
 
     def _on_response(self, message: Message) -> None:
         d = self._pending.pop(message.token, None)
         if d is None:
+            observation = self._observing.get(message.token)
+            if observation is not None:
+                observation.response_received(
+                    Response(message.code, message.payload, options=message.options)
+                )
+                return
             self.log.debug(
                 "Ignoring a response with unknown token {token} from {peer}",
                 token=message.token.hex(),
@@ -657,10 +735,13 @@ class Channel(ObservationRegistry):
         if connection.state is State.CLOSED:
             return  # aborted (by us or a resource) before this answer was ready
         items = request.options.items
-        if not (items and items[-1][0] >= OptionNumber.BLOCK2) or not (
-            OptionNumber.BLOCK1 in request.options or OptionNumber.BLOCK2 in request.options
+        if len(message.payload) < connection.peer.max_message_size and not (
+            items
+            and items[-1][0] >= OptionNumber.BLOCK2
+            and (OptionNumber.BLOCK1 in request.options or OptionNumber.BLOCK2 in request.options)
         ):
-            # The common case: no block-wise exchange asked for; send it whole if it fits.
+            # The common case: no block-wise exchange asked for; send it whole if it fits
+            # (a payload above the peer's limit cannot: do not encode it to find out).
             try:
                 connection.send(message)
                 return

@@ -7,10 +7,15 @@ Modelled on ``aiocoap-client`` and libcoap's ``coap-client``::
     coaptcp-client -m post -f body.cbor -t cbor coap+tcp://[::1]:5683/items
     coaptcp-client --ping --count 3 coap+tcp://127.0.0.1
     coaptcp-client -v --accept json coap+tcp://127.0.0.1/info
+    coaptcp-client --observe coap+tcp://127.0.0.1/time
+    coaptcp-client coap+tcp://127.0.0.1/big > big.bin
 
 The payload goes to stdout: pretty-printed when stdout is a terminal (JSON indented, CBOR
 in diagnostic notation, link-format one link per line), the exact bytes otherwise.  ``-v``
 adds the request, the response code, its options and the round-trip time on stderr.
+Large bodies move block-wise (RFC 7959, BERT) both ways, with a progress bar on stderr
+when it is a terminal.  ``--observe`` prints each notification (RFC 7641) on its own line
+until interrupted (Ctrl-C deregisters and exits 0) or ``--count`` of them arrived.
 
 Exit codes: 0 for a 2.xx response (or every Pong), 1 for a 4.xx/5.xx response, 2 for a
 usage error (a bad URI or option, a scheme not available), 3 when no response came (the
@@ -49,6 +54,7 @@ from .client import (
     ConnectFailed,
     RequestTimeout,
     SchemeNotAvailable,
+    TransferError,
     parse_method,
 )
 from .connectors import TlsOptions
@@ -83,6 +89,10 @@ EXIT_INTERRUPTED = 130
 
 #: Seconds a request may take, connection set-up included, unless ``--timeout`` says.
 DEFAULT_TIMEOUT = 30.0
+#: Seconds Ctrl-C waits for an observation's deregistration before exiting anyway.
+DEREGISTER_GRACE = 3.0
+#: Block-wise transfers at least this large get a progress bar (on a terminal).
+PROGRESS_THRESHOLD = 256 * 1024
 
 
 @dataclass
@@ -94,7 +104,8 @@ class Settings:
     payload: bytes = b""
     options: Options = field(default_factory=Options)
     ping: bool = False
-    count: int = 1
+    observe: bool = False
+    count: int = 1  # with observe: notifications to wait for, 0 for no limit
     verbose: int = 0
     timeout: float | None = DEFAULT_TIMEOUT
     tls: TlsOptions = field(default_factory=TlsOptions)
@@ -138,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add an option by number; the value is read by the option's "
                              "format (uint, text, or hex for opaque with a 0x prefix); repeatable")
     parser.add_argument("--observe", action="store_true",
-                        help="observe the resource (RFC 7641; not supported yet)")
-    parser.add_argument("-c", "--count", type=int, default=1, metavar="N",
-                        help="send the request (or Ping) N times over the same connection")
+                        help="observe the resource (RFC 7641): print each notification until "
+                             "interrupted (Ctrl-C deregisters) or --count notifications came")
+    parser.add_argument("-c", "--count", type=int, default=None, metavar="N",
+                        help="send the request (or Ping) N times over the same connection; "
+                             "with --observe, stop after N notifications")
     parser.add_argument("--ping", action="store_true",
                         help="send a CoAP Ping (RFC 8323 section 5.4) instead of a request "
                              "and print the round-trip time")
@@ -226,13 +239,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         method = parse_method(args.method)
     except ValueError as error:
         parser.error(str(error))
-    if args.observe:
-        parser.error(
-            "--observe is not supported yet: Observe (RFC 7641) arrives with block-wise "
-            "transfer in a later release"
-        )
-    if args.count < 1:
+    if args.count is not None and args.count < 1:
         parser.error("--count must be at least 1")
+    if args.observe and args.ping:
+        parser.error("--observe and --ping do not go together")
+    if args.observe and method != Code.GET:
+        parser.error("--observe sends GET (RFC 7641): drop -m")
     if args.timeout < 0:
         parser.error("--timeout cannot be negative")
     payload = b""
@@ -246,6 +258,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     if args.ping and (payload or args.method.upper() != "GET" or args.content_format
                       or args.accept or args.option):
         parser.error("--ping sends a Ping, not a request: drop -m, payload and option flags")
+    if args.observe and payload:
+        parser.error("--observe sends GET without a payload: drop -e/-f")
     items: list[tuple[int, OptionValue]] = []
     for flag, text, number in (("--content-format", args.content_format,
                                 OptionNumber.CONTENT_FORMAT),
@@ -267,7 +281,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         payload=payload,
         options=Options(items),
         ping=args.ping,
-        count=args.count,
+        observe=args.observe,
+        count=args.count if args.count is not None else (0 if args.observe else 1),
         verbose=args.verbose,
         timeout=args.timeout or None,
         tls=tls,
@@ -329,14 +344,18 @@ async def run(
     out: IO[bytes],
     err: IO[str],
     pretty: bool,
+    interrupt: Deferred[None] | None = None,
 ) -> int:
     """Do what ``settings`` asks with ``client``; write to ``out``/``err``; return the exit code.
 
-    Closes the client (Release, then close) before returning.
+    Closes the client (Release, then close) before returning.  When ``interrupt`` fires
+    (Ctrl-C), an observation is deregistered and the run ends with exit code 0.
     """
     try:
         if settings.ping:
             return await _ping(reactor, client, settings, out, err)
+        if settings.observe:
+            return await _observe(client, settings, out, err, pretty, interrupt)
         worst = EXIT_OK
         for _ in range(settings.count):
             worst = max(worst, await _request(reactor, client, settings, out, err, pretty))
@@ -347,6 +366,9 @@ async def run(
     except (ConnectFailed, ConnectionClosedError, RequestTimeout, RequestNotSent,
             ClientError) as error:
         err.write(f"{PROG}: {_one_line(str(error))}\n")
+        return EXIT_NO_RESPONSE
+    except TransferError as error:
+        err.write(f"{PROG}: block-wise transfer failed: {_one_line(str(error))}\n")
         return EXIT_NO_RESPONSE
     finally:
         await client.close()
@@ -364,9 +386,15 @@ async def _request(
         if settings.payload:
             err.write(f"   ({len(settings.payload)} bytes of payload)\n")
     started = reactor.seconds()
-    response = await client.request(
-        settings.method, uri, settings.payload, settings.options, settings.timeout
-    )
+    bar = _ProgressBar(err) if _isatty(err) else None
+    try:
+        response = await client.request(
+            settings.method, uri, settings.payload, settings.options, settings.timeout,
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.finish()
     elapsed = reactor.seconds() - started
     code = response.code
     if settings.verbose:
@@ -377,12 +405,6 @@ async def _request(
             f"; peer Max-Message-Size {connection.channel.connection.peer.max_message_size}"
         )
         err.write(f"   ({len(response.payload)} bytes of payload{mms})\n")
-    block2 = response.options.block2
-    if block2 is not None and block2 & 0x8:
-        err.write(
-            f"{PROG}: warning: the server sent the response in blocks (Block2); block-wise "
-            "transfer is not implemented yet, so only the first block is shown\n"
-        )
     if not code.is_successful:
         diagnostic = _diagnostic(response)
         err.write(f"{PROG}: {code}" + (f": {diagnostic}" if diagnostic else "") + "\n")
@@ -396,6 +418,109 @@ async def _request(
         out.write(response.payload)
     out.flush()
     return EXIT_OK
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if count < 1024 or unit == "MiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"  # not reached
+
+
+class _ProgressBar:
+    """A one-line progress bar for block-wise transfers, drawn on a terminal (stderr)."""
+
+    width = 30
+
+    def __init__(self, err: IO[str]) -> None:
+        self.err = err
+        self.drawn = False
+        self._last = ""
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.drawn and max(done, total or 0) < PROGRESS_THRESHOLD:
+            return
+        if total:
+            filled = self.width * done // total
+            line = (f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * done // total:3d}% "
+                    f"{_size(done)} of {_size(total)}")
+        else:
+            line = f"{_size(done)} received"
+        if line != self._last:
+            self.err.write("\r" + line + "\x1b[K")
+            self.err.flush()
+            self._last = line
+            self.drawn = True
+
+    def finish(self) -> None:
+        """Erase the bar, leaving the line for what comes next."""
+        if self.drawn:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+            self.drawn = False
+
+
+def _write_notification(out: IO[bytes], response: Response, pretty: bool) -> None:
+    """One notification on stdout, ending with a newline (an extra one after a multi-line
+    pretty rendering, so that notifications stay apart)."""
+    if pretty:
+        text = pretty_payload(response.payload, response.options.content_format)
+        out.write(text.encode("utf-8") + (b"\n\n" if "\n" in text.rstrip("\n") else b"\n"))
+    else:
+        out.write(response.payload + b"\n")
+    out.flush()
+
+
+async def _observe(
+    client: Client,
+    settings: Settings,
+    out: IO[bytes],
+    err: IO[str],
+    pretty: bool,
+    interrupt: Deferred[None] | None,
+) -> int:
+    uri = settings.uri
+    if settings.verbose:
+        err.write(f"-> GET {uri} (Observe: 0, register)\n")
+        _show_options(err, client.request_options(uri, settings.options))
+    observation = client.observe(uri, settings.options, timeout=settings.timeout)
+    if interrupt is not None:
+        interrupt.addCallback(lambda _: observation.cancel())
+    seen = 0
+    status = EXIT_OK
+    last: Response | None = None
+    async for response in observation:
+        seen += 1
+        last = response
+        if settings.verbose:
+            observe = response.options.get(OptionNumber.OBSERVE)
+            shown = "none" if observe is None else str(response.options.observe)
+            err.write(f"<- {response.code} (notification {seen}, Observe: {shown}, "
+                      f"{len(response.payload)} bytes)\n")
+        if not response.code.is_successful:
+            diagnostic = _diagnostic(response)
+            err.write(f"{PROG}: {response.code}" + (f": {diagnostic}" if diagnostic else "")
+                      + "\n")
+            status = EXIT_ERROR_RESPONSE
+            continue
+        _write_notification(out, response, pretty)
+        if settings.count and seen >= settings.count:
+            break
+    await observation.cancel()  # GET with Observe=1 and the same token (RFC 8323 7.4)
+    if status == EXIT_OK and last is not None and OptionNumber.OBSERVE not in last.options:
+        what = "the resource is not observable" if seen == 1 else "the server ended it"
+        err.write(f"{PROG}: observation over: {what} (a response without Observe)\n")
+    if settings.verbose and observation.end_reason:
+        err.write(f"   (observation ended: {observation.end_reason})\n")
+    return status
 
 
 async def _ping(
@@ -446,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pretty = settings.pretty if settings.pretty is not None else sys.stdout.isatty()
     client = Client(reactor, tls=settings.tls, timeout=settings.timeout, idle_timeout=None)
     outcome: list[int] = []
+    interrupt: Deferred[None] = Deferred()
+    running: list[Deferred[Any]] = []
+    stopping: list[bool] = []
 
     def finished(result: int | Failure) -> None:
         if isinstance(result, Failure):
@@ -456,13 +584,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 outcome.append(EXIT_INTERNAL)
         else:
             outcome.append(result)
-        reactor.stop()  # type: ignore[attr-defined]
+        if not stopping:
+            stopping.append(True)
+            reactor.stop()  # type: ignore[attr-defined]
 
     def start() -> None:
-        d = Deferred.fromCoroutine(run(reactor, client, settings, out, err, pretty))
+        d = Deferred.fromCoroutine(run(reactor, client, settings, out, err, pretty, interrupt))
         d.addBoth(finished)
+        running.append(d)
+
+    def before_shutdown() -> Deferred[None] | None:
+        # Ctrl-C (or SIGTERM) while observing: deregister before the reactor stops.
+        if stopping or outcome or not settings.observe or not running:
+            return None
+        stopping.append(True)
+        done: Deferred[None] = Deferred()
+        running[0].addBoth(lambda _: done.callback(None) if not done.called else None)
+        interrupt.callback(None)
+        done.addTimeout(DEREGISTER_GRACE, reactor)
+        return done.addErrback(lambda _: None)
 
     reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+        "before", "shutdown", before_shutdown
+    )
     reactor.run()  # type: ignore[attr-defined]
     if not outcome:
         err.write(f"{PROG}: interrupted\n")

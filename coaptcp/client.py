@@ -19,13 +19,17 @@ from the peer for ``keepalive`` seconds, a Ping checks it (section 5.4); without
 within ``ping_timeout`` the connection is dropped, the requests in flight on it fail with
 :class:`~coaptcp.channel.ConnectionClosedError`, and the next request opens a new one.
 Each scheme is opened by a connector (:mod:`coaptcp.connectors`).
+
+Large bodies move block-wise without the caller noticing (RFC 7959, BERT: RFC 8323
+section 6; :mod:`coaptcp.transfer`), and :meth:`Client.observe` follows a resource's
+state (RFC 7641, RFC 8323 section 7; :mod:`coaptcp.observer`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from twisted.internet.defer import (
@@ -51,15 +55,19 @@ from .connectors import (
     TlsOptions,
     default_connectors,
 )
+from .core.blockwise import TransferError
 from .core.codes import Code
 from .core.connection import State
 from .core.options import EMPTY_OPTIONS, OptionNumber, Options, OptionValue
+from .observer import ChannelObservation, Observation
 from .resource import Response
+from .transfer import DEFAULT_MAX_BODY_SIZE, Progress, TransferSettings, download_rest, exchange
 from .uri import SCHEMES, CoapUri, UriError, parse_uri
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_KEEPALIVE",
+    "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_PING_TIMEOUT",
     "METHODS",
     "Client",
@@ -68,10 +76,12 @@ __all__ = [
     "ConnectFailed",
     "ConnectOptions",
     "ConnectionClosedError",
+    "Observation",
     "RequestNotSent",
     "RequestTimeout",
     "SchemeNotAvailable",
     "TlsOptions",
+    "TransferError",
     "UriError",
     "parse_method",
 ]
@@ -363,7 +373,15 @@ class Client:
         5.4); ``None`` disables the check.
     :param ping_timeout: seconds to wait for that Pong before dropping the connection.
     :param timeout: the default per-request timeout in seconds (``None``: no limit; a lost
-        or unresponsive connection still fails the request).
+        or unresponsive connection still fails the request).  For a block-wise transfer
+        it bounds each exchange of a block, not the whole transfer.
+    :param max_body_size: the largest response body reassembled from Block2 blocks
+        (RFC 7959); a larger one fails with :class:`TransferError`.
+    :param block_size: ``None`` sends bodies whole when they fit the peer's
+        Max-Message-Size and in the largest blocks that fit otherwise (BERT when the peer
+        allows it, RFC 8323 section 6); 16 to 1024 uses blocks of that size (Block1 for
+        larger bodies, Block2 asked for in GET and FETCH); above 1024, BERT messages of
+        at most that many bytes.
 
     :ivar connections_made: how many connections the client has opened (statistics).
     """
@@ -381,6 +399,8 @@ class Client:
         keepalive: float | None = DEFAULT_KEEPALIVE,
         ping_timeout: float = DEFAULT_PING_TIMEOUT,
         timeout: float | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        block_size: int | None = None,
     ) -> None:
         self.reactor = _default_reactor(reactor)
         self.connectors: dict[str, Connector] = dict(default_connectors())
@@ -397,9 +417,11 @@ class Client:
         self.keepalive = keepalive
         self.ping_timeout = ping_timeout
         self.timeout = timeout
+        self.transfer = TransferSettings(max_body_size=max_body_size, block_size=block_size)
         self.connections_made = 0
         self._pool: dict[tuple[str, str, int], _Pooled] = {}
         self._entries: set[_Pooled] = set()  # every connection not yet closed
+        self._observations: set[Observation] = set()
         self._closed = False
 
     # -- the API --------------------------------------------------------------------------
@@ -411,6 +433,8 @@ class Client:
         payload: bytes = b"",
         options: Options | Iterable[tuple[int, OptionValue]] = EMPTY_OPTIONS,
         timeout: float | None = _DEFAULT,
+        *,
+        progress: Progress | None = None,
     ) -> Deferred[Response]:
         """Send a request to ``uri``; fires with its :class:`~coaptcp.resource.Response`.
 
@@ -418,15 +442,26 @@ class Client:
         RFC 8323 section 8.5); an option of one of those numbers in ``options`` replaces
         what the URI gives.  Error responses (4.xx, 5.xx) are responses, not failures.
 
+        A payload too large for one message to the peer is sent in Block1 blocks, and a
+        response sent in Block2 blocks is reassembled (RFC 7959; BERT, RFC 8323 section
+        6): the Deferred fires with the whole body.  Errors the server answers during an
+        upload (4.08, 4.13 with Size1, ...) are the response.
+
         Fails with :class:`~coaptcp.uri.UriError` (a bad URI), :class:`SchemeNotAvailable`,
         :class:`ConnectFailed`, :class:`ConnectionClosedError` (the connection was lost,
         aborted or released before the response), :class:`RequestNotSent` (too large for
-        the peer), :class:`RequestTimeout`, or ``CancelledError`` when cancelled (which
-        frees the token; a late response is ignored).
+        the peer), :class:`RequestTimeout`, :class:`TransferError` (blocks that do not
+        make a body: see :class:`~coaptcp.core.blockwise.Download`), or
+        ``CancelledError`` when cancelled (which frees the token; a late response is
+        ignored).
 
         :param method: a :class:`~coaptcp.core.codes.Code` or a name such as ``"get"``.
         :param timeout: seconds until :class:`RequestTimeout`, counting the connection
-            set-up; the client's default when not given, ``None`` for no limit.
+            set-up; the client's default when not given, ``None`` for no limit.  In a
+            block-wise transfer each block's answer restarts it.
+        :param progress: called as ``progress(done, total)`` after each block of a
+            block-wise transfer: the bytes moved so far and the whole size (``None``
+            when the server gave no Size2).
         """
         try:
             code = parse_method(method)
@@ -437,8 +472,11 @@ class Client:
             return fail(error)
         if timeout is _DEFAULT:
             timeout = self.timeout
-        d = Deferred.fromCoroutine(self._request(target, code, request_options, payload))
-        return self._with_timeout(d, timeout, f"no response from {target.origin_uri}")
+        return self._with_idle_timeout(
+            lambda kick: self._request(target, code, request_options, payload, kick, progress),
+            timeout,
+            f"no response from {target.origin_uri}",
+        )
 
     async def arequest(
         self,
@@ -447,13 +485,75 @@ class Client:
         payload: bytes = b"",
         options: Options | Iterable[tuple[int, OptionValue]] = EMPTY_OPTIONS,
         timeout: float | None = _DEFAULT,
+        *,
+        progress: Progress | None = None,
     ) -> Response:
         """:meth:`request` as a coroutine, for ``async def`` code run by Twisted.
 
         (``await client.request(...)`` works as well; under asyncio, use
         ``client.request(...).asFuture(loop)``.)
         """
-        return await self.request(method, uri, payload, options, timeout)
+        return await self.request(method, uri, payload, options, timeout, progress=progress)
+
+    def observe(
+        self,
+        uri: str | CoapUri,
+        options: Options | Iterable[tuple[int, OptionValue]] = EMPTY_OPTIONS,
+        *,
+        callback: Callable[[Response], object] | None = None,
+        reregister: bool = False,
+        timeout: float | None = _DEFAULT,
+    ) -> Observation:
+        """Observe the resource at ``uri`` (RFC 7641 over RFC 8323 section 7).
+
+        Sends GET with Observe=0 on the pooled connection and returns an
+        :class:`~coaptcp.observer.Observation`: ``async for response in observation``
+        gives each notification (the first response included), or ``callback`` is called
+        with each.  The Observe value of notifications is ignored (section 7.1).
+        ``observation.cancel()`` deregisters with GET Observe=1 and the same token
+        (section 7.4).  The observation ends when the server sends a response without
+        Observe or an error (delivered, then the iteration stops), or when the
+        connection is lost (:class:`ConnectionClosedError`); with ``reregister`` a lost
+        connection is replaced and the GET registered again instead.
+
+        Raises :class:`~coaptcp.uri.UriError` for a bad URI; other failures (connecting,
+        :class:`RequestTimeout` when no first response comes within ``timeout``) end
+        the observation with that error.
+        """
+        target = uri if isinstance(uri, CoapUri) else parse_uri(uri)
+        given = options if isinstance(options, Options) else Options(options)
+        request_options = _merge_options(target.request_options(), given)
+        if timeout is _DEFAULT:
+            timeout = self.timeout
+
+        def register(observation: Observation) -> Deferred[ChannelObservation]:
+            return Deferred.fromCoroutine(
+                self._register_observation(target, request_options, observation)
+            )
+
+        def complete(first: Response) -> Deferred[Response]:
+            return Deferred.fromCoroutine(
+                self._complete_blocks(target, Code.GET, request_options, first)
+            )
+
+        def timed_out() -> BaseException:
+            return RequestTimeout(
+                f"no response from {target.origin_uri} within {timeout:g} s"
+            )
+
+        observation = Observation(
+            self.reactor,
+            register,
+            complete=complete,
+            callback=callback,
+            reregister=reregister,
+            timeout=timeout,
+            timeout_error=timed_out,
+        )
+        if not observation.ended:
+            self._observations.add(observation)
+            observation.when_ended().addBoth(lambda _: self._observations.discard(observation))
+        return observation
 
     def ping(self, uri: str | CoapUri, timeout: float | None = _DEFAULT) -> Deferred[float]:
         """Ping the endpoint of ``uri``; fires with the round-trip time in seconds.
@@ -477,14 +577,20 @@ class Client:
     def close(self) -> Deferred[None]:
         """Release every connection (section 5.5); fires once all have closed.
 
-        Requests in flight are still answered (up to the Channel's release timeout); new
-        requests fail with :class:`ClientClosed`.
+        Observations are cancelled first (deregistered, RFC 8323 section 7.4).  Requests
+        in flight are still answered (up to the Channel's release timeout); new requests
+        fail with :class:`ClientClosed`.
         """
         self._closed = True
         self._pool.clear()
-        closing = [entry.shutdown() for entry in list(self._entries)]
-        done: Deferred[Any] = DeferredList(closing, consumeErrors=True)
-        return done.addCallback(lambda _: None)
+        cancelled = [observation.cancel() for observation in list(self._observations)]
+
+        def release(_: object) -> Deferred[Any]:
+            closing = [entry.shutdown() for entry in list(self._entries)]
+            return DeferredList(closing, consumeErrors=True)
+
+        done: Deferred[Any] = DeferredList(cancelled, consumeErrors=True)
+        return done.addCallback(release).addCallback(lambda _: None)
 
     def request_options(
         self,
@@ -527,20 +633,114 @@ class Client:
 
         return d.addTimeout(timeout, self.reactor, onTimeoutCancel=on_timeout)
 
+    def _with_idle_timeout(
+        self,
+        start: Callable[[Callable[[], None]], Coroutine[Any, Any, Response]],
+        timeout: float | None,
+        what: str,
+    ) -> Deferred[Response]:
+        """Run ``start(kick)``; fail with :class:`RequestTimeout` when ``timeout`` seconds
+        pass without a call to ``kick`` (each block of a transfer calls it)."""
+        calls: list[Any] = []
+        expired: list[bool] = []
+
+        def kick() -> None:
+            if calls and calls[0].active():
+                calls[0].reset(timeout)
+
+        d = Deferred.fromCoroutine(start(kick))
+        if timeout is None:
+            return d
+
+        def expire() -> None:
+            expired.append(True)
+            d.cancel()
+
+        def finished(result: Any) -> Any:
+            if calls[0].active():
+                calls[0].cancel()
+            if expired and isinstance(result, Failure) and result.check(CancelledError):
+                raise RequestTimeout(f"{what} within {timeout:g} s")
+            return result
+
+        calls.append(self.reactor.callLater(timeout, expire))
+        return d.addBoth(finished)
+
     async def _request(
-        self, target: CoapUri, code: Code, options: Options, payload: bytes
+        self,
+        target: CoapUri,
+        code: Code,
+        options: Options,
+        payload: bytes,
+        kick: Callable[[], None] | None = None,
+        progress: Progress | None = None,
     ) -> Response:
         entry = await self._acquire(target)
-        assert entry.connection is not None
+        connection = entry.connection
+        assert connection is not None
+
+        def send(method: Code, message_options: Options, body: bytes) -> Deferred[Response]:
+            def answered(response: Response) -> Response:
+                entry.heard()
+                if kick is not None:
+                    kick()
+                return response
+
+            return connection.request(method, message_options, body).addCallback(answered)
+
         entry.begin()
         try:
-            response: Response = await entry.connection.request(code, options, payload)
+            return await exchange(connection.channel, send, code, options, payload,
+                                  self.transfer, progress)
         except ConnectionClosedError as error:
             raise ConnectionClosedError(f"{entry.endpoint}: {error.reason}") from None
         finally:
             entry.end()
-        entry.heard()
-        return response
+
+    async def _complete_blocks(
+        self, target: CoapUri, code: Code, options: Options, first: Response
+    ) -> Response:
+        """Fetch the remaining Block2 blocks of ``first`` (a notification's block 0)."""
+        entry = await self._acquire(target)
+        connection = entry.connection
+        assert connection is not None
+        entry.begin()
+        try:
+            return await download_rest(
+                connection.request, code, options, b"", first,
+                max_body_size=self.transfer.max_body_size,
+            )
+        finally:
+            entry.end()
+
+    async def _register_observation(
+        self, target: CoapUri, options: Options, observation: Observation
+    ) -> ChannelObservation:
+        entry = await self._acquire(target)
+        connection = entry.connection
+        assert connection is not None
+
+        def on_notification(response: Response) -> None:
+            entry.heard()
+            observation.notification(response)
+
+        def on_end(error: BaseException | None) -> None:
+            entry.end()
+            if isinstance(error, ConnectionClosedError):
+                error = ConnectionClosedError(f"{entry.endpoint}: {error.reason}")
+            observation.channel_ended(error)
+
+        entry.begin()
+        try:
+            return connection.channel.observe(
+                options, on_notification=on_notification, on_end=on_end
+            )
+        except ConnectionClosedError as error:
+            entry.end()
+            raise ConnectionClosedError(f"{entry.endpoint}: {error.reason}") from None
+        except BaseException:
+            entry.end()
+            raise
 
     async def _ping(self, target: CoapUri) -> float:
         entry = await self._acquire(target)

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .channel import Channel, ChannelOwner
+from .core.blockwise import DEFAULT_MAX_BODY_SIZE, BlockwiseServer
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .limits import DEFAULT_LIMITS, Limits
 from .resource import Resource, Site
@@ -72,6 +73,13 @@ class CoapProtocol(ChannelOwner, Protocol):
         )
         transport = self.transport
         assert transport is not None
+        # Whole messages are written at once: do not hold the tail of one (a large block's
+        # last segment, say) for the peer's ACK (Nagle), which stalls request/response.
+        # Over TLS this reaches the socket below the TLS layer; without it, the last flight
+        # of a handshake (TLS 1.3 tickets, then our CSM) waited ~40 ms for a delayed ACK.
+        no_delay = getattr(transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
         secure = ISSLTransport.providedBy(transport)
         self.channel = Channel(
             connection,
@@ -84,6 +92,7 @@ class CoapProtocol(ChannelOwner, Protocol):
             default_host=_host_of(transport.getHost()),
             secure=bool(secure),
             limits=factory.limits,
+            blockwise=BlockwiseServer(max_body_size=factory.max_body_size),
         )
         refusal = factory.admit(self)
         # Flow control: when the transport's write buffer fills (a slow reader), we stop
@@ -146,6 +155,8 @@ class CoapFactory(Factory):
     :param require_csm: abort peers whose first message is not a CSM (the default); set
         false to accept peers that send none (see INTEROP notes on Californium).
     :param reactor: the reactor for timers; the global one when ``None``.
+    :param max_body_size: the largest Block1 upload reassembled for a resource; more is
+        answered 4.13 with Size1 (RFC 7959 section 2.9.3).
     """
 
     protocol = CoapProtocol  # type: ignore[assignment]
@@ -160,6 +171,7 @@ class CoapFactory(Factory):
         require_csm: bool = True,
         reactor: IReactorTime | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     ) -> None:
         if isinstance(site, Resource):
             site = Site(site)
@@ -170,6 +182,7 @@ class CoapFactory(Factory):
         self.role = role
         self.max_message_size = max_message_size
         self.require_csm = require_csm
+        self.max_body_size = max_body_size
         self.reactor = _default_reactor(reactor)
         self.connections: set[CoapProtocol] = set()
 

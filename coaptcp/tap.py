@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from .core.blockwise import DEFAULT_MAX_BODY_SIZE
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from .limits import DEFAULT_LIMITS, Limits
 from .protocol import CoapFactory
@@ -166,6 +167,13 @@ class Options(usage.Options):
             "Largest message in bytes accepted from a peer, advertised in our CSM "
             "(RFC 8323 section 5.3.1).",
         ],
+        [
+            "max-body-size",
+            None,
+            str(DEFAULT_MAX_BODY_SIZE),
+            "Largest request body reassembled from Block1 blocks; more is answered 4.13 "
+            "(RFC 7959). TCP and TLS listeners.",
+        ],
         *LIMIT_PARAMETERS,
         *TLS_OPT_PARAMETERS,
     ]
@@ -214,6 +222,15 @@ class Options(usage.Options):
                 f"{MAX_CONFIGURABLE_MESSAGE_SIZE}"
             )
         self["max-message-size"] = size
+        try:
+            body = int(self["max-body-size"])
+        except ValueError:
+            raise usage.UsageError(
+                f"--max-body-size must be a whole number, not {self['max-body-size']!r}"
+            )
+        if body < 1:
+            raise usage.UsageError("--max-body-size must be positive")
+        self["max-body-size"] = body
         for option, _, kind, _ in _LIMIT_OPTIONS:
             try:
                 value = kind(self[option])
@@ -275,6 +292,7 @@ def makeService(options: Options | dict[str, Any]) -> CoapService:
         max_message_size=int(options["max-message-size"]),
         require_csm=not options.get("lenient-csm"),
         limits=options.get("limits") or limits_from_options(options),
+        max_body_size=int(options.get("max-body-size", DEFAULT_MAX_BODY_SIZE)),
     )
     service = CoapService(factory)
     for description in options["tcp"]:

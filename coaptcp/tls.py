@@ -322,12 +322,7 @@ class CoapTLSTransport(BufferingTLSTransport):
 
     def makeConnection(self, transport: Any) -> None:
         factory = self.factory
-        # A handshake is several small flights; with Nagle's algorithm the server's last
-        # flight (TLS 1.3 session tickets, then the CSM and the first response) waits for
-        # the client's delayed ACK, some 40 ms.  CoAP is request/response: no delay.
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
+        # TCP_NODELAY is set by CoapProtocol.connectionMade on the socket below us.
         if factory.is_client:
             self.handshake_result = Deferred(self._cancel_handshake)
         self._handshake_timer = factory.clock.callLater(

@@ -18,7 +18,6 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
-from coaptcp.limits import CLIENT_LIMITS, Limits
 from coaptcp.client import Client
 from coaptcp.connectors import ConnectOptions
 from coaptcp.core.codes import Code
@@ -26,6 +25,7 @@ from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
 from coaptcp.core.framing import StreamDecoder
 from coaptcp.core.message import Message
 from coaptcp.demo import make_demo_site
+from coaptcp.limits import CLIENT_LIMITS, Limits
 from coaptcp.protocol import CoapFactory, CoapProtocol
 from coaptcp.resource import Request, Resource, Response, Site
 

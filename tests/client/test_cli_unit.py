@@ -45,7 +45,10 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["http://example.com/"], "unknown scheme 'http'"),
         (["coap+tcp://h:70000/"], "out of range"),
         (["-m", "brew", "coap+tcp://h/"], "unknown method 'brew'"),
-        (["--observe", "coap+tcp://h/"], "--observe is not supported yet"),
+        (["--observe", "--ping", "coap+tcp://h/"], "--observe and --ping do not go together"),
+        (["--observe", "-m", "put", "coap+tcp://h/"], "--observe sends GET (RFC 7641)"),
+        (["--observe", "-e", "x", "coap+tcp://h/"], "--observe sends GET without a payload"),
+        (["--observe", "-c", "0", "coap+tcp://h/"], "--count must be at least 1"),
         (["--count", "0", "coap+tcp://h/"], "--count must be at least 1"),
         (["--timeout", "-1", "coap+tcp://h/"], "--timeout cannot be negative"),
         (["-t", "nope", "coap+tcp://h/"], "--content-format: unknown content format 'nope'"),
@@ -261,17 +264,163 @@ def test_ping() -> None:
     assert all(line.startswith("pong from coap+tcp://127.0.0.1:5683: time=") for line in lines)
 
 
-def test_block_wise_response_gets_a_warning() -> None:
-    from coaptcp.resource import Resource, Response
+def test_block_wise_response_is_reassembled() -> None:
+    # The demo /big (1 MiB) comes in BERT blocks; the CLI prints the whole body and no
+    # warning (the old "block-wise transfer is not implemented yet" path is gone).
+    from coaptcp.demo import BigResource
 
-    class Blocky(Resource):
-        def render_GET(self, request: Any) -> Response:
-            options = Options([(OptionNumber.BLOCK2, 0x0E)])  # block 0, more, 1024
-            return Response(Code.CONTENT, b"x" * 1024, options=options)
+    code, out, err = cli_run(MemoryNetwork(), ["coap+tcp://127.0.0.1/big"])
+    assert code == EXIT_OK
+    assert out == BigResource().body
+    assert err == ""
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run_with(network: MemoryNetwork, argv: list[str], err: io.StringIO,
+             **client_kwargs: Any) -> tuple[int, bytes]:
+    settings = parse_args(argv)
+    out = io.BytesIO()
+    client = make_client(network, timeout=settings.timeout, **client_kwargs)
+    results = result_of(Deferred.fromCoroutine(
+        run(network.clock, client, settings, out, err, False)))
+    for _ in range(5):
+        network.flush()
+    return success(results), out.getvalue()
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    err = Terminal()
+    code, out = run_with(MemoryNetwork(), ["coap+tcp://127.0.0.1/big"], err)
+    assert code == EXIT_OK and len(out) == 1 << 20
+    text = err.getvalue()
+    frames = [frame for frame in text.split("\r") if frame]
+    # One frame per 64 KiB BERT block: the total (Size2) is known from the first one.
+    assert frames[0] == "[#" + "." * 29 + "]   6% 64.0 KiB of 1.0 MiB\x1b[K"
+    assert len(frames) == 16 + 1 and frames[-1] == "\x1b[K"  # 16 blocks, then the erase
+    assert "[" + "#" * 30 + "] 100% 1.0 MiB of 1.0 MiB" in text
+    assert text.endswith("\r\x1b[K")  # the bar is erased at the end
+
+
+def test_progress_bar_for_an_upload_and_none_for_small_bodies(tmp_path: Any) -> None:
+    body = tmp_path / "body.bin"
+    body.write_bytes(bytes(300_000))
+    err = Terminal()
+    code, _ = run_with(MemoryNetwork(), ["-m", "put", "-f", str(body),
+                                         "coap+tcp://127.0.0.1/store"], err)
+    assert code == EXIT_OK
+    assert "] 100% 293.0 KiB of 293.0 KiB" in err.getvalue()
+    small = Terminal()
+    code, out = run_with(MemoryNetwork(), ["coap+tcp://127.0.0.1/large"], small,
+                         block_size=1024)  # 4,000 bytes in blocks: below the threshold
+    assert code == EXIT_OK and len(out) == 4000
+    assert small.getvalue() == ""
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal() -> None:
+    err = io.StringIO()
+    code, _ = run_with(MemoryNetwork(), ["coap+tcp://127.0.0.1/big"], err)
+    assert code == EXIT_OK
+    assert err.getvalue() == ""
+
+
+# -- --observe ---------------------------------------------------------------------------------
+
+
+def observed_network() -> tuple[MemoryNetwork, Any]:
+    from coaptcp.demo import ClockResource
 
     network = MemoryNetwork()
-    network.root.putChild("blocky", Blocky())
-    code, out, err = cli_run(network, ["coap+tcp://127.0.0.1/blocky"])
+    clock = ClockResource(network.clock)
+    network.root.putChild("time", clock)
+    return network, clock
+
+
+def test_observe_count_prints_each_notification_and_deregisters() -> None:
+    network, clock = observed_network()
+    settings = parse_args(["--observe", "--count", "3", "-v", "coap+tcp://127.0.0.1/time"])
+    assert (settings.observe, settings.count) == (True, 3)
+    out, err = io.BytesIO(), io.StringIO()
+    client = make_client(network, timeout=settings.timeout)
+    results = result_of(Deferred.fromCoroutine(
+        run(network.clock, client, settings, out, err, False)))
+    network.flush()
+    for _ in range(2):
+        network.clock.advance(1)
+        network.flush()
+    network.flush()
+    assert success(results) == EXIT_OK
+    lines = out.getvalue().decode().splitlines()
+    assert lines == ["1970-01-01T00:00:00Z", "1970-01-01T00:00:01Z", "1970-01-01T00:00:02Z"]
+    assert clock.observer_count == 0
+    text = err.getvalue()
+    assert "-> GET coap+tcp://127.0.0.1/time (Observe: 0, register)" in text
+    assert "<- 2.05 Content (notification 3, Observe: 3, 20 bytes)" in text
+    assert "(observation ended: cancelled)" in text
+    assert network.links[0].closed
+
+
+def test_observe_until_interrupted() -> None:
+    network, clock = observed_network()
+    settings = parse_args(["--observe", "coap+tcp://127.0.0.1/time"])
+    assert settings.count == 0  # no limit
+    out, err = io.BytesIO(), io.StringIO()
+    interrupt: Deferred[None] = Deferred()
+    client = make_client(network, timeout=settings.timeout)
+    results = result_of(Deferred.fromCoroutine(
+        run(network.clock, client, settings, out, err, False, interrupt)))
+    network.flush()
+    for _ in range(5):
+        network.clock.advance(1)
+        network.flush()
+    assert results == []
+    assert len(out.getvalue().splitlines()) == 6
+    interrupt.callback(None)  # Ctrl-C: deregister, then exit 0
+    cancel = network.links[0].client_output()
+    assert [(m.code, m.options.observe) for m in cancel][:1] == [(Code.GET, 1)]
+    network.flush()
+    network.flush()
+    assert success(results) == EXIT_OK
+    assert clock.observer_count == 0
+    assert err.getvalue() == ""
+
+
+def test_observe_a_resource_that_is_not_observable() -> None:
+    code, out, err = cli_run(MemoryNetwork(), ["--observe", "coap+tcp://127.0.0.1/hello"])
     assert code == EXIT_OK
-    assert out == b"x" * 1024
-    assert "block-wise transfer is not implemented yet" in err
+    assert out == b"Hello, world!\n"
+    assert err == ("coaptcp-client: observation over: the resource is not observable "
+                   "(a response without Observe)\n")
+
+
+def test_observe_an_error() -> None:
+    code, out, err = cli_run(MemoryNetwork(), ["--observe", "coap+tcp://127.0.0.1/nothing"])
+    assert code == EXIT_ERROR_RESPONSE
+    assert out == b""
+    assert err == "coaptcp-client: 4.04 Not Found\n"
+
+
+def test_observe_connection_lost_is_exit_3() -> None:
+    network, _ = observed_network()
+    settings = parse_args(["--observe", "coap+tcp://127.0.0.1/time"])
+    out, err = io.BytesIO(), io.StringIO()
+    results = result_of(Deferred.fromCoroutine(
+        run(network.clock, make_client(network), settings, out, err, False)))
+    network.flush()
+    network.links[0].drop()
+    network.flush()
+    assert success(results) == EXIT_NO_RESPONSE
+    assert out.getvalue() == b"1970-01-01T00:00:00Z\n"
+    assert err.getvalue() == "coaptcp-client: coap+tcp://127.0.0.1:5683: connection closed\n"
+
+
+def test_observe_pretty_separates_multi_line_notifications() -> None:
+    _, out, _ = cli_run(MemoryNetwork(), ["--observe", "coap+tcp://127.0.0.1/info"],
+                        pretty=True)
+    assert out.startswith(b'{\n  "server": "coaptcp ')
+    assert out.endswith(b"\n}\n\n")

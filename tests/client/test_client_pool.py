@@ -210,8 +210,14 @@ def test_peer_max_message_size_is_respected() -> None:
     network.flush()
     success(first)
     assert network.links[0].client.channel.connection.peer.max_message_size == 200
+    # Too large for one message to this peer: sent in Block1 blocks that fit (RFC 7959).
     big = result_of(client.request("POST", "coap+tcp://127.0.0.1/seen", b"x" * 300))
-    failure(big, RequestNotSent)
+    network.flush()
+    assert success(big).payload == b"x" * 300
+    assert network.seen.requests[-1].options.block1 is not None
+    # Options alone larger than the peer's limit cannot be cut: RequestNotSent.
+    long_query = result_of(client.request("GET", "coap+tcp://127.0.0.1/seen?" + "q" * 250))
+    failure(long_query, RequestNotSent)
     small = result_of(client.request("POST", "coap+tcp://127.0.0.1/seen", b"x" * 100))
     network.flush()
     assert success(small).code == Code.CHANGED

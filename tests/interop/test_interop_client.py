@@ -362,10 +362,10 @@ def test_cli_coaps_ws_rejects_psk_clearly(tls_server: RunningPeer) -> None:
     assert "pre-shared keys are not supported for coaps+ws" in one_line(result)
 
 
-def test_cli_observe_is_a_clear_usage_error() -> None:
-    result = cli("--observe", "coap+tcp://127.0.0.1/hello")
+def test_cli_observe_with_another_method_is_a_clear_usage_error() -> None:
+    result = cli("--observe", "-m", "put", "coap+tcp://127.0.0.1/hello")
     assert result.returncode == 2
-    assert "--observe is not supported yet" in result.stderr.decode()
+    assert "--observe sends GET (RFC 7641): drop -m" in result.stderr.decode()
 
 
 def test_cli_help_and_version() -> None:
