@@ -782,9 +782,9 @@ class Channel(ObservationRegistry):
         if existing is not None:
             existing.resource.remove_observer(self, token)
         elif len(self._observations) >= self.max_observations:
-            self.log.info(
-                "Declining another observation from {peer}: {count} already",
-                peer=self.peer,
+            self._log_limit_once(
+                "observations",
+                "Declining further observations from {peer}: {count} already",
                 count=len(self._observations),
             )
             return False

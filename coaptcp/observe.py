@@ -81,6 +81,7 @@ class ObservableResource(Resource):
         super().__init__()
         self._observations: dict[tuple[int, bytes], Observation] = {}
         self._sequence = 0
+        self._full_logged = False
 
     # -- observers ------------------------------------------------------------------------
 
@@ -102,12 +103,15 @@ class ObservableResource(Resource):
         """Register the GET ``message`` on ``channel``; ``None`` when declined (full)."""
         key = (id(channel), message.token)
         if key not in self._observations and len(self._observations) >= self.max_observers:
-            self.log.warn(
-                "Not registering another observer of {resource}: {count} already",
-                resource=self,
-                count=len(self._observations),
-            )
+            if not self._full_logged:  # once until there is room again
+                self._full_logged = True
+                self.log.warn(
+                    "Not registering further observers of {resource}: {count} already",
+                    resource=self,
+                    count=len(self._observations),
+                )
             return None
+        self._full_logged = False
         observation = Observation(self, channel, message)
         self._observations[key] = observation
         self.observer_added(observation)
