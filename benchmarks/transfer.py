@@ -275,7 +275,7 @@ def main() -> int:
         pairs += [("coaptcp -> aiocoap", "coaptcp", "aiocoap", None),
                   ("aiocoap -> coaptcp", "aiocoap", "coaptcp", None)]
     runs: list[dict[str, Any]] = []
-    rows: list[tuple[str, str, float, float, float, float, float, float, int | None]] = []
+    rows: list[tuple[str, str, float, float, float, float, float, float, float, int | None]] = []
     for label, client_kind, server_kind, mms in pairs:
         port = free_port()
         if server_kind == "coaptcp":
@@ -312,16 +312,17 @@ def main() -> int:
                         f"other {report['other_pct']:.0f}%)")
                 median = statistics.median(seconds)
                 rows.append((label, op.upper(), median, size / median / 1e6,
-                             size / max(seconds) / 1e6, statistics.median(cpu),
+                             size / min(seconds) / 1e6, size / max(seconds) / 1e6,
+                             statistics.median(cpu),
                              statistics.median(client_cpu), max(other), messages))
     print(f"\n{args.size_mib} MiB body over coap+tcp on {HOST}; median of {args.reps} runs"
           f"{'; server on CPU 0, client on CPU 1' if pin_server else ''}\n")
-    print(f"{'pair':32} {'op':4} {'median s':>9} {'MB/s':>8} {'worst MB/s':>11} "
+    print(f"{'pair':32} {'op':4} {'median s':>9} {'MB/s':>7} {'best':>6} {'worst':>6} "
           f"{'srv CPU s':>10} {'cli CPU s':>10} {'other%':>7} {'blocks':>7}")
-    for label, op, median, rate, worst, cpu_s, client_s, other_pct, messages in rows:
+    for label, op, median, rate, best, worst, cpu_s, client_s, other_pct, messages in rows:
         shown = "" if messages is None else str(messages)
-        print(f"{label:32} {op:4} {median:9.3f} {rate:8.1f} {worst:11.1f} {cpu_s:10.2f} "
-              f"{client_s:10.2f} {other_pct:7.0f} {shown:>7}")
+        print(f"{label:32} {op:4} {median:9.3f} {rate:7.1f} {best:6.1f} {worst:6.1f} "
+              f"{cpu_s:10.2f} {client_s:10.2f} {other_pct:7.0f} {shown:>7}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(runs, out, indent=1)
