@@ -73,6 +73,11 @@ class CoapProtocol(Protocol):
         )
         transport = self.transport
         assert transport is not None
+        # Whole messages are written at once: do not hold the tail of one (a large block's
+        # last segment, say) for the peer's ACK (Nagle), which stalls request/response.
+        no_delay = getattr(transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
         secure = ISSLTransport.providedBy(transport)
         self.channel = Channel(
             connection,
