@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -172,6 +173,22 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far (from /proc/stat; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 @contextlib.contextmanager
 def server(argv: list[str], port: int, env: dict[str, str], pin: list[str]) -> Iterator[int]:
     """Start a server, wait for its port, yield its pid, stop it."""
@@ -258,7 +275,7 @@ def main() -> int:
         pairs += [("coaptcp -> aiocoap", "coaptcp", "aiocoap", None),
                   ("aiocoap -> coaptcp", "aiocoap", "coaptcp", None)]
     runs: list[dict[str, Any]] = []
-    rows: list[tuple[str, str, float, float, float, float, float, int | None]] = []
+    rows: list[tuple[str, str, float, float, float, float, float, float, float, int | None]] = []
     for label, client_kind, server_kind, mms in pairs:
         port = free_port()
         if server_kind == "coaptcp":
@@ -272,31 +289,40 @@ def main() -> int:
                 seconds: list[float] = []
                 cpu: list[float] = []
                 client_cpu: list[float] = []
+                other: list[float] = []
                 messages = None
                 for rep in range(args.reps):
                     before = cpu_seconds(pid)
+                    busy, children, wall = busy_seconds(), children_cpu(), time.monotonic()
                     report = run_client(args.python, pin_client, client_kind, op, uri, size,
                                         mms if client_kind == "coaptcp" else None)
                     cpu.append(cpu_seconds(pid) - before)
+                    # CPU used meanwhile by anything but this server and client: noise.
+                    others = (busy_seconds() - busy) - cpu[-1] - (children_cpu() - children)
+                    span = (time.monotonic() - wall) * (os.cpu_count() or 1)
+                    report["other_pct"] = max(0.0, 100 * others / span)
+                    other.append(report["other_pct"])
                     seconds.append(report["seconds"])
                     client_cpu.append(report["client_cpu_s"])
                     messages = report.get("messages", messages)
                     runs.append({"pair": label, "op": op, "rep": rep, "size": size,
                                  "server_cpu_s": cpu[-1], **report})
                     log(f"{label:32} {op:3} rep {rep}: {report['seconds']:.3f} s "
-                        f"({size / report['seconds'] / 1e6:.1f} MB/s)")
+                        f"({size / report['seconds'] / 1e6:.1f} MB/s, "
+                        f"other {report['other_pct']:.0f}%)")
                 median = statistics.median(seconds)
                 rows.append((label, op.upper(), median, size / median / 1e6,
-                             size / max(seconds) / 1e6, statistics.median(cpu),
-                             statistics.median(client_cpu), messages))
+                             size / min(seconds) / 1e6, size / max(seconds) / 1e6,
+                             statistics.median(cpu),
+                             statistics.median(client_cpu), max(other), messages))
     print(f"\n{args.size_mib} MiB body over coap+tcp on {HOST}; median of {args.reps} runs"
           f"{'; server on CPU 0, client on CPU 1' if pin_server else ''}\n")
-    print(f"{'pair':32} {'op':4} {'median s':>9} {'MB/s':>8} {'worst MB/s':>11} "
-          f"{'srv CPU s':>10} {'cli CPU s':>10} {'blocks':>7}")
-    for label, op, median, rate, worst, cpu_s, client_s, messages in rows:
+    print(f"{'pair':32} {'op':4} {'median s':>9} {'MB/s':>7} {'best':>6} {'worst':>6} "
+          f"{'srv CPU s':>10} {'cli CPU s':>10} {'other%':>7} {'blocks':>7}")
+    for label, op, median, rate, best, worst, cpu_s, client_s, other_pct, messages in rows:
         shown = "" if messages is None else str(messages)
-        print(f"{label:32} {op:4} {median:9.3f} {rate:8.1f} {worst:11.1f} {cpu_s:10.2f} "
-              f"{client_s:10.2f} {shown:>7}")
+        print(f"{label:32} {op:4} {median:9.3f} {rate:7.1f} {best:6.1f} {worst:6.1f} "
+              f"{cpu_s:10.2f} {client_s:10.2f} {other_pct:7.0f} {shown:>7}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(runs, out, indent=1)
