@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
 import time
 from typing import Any
@@ -39,8 +40,18 @@ class HelloResource(Resource):
         return Response.text("Hello, world!")
 
 
+def _address_text(address: Any) -> str | None:
+    """``host:port`` (``[host]:port`` for IPv6) of a peer address; ``None`` if it has no port."""
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class InfoResource(Resource):
-    """``GET /info``: JSON about this server and the request."""
+    """``GET /info``: JSON about this server and the request: ``peer`` is the client's
+    address as the server sees it (the real client's behind ``haproxy:`` endpoints),
+    ``pid`` the process that answered (one of the ``--workers``)."""
 
     link_attributes = {"rt": "demo.info", "ct": 50, "title": "Server information"}
 
@@ -59,6 +70,8 @@ class InfoResource(Resource):
                 "secure": request.secure,
                 "host": request.host,
                 "tls": request.tls.as_dict() if request.tls is not None else None,
+                "peer": _address_text(request.peer),
+                "pid": os.getpid(),
             }
         )
 

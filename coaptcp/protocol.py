@@ -84,7 +84,7 @@ class CoapProtocol(ChannelOwner, Protocol):
         self.channel = Channel(
             connection,
             write=transport.writeSequence,
-            close=transport.loseConnection,
+            close=self._close_transport,
             abort=transport.abortConnection,  # type: ignore[attr-defined]
             reactor=factory.reactor,
             site=factory.site,
@@ -108,6 +108,14 @@ class CoapProtocol(ChannelOwner, Protocol):
     _reading_pausable = True
     _reading_paused = False
 
+    def _close_transport(self) -> None:
+        """Close gracefully, no longer as the transport's producer: Twisted's TLS layer
+        holds back its close_notify, and so the close, while a producer is registered."""
+        transport = self.transport
+        if transport is not None:
+            transport.unregisterProducer()  # type: ignore[attr-defined]
+            transport.loseConnection()
+
     def pauseProducing(self) -> None:
         """The peer reads too slowly: stop reading from it, hold notifications."""
         self.channel.pause()
@@ -125,8 +133,35 @@ class CoapProtocol(ChannelOwner, Protocol):
     def stopProducing(self) -> None:
         """The transport is going away; :meth:`connectionLost` does the cleanup."""
 
+    _peer_settled = False
+
     def dataReceived(self, data: bytes) -> None:
+        if not self._peer_settled and self._settle_peer():
+            return
         self.channel.data_received(data)
+
+    def _settle_peer(self) -> bool:
+        """Take the peer's address again at the first data; true if it is now refused.
+
+        Behind a PROXY-protocol endpoint (``haproxy:tcp:...``), the transport learns the
+        real client's address from the header that precedes the first data, after
+        ``connectionMade``: resources and the per-address limit must see that address,
+        not the load balancer's (and the default Uri-Host is the proxied destination).
+        """
+        self._peer_settled = True
+        transport = self.transport
+        assert transport is not None
+        peer = transport.getPeer()
+        if peer == self.channel.peer:
+            return False
+        self.factory.discharge(self)
+        self.channel.peer = peer
+        self.channel.default_host = _host_of(transport.getHost())
+        refusal = self.factory.admit(self)
+        if refusal is not None:
+            self.channel.abort(refusal)
+            return True
+        return False
 
     def handshakeCompleted(self) -> None:
         """Twisted's TLS layer finished the handshake, before any application data: the

@@ -11,6 +11,8 @@ returns a service an application can add to its own ``Application``.
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -31,6 +33,7 @@ from .tlstap import (
     check_tls_options,
     tls_requested,
 )
+from .workertap import WORKER_OPT_PARAMETERS, check_worker_options, make_worker_pool
 
 __all__ = ["DEFAULT_TCP_ENDPOINT", "CoapService", "Options", "load_resource", "makeService"]
 
@@ -176,6 +179,7 @@ class Options(usage.Options):
         ],
         *LIMIT_PARAMETERS,
         *TLS_OPT_PARAMETERS,
+        *WORKER_OPT_PARAMETERS,
     ]
     optFlags = [
         [
@@ -192,6 +196,11 @@ class Options(usage.Options):
         self["tcp"] = []
         self["ws"] = []
         self["tls"] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Parse, keeping the arguments as given (``--workers`` hands them to workers)."""
+        self["argv"] = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_tcp(self, description: str) -> None:
         """Listen for CoAP over TCP on a Twisted endpoint description, e.g. tcp:5683 or
@@ -244,6 +253,7 @@ class Options(usage.Options):
         for description in [*self["tcp"], *self["ws"]]:
             _check_endpoint(description)
         check_tls_options(self, _check_endpoint)
+        check_worker_options(self)
         if self["resource"] is not None:
             self["root"] = load_resource(self["resource"])
         else:
@@ -281,9 +291,12 @@ class CoapService(MultiService):
         return stopped
 
 
-def makeService(options: Options | dict[str, Any]) -> CoapService:
+def makeService(options: Options | dict[str, Any]) -> MultiService:
     """Build the service for parsed :class:`Options` (also usable from an app's .tac)."""
     from twisted.internet import endpoints, reactor
+
+    if options.get("workers"):
+        return make_worker_pool(options)  # type: ignore[arg-type]
 
     root = options["root"]
     site = Site(root)
