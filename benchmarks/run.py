@@ -203,6 +203,29 @@ def proc_cpu_seconds(pid):
         return None
 
 
+def tree_cpu_seconds(pid):
+    """CPU seconds of ``pid`` and all its descendants (the workers of --workers N)."""
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        cpu = proc_cpu_seconds(p)
+        if cpu is None:
+            if p == pid:
+                return None
+            continue
+        total += cpu
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return total
+
+
 def system_cpu_seconds():
     """(user+nice+system, steal) CPU seconds of the whole machine from /proc/stat.
 
@@ -288,7 +311,7 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def cpu_seconds(self):
-        return proc_cpu_seconds(self.proc.pid) if self.alive() else None
+        return tree_cpu_seconds(self.proc.pid) if self.alive() else None
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
