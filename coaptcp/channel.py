@@ -61,6 +61,9 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 #: Seconds to wait, after a Release, for the work in flight and the peer's close.
 DEFAULT_RELEASE_TIMEOUT = 10.0
 
+_CLOSED = State.CLOSED
+_BLOCK2 = int(OptionNumber.BLOCK2)  # Block2 (23), Block1 (27) and Size1 (60) come last
+
 #: The answer of a side without a resource tree (RFC 8323 section 3.3).
 NO_SERVER_RESPONSE = Response(Code.NOT_IMPLEMENTED, b"no resources are served on this side")
 
@@ -639,27 +642,16 @@ class Channel(ObservationRegistry):
         Raises :class:`UnicodeDecodeError` when a Uri-Host, Uri-Path or Uri-Query value
         is not UTF-8.
         """
-        return Request(
-            message.code,
-            message.token,
-            message.options,
-            message.payload,
-            peer=self.peer,
-            default_host=self.default_host,
-            secure=self.secure,
-            tls=self.tls,
-            channel=self,
-            message=message,
-        )
+        return Request.received(message, self.peer, self.default_host, self.secure, self.tls, self)
 
     def _on_request(self, message: Message) -> None:
-        if self.connection.state is State.CLOSED:
+        if self.connection.state is _CLOSED:
             return  # we aborted while dispatching an earlier event of the same input
         if self.site is None:
             self._respond(message, NO_SERVER_RESPONSE)
             return
         items = message.options.items
-        if items and items[-1][0] >= OptionNumber.BLOCK2:  # Block1, Size1 may be there
+        if items and items[-1][0] >= _BLOCK2:  # Block1, Size1 may be there
             answer, complete = self.blockwise.receive_request(message, self._reactor.seconds())
             if answer is not None:
                 self._send_response_message(message, answer)
@@ -668,7 +660,9 @@ class Channel(ObservationRegistry):
         else:
             complete = message
         try:
-            request = self.make_request(complete)
+            request = Request.received(
+                complete, self.peer, self.default_host, self.secure, self.tls, self
+            )
         except UnicodeDecodeError as error:
             # Uri-Host, Uri-Path and Uri-Query are strings (RFC 7252 section 3.2); a
             # value that is not UTF-8 is a non-conforming critical option (4.02).
@@ -726,9 +720,22 @@ class Channel(ObservationRegistry):
 
     def _respond(self, request: Message, response: Response) -> None:
         """Send ``response`` to ``request``, cut into a Block2 block if it must be."""
-        self._send_response_message(
-            request, Message(response.code, request.token, response.options, response.payload)
-        )
+        connection = self.connection
+        if connection.state is _CLOSED:
+            return  # aborted (by us or a resource) before this answer was ready
+        message = Message(response.code, request.token, response.options, response.payload)
+        items = request.options.items
+        if len(message.payload) < connection.peer.max_message_size and not (
+            items and items[-1][0] >= _BLOCK2
+        ):
+            # The common case: no block-wise option in the request; send it whole if it
+            # fits (a payload above the peer's limit cannot: do not encode it to find out).
+            try:
+                connection.send(message)
+                return
+            except MessageTooLarge:
+                pass
+        self._send_response_message(request, message)
 
     def _send_response_message(self, request: Message, message: Message) -> None:
         connection = self.connection
@@ -740,8 +747,7 @@ class Channel(ObservationRegistry):
             and items[-1][0] >= OptionNumber.BLOCK2
             and (OptionNumber.BLOCK1 in request.options or OptionNumber.BLOCK2 in request.options)
         ):
-            # The common case: no block-wise exchange asked for; send it whole if it fits
-            # (a payload above the peer's limit cannot: do not encode it to find out).
+            # No block-wise exchange asked for; send it whole if it fits.
             try:
                 connection.send(message)
                 return

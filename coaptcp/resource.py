@@ -24,7 +24,7 @@ from .core.codes import Code
 from .core.linkformat import LINK_FORMAT, AttributeValue, Link, filter_links, format_links
 from .core.message import Message
 from .core.options import EMPTY_OPTIONS, OptionNumber, Options
-from .core.validation import PROXY_OPTIONS, unrecognized_critical_option
+from .core.validation import PROXY_OPTIONS, CriticalOptionCheck
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress
@@ -73,6 +73,9 @@ UNDERSTOOD_OPTIONS = frozenset(
     }
 )
 
+#: The check of every request's critical options against :data:`UNDERSTOOD_OPTIONS`.
+_CHECK_CRITICAL_OPTIONS = CriticalOptionCheck(UNDERSTOOD_OPTIONS)
+
 _METHOD_NAMES: Mapping[Code, str] = {
     Code.GET: "GET",
     Code.POST: "POST",
@@ -90,6 +93,8 @@ _CONTENT_FORMAT_ONLY: dict[int, Options] = {
     for number in (TEXT_PLAIN, 40, 42, APPLICATION_JSON, 60)
 }
 
+
+_TEXT_PLAIN_ONLY = _CONTENT_FORMAT_ONLY[TEXT_PLAIN]
 
 _RENDER_ATTRIBUTES: Mapping[Code, str] = {
     code: f"render_{name}" for code, name in _METHOD_NAMES.items()
@@ -114,6 +119,9 @@ class Response:
     ) -> None:
         self.code = code if type(code) is Code else Code(code)
         self.payload = payload
+        if content_format is None:
+            self.options = options
+            return
         if content_format is not None:
             if options is EMPTY_OPTIONS and content_format in _CONTENT_FORMAT_ONLY:
                 options = _CONTENT_FORMAT_ONLY[content_format]  # the common case, prebuilt
@@ -124,7 +132,7 @@ class Response:
     @classmethod
     def text(cls, text: str, code: Code = Code.CONTENT) -> Response:
         """A ``text/plain;charset=utf-8`` response."""
-        return cls(code, text.encode("utf-8"), content_format=TEXT_PLAIN)
+        return cls(code, text.encode("utf-8"), options=_TEXT_PLAIN_ONLY)
 
     @classmethod
     def json(cls, value: Any, code: Code = Code.CONTENT) -> Response:
@@ -157,7 +165,10 @@ class CoapError(Exception):
         return Response(self.code, self.diagnostic.encode("utf-8"))
 
 
+_new_object = object.__new__
 _URI_HOST, _URI_PATH, _URI_QUERY = 3, 11, 15
+_PROXY_URI = 35  # Proxy-Uri (35) and Proxy-Scheme (39) come after every other option
+_GET = Code.GET  # a global: an Enum attribute costs ten times as much to look up
 
 
 class Request:
@@ -173,7 +184,28 @@ class Request:
     :ivar tls: on TLS, who the peer is (:class:`~coaptcp.tlsinfo.TLSInfo`: its certificate's
         subject and SAN, or its PSK identity; the SNI name), for authorization
         (RFC 8323 section 9); ``None`` otherwise.
+
+    Apps may set attributes of their own on a request (it has a ``__dict__``); the
+    ones above are slots, as one request is made for every message received.
     """
+
+    __slots__ = (
+        "__dict__",
+        "channel",
+        "host",
+        "message",
+        "method",
+        "options",
+        "path",
+        "payload",
+        "peer",
+        "postpath",
+        "prepath",
+        "query",
+        "secure",
+        "tls",
+        "token",
+    )
 
     def __init__(
         self,
@@ -198,18 +230,50 @@ class Request:
         self.secure = secure
         self.tls = tls
         self.channel = channel
+        self._take_uri(options, default_host)
+
+    @classmethod
+    def received(
+        cls,
+        message: Message,
+        peer: IAddress | None,
+        default_host: str | None,
+        secure: bool,
+        tls: TLSInfo | None,
+        channel: object,
+    ) -> Request:
+        """The request for ``message`` as received from ``peer`` on ``channel``.
+
+        The same as the constructor with those arguments, without keyword arguments:
+        the channel makes one request for every message it receives, and a call with
+        keywords costs twice as much.
+        """
+        self = _new_object(cls)
+        self.message = message
+        self.method = message.code
+        self.token = message.token
+        self.options = options = message.options
+        self.payload = message.payload
+        self.peer = peer
+        self.secure = secure
+        self.tls = tls
+        self.channel = channel
+        self._take_uri(options, default_host)
+        return self
+
+    def _take_uri(self, options: Options, default_host: str | None) -> None:
         path: list[str] = []
         query: list[str] = []
         host = None
         for number, value in options.items:  # one pass over the options
             if number == _URI_PATH:
-                path.append(value.decode("utf-8"))
+                path.append(value.decode())
             elif number == _URI_QUERY:
-                query.append(value.decode("utf-8"))
+                query.append(value.decode())
             elif number == _URI_HOST and host is None:
-                host = value.decode("utf-8")
+                host = value.decode()
         self.path: tuple[str, ...] = tuple(path)
-        self.query: tuple[str, ...] = tuple(query)
+        self.query: tuple[str, ...] = tuple(query) if query else ()
         self.host = host or default_host
         self.prepath: list[str] = []
         self.postpath: list[str] = path
@@ -340,6 +404,9 @@ class WellKnownCore(Resource):
         )
 
 
+_WELL_KNOWN_CORE = (".well-known", "core")
+
+
 class Site:
     """Routes requests into a resource tree and turns every outcome into a response.
 
@@ -356,25 +423,27 @@ class Site:
     def resolve(self, request: Request) -> Resource | None:
         """Walk ``request.postpath`` from the root; ``None`` when nothing answers."""
         resource: Resource | None = self.root
-        if self._well_known is not None and request.path == (".well-known", "core"):
+        if self._well_known is not None and request.path == _WELL_KNOWN_CORE:
             well_known = self.root.children.get(".well-known")
             if well_known is None or well_known.children.get("core") is None:
                 request.prepath, request.postpath = list(request.path), []
                 return self._well_known
-        while request.postpath and resource is not None and not resource.isLeaf:
-            name = request.postpath.pop(0)
-            request.prepath.append(name)
+        postpath = request.postpath
+        prepath = request.prepath
+        while postpath and resource is not None and not resource.isLeaf:
+            name = postpath.pop(0)
+            prepath.append(name)
             resource = resource.getChildWithDefault(name, request)
         return resource
 
     def handle(self, request: Request) -> Response | Deferred[Response]:
         """Answer ``request``: a :class:`Response` now, or a Deferred firing with one."""
         try:
-            problem = unrecognized_critical_option(request.options, UNDERSTOOD_OPTIONS)
+            problem = _CHECK_CRITICAL_OPTIONS(request.options)
             if problem is not None:
                 return Response(Code.BAD_OPTION, problem[1].encode("utf-8"))
             items = request.options.items
-            if items and items[-1][0] >= OptionNumber.PROXY_URI:
+            if items and items[-1][0] >= _PROXY_URI:
                 for number in PROXY_OPTIONS:
                     if number in request.options:
                         return Response(
@@ -387,8 +456,10 @@ class Site:
             return self._internal_error(Failure(), request)
         if resource is None:
             return Response(Code.NOT_FOUND, b"")
-        observe = request.options.observe if request.method == Code.GET else None
-        if observe is None or not resource.observable or request.channel is None:
+        if not resource.observable or request.method != _GET or request.channel is None:
+            return self.render_resource(resource, request)
+        observe = request.options.observe
+        if observe is None:
             return self.render_resource(resource, request)
         from .observe import observe_request  # observe builds on this module
 

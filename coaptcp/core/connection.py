@@ -84,6 +84,10 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+_CLOSED = State.CLOSED
+_AWAITING_CSM = State.AWAITING_CSM
+
+
 def _diagnostic(payload: bytes) -> str:
     return payload.decode("utf-8", errors="replace")
 
@@ -198,11 +202,11 @@ class Connection:
         before :meth:`start`, on a closed connection, or for a new request after we sent
         Release (section 5.5).
         """
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             raise LocalProtocolError("the connection is closed")
         if not self._started:
             raise LocalProtocolError("call start() first: the CSM must be the first message")
-        code = int(message.code)
+        code = message.code
         if code >= 0xE0:  # class 7: signaling
             raise LocalProtocolError("use the send_* methods for signaling messages")
         if code < 0x20 and self.release_sent:  # a request
@@ -284,18 +288,27 @@ class Connection:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Process bytes from a TCP or TLS stream; returns the resulting events."""
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return []
         decoder = self._decoder
         decoder.feed(data)
         events: list[Event] = []
+        next_message = decoder.next_message
+        append = events.append
         try:
-            closed = State.CLOSED
-            while self.state is not closed:
-                message = decoder.next_message()
+            while True:
+                message = next_message()
                 if message is None:
                     break
+                # The common case first: a request on an open (or closing) connection
+                # changes no state.  Everything else goes through _handle.  (The state
+                # is never CLOSED here: we stop as soon as a message closes it.)
+                if 0 < message.code < 0x20 and self.state is not _AWAITING_CSM:
+                    append(RequestReceived(message))
+                    continue
                 self._handle(message, events)
+                if self.state is _CLOSED:
+                    break
         except RemoteProtocolError as error:
             self._abort_for(error, events)
         return events

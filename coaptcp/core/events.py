@@ -47,14 +47,19 @@ class Event:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+# The two events that come with every request and response are not frozen: a frozen
+# dataclass's __init__ costs a call of object.__setattr__ per field, once per message.
+# Nothing changes them after they are made.
+
+
+@dataclass(slots=True)
 class RequestReceived(Event):
     """The peer sent a request (a 0.01-0.31 code)."""
 
     message: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseReceived(Event):
     """The peer sent a response (a 2.xx, 4.xx or 5.xx code)."""
 

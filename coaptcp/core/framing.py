@@ -78,8 +78,16 @@ def encode_options(options: Iterable[tuple[int, bytes]]) -> bytes:
     return bytes(out)
 
 
+def _encoded_options(options: Options) -> bytes:
+    """``options`` on the wire, encoded once per (immutable) :class:`Options` instance."""
+    encoded = options._encoded
+    if encoded is None:
+        encoded = options._encoded = encode_options(options.items) if options.items else b""
+    return encoded
+
+
 def _body(message: Message) -> bytes:
-    options = encode_options(message.options.items) if message.options else b""
+    options = _encoded_options(message.options)
     if message.payload:
         return b"".join((options, b"\xff", message.payload))
     return options
@@ -98,12 +106,19 @@ def encode_frame(message: Message) -> bytes:
     tkl = len(token)
     if tkl > MAX_TOKEN_LENGTH:
         _check_token(token)
-    items = message.options.items
-    options = encode_options(items) if items else b""
+    options = message.options._encoded
+    if options is None:
+        options = _encoded_options(message.options)
     payload = message.payload
-    body = options + b"\xff" + payload if payload else options
-    length = len(body)
-    code = int(message.code)
+    code = message.code
+    if payload:
+        length = len(options) + 1 + len(payload)
+        if length < _EXT13:
+            return bytes((length << 4 | tkl, code)) + token + options + b"\xff" + payload
+        body = options + b"\xff" + payload
+    else:
+        length = len(options)
+        body = options
     if length < _EXT13:
         header = bytes((length << 4 | tkl, code))
     elif length < _EXT14:
@@ -147,16 +162,31 @@ def decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Optio
     reserved nibble, an option running past the end, a number above 65535 or a payload
     marker followed by no payload.
     """
+    if type(data) is not bytes:
+        data = bytes(data[start:end])
+        start, end = 0, len(data)
     items: list[tuple[int, bytes]] = []
+    append = items.append
     number = 0
     i = start
+    payload = b""
     while i < end:
         byte = data[i]
         i += 1
+        if byte < 0xD0 and byte & 0x0F < 13:
+            # Delta and length both in the first byte: nearly every option.
+            number += byte >> 4
+            value_end = i + (byte & 0x0F)
+            if value_end > end:
+                raise _runs_past_end(number, value_end - i)
+            append((number, data[i:value_end]))
+            i = value_end
+            continue
         if byte == PAYLOAD_MARKER:
             if i == end:
                 raise MessageFormatError("payload marker followed by no payload")
-            return Options._from_sorted(tuple(items)), bytes(data[i:end])
+            payload = data[i:end]
+            break
         delta = byte >> 4
         length = byte & 0x0F
         if delta >= 13:
@@ -189,17 +219,35 @@ def decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Optio
         if number > MAX_OPTION_NUMBER:
             raise MessageFormatError(f"option number {number} exceeds {MAX_OPTION_NUMBER}")
         if i + length > end:
-            raise MessageFormatError(
-                f"option {number} value of {length} bytes runs past the end of the message"
-            )
-        items.append((number, bytes(data[i : i + length])))
+            raise _runs_past_end(number, length)
+        append((number, data[i : i + length]))
         i += length
-    return Options._from_sorted(tuple(items)), b""
+    if number > MAX_OPTION_NUMBER:  # numbers only grow: checking the last one is enough
+        raise MessageFormatError(f"option number {number} exceeds {MAX_OPTION_NUMBER}")
+    options = _new_options(Options)
+    options.items = tuple(items)
+    options._encoded = None
+    return options, payload
 
 
-def _check_code(code: Code) -> None:
-    if code.is_reserved:
-        raise MessageFormatError(f"code {code.dotted} is in a reserved class")
+_new_options = object.__new__
+
+
+def _runs_past_end(number: int, length: int) -> MessageFormatError:
+    return MessageFormatError(
+        f"option {number} value of {length} bytes runs past the end of the message"
+    )
+
+
+#: The code for each header byte, or ``None`` for a code in a reserved class (1, 3 or 6),
+#: which is a message format error when received (RFC 8323 section 3.2).
+_RECEIVABLE_CODES: tuple[Code | None, ...] = tuple(
+    None if code.is_reserved else code for code in map(code_from_byte, range(256))
+)
+
+
+def _reserved_code(value: int) -> MessageFormatError:
+    return MessageFormatError(f"code {code_from_byte(value).dotted} is in a reserved class")
 
 
 def _too_large(size: int, limit: int) -> MessageFormatError:
@@ -222,8 +270,9 @@ def decode_ws_frame(data: bytes, max_message_size: int) -> Message:
         raise MessageFormatError(f"token length {tkl} is reserved")
     if len(data) < 2 + tkl:
         raise MessageFormatError("WebSocket message ends inside the token")
-    code = code_from_byte(data[1])
-    _check_code(code)
+    code = _RECEIVABLE_CODES[data[1]]
+    if code is None:
+        raise _reserved_code(data[1])
     options, payload = decode_options(data, 2 + tkl, len(data))
     return Message(code, bytes(data[2 : 2 + tkl]), options, payload)
 
@@ -307,13 +356,16 @@ class StreamDecoder:
             raise _too_large(total, self.max_message_size)
         if available < total:
             return None
-        code = code_from_byte(data[pos + header - 1])
-        _check_code(code)
         token_start = pos + header
+        code = _RECEIVABLE_CODES[data[token_start - 1]]
+        if code is None:
+            raise _reserved_code(data[token_start - 1])
         body_start = token_start + tkl
         end = pos + total
         self._pos = end
-        token = bytes(data[token_start:body_start])
+        token = data[token_start:body_start]
+        if type(token) is not bytes:
+            token = bytes(token)
         if body_start == end:
             return Message(code, token)
         options, payload = decode_options(data, body_start, end)

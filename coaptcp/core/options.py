@@ -255,21 +255,27 @@ class Options:
     return a new instance.
     """
 
-    __slots__ = ("items",)
+    __slots__ = ("_encoded", "items")
 
     #: All (number, raw value) pairs, sorted by number (read-only by convention).
     items: tuple[tuple[int, bytes], ...]
+    #: The options as they go on the wire, filled in by the framing code the first time
+    #: this instance is sent (instances never change, so a prebuilt option list sent in
+    #: every response is encoded once).
+    _encoded: bytes | None
 
     def __init__(self, items: Iterable[tuple[int, OptionValue]] = ()) -> None:
         pairs = [(int(number), _encode_value(value)) for number, value in items]
         pairs.sort(key=_number_of)
         self.items = tuple(pairs)
+        self._encoded = None
 
     @classmethod
     def _from_sorted(cls, items: tuple[tuple[int, bytes], ...]) -> Options:
         """Wrap pairs already sorted by number, already bytes (the decoder's fast path)."""
         instance = object.__new__(cls)
         instance.items = items
+        instance._encoded = None
         return instance
 
     @classmethod

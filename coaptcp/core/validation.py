@@ -12,7 +12,7 @@ from collections.abc import Collection
 
 from .options import OPTION_SPECS, OptionNumber, Options, is_critical
 
-__all__ = ["PROXY_OPTIONS", "unrecognized_critical_option"]
+__all__ = ["PROXY_OPTIONS", "CriticalOptionCheck", "unrecognized_critical_option"]
 
 #: Proxy-Uri and Proxy-Scheme: a server that is not a proxy answers 5.05 (section 5.7.2).
 PROXY_OPTIONS = frozenset({OptionNumber.PROXY_URI, OptionNumber.PROXY_SCHEME})
@@ -45,3 +45,38 @@ def unrecognized_critical_option(
                 f"{spec.min_length}-{spec.max_length} allowed"
             )
     return None
+
+
+class CriticalOptionCheck:
+    """:func:`unrecognized_critical_option` for one fixed set of understood options.
+
+    A server checks every request against the same set, so the specs of the critical
+    options it understands are looked up once, here; calling the instance with a
+    request's options gives the same answer as the function.
+    """
+
+    __slots__ = ("_specs", "_understood")
+
+    def __init__(self, understood: Collection[int]) -> None:
+        self._understood = frozenset(understood)
+        self._specs = {
+            number: spec
+            for number, spec in OPTION_SPECS.items()
+            if is_critical(number) and number in self._understood
+        }
+
+    def __call__(self, options: Options) -> tuple[int, str] | None:
+        """``(number, reason)`` for the first unrecognized critical option, else ``None``."""
+        specs = self._specs
+        previous = -1
+        for number, value in options.items:
+            if number & 1:  # critical (RFC 7252 section 5.4.6)
+                spec = specs.get(number)
+                if (
+                    spec is None
+                    or (number == previous and not spec.repeatable)
+                    or not spec.min_length <= len(value) <= spec.max_length
+                ):
+                    return unrecognized_critical_option(options, self._understood)
+            previous = number
+        return None
