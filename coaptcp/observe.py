@@ -139,6 +139,8 @@ class ObservableResource(Resource):
 class ObservationRegistry:
     """What a connection must offer for observations: the :class:`Channel` implements it."""
 
+    __slots__ = ()
+
     def add_observation(self, resource: ObservableResource, request: Request) -> bool:
         """Register ``request`` (a GET with Observe=0); false when declined."""
         raise NotImplementedError

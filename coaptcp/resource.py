@@ -95,6 +95,7 @@ _CONTENT_FORMAT_ONLY: dict[int, Options] = {
 
 
 _TEXT_PLAIN_ONLY = _CONTENT_FORMAT_ONLY[TEXT_PLAIN]
+_new_object = object.__new__
 
 _RENDER_ATTRIBUTES: Mapping[Code, str] = {
     code: f"render_{name}" for code, name in _METHOD_NAMES.items()
@@ -132,7 +133,13 @@ class Response:
     @classmethod
     def text(cls, text: str, code: Code = Code.CONTENT) -> Response:
         """A ``text/plain;charset=utf-8`` response."""
-        return cls(code, text.encode("utf-8"), options=_TEXT_PLAIN_ONLY)
+        if cls is not Response or type(code) is not Code:
+            return cls(code, text.encode("utf-8"), options=_TEXT_PLAIN_ONLY)
+        response = _new_object(cls)  # what __init__ would do, without two calls
+        response.code = code
+        response.payload = text.encode()
+        response.options = _TEXT_PLAIN_ONLY
+        return response
 
     @classmethod
     def json(cls, value: Any, code: Code = Code.CONTENT) -> Response:
@@ -165,7 +172,6 @@ class CoapError(Exception):
         return Response(self.code, self.diagnostic.encode("utf-8"))
 
 
-_new_object = object.__new__
 _URI_HOST, _URI_PATH, _URI_QUERY = 3, 11, 15
 _PROXY_URI = 35  # Proxy-Uri (35) and Proxy-Scheme (39) come after every other option
 _GET = Code.GET  # a global: an Enum attribute costs ten times as much to look up
@@ -258,7 +264,21 @@ class Request:
         self.secure = secure
         self.tls = tls
         self.channel = channel
-        self._take_uri(options, default_host)
+        path: list[str] = []  # as in _take_uri, inline: this runs for every request
+        query: list[str] = []
+        host = None
+        for number, value in options.items:
+            if number == _URI_PATH:
+                path.append(value.decode())
+            elif number == _URI_QUERY:
+                query.append(value.decode())
+            elif number == _URI_HOST and host is None:
+                host = value.decode()
+        self.path = tuple(path)
+        self.query = tuple(query) if query else ()
+        self.host = host or default_host
+        self.prepath = []
+        self.postpath = path
         return self
 
     def _take_uri(self, options: Options, default_host: str | None) -> None:
@@ -457,7 +477,16 @@ class Site:
         if resource is None:
             return Response(Code.NOT_FOUND, b"")
         if not resource.observable or request.method != _GET or request.channel is None:
-            return self.render_resource(resource, request)
+            # render_resource, inline: the common case.
+            try:
+                result = resource.render(request)
+            except CoapError as error:
+                return error.response()
+            except Exception:
+                return self._internal_error(Failure(), request)
+            if type(result) is Response:
+                return result
+            return self._not_yet_a_response(result, request)
         observe = request.options.observe
         if observe is None:
             return self.render_resource(resource, request)
@@ -475,6 +504,14 @@ class Site:
             return error.response()
         except Exception:
             return self._internal_error(Failure(), request)
+        if isinstance(result, Response):
+            return result
+        return self._not_yet_a_response(result, request)
+
+    def _not_yet_a_response(
+        self, result: object, request: Request
+    ) -> Response | Deferred[Response]:
+        """What a render method returned that is not a :class:`Response` (yet)."""
         if isinstance(result, Response):
             return result
         if inspect.isawaitable(result):
