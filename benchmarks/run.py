@@ -51,6 +51,9 @@ PAYLOAD = b"Hello, world!"
 DEFAULT_COAPTCP_CMD = (
     "{python} -m twisted --log-level=warn coaptcp --tcp tcp:{port}:interface=127.0.0.1"
 )
+# loadgen links OpenSSL (TLS, and SHA-1/base64 for the WebSocket handshake):
+# Debian package libssl-dev
+LOADGEN_LIBS = ("-lssl", "-lcrypto")
 LIBCOAP_BINARIES = ("coap-server-openssl", "coap-server-notls", "coap-server-gnutls",
                     "coap-server")
 
@@ -73,7 +76,7 @@ def build_loadgen(cc="cc"):
         return exe
     os.makedirs(outdir, exist_ok=True)
     tmp_exe = f"{exe}.{os.getpid()}"
-    subprocess.run([cc, "-O2", "-Wall", "-o", tmp_exe, src], check=True)
+    subprocess.run([cc, "-O2", "-Wall", "-o", tmp_exe, src, *LOADGEN_LIBS], check=True)
     os.replace(tmp_exe, exe)
     log(f"built {exe}")
     return exe

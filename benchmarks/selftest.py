@@ -31,6 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from run import LOADGEN_LIBS  # noqa: E402
 from run import _frame as frame  # noqa: E402  (one frame builder for both scripts)
 
 
@@ -199,8 +200,8 @@ def main():
     if not loadgen:
         tmp = tempfile.mkdtemp(prefix="loadgen-selftest-")
         loadgen = os.path.join(tmp, "loadgen")
-        subprocess.run(["cc", "-O2", "-Wall", "-o", loadgen, os.path.join(HERE, "loadgen.c")],
-                       check=True)
+        subprocess.run(["cc", "-O2", "-Wall", "-o", loadgen, os.path.join(HERE, "loadgen.c"),
+                        *LOADGEN_LIBS], check=True)
 
     hello = b"Hello, world!"
     scenarios = [
