@@ -1,14 +1,20 @@
 /*
- * loadgen.c - closed-loop load generator for CoAP over TCP (RFC 8323).
+ * loadgen.c - closed-loop load generator for CoAP over TCP, TLS and
+ * WebSockets (RFC 8323).
  *
  * Opens C TCP connections to a loopback server, sends a CSM on each, waits
  * for the server's CSM, then keeps N GET requests in flight per connection.
+ * With -S every connection is TLS (coaps+tcp: OpenSSL, TLS 1.2 or later,
+ * ALPN "coap", the server's certificate is NOT verified); with -W each
+ * connection is a WebSocket (coap+ws, RFC 8323 section 4: Upgrade GET to
+ * /.well-known/coap, subprotocol "coap", one CoAP message per binary
+ * message); -S -W together is coaps+ws.
  * Every response is matched to its request by token, checked (code 2.05,
  * optionally an exact payload) and immediately replaced by a new request.
  * After a warm-up period the responses of a measured period are counted and
  * their latencies recorded; at the end one JSON line goes to stdout.
  *
- * Build:  cc -O2 -o loadgen loadgen.c
+ * Build:  cc -O2 -o loadgen loadgen.c -lssl -lcrypto
  * Usage:  loadgen -h 127.0.0.1 -p PORT -c CONNS -n INFLIGHT -d SECONDS
  *                 -w WARMUP -u /path [-e expected_payload] [options]
  *
@@ -39,6 +45,11 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
 
 /* ---- limits ------------------------------------------------------------ */
 #define MAX_CONNS 4096
@@ -121,9 +132,24 @@ static long opt_max_msg_size = -1; /* -1: no Max-Message-Size option in CSM */
 static int opt_wait_csm = 1;
 static uint64_t opt_max_requests = 100000000ull;
 static int opt_verbose = 0;
+static int opt_tls = 0; /* -S: coaps+tcp (or coaps+ws with -W) */
+static int opt_ws = 0;  /* -W: coap+ws (RFC 8323 section 4) */
+
+#define WS_PATH "/.well-known/coap"
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_HDR_MAX 16384 /* largest HTTP response header we accept */
 
 /* ---- connection state --------------------------------------------------- */
-enum cstate { C_IDLE, C_CONNECTING, C_WAIT_CSM, C_READY, C_RUNNING, C_DEAD };
+enum cstate {
+    C_IDLE,
+    C_CONNECTING,
+    C_TLS_HS,     /* -S: TLS handshake in progress */
+    C_WS_UPGRADE, /* -W: waiting for the 101 Switching Protocols */
+    C_WAIT_CSM,
+    C_READY,
+    C_RUNNING,
+    C_DEAD
+};
 
 struct slot {
     uint32_t token; /* token of the request currently (or last) in this slot */
@@ -148,12 +174,23 @@ struct conn {
     int free_top;      /* stack of free slot indices */
     int *free_stack;
     uint64_t peer_max_msg_size;
+    SSL *ssl;            /* -S only */
+    int rd_wants_write;  /* SSL_read asked for writability */
+    char ws_accept[32];  /* -W: expected Sec-WebSocket-Accept */
+    uint8_t *mbuf;       /* -W: a fragmented message being reassembled */
+    size_t mlen, mcap;
+    int in_fragment;
 };
 
 static struct conn *conns;
 static int epfd = -1;
 static uint8_t *req_tmpl; /* encoded request, token at req_tok_off */
 static size_t req_len, req_tok_off;
+/* -W: the request as a WebSocket message body (Len nibble 0, no length
+ * field: RFC 8323 section 4.2), token at offset 2 */
+static uint8_t *ws_req;
+static size_t ws_req_len;
+static SSL_CTX *ssl_ctx;
 static volatile sig_atomic_t stop_signal;
 
 /* ---- statistics --------------------------------------------------------- */
@@ -167,6 +204,7 @@ static struct {
     uint64_t err_conn_closed, err_lost, err_release, err_abort, err_timeout;
     uint64_t csm_missing, err_stalled_conns;
     uint64_t sig_csm, sig_ping, sig_pong, sig_other, empty_msgs;
+    uint64_t ws_ping, ws_pong, ws_fragmented; /* -W: WebSocket control/fragments */
 } st;
 
 static int diag_count;
@@ -201,7 +239,7 @@ static void die_usage(const char *msg)
             "usage: loadgen -h HOST -p PORT -u /path [-c CONNS] [-n INFLIGHT]\n"
             "               [-d SECONDS] [-w WARMUP] [-e EXPECTED_PAYLOAD]\n"
             "               [-m MAX_MESSAGE_SIZE] [-t SETUP_TIMEOUT] [-C]\n"
-            "               [-r MAX_REQUESTS] [-T REQ_TIMEOUT] [-P PARALLEL] [-v]\n"
+            "               [-r MAX_REQUESTS] [-T REQ_TIMEOUT] [-P PARALLEL] [-S] [-W] [-v]\n"
             "  -h HOST   loopback address to connect to (default 127.0.0.1)\n"
             "  -p PORT   TCP port (required)\n"
             "  -u PATH   Uri-Path of the GET requests, e.g. /hello (required)\n"
@@ -218,6 +256,10 @@ static void die_usage(const char *msg)
             "  -r N      stop issuing requests after N in total (default 1e8)\n"
             "  -T S      a request unanswered after S seconds counts as an error\n"
             "            (err_timeout) and its slot is reused (default 5)\n"
+            "  -S        TLS (coaps+tcp; with -W coaps+ws): OpenSSL, TLS 1.2 or later,\n"
+            "            ALPN \"coap\" (not with -W); the certificate is NOT verified\n"
+            "  -W        WebSocket (coap+ws, RFC 8323 section 4): GET " WS_PATH "\n"
+            "            with subprotocol \"coap\", one CoAP message per binary message\n"
             "  -v        print every error diagnostic, not just the first %d\n",
             MAX_CONNS, MAX_INFLIGHT, MAX_DIAG);
     exit(2);
@@ -309,6 +351,12 @@ static void build_request_template(void)
     memset(req_tmpl + h, 0, TOKEN_LEN);
     memcpy(req_tmpl + h + TOKEN_LEN, opts, olen);
     req_len = h + TOKEN_LEN + olen;
+    ws_req = malloc(olen + 2 + TOKEN_LEN);
+    ws_req[0] = TOKEN_LEN; /* Len 0, TKL */
+    ws_req[1] = CODE_GET;
+    memset(ws_req + 2, 0, TOKEN_LEN);
+    memcpy(ws_req + 2 + TOKEN_LEN, opts, olen);
+    ws_req_len = 2 + TOKEN_LEN + olen;
 }
 
 /* ---- output buffer ------------------------------------------------------- */
@@ -335,6 +383,63 @@ static void wbuf_append(struct conn *c, const uint8_t *data, size_t len)
     c->wlen += len;
 }
 
+/* ---- WebSocket output (RFC 6455 section 5) ------------------------------ */
+
+static uint32_t ws_rng = 2463534242u;
+
+static uint32_t ws_mask_key(void) /* xorshift32: a fresh key for every frame */
+{
+    ws_rng ^= ws_rng << 13;
+    ws_rng ^= ws_rng >> 17;
+    ws_rng ^= ws_rng << 5;
+    return ws_rng;
+}
+
+/* Append one complete, masked client frame (FIN set) to the output buffer. */
+static void ws_append_frame(struct conn *c, uint8_t opcode, const uint8_t *payload, size_t len)
+{
+    uint8_t h[14];
+    size_t hl = 0;
+    h[hl++] = (uint8_t)(0x80 | opcode);
+    if (len < 126) {
+        h[hl++] = (uint8_t)(0x80 | len);
+    } else if (len < 65536) {
+        h[hl++] = 0x80 | 126;
+        h[hl++] = (uint8_t)(len >> 8);
+        h[hl++] = (uint8_t)len;
+    } else {
+        h[hl++] = 0x80 | 127;
+        for (int sh = 56; sh >= 0; sh -= 8)
+            h[hl++] = (uint8_t)((uint64_t)len >> sh);
+    }
+    uint32_t key = ws_mask_key();
+    uint8_t mk[4] = {(uint8_t)(key >> 24), (uint8_t)(key >> 16), (uint8_t)(key >> 8), (uint8_t)key};
+    memcpy(h + hl, mk, 4);
+    wbuf_append(c, h, hl + 4);
+    size_t start = c->wlen;
+    wbuf_append(c, payload, len);
+    uint8_t *q = c->wbuf + start;
+    for (size_t i = 0; i < len; i++)
+        q[i] ^= mk[i & 3];
+}
+
+/* Append one CoAP message as a binary WebSocket message (RFC 8323 4.2). */
+static void ws_append_coap(struct conn *c, uint8_t code, const uint8_t *tok, unsigned tkl,
+                           const uint8_t *body, size_t blen)
+{
+    uint8_t m[64];
+    if (2 + tkl + blen > sizeof m) {
+        fprintf(stderr, "loadgen: internal error: message too long\n");
+        exit(3);
+    }
+    m[0] = (uint8_t)tkl;
+    m[1] = code;
+    memcpy(m + 2, tok, tkl);
+    if (blen)
+        memcpy(m + 2 + tkl, body, blen);
+    ws_append_frame(c, 0x2, m, 2 + tkl + blen);
+}
+
 static void set_epoll(struct conn *c, int want_out)
 {
     if (c->fd < 0 || c->want_out == want_out)
@@ -347,10 +452,55 @@ static void set_epoll(struct conn *c, int want_out)
 
 static void conn_kill(struct conn *c, const char *why);
 
+/* Describe OpenSSL's error queue (and clear it) for a diagnostic. */
+static const char *ssl_errstr(int err)
+{
+    static char buf[256];
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, buf, sizeof buf);
+    else if (err == SSL_ERROR_SYSCALL)
+        snprintf(buf, sizeof buf, "%s", errno ? strerror(errno) : "EOF");
+    else
+        snprintf(buf, sizeof buf, "SSL error %d", err);
+    ERR_clear_error();
+    return buf;
+}
+
+/* -S: SSL_write the output buffer.  Partial writes and a moving buffer are
+ * allowed (SSL_MODE_*), so a retry after WANT_WRITE simply passes the rest
+ * of the (possibly grown and compacted) buffer. */
+static int tls_flush(struct conn *c)
+{
+    while (c->woff < c->wlen) {
+        size_t len = c->wlen - c->woff;
+        int n = SSL_write(c->ssl, c->wbuf + c->woff, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n > 0) {
+            c->woff += (size_t)n;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_WRITE) {
+            set_epoll(c, 1);
+            return 0;
+        }
+        if (err == SSL_ERROR_WANT_READ) /* retried after the next read */
+            return 0;
+        st.err_conn_closed++;
+        conn_kill(c, ssl_errstr(err));
+        return -1;
+    }
+    c->woff = c->wlen = 0;
+    set_epoll(c, c->rd_wants_write);
+    return 0;
+}
+
 /* Write as much of the output buffer as the socket takes. Returns -1 if the
  * connection died. */
 static int conn_flush(struct conn *c)
 {
+    if (c->ssl)
+        return tls_flush(c);
     while (c->woff < c->wlen) {
         ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
         if (n > 0) {
@@ -385,6 +535,10 @@ static void conn_kill(struct conn *c, const char *why)
         close(c->fd);
         c->fd = -1;
     }
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
 }
 
 static int sending_allowed = 1;
@@ -404,12 +558,15 @@ static void issue_request(struct conn *c, uint64_t t)
     sl->token = (uint32_t)tk;
     sl->busy = 1;
     sl->t_sent = t;
-    uint8_t *tok = req_tmpl + req_tok_off;
+    uint8_t *tok = opt_ws ? ws_req + 2 : req_tmpl + req_tok_off;
     tok[0] = (uint8_t)(sl->token >> 24);
     tok[1] = (uint8_t)(sl->token >> 16);
     tok[2] = (uint8_t)(sl->token >> 8);
     tok[3] = (uint8_t)sl->token;
-    wbuf_append(c, req_tmpl, req_len);
+    if (opt_ws)
+        ws_append_frame(c, 0x2, ws_req, ws_req_len);
+    else
+        wbuf_append(c, req_tmpl, req_len);
     c->inflight++;
     st.sent++;
     if (st.sent >= opt_max_requests)
@@ -567,6 +724,10 @@ static int handle_frame(struct conn *c, uint8_t code, const uint8_t *tok, unsign
             break;
         case CODE_PING: { /* must be answered with a Pong carrying its token */
             st.sig_ping++;
+            if (opt_ws) {
+                ws_append_coap(c, CODE_PONG, tok, tkl, NULL, 0);
+                break;
+            }
             uint8_t pong[16];
             size_t h = put_frame_header(pong, 0, tkl, CODE_PONG);
             memcpy(pong + h, tok, tkl);
@@ -725,8 +886,304 @@ static int conn_parse(struct conn *c)
     return 0;
 }
 
+/* Make room in the read buffer for a frame of flen bytes that starts at
+ * off; moves the partial frame to the front.  Returns the new offset. */
+static size_t rbuf_fit(struct conn *c, size_t off, size_t flen)
+{
+    size_t avail = c->rlen - off;
+    if (flen > c->rcap) {
+        size_t ncap = c->rcap;
+        while (ncap < flen)
+            ncap *= 2;
+        if (off > 0) {
+            memmove(c->rbuf, c->rbuf + off, avail);
+            c->rlen = avail;
+            off = 0;
+        }
+        c->rbuf = realloc(c->rbuf, ncap);
+        if (!c->rbuf) {
+            perror("realloc");
+            exit(3);
+        }
+        c->rcap = ncap;
+    }
+    return off;
+}
+
+/* -W: one complete WebSocket message = one CoAP message (RFC 8323 4.2:
+ * Len nibble 0, TKL, code, token, options and payload). */
+static int ws_message(struct conn *c, const uint8_t *m, size_t len, uint64_t t)
+{
+    if (len < 2 || (m[0] >> 4) != 0 || (m[0] & 0x0f) > 8 || len < 2u + (m[0] & 0x0fu)) {
+        st.err_proto++;
+        count_error(t);
+        conn_kill(c, len < 2 ? "protocol error: WebSocket message shorter than 2 bytes"
+                  : (m[0] >> 4) ? "protocol error: Len nibble not 0 in a WebSocket message"
+                                : "protocol error: bad TKL in a WebSocket message");
+        return -1;
+    }
+    unsigned tkl = m[0] & 0x0f;
+    if (handle_frame(c, m[1], m + 2, tkl, m + 2 + tkl, len - 2 - tkl, t) < 0) {
+        conn_kill(c, "aborted by server");
+        return -1;
+    }
+    return 0;
+}
+
+static int ws_proto_error(struct conn *c, uint64_t t, const char *why)
+{
+    st.err_proto++;
+    count_error(t);
+    conn_kill(c, why);
+    return -1;
+}
+
+/* -W: parse all complete WebSocket frames in the read buffer (RFC 6455
+ * section 5.2): 7/16/64-bit lengths, fragmented binary messages (control
+ * frames may come between the fragments), Ping (answered with a Pong of the
+ * same payload), Pong (ignored), Close (the connection is lost). */
+static int ws_input(struct conn *c)
+{
+    size_t off = 0;
+    uint64_t t = now_ns();
+    while (off < c->rlen) {
+        const uint8_t *p = c->rbuf + off;
+        size_t avail = c->rlen - off;
+        if (avail < 2)
+            break;
+        unsigned l7 = p[1] & 0x7f;
+        size_t hl = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0);
+        if (avail < hl)
+            break;
+        uint64_t plen = l7;
+        if (l7 == 126)
+            plen = (uint64_t)p[2] << 8 | p[3];
+        else if (l7 == 127) {
+            plen = 0;
+            for (int k = 0; k < 8; k++)
+                plen = plen << 8 | p[2 + k];
+        }
+        unsigned fin = p[0] & 0x80, op = p[0] & 0x0f;
+        if (p[0] & 0x70)
+            return ws_proto_error(c, t, "protocol error: WebSocket RSV bits set");
+        if (p[1] & 0x80)
+            return ws_proto_error(c, t, "protocol error: masked frame from the server");
+        if (plen > RBUF_MAX)
+            return ws_proto_error(c, t, "protocol error: WebSocket frame larger than 16 MiB");
+        if ((op & 0x8) && (!fin || plen > 125))
+            return ws_proto_error(c, t, "protocol error: fragmented or long control frame");
+        size_t flen = hl + (size_t)plen;
+        if (avail < flen) {
+            off = rbuf_fit(c, off, flen);
+            break;
+        }
+        const uint8_t *pl = p + hl;
+        switch (op) {
+        case 0x2: /* binary */
+            if (c->in_fragment)
+                return ws_proto_error(c, t, "protocol error: new message inside a fragmented one");
+            if (fin) {
+                if (ws_message(c, pl, (size_t)plen, t) < 0)
+                    return -1;
+                break;
+            }
+            c->in_fragment = 1;
+            c->mlen = 0;
+            /* the first fragment is kept below */
+            /* fall through */
+        case 0x0: /* continuation */
+            if (!c->in_fragment)
+                return ws_proto_error(c, t, "protocol error: continuation without a message");
+            if (c->mlen + plen > RBUF_MAX)
+                return ws_proto_error(c, t, "protocol error: WebSocket message larger than 16 MiB");
+            if (c->mlen + plen > c->mcap) {
+                size_t ncap = c->mcap ? c->mcap : 4096;
+                while (ncap < c->mlen + plen)
+                    ncap *= 2;
+                c->mbuf = realloc(c->mbuf, ncap);
+                if (!c->mbuf) {
+                    perror("realloc");
+                    exit(3);
+                }
+                c->mcap = ncap;
+            }
+            memcpy(c->mbuf + c->mlen, pl, (size_t)plen);
+            c->mlen += (size_t)plen;
+            if (fin && op == 0x0) {
+                c->in_fragment = 0;
+                st.ws_fragmented++;
+                if (ws_message(c, c->mbuf, c->mlen, t) < 0)
+                    return -1;
+            }
+            break;
+        case 0x1:
+            return ws_proto_error(c, t, "protocol error: text WebSocket message");
+        case 0x8: { /* close: the server ends the connection */
+            char why[96];
+            if (plen >= 2)
+                snprintf(why, sizeof why, "closed by server (WebSocket close %u \"%.*s\")",
+                         (unsigned)pl[0] << 8 | pl[1], (int)(plen - 2 > 40 ? 40 : plen - 2),
+                         (const char *)pl + 2);
+            else
+                snprintf(why, sizeof why, "closed by server (WebSocket close)");
+            st.err_conn_closed++;
+            count_error(t);
+            conn_kill(c, why);
+            return -1;
+        }
+        case 0x9: /* ping: answer with a pong carrying the same payload */
+            st.ws_ping++;
+            ws_append_frame(c, 0xA, pl, (size_t)plen);
+            break;
+        case 0xA:
+            st.ws_pong++;
+            break;
+        default:
+            return ws_proto_error(c, t, "protocol error: unknown WebSocket opcode");
+        }
+        off += flen;
+    }
+    if (off > 0) {
+        memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+        c->rlen -= off;
+    }
+    return 0;
+}
+
+/* Value of header `name` (lower case) in an HTTP header block, or NULL;
+ * the value is copied (trimmed) into out. */
+static const char *http_header(const char *hdr, const char *name, char *out, size_t outlen)
+{
+    size_t nl = strlen(name);
+    const char *line = strstr(hdr, "\r\n");
+    while (line && line[2] != '\r') {
+        line += 2;
+        if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+            const char *v = line + nl + 1, *e = strstr(v, "\r\n");
+            while (*v == ' ' || *v == '\t')
+                v++;
+            while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            size_t n = (size_t)(e - v) < outlen - 1 ? (size_t)(e - v) : outlen - 1;
+            memcpy(out, v, n);
+            out[n] = 0;
+            return out;
+        }
+        line = strstr(line, "\r\n");
+    }
+    return NULL;
+}
+
+static void ws_append_csm(struct conn *c);
+
+/* -W: the server's answer to the Upgrade request: 101, Upgrade: websocket,
+ * Connection: Upgrade, the Sec-WebSocket-Accept for our key (RFC 6455 4.1)
+ * and Sec-WebSocket-Protocol: coap (RFC 8323 4.1).  What follows the header
+ * is WebSocket frames. */
+static int ws_upgrade_input(struct conn *c)
+{
+    uint8_t *e = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
+    if (!e) {
+        if (c->rlen > WS_HDR_MAX) {
+            st.err_proto++;
+            conn_kill(c, "WebSocket upgrade: HTTP response header too long");
+            return -1;
+        }
+        return 0;
+    }
+    size_t hlen = (size_t)(e - c->rbuf) + 4;
+    char *hdr = malloc(hlen + 1);
+    memcpy(hdr, c->rbuf, hlen);
+    hdr[hlen] = 0;
+    char v[128];
+    const char *bad = NULL;
+    if (strncmp(hdr, "HTTP/1.1 101", 12) != 0)
+        bad = "status is not 101";
+    else if (!http_header(hdr, "upgrade", v, sizeof v) || strcasecmp(v, "websocket") != 0)
+        bad = "no Upgrade: websocket";
+    else if (!http_header(hdr, "connection", v, sizeof v) || !strcasestr(v, "upgrade"))
+        bad = "no Connection: Upgrade";
+    else if (!http_header(hdr, "sec-websocket-accept", v, sizeof v) || strcmp(v, c->ws_accept) != 0)
+        bad = "wrong or missing Sec-WebSocket-Accept";
+    else if (!http_header(hdr, "sec-websocket-protocol", v, sizeof v) || strcmp(v, "coap") != 0)
+        bad = "subprotocol \"coap\" not selected";
+    if (bad) {
+        char why[200];
+        const char *eol = strstr(hdr, "\r\n");
+        snprintf(why, sizeof why, "WebSocket upgrade refused: %s (\"%.*s\")", bad,
+                 (int)(eol - hdr > 80 ? 80 : eol - hdr), hdr);
+        free(hdr);
+        st.err_proto++;
+        conn_kill(c, why);
+        return -1;
+    }
+    free(hdr);
+    memmove(c->rbuf, c->rbuf + hlen, c->rlen - hlen);
+    c->rlen -= hlen;
+    c->state = opt_wait_csm ? C_WAIT_CSM : C_READY;
+    ws_append_csm(c);
+    return c->rlen ? ws_input(c) : 0;
+}
+
+/* Bytes arrived in the read buffer: hand them to the right parser. */
+static int conn_input(struct conn *c)
+{
+    if (!opt_ws)
+        return conn_parse(c);
+    if (c->state == C_WS_UPGRADE)
+        return ws_upgrade_input(c);
+    return ws_input(c);
+}
+
+/* -S: SSL_read until OpenSSL wants more from the socket.  (One record per
+ * call, so a short read says nothing about the socket being drained.) */
+static int tls_read(struct conn *c)
+{
+    c->rd_wants_write = 0;
+    for (;;) {
+        if (c->rlen == c->rcap) {
+            if (c->rcap >= RBUF_MAX) {
+                st.err_proto++;
+                conn_kill(c, "read buffer overflow");
+                return -1;
+            }
+            c->rcap *= 2;
+            c->rbuf = realloc(c->rbuf, c->rcap);
+            if (!c->rbuf) {
+                perror("realloc");
+                exit(3);
+            }
+        }
+        size_t space = c->rcap - c->rlen;
+        int n = SSL_read(c->ssl, c->rbuf + c->rlen, space > INT32_MAX ? INT32_MAX : (int)space);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            if (conn_input(c) < 0)
+                return -1;
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, n);
+        if (err == SSL_ERROR_WANT_READ)
+            return 0;
+        if (err == SSL_ERROR_WANT_WRITE) {
+            c->rd_wants_write = 1;
+            set_epoll(c, 1);
+            return 0;
+        }
+        st.err_conn_closed++;
+        count_error(now_ns());
+        conn_kill(c, err == SSL_ERROR_ZERO_RETURN ? "closed by server (TLS close_notify)"
+                     : err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && (n == 0 || errno == 0)
+                         ? "closed by server (EOF)"
+                         : ssl_errstr(err));
+        return -1;
+    }
+}
+
 static int conn_read(struct conn *c)
 {
+    if (c->ssl)
+        return tls_read(c);
     for (;;) {
         if (c->rlen == c->rcap) {
             /* cannot happen: conn_parse grows the buffer to fit a frame */
@@ -746,7 +1203,7 @@ static int conn_read(struct conn *c)
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, space, 0);
         if (n > 0) {
             c->rlen += (size_t)n;
-            if (conn_parse(c) < 0)
+            if (conn_input(c) < 0)
                 return -1;
             if ((size_t)n < space) /* short read: socket drained for now */
                 return 0;
@@ -768,6 +1225,98 @@ static int conn_read(struct conn *c)
 static struct addrinfo *target;
 static uint8_t csm[32];
 static size_t csm_len;
+static uint8_t ws_csm[32]; /* -W: the CSM as a WebSocket message body */
+static size_t ws_csm_len;
+static char host_header[80];
+
+static void ws_append_csm(struct conn *c) { ws_append_frame(c, 0x2, ws_csm, ws_csm_len); }
+
+/* -W: queue the opening handshake (RFC 6455 4.1, RFC 8323 4.1) with a fresh
+ * key, and remember the Sec-WebSocket-Accept the server must answer. */
+static int ws_start_upgrade(struct conn *c)
+{
+    uint8_t raw[16];
+    char key[32], req[512];
+    if (RAND_bytes(raw, sizeof raw) != 1) {
+        fprintf(stderr, "loadgen: RAND_bytes failed\n");
+        return -1;
+    }
+    EVP_EncodeBlock((unsigned char *)key, raw, sizeof raw);
+    char cat[96];
+    snprintf(cat, sizeof cat, "%s%s", key, WS_GUID);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    if (!EVP_Digest(cat, strlen(cat), md, &mdlen, EVP_sha1(), NULL)) {
+        fprintf(stderr, "loadgen: SHA-1 failed\n");
+        return -1;
+    }
+    EVP_EncodeBlock((unsigned char *)c->ws_accept, md, (int)mdlen);
+    int n = snprintf(req, sizeof req,
+                     "GET " WS_PATH " HTTP/1.1\r\n"
+                     "Host: %s\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Protocol: coap\r\n"
+                     "\r\n",
+                     host_header, key);
+    wbuf_append(c, (const uint8_t *)req, (size_t)n);
+    c->state = C_WS_UPGRADE;
+    return 0;
+}
+
+/* What follows the TCP connect (and the TLS handshake): the CSM, or the
+ * WebSocket upgrade (the CSM then follows the 101). */
+static int conn_after_handshake(struct conn *c)
+{
+    if (opt_ws)
+        return ws_start_upgrade(c);
+    wbuf_append(c, csm, csm_len);
+    c->state = opt_wait_csm ? C_WAIT_CSM : C_READY;
+    return 0;
+}
+
+/* The TCP connect completed. */
+static int conn_connected(struct conn *c)
+{
+    if (!opt_tls && !opt_ws) { /* coap+tcp: the CSM was queued in conn_start */
+        c->state = opt_wait_csm ? C_WAIT_CSM : C_READY;
+        return 0;
+    }
+    if (!opt_tls)
+        return conn_after_handshake(c);
+    c->ssl = SSL_new(ssl_ctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+        fprintf(stderr, "loadgen: SSL_new: %s\n", ssl_errstr(0));
+        return -1;
+    }
+    SSL_set_connect_state(c->ssl);
+    c->state = C_TLS_HS;
+    return 0;
+}
+
+/* -S: drive the TLS handshake; once done, queue what follows it. */
+static int tls_handshake(struct conn *c)
+{
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1)
+        return conn_after_handshake(c);
+    int err = SSL_get_error(c->ssl, r);
+    if (err == SSL_ERROR_WANT_READ) {
+        set_epoll(c, 0);
+        return 0;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+        set_epoll(c, 1);
+        return 0;
+    }
+    char why[300];
+    snprintf(why, sizeof why, "TLS handshake failed: %s", ssl_errstr(err));
+    st.err_conn_closed++;
+    conn_kill(c, why);
+    return -1;
+}
 
 /* Start a non-blocking connect; the CSM is queued to go out first. */
 static int conn_start(struct conn *c)
@@ -795,7 +1344,8 @@ static int conn_start(struct conn *c)
         c->fd = -1;
         return -1;
     }
-    wbuf_append(c, csm, csm_len);
+    if (!opt_tls && !opt_ws)
+        wbuf_append(c, csm, csm_len);
     return 0;
 }
 
@@ -897,6 +1447,28 @@ static void print_result(const char *status, double measured_s, double cpu_u, do
     ju("sig_other", st.sig_other);
     ju("empty_msgs", st.empty_msgs);
     ju("peer_max_msg_size", conns ? conns[0].peer_max_msg_size : 0);
+    if (opt_tls || opt_ws) { /* only in these modes: the TCP line stays as it was */
+        printf(",\"transport\":\"%s\"", opt_tls ? (opt_ws ? "wss" : "tls") : "ws");
+        if (opt_tls) {
+            const char *ver = "", *cipher = "";
+            const unsigned char *alpn = NULL;
+            unsigned alpn_len = 0;
+            for (int i = 0; conns && i < opt_conns; i++)
+                if (conns[i].ssl) {
+                    ver = SSL_get_version(conns[i].ssl);
+                    cipher = SSL_get_cipher_name(conns[i].ssl);
+                    SSL_get0_alpn_selected(conns[i].ssl, &alpn, &alpn_len);
+                    break;
+                }
+            printf(",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\",\"alpn\":\"%.*s\"", ver,
+                   cipher ? cipher : "", (int)alpn_len, alpn ? (const char *)alpn : "");
+        }
+        if (opt_ws) {
+            ju("ws_ping", st.ws_ping);
+            ju("ws_pong", st.ws_pong);
+            ju("ws_fragmented", st.ws_fragmented);
+        }
+    }
     printf("}\n");
     fflush(stdout);
 }
@@ -904,7 +1476,7 @@ static void print_result(const char *status, double measured_s, double cpu_u, do
 int main(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "h:p:c:n:d:w:u:e:m:t:r:T:P:Cv?")) != -1) {
+    while ((ch = getopt(argc, argv, "h:p:c:n:d:w:u:e:m:t:r:T:P:CSWv?")) != -1) {
         switch (ch) {
         case 'h': opt_host = optarg; break;
         case 'p': opt_port = (int)parse_long(optarg, "port"); break;
@@ -921,6 +1493,8 @@ int main(int argc, char **argv)
         case 'r': opt_max_requests = (uint64_t)parse_long(optarg, "max requests"); break;
         case 'C': opt_wait_csm = 0; break;
         case 'v': opt_verbose = 1; break;
+        case 'S': opt_tls = 1; break;
+        case 'W': opt_ws = 1; break;
         default: die_usage(NULL);
         }
     }
@@ -990,6 +1564,40 @@ int main(int argc, char **argv)
         csm[1] = CODE_CSM;
         csm_len = 2;
     }
+    /* the same CSM as a WebSocket message: Len 0 and no extended length */
+    {
+        unsigned ext = (csm[0] >> 4) == 13 ? 1 : (csm[0] >> 4) == 14 ? 2 : (csm[0] >> 4) == 15 ? 4 : 0;
+        ws_csm[0] = 0x00;
+        memcpy(ws_csm + 1, csm + 1 + ext, csm_len - 1 - ext);
+        ws_csm_len = csm_len - ext;
+    }
+    if (ai->ai_family == AF_INET6)
+        snprintf(host_header, sizeof host_header, "[%s]:%d", opt_host, opt_port);
+    else
+        snprintf(host_header, sizeof host_header, "%s:%d", opt_host, opt_port);
+    if (opt_ws) {
+        uint32_t seed = 0;
+        if (RAND_bytes((unsigned char *)&seed, sizeof seed) == 1 && seed)
+            ws_rng = seed;
+    }
+    if (opt_tls) {
+        ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (!ssl_ctx || !SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION)) {
+            fprintf(stderr, "loadgen: SSL_CTX_new: %s\n", ssl_errstr(0));
+            return 3;
+        }
+        /* loopback benchmark: the server's certificate is not verified */
+        SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_mode(ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* coaps+tcp negotiates ALPN "coap" (RFC 8323 8.2); coaps+ws is HTTP */
+        static const unsigned char alpn_coap[] = "\x04" "coap";
+        static const unsigned char alpn_http[] = "\x08http/1.1";
+        if (opt_ws)
+            SSL_CTX_set_alpn_protos(ssl_ctx, alpn_http, sizeof alpn_http - 1);
+        else
+            SSL_CTX_set_alpn_protos(ssl_ctx, alpn_coap, sizeof alpn_coap - 1);
+    }
 
     epfd = epoll_create1(0);
     if (epfd < 0) {
@@ -1048,7 +1656,8 @@ int main(int argc, char **argv)
                     ready++;
                 else if (conns[i].state == C_DEAD)
                     dead++;
-                else if (conns[i].state == C_CONNECTING || conns[i].state == C_WAIT_CSM)
+                else if (conns[i].state == C_CONNECTING || conns[i].state == C_WAIT_CSM ||
+                         conns[i].state == C_TLS_HS || conns[i].state == C_WS_UPGRADE)
                     pending++;
             }
             /* pace the setups: at most -P connects/CSM waits at a time */
@@ -1164,9 +1773,22 @@ int main(int argc, char **argv)
                     alive--;
                     continue;
                 }
-                c->state = opt_wait_csm ? C_WAIT_CSM : C_READY;
+                if (conn_connected(c) < 0) {
+                    conn_kill(c, "TLS setup failed");
+                    alive--;
+                    continue;
+                }
             }
-            if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+            if (c->state == C_TLS_HS) {
+                if (tls_handshake(c) < 0) {
+                    alive--;
+                    continue;
+                }
+                if (c->state == C_TLS_HS)
+                    continue;
+                e |= EPOLLIN; /* records may already wait in OpenSSL's buffer */
+            }
+            if ((e & (EPOLLIN | EPOLLERR | EPOLLHUP)) || (c->rd_wants_write && (e & EPOLLOUT))) {
                 if (conn_read(c) < 0) {
                     alive--;
                     continue;
@@ -1222,8 +1844,11 @@ int main(int argc, char **argv)
     uint64_t errors = total_errors();
 
     for (int i = 0; i < opt_conns; i++) {
+        if (conns[i].ssl)
+            SSL_free(conns[i].ssl);
         if (conns[i].fd >= 0)
             close(conns[i].fd);
+        free(conns[i].mbuf);
         free(conns[i].rbuf);
         free(conns[i].wbuf);
         free(conns[i].slots);
@@ -1231,6 +1856,9 @@ int main(int argc, char **argv)
     }
     free(conns);
     free(req_tmpl);
+    free(ws_req);
+    if (ssl_ctx)
+        SSL_CTX_free(ssl_ctx);
     freeaddrinfo(target);
     close(epfd);
     if (strcmp(status, "ok") != 0 && strcmp(status, "request_limit_reached") != 0)

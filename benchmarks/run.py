@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Benchmark runner: CoAP over TCP servers under closed-loop load from loadgen.
+"""Benchmark runner: CoAP over TCP/TLS/WebSocket servers under closed-loop load from loadgen.
 
-For every server named in --servers it
+For every server named in --servers and every transport of --transports
+(tcp: coap+tcp, tls: coaps+tcp, ws: coap+ws, wss: coaps+ws) it
   * starts the server as a subprocess on a free 127.0.0.1 port (pinned to
     CPU 0 with taskset when there are at least two CPUs),
   * waits until the port accepts and a real GET of the benchmark path answers
@@ -10,8 +11,11 @@ For every server named in --servers it
   * runs loadgen (pinned to CPU 1) for every (connections x in-flight) cell
     of the matrix, --reps times each, and keeps the median of each metric,
   * stops the server.
-Then it prints one table with rps / p50 / p99 per server and cell, and the
-ratio of every server to aiocoap (for coaptcp: ours/aiocoap).
+Then it prints one table with rps / p50 / p99 per server, transport and cell,
+the ratio of every server to aiocoap (and of ours to libcoap) on each
+transport, and each server's requests/s on every transport relative to its own
+coap+tcp.  The TLS transports use a throwaway certificate made with
+coaptcp.testcerts; loadgen does not verify it (loopback only).
 
 Servers:
   aiocoap  benchmarks/aiocoap_server.py PORT            GET /hello
@@ -21,6 +25,8 @@ Servers:
            PUTs "Hello, world!" to /hello (a dynamic resource, -d), so GET
            /hello is the same request and payload as for the others; the
            response lacks the Content-Format option the others send.
+           tls: with -c CERT -j KEY it serves coaps+tcp on PORT + 1.
+           ws/wss: libcoap 4.3.1 as built by Debian has no WebSocket support.
 
 Everything runs on the loopback interface only; every load run is bounded by
 loadgen's own time and request limits and by a subprocess timeout here.
@@ -48,9 +54,19 @@ REPO = os.path.dirname(HERE)
 HOST = "127.0.0.1"
 PATH = "/hello"
 PAYLOAD = b"Hello, world!"
-DEFAULT_COAPTCP_CMD = (
-    "{python} -m twisted --log-level=warn coaptcp --tcp tcp:{port}:interface=127.0.0.1"
-)
+DEFAULT_COAPTCP_CMD = "{python} -m twisted --log-level=warn coaptcp {listen}"
+TRANSPORTS = ("tcp", "tls", "ws", "wss")
+# our listener options per transport ({cert}/{key}: the throwaway certificate)
+COAPTCP_LISTEN = {
+    "tcp": "--tcp tcp:{port}:interface=127.0.0.1",
+    "tls": "--tls tcp:{port}:interface=127.0.0.1 --certificate {cert} --private-key {key}",
+    "ws": "--ws tcp:{port}:interface=127.0.0.1",
+    "wss": "--ws ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+}
+LOADGEN_FLAGS = {"tcp": [], "tls": ["-S"], "ws": ["-W"], "wss": ["-S", "-W"]}
+# loadgen links OpenSSL (TLS, and SHA-1/base64 for the WebSocket handshake):
+# Debian package libssl-dev
+LOADGEN_LIBS = ("-lssl", "-lcrypto")
 LIBCOAP_BINARIES = ("coap-server-openssl", "coap-server-notls", "coap-server-gnutls",
                     "coap-server")
 
@@ -73,7 +89,7 @@ def build_loadgen(cc="cc"):
         return exe
     os.makedirs(outdir, exist_ok=True)
     tmp_exe = f"{exe}.{os.getpid()}"
-    subprocess.run([cc, "-O2", "-Wall", "-o", tmp_exe, src], check=True)
+    subprocess.run([cc, "-O2", "-Wall", "-o", tmp_exe, src, *LOADGEN_LIBS], check=True)
     os.replace(tmp_exe, exe)
     log(f"built {exe}")
     return exe
@@ -178,8 +194,20 @@ def code_str(code):
 # --------------------------------------------------------------------------
 # servers
 
-def free_port():
-    """A port free for both TCP and UDP on 127.0.0.1 (libcoap binds both)."""
+def _port_free(port):
+    try:
+        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            t.bind((HOST, port))
+            u.bind((HOST, port))
+    except OSError:
+        return False
+    return True
+
+
+def free_port(also=()):
+    """A port free for both TCP and UDP on 127.0.0.1 (libcoap binds both), and
+    so are port + each offset in ``also`` (libcoap's TLS port is port + 1,
+    aiocoap's coaps+ws server also binds coap+ws on port - 1)."""
     for _ in range(50):
         with socket.socket() as t:
             t.bind((HOST, 0))
@@ -189,7 +217,8 @@ def free_port():
                     u.bind((HOST, port))
             except OSError:
                 continue
-        return port
+        if all(0 < port + d < 65536 and _port_free(port + d) for d in also):
+            return port
     raise RuntimeError("no free port")
 
 
@@ -256,28 +285,39 @@ def machine_busy_pct(seconds=1.0):
 
 
 class Server:
-    def __init__(self, name, argv, path, payload, setup=None, note=""):
+    def __init__(self, name, argv, path, payload, setup=None, note="", transport="tcp",
+                 port_offset=0, also_free=(), probe=None):
         self.name = name
         self.argv = argv
         self.path = path
         self.payload = payload
         self.setup = setup  # callable(port) run once the port accepts
         self.note = note
+        self.transport = transport
+        self.port_offset = port_offset  # loadgen's port = the command's {port} + this
+        self.also_free = also_free  # offsets of other ports the server binds
+        self.probe = probe  # callable(port) -> None or why not ready (tls/ws)
         self.proc = None
         self.logfile = None
 
+    @property
+    def label(self):
+        return self.name if self.transport == "tcp" else f"{self.name}-{self.transport}"
+
     def start(self, port, pin_cpu, logdir, ready_timeout):
-        """Start the server; return None on success or a reason to skip it."""
+        """Start the server with {port} = port; it serves loadgen on
+        port + port_offset.  Returns None on success or a reason to skip it."""
         argv = [a.replace("{port}", str(port)) for a in self.argv]
+        lg_port = port + self.port_offset
         if pin_cpu is not None:
             argv = ["taskset", "-c", str(pin_cpu), *argv]
         self.cmdline = " ".join(shlex.quote(a) for a in argv)
-        self.logpath = os.path.join(logdir, f"{self.name}.log")
+        self.logpath = os.path.join(logdir, f"{self.label}.log")
         self.logfile = open(self.logpath, "wb")
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("PYTHONUNBUFFERED", "1")
-        log(f"[{self.name}] starting: {self.cmdline}")
+        log(f"[{self.label}] starting: {self.cmdline}")
         try:
             self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                                          stdout=self.logfile, stderr=subprocess.STDOUT,
@@ -293,10 +333,17 @@ class Server:
                         f"log tail:\n{self.log_tail()}")
             try:
                 if not accepted:
-                    with socket.create_connection((HOST, port), timeout=0.5):
+                    with socket.create_connection((HOST, lg_port), timeout=0.5):
                         accepted = True
                     if self.setup:
                         self.setup(port)
+                if self.probe:
+                    why = self.probe(lg_port)
+                    if why is None:
+                        return None
+                    last_err = why
+                    time.sleep(0.2)
+                    continue
                 code, got = coap_request(port, 1, self.path)
                 if code == 0x45 and got == self.payload:
                     return None
@@ -337,25 +384,80 @@ class Server:
             return "    (no log)"
 
 
-def make_servers(args):
+def loadgen_probe(loadgen, transport, path, payload):
+    """Readiness check over TLS/WebSockets: one short loadgen run (1 x 1)
+    must get valid responses and no error."""
+    def probe(port):
+        argv = [loadgen, "-h", HOST, "-p", str(port), "-c", "1", "-n", "1", "-w", "0",
+                "-d", "0.3", "-t", "2", "-u", path, "-e", payload.decode(),
+                *LOADGEN_FLAGS[transport]]
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            return "loadgen probe timed out"
+        lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
+        res = json.loads(lines[-1]) if lines else {}
+        if res.get("status") == "ok" and res.get("requests", 0) > 0 and not res.get("errors"):
+            return None
+        return f"loadgen probe: {res.get('status')}, {p.stderr.strip()[-300:]}"
+    return probe
+
+
+def make_servers(args, transport, certs, loadgen):
+    """name -> Server for one transport, or name -> str: why it cannot run."""
     servers = {}
+    cert = {"cert": certs["server"], "key": certs["server_key"]} if certs else {}
+    probe = (loadgen_probe(loadgen, transport, PATH, PAYLOAD)
+             if transport != "tcp" else None)
+    aio = [sys.executable, os.path.join(HERE, "aiocoap_server.py"), "{port}"]
+    if transport != "tcp":
+        aio += ["--transport", transport]
+    if transport in ("tls", "wss"):
+        aio += ["--cert", cert["cert"], "--key", cert["key"]]
     servers["aiocoap"] = Server(
-        "aiocoap", [sys.executable, os.path.join(HERE, "aiocoap_server.py"), "{port}"],
-        PATH, PAYLOAD, note=f"aiocoap {aiocoap_version()}, tcpserver transport only")
+        "aiocoap", aio, PATH, PAYLOAD, transport=transport, probe=probe,
+        also_free=(-1,) if transport == "wss" else (),
+        note=f"aiocoap {aiocoap_version()}, "
+             + {"tcp": "tcpserver", "tls": "tlsserver", "ws": "ws",
+                "wss": "ws with TLS"}[transport] + " transport only")
     cmd = args.coaptcp_cmd.replace("{python}", shlex.quote(sys.executable))
-    servers["coaptcp"] = Server("coaptcp", shlex.split(cmd), PATH, PAYLOAD,
-                                note="twisted, this repository")
+    if "{listen}" in cmd:
+        listen = COAPTCP_LISTEN[transport].format(port="{port}", **{
+            k: shlex.quote(v) for k, v in cert.items()})
+        cmd = cmd.replace("{listen}", listen)
+        servers["coaptcp"] = Server("coaptcp", shlex.split(cmd), PATH, PAYLOAD,
+                                    transport=transport, probe=probe,
+                                    note="twisted, this repository")
+    elif transport == "tcp":
+        servers["coaptcp"] = Server("coaptcp", shlex.split(cmd), PATH, PAYLOAD,
+                                    note="twisted, this repository")
+    else:
+        servers["coaptcp"] = ("--coaptcp-cmd has no {listen}: it gives the coap+tcp "
+                              "listener only")
     binary = args.libcoap_bin or next((b for b in LIBCOAP_BINARIES if shutil.which(b)), None)
-    if binary:
+    if not binary:
+        servers["libcoap"] = "no libcoap server binary found ({})".format(
+            ", ".join(LIBCOAP_BINARIES))
+    elif transport in ("ws", "wss"):
+        servers["libcoap"] = (f"{binary} ({libcoap_version(binary)}) has no WebSocket "
+                              "server (Debian builds libcoap 4.3.1 without WebSockets)")
+    elif transport == "tls" and "notls" in os.path.basename(binary):
+        servers["libcoap"] = f"{binary} has no TLS"
+    else:
         def put_hello(port):
             code, _ = coap_request(port, 3, PATH, PAYLOAD)
             if code not in (0x41, 0x44):  # 2.01 Created / 2.04 Changed
                 raise ConnectionError(f"PUT {PATH} answered {code_str(code)}")
-        servers["libcoap"] = Server(
-            "libcoap", [binary, "-A", HOST, "-p", "{port}", "-d", "4", "-v", "3"],
-            PATH, PAYLOAD, setup=put_hello,
-            note=f"{binary} ({libcoap_version(binary)}); /hello is a dynamic resource "
-                 "created by PUT (-d 4); its 2.05 carries no Content-Format option")
+        argv = [binary, "-A", HOST, "-p", "{port}", "-d", "4", "-v", "3"]
+        note = (f"{binary} ({libcoap_version(binary)}); /hello is a dynamic resource "
+                "created by PUT (-d 4); its 2.05 carries no Content-Format option")
+        extra = {}
+        if transport == "tls":
+            argv += ["-c", cert["cert"], "-j", cert["key"]]
+            note += "; coaps+tcp on port + 1 (-c/-j), the PUT goes over coap+tcp"
+            extra = {"port_offset": 1, "also_free": (1,), "probe": probe}
+        servers["libcoap"] = Server("libcoap", argv, PATH, PAYLOAD, setup=put_hello,
+                                    transport=transport, note=note, **extra)
     return servers
 
 
@@ -383,9 +485,10 @@ def libcoap_version(binary):
 # running loadgen
 
 def run_loadgen(args, loadgen, port, server, conns, inflight, pin_cpu):
-    argv = [loadgen, "-h", HOST, "-p", str(port), "-c", str(conns), "-n", str(inflight),
-            "-d", str(args.duration), "-w", str(args.warmup), "-u", server.path,
-            "-e", server.payload.decode(), "-t", "10"]
+    argv = [loadgen, "-h", HOST, "-p", str(port + server.port_offset), "-c", str(conns),
+            "-n", str(inflight), "-d", str(args.duration), "-w", str(args.warmup),
+            "-u", server.path, "-e", server.payload.decode(), "-t", "10",
+            *LOADGEN_FLAGS[server.transport]]
     if pin_cpu is not None:
         argv = ["taskset", "-c", str(pin_cpu), *argv]
     cpu0 = server.cpu_seconds()
@@ -432,54 +535,85 @@ def fmt(v, spec):
     return format(v, spec) if isinstance(v, (int, float)) else "-"
 
 
-def print_table(results, servers_order, cells, skipped, notes, out=sys.stdout):
+def _ratio_rows(w, results, label, num, den, transports, cells):
+    """Rows of num/den (rps, p50, p99) per transport and cell; num and den are
+    (server, transport-or-None) pairs, None meaning the row's transport."""
+    for tr in transports:
+        for (c, n) in cells:
+            a = results.get((den[0], den[1] or tr, c, n))
+            b = results.get((num[0], num[1] or tr, c, n))
+            if not a or not b:
+                continue
+            ratios = []
+            for k in ("rps", "p50_us", "p99_us"):
+                x, y = a["median"][k], b["median"][k]
+                ratios.append(y / x if x and y is not None else None)
+            r_rps, r_p50, r_p99 = (fmt(x, ".2f") for x in ratios)
+            w(f"{label:<24} {tr:>4} {c:>5} {n:>5} {r_rps:>8} {r_p50:>8} {r_p99:>8}\n")
+
+
+def print_table(results, servers_order, cells, skipped, notes, transports=("tcp",),
+                out=sys.stdout):
     w = out.write
     w("\n")
     if results:
-        w(f"{'server':<8} {'conns':>5} {'infl':>5} {'rps':>10} {'p50_us':>10} {'p99_us':>10} "
-          f"{'errors':>7} {'lg%':>6} {'srv%':>6} {'other%':>6}\n")
+        w(f"{'server':<8} {'tr':>4} {'conns':>5} {'infl':>5} {'rps':>10} {'p50_us':>10} "
+          f"{'p99_us':>10} {'errors':>7} {'lg%':>6} {'srv%':>6} {'other%':>6}\n")
     else:
         w("(no results)\n")
-    for name in servers_order:
-        if name in skipped:
-            continue
-        for (c, n) in cells:
-            r = results.get((name, c, n))
-            if r is None:
-                continue
-            m = r["median"]
-            w(f"{name:<8} {c:>5} {n:>5} {fmt(m['rps'], '.0f'):>10} "
-              f"{fmt(m['p50_us'], '.0f'):>10} {fmt(m['p99_us'], '.0f'):>10} "
-              f"{fmt(m['errors'], 'd'):>7} {fmt(m['loadgen_cpu_pct'], '.0f'):>6} "
-              f"{fmt(m['server_cpu_pct'], '.0f'):>6} {fmt(m['other_cpu_pct'], '.0f'):>6}\n")
-    others = [s for s in servers_order if s != "aiocoap" and s not in skipped]
-    if "aiocoap" not in skipped and "aiocoap" in servers_order and others:
-        w("\nratio to aiocoap (rps: >1 is faster; p50/p99: <1 is faster)\n")
-        w(f"{'':<22} {'conns':>5} {'infl':>5} {'rps':>8} {'p50':>8} {'p99':>8}\n")
-        for name in others:
-            label = "coaptcp/aiocoap" if name == "coaptcp" else f"{name}/aiocoap"
-            if name == "coaptcp":
-                label += " (ours)"
+    for tr in transports:
+        for name in servers_order:
             for (c, n) in cells:
-                a = results.get(("aiocoap", c, n))
-                b = results.get((name, c, n))
-                if not a or not b:
+                r = results.get((name, tr, c, n))
+                if r is None:
                     continue
-                ratios = []
-                for k in ("rps", "p50_us", "p99_us"):
-                    x, y = a["median"][k], b["median"][k]
-                    ratios.append(y / x if x and y is not None else None)
-                r_rps, r_p50, r_p99 = (fmt(x, ".2f") for x in ratios)
-                w(f"{label:<22} {c:>5} {n:>5} {r_rps:>8} {r_p50:>8} {r_p99:>8}\n")
-    for name, why in skipped.items():
-        w(f"\nSKIPPED {name}: {why}\n")
+                m = r["median"]
+                w(f"{name:<8} {tr:>4} {c:>5} {n:>5} {fmt(m['rps'], '.0f'):>10} "
+                  f"{fmt(m['p50_us'], '.0f'):>10} {fmt(m['p99_us'], '.0f'):>10} "
+                  f"{fmt(m['errors'], 'd'):>7} {fmt(m['loadgen_cpu_pct'], '.0f'):>6} "
+                  f"{fmt(m['server_cpu_pct'], '.0f'):>6} {fmt(m['other_cpu_pct'], '.0f'):>6}\n")
+    have = {(k[0], k[1]) for k in results}
+    head = f"{'':<24} {'tr':>4} {'conns':>5} {'infl':>5} {'rps':>8} {'p50':>8} {'p99':>8}\n"
+    if any(s == "aiocoap" for s, _ in have) and any(s != "aiocoap" for s, _ in have):
+        w("\nratio to aiocoap on the same transport (rps: >1 is faster; p50/p99: <1 is "
+          "faster)\n" + head)
+        for name in servers_order:
+            if name != "aiocoap":
+                label = "coaptcp/aiocoap (ours)" if name == "coaptcp" else f"{name}/aiocoap"
+                _ratio_rows(w, results, label, (name, None), ("aiocoap", None),
+                            transports, cells)
+    if any(s == "libcoap" for s, _ in have) and any(s == "coaptcp" for s, _ in have):
+        w("\nratio to libcoap on the same transport\n" + head)
+        _ratio_rows(w, results, "coaptcp/libcoap (ours)", ("coaptcp", None),
+                    ("libcoap", None), transports, cells)
+    others = [t for t in transports if t != "tcp"]
+    if others and "tcp" in transports:
+        w("\neach server on TLS/WebSockets relative to itself on coap+tcp\n" + head)
+        for name in servers_order:
+            for tr in others:
+                _ratio_rows(w, results, f"{name} {tr}/tcp", (name, tr), (name, "tcp"),
+                            [tr], cells)
+        summary = []
+        for tr in others:
+            a = results.get(("coaptcp", "tcp", 16, 16))
+            b = results.get(("coaptcp", tr, 16, 16))
+            if a and b and a["median"]["rps"] and b["median"]["rps"] is not None:
+                r = b["median"]["rps"] / a["median"]["rps"]
+                summary.append(f"  ours on {tr} / ours on tcp at 16 x 16: {r:.2f} "
+                               f"({'meets' if r >= 0.5 else 'MISSES'} the target: within "
+                               "2x, >= 0.50)\n")
+        if summary:
+            w("\n" + "".join(summary))
+    for label, why in skipped.items():
+        w(f"\nSKIPPED {label}: {why}\n")
     if notes:
         w("\nnotes:\n")
         for n in notes:
             w(f"  - {n}\n")
     w("\nrps/p50/p99: median over repetitions; errors: sum over repetitions; lg% = loadgen "
       "CPU (user+sys) in the measured window, srv% = server CPU over the whole loadgen run, "
-      "other% = CPU used by other processes meanwhile (noise; should be ~0); 100 = one core\n")
+      "other% = CPU used by other processes meanwhile (noise; should be ~0); 100 = one core; "
+      "tr: tcp = coap+tcp, tls = coaps+tcp, ws = coap+ws, wss = coaps+ws\n")
 
 
 def machine_info():
@@ -510,8 +644,11 @@ def main():
     ap = argparse.ArgumentParser(description="CoAP-over-TCP server benchmark runner")
     ap.add_argument("--servers", default="aiocoap,coaptcp,libcoap",
                     help="comma-separated subset of aiocoap,coaptcp,libcoap (default: all)")
-    ap.add_argument("--conns", type=parse_list, default=[1, 16],
-                    help="connection counts (default 1,16)")
+    ap.add_argument("--transports", default="tcp",
+                    help="comma-separated subset of tcp,tls,ws,wss, or 'all' "
+                         "(default: tcp)")
+    ap.add_argument("--conns", type=parse_list, default=[1, 16, 64],
+                    help="connection counts (default 1,16,64)")
     ap.add_argument("--inflight", type=parse_list, default=[1, 16],
                     help="requests in flight per connection (default 1,16)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per cell (default 3)")
@@ -523,8 +660,9 @@ def main():
     ap.add_argument("--no-pin", action="store_true", help="do not use taskset")
     ap.add_argument("--loadgen", help="use this loadgen binary instead of compiling one")
     ap.add_argument("--coaptcp-cmd", default=DEFAULT_COAPTCP_CMD,
-                    help="command for the coaptcp server; {port} and {python} are "
-                         "replaced (default: %(default)s)")
+                    help="command for the coaptcp server; {port}, {python} and {listen} "
+                         "(the listener options of the transport) are replaced; without "
+                         "{listen} the command serves coap+tcp only (default: %(default)s)")
     ap.add_argument("--libcoap-bin", help="libcoap server binary (default: the first found "
                     "of " + ", ".join(LIBCOAP_BINARIES) + ")")
     ap.add_argument("--retry-noisy", type=float, metavar="PCT",
@@ -537,13 +675,16 @@ def main():
         ap.error("bad --reps/--duration/--warmup")
 
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
-    servers = make_servers(args)
-    skipped = {}
     for n in names:
         if n not in ("aiocoap", "coaptcp", "libcoap"):
             ap.error(f"unknown server {n!r}")
-        if n not in servers:
-            skipped[n] = "no libcoap server binary found ({})".format(", ".join(LIBCOAP_BINARIES))
+    transports = (list(TRANSPORTS) if args.transports.strip() == "all" else
+                  [t.strip() for t in args.transports.split(",") if t.strip()])
+    for t in transports:
+        if t not in TRANSPORTS:
+            ap.error(f"unknown transport {t!r} (choose from {', '.join(TRANSPORTS)}, all)")
+    if not transports:
+        ap.error("no transport")
 
     pin_server = pin_loadgen = None
     if not args.no_pin and shutil.which("taskset"):
@@ -556,10 +697,27 @@ def main():
         log("taskset not found: not pinning")
 
     loadgen = args.loadgen or build_loadgen()
+    logdir = tempfile.mkdtemp(prefix="coaptcp-bench-logs-")
+    certs = None
+    if any(t in ("tls", "wss") for t in transports):
+        sys.path.insert(0, REPO)
+        from coaptcp.testcerts import write_test_setup
+        certs = {k: str(v) for k, v in write_test_setup(os.path.join(logdir, "certs")).items()}
+    skipped = {}
+    runnable = []  # (name, transport, Server) in run order
+    for tr in transports:
+        by_name = make_servers(args, tr, certs, loadgen)
+        for n in names:
+            srv = by_name[n]
+            label = n if tr == "tcp" else f"{n}-{tr}"
+            if isinstance(srv, str):
+                skipped[label] = srv
+            else:
+                runnable.append((n, tr, srv))
     cells = [(c, n) for c in args.conns for n in args.inflight]
-    runnable = [n for n in names if n not in skipped]
     est = len(runnable) * len(cells) * args.reps * (args.warmup + args.duration + 0.2)
-    log(f"matrix: servers={','.join(names)} conns={args.conns} inflight={args.inflight} "
+    log(f"matrix: servers={','.join(names)} transports={','.join(transports)} "
+        f"conns={args.conns} inflight={args.inflight} "
         f"reps={args.reps}, {args.warmup:g}s warm-up + {args.duration:g}s per run; "
         f"about {est:.0f}s of load")
 
@@ -572,22 +730,21 @@ def main():
             notes.append(f"the machine was busy before the run ({busy:.0f}% of a core used "
                          "by other processes): expect noisy numbers")
     meta_servers = {}
-    logdir = tempfile.mkdtemp(prefix="coaptcp-bench-logs-")
     t_start = time.monotonic()
-    for name in runnable:
-        srv = servers[name]
-        port = free_port()
+    for name, tr, srv in runnable:
+        label = srv.label
+        port = free_port(srv.also_free)
         try:
             why = srv.start(port, pin_server, logdir, args.ready_timeout)
             if why:
-                log(f"[{name}] SKIPPED: {why}")
-                skipped[name] = why
+                log(f"[{label}] SKIPPED: {why}")
+                skipped[label] = why
                 continue
-            log(f"[{name}] ready on {HOST}:{port} ({srv.note})")
-            meta_servers[name] = {"cmd": srv.cmdline, "note": srv.note, "path": srv.path,
-                                  "payload": srv.payload.decode()}
+            log(f"[{label}] ready on {HOST}:{port + srv.port_offset} ({srv.note})")
+            meta_servers[label] = {"cmd": srv.cmdline, "note": srv.note, "path": srv.path,
+                                   "transport": tr, "payload": srv.payload.decode()}
             if srv.note:
-                notes.append(f"{name}: {srv.note}")
+                notes.append(f"{label}: {srv.note}")
             for (c, n) in cells:
                 runs = []
                 for rep in range(args.reps):
@@ -598,13 +755,13 @@ def main():
                     tries = 1
                     while (args.retry_noisy is not None and tries <= 2
                            and (r.get("other_cpu_pct") or 0) > args.retry_noisy):
-                        log(f"[{name}] c={c} n={n} rep {rep + 1}: other processes used "
+                        log(f"[{label}] c={c} n={n} rep {rep + 1}: other processes used "
                             f"{r['other_cpu_pct']:.0f}% CPU, repeating")
                         r = run_loadgen(args, loadgen, port, srv, c, n, pin_loadgen)
                         tries += 1
                     r["tries"] = tries
                     runs.append(r)
-                    log(f"[{name}] c={c} n={n} rep {rep + 1}: {r.get('status')} "
+                    log(f"[{label}] c={c} n={n} rep {rep + 1}: {r.get('status')} "
                         f"rps={fmt(r.get('rps'), '.0f')} p50={fmt(r.get('p50_us'), '.0f')}us "
                         f"p99={fmt(r.get('p99_us'), '.0f')}us errors={r.get('errors')} "
                         f"lg_cpu={fmt(r.get('cpu_pct'), '.0f')}% "
@@ -623,16 +780,16 @@ def main():
                     "errors": sum(int(r.get("errors", 0) or 0) for r in runs),
                     "failed_runs": len(runs) - len(ok_runs),
                 }
-                results[(name, c, n)] = {"server": name, "conns": c, "inflight": n,
-                                         "median": median, "runs": runs}
+                results[(name, tr, c, n)] = {"server": name, "transport": tr, "conns": c,
+                                             "inflight": n, "median": median, "runs": runs}
             if not srv.alive():
-                notes.append(f"{name}: server process died during the run "
+                notes.append(f"{label}: server process died during the run "
                              f"(status {srv.proc.returncode})")
         finally:
             srv.stop()
     elapsed = time.monotonic() - t_start
 
-    print_table(results, names, cells, skipped, notes)
+    print_table(results, names, cells, skipped, notes, transports)
     if pin_server is not None:
         print(f"pinning: servers on CPU {pin_server}, loadgen on CPU {pin_loadgen} (taskset)")
     else:
