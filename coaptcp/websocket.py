@@ -49,6 +49,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
 from service_identity import VerificationError
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
@@ -64,6 +65,7 @@ from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .core.events import ConnectionAborted
 from .limits import DEFAULT_LIMITS, Limits
 from .resource import Resource, Site
+from .wsframes import encode_frames, next_frame
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
@@ -97,6 +99,8 @@ CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_MESSAGE_TOO_BIG = 1009
+
+_STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
 #: A close frame's reason may hold at most 123 bytes (RFC 6455 section 5.5).
 _MAX_CLOSE_REASON = 123
@@ -165,10 +169,37 @@ class CoapWebSocketMixin(ChannelOwner):
     _incoming_size: int = 0
     _discarding: bool = False
 
+    #: Read and write the common data frames ourselves (:mod:`coaptcp.wsframes`) instead
+    #: of through autobahn's per-frame machinery; everything else still goes to autobahn.
+    #: Set to ``False`` (on the class or a protocol before it opens) to use autobahn only.
+    coap_fast_path: bool = True
+    _fast_in: bool = False  # the options allow our reading of data frames
+    _fast_out: bool = False  # ... and our writing of them
+    _fast_masked_in: bool = True  # frames we read carry a mask (we are the server)
+    _fast_mask_out: bool = False  # frames we write get a mask (we are the client)
+    _out_batch: list[bytes] | None = None  # while a read is parsed: its answers, unsent
+
     if TYPE_CHECKING:  # autobahn's protocol classes supply these at run time
         transport: Any
         state: int
         STATE_OPEN: int
+        factory: Any
+        data: bytes
+        current_frame: Any
+        inside_message: bool
+        send_queue: Any
+        trafficStats: Any
+        _perMessageCompress: Any
+        trackedTimings: Any
+        logOctets: bool
+        logFrames: bool
+        applyMask: bool
+        autoPingInterval: float
+        autoFragmentSize: int
+        maxFramePayloadSize: int
+        maxMessagePayloadSize: int
+        maskServerFrames: bool
+        maskClientFrames: bool
 
         def sendMessage(self, payload: bytes, isBinary: bool = False) -> None: ...
         def sendCloseFrame(
@@ -211,7 +242,34 @@ class CoapWebSocketMixin(ChannelOwner):
             close_timeout=close_timeout,
             limits=limits,
         )
+        self._choose_fast_path()
         self.channel.start()
+
+    def _choose_fast_path(self) -> None:
+        """Use our own reading and writing of data frames when nothing unusual is on.
+
+        Only with the options our factories set (no compression, no fragmenting, no
+        automatic Pings, no autobahn size limits, no frame logging or timing): then a
+        final binary frame means to autobahn exactly what it means to us.
+        """
+        if not self.coap_fast_path:
+            return
+        if (
+            self._perMessageCompress is not None
+            or self.logOctets
+            or self.logFrames
+            or self.trackedTimings
+            or not self.applyMask
+            or self.autoPingInterval
+            or self.autoFragmentSize
+            or self.maxFramePayloadSize
+            or self.maxMessagePayloadSize
+        ):
+            return
+        is_server = bool(self.factory.isServer)
+        self._fast_masked_in = is_server
+        self._fast_mask_out = bool(self.maskServerFrames if is_server else self.maskClientFrames)
+        self._fast_in = self._fast_out = True
 
     # -- output ---------------------------------------------------------------------------
 
@@ -223,11 +281,38 @@ class CoapWebSocketMixin(ChannelOwner):
                 "Not sending {count} CoAP frames: the WebSocket is closing", count=len(frames)
             )
             return
+        if self._fast_out and not self.send_queue:
+            # Our frames are what sendMessage would write (RFC 6455 section 5.2): FIN,
+            # binary, unmasked from a server (section 5.1), all in one write.
+            chunk = encode_frames(frames, masked=self._fast_mask_out)
+            count = len(frames)
+            size = sum(map(len, frames))
+            stats = self.trafficStats
+            stats.outgoingWebSocketMessages += count
+            stats.outgoingWebSocketFrames += count
+            stats.outgoingOctetsAppLevel += size
+            stats.outgoingOctetsWebSocketLevel += size
+            stats.outgoingOctetsWireLevel += len(chunk)
+            batch = self._out_batch
+            if batch is not None:
+                batch.append(chunk)
+            else:
+                self.transport.write(chunk)
+            return
+        self._flush_batch()
         for frame in frames:
             self.sendMessage(frame, isBinary=True)
 
+    def _flush_batch(self) -> None:
+        """Write the answers held back while a read is parsed (before anything else)."""
+        batch = self._out_batch
+        if batch:
+            self.transport.write(b"".join(batch))
+            batch.clear()
+
     def _close_websocket(self) -> None:
         """Start the closing handshake; the frames queued before it are sent first."""
+        self._flush_batch()
         if self.state != self.STATE_OPEN:
             return
         channel = self.channel
@@ -235,9 +320,65 @@ class CoapWebSocketMixin(ChannelOwner):
         self.sendCloseFrame(code=channel.close_code, reasonUtf8=reason or None, isReply=False)
 
     def _drop_websocket(self) -> None:
+        self._flush_batch()
         self.dropConnection(abort=True)
 
     # -- input ----------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Read the common data frames ourselves, hand autobahn the rest (RFC 6455 5.2).
+
+        Only while the WebSocket is open and autobahn holds nothing of a frame or
+        message: then complete final binary frames at the front of ``data`` become CoAP
+        messages here, and from the first other frame (a control frame, text, a
+        fragment, a frame over our Max-Message-Size, an unmasked client frame, an
+        incomplete frame) on, autobahn reads the rest as it would have read all.
+        """
+        if (
+            self._fast_in
+            and self.state == _STATE_OPEN
+            and not self.data
+            and self.current_frame is None
+            and not self.inside_message
+            and not self._discarding
+        ):
+            used = self._read_frames(data)
+            if used == len(data):
+                return
+            data = data[used:]
+        super().dataReceived(data)  # type: ignore[misc]
+
+    def _read_frames(self, data: bytes) -> int:
+        """Deliver the common frames at the front of ``data``; how many bytes they took."""
+        deliver = self.onMessage  # as autobahn delivers each message (may be overridden)
+        limit = self._coap_max_message_size
+        masked = self._fast_masked_in
+        batch: list[bytes] = []
+        self._out_batch = batch
+        pos = frames = octets = 0
+        try:
+            while True:
+                found = next_frame(data, pos, limit, masked)
+                if found is None:
+                    break
+                payload, pos = found
+                frames += 1
+                octets += len(payload)
+                deliver(payload, True)
+                if self.state != _STATE_OPEN:
+                    break  # closing: autobahn reads what follows, as it would have
+        finally:
+            self._out_batch = None
+            if batch:
+                self.transport.write(b"".join(batch))
+            if frames:
+                stats = self.trafficStats
+                stats.incomingOctetsWireLevel += pos
+                stats.incomingOctetsWebSocketLevel += octets
+                stats.incomingOctetsAppLevel += octets
+                stats.incomingWebSocketFrames += frames
+                stats.incomingWebSocketMessages += frames
+        return pos
 
     def onMessageBegin(self, isBinary: bool) -> None:
         super().onMessageBegin(isBinary)  # type: ignore[misc]
