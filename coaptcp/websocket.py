@@ -34,6 +34,10 @@ Choices this module makes (docs/websockets.md has the reasons):
   Abort close with 1000.
 - WebSocket Ping frames are never sent (section 4.4 says SHOULD NOT, and libcoap closes on
   them); messages are never fragmented (libcoap closes on continuation frames).
+- autobahn does the opening and closing handshakes and every unusual frame; the common
+  data frames (final, binary, unfragmented) are read and written by :mod:`coaptcp.wsframes`
+  with the same bytes on the wire, the answers to one read in one write
+  (``coap_fast_path = False`` on a protocol leaves everything to autobahn).
 """
 
 from __future__ import annotations
