@@ -281,7 +281,14 @@ class Channel(ObservationRegistry):
             self.release(f"idle for {idle:.0f} s")
             return
         interval = limits.keepalive_interval
-        if interval is not None and idle >= interval and self._keepalive_ping is None:
+        connection = self.connection
+        draining = connection.release_sent or connection.release_received
+        if (
+            interval is not None
+            and idle >= interval
+            and self._keepalive_ping is None
+            and not draining  # after a Release, only the work in flight is finished
+        ):
             self._keepalive_ping = self.ping(timeout=limits.pong_timeout)
             self._keepalive_ping.addCallbacks(self._pong_arrived, self._pong_missing)
             self._last_activity = self._reactor.seconds()
