@@ -86,6 +86,7 @@ class State(enum.Enum):
 
 _CLOSED = State.CLOSED
 _AWAITING_CSM = State.AWAITING_CSM
+_new_object = object.__new__
 
 
 def _diagnostic(payload: bytes) -> str:
@@ -304,7 +305,9 @@ class Connection:
                 # changes no state.  Everything else goes through _handle.  (The state
                 # is never CLOSED here: we stop as soon as a message closes it.)
                 if 0 < message.code < 0x20 and self.state is not _AWAITING_CSM:
-                    append(RequestReceived(message))
+                    event = _new_object(RequestReceived)  # RequestReceived(message),
+                    event.message = message  # without the call of its __init__
+                    append(event)
                     continue
                 self._handle(message, events)
                 if self.state is _CLOSED:
