@@ -5,8 +5,9 @@
 ``server``: a CoapProtocol on a StringTransport answers pipelined ``GET /hello`` requests
 fed in chunks of ``--batch`` (default 16: what each read carries at 16 connections x 16 in
 flight, measured by counting reads under loadgen), as a busy connection delivers them:
-decode, dispatch through the Site, encode, write.  ``codec``: encode_frame and StreamDecoder alone.  Each prints operations
-per second; compare runs on the same machine only.  ``--profile`` prints the top of a
+decode, dispatch through the Site, encode, write.  ``codec``: encode_frame and
+StreamDecoder alone.  Each prints operations per second; compare runs on the same
+machine only.  ``--profile`` prints the top of a
 cProfile of the server run.
 """
 
@@ -90,7 +91,10 @@ def main() -> None:
         return
     rate = max(bench_server(args.requests, args.batch) for _ in range(3))
     encode_rate, decode_rate = bench_codec(args.requests)
-    print(f"server: {rate:,.0f} requests/s (in memory, one connection, {args.batch} per read, best of 3)")
+    print(
+        f"server: {rate:,.0f} requests/s "
+        f"(in memory, one connection, {args.batch} per read, best of 3)"
+    )
     print(f"codec:  {encode_rate:,.0f} encodes/s, {decode_rate:,.0f} decodes/s")
 
 

@@ -246,7 +246,16 @@ class Channel(ObservationRegistry):
     def ws_message_received(self, data: bytes) -> None:
         """Feed one binary WebSocket message."""
         self._last_activity = self._reactor.seconds()
-        self._dispatch(self.connection.receive_ws_message(data))
+        self._dispatch(self.connection.receive_ws_messages((data,)))
+
+    def ws_messages_received(self, messages: list[bytes]) -> None:
+        """Feed binary WebSocket messages that arrived in one read, in order.
+
+        As :meth:`ws_message_received` for each, but the answers to all of them go out
+        in one write, as they do for the frames of one read over TCP.
+        """
+        self._last_activity = self._reactor.seconds()
+        self._dispatch(self.connection.receive_ws_messages(messages))
 
     # -- timers (section 3.3 CSM, section 5.4 Ping, section 5.5 Release) ------------------
 
@@ -281,7 +290,14 @@ class Channel(ObservationRegistry):
             self.release(f"idle for {idle:.0f} s")
             return
         interval = limits.keepalive_interval
-        if interval is not None and idle >= interval and self._keepalive_ping is None:
+        connection = self.connection
+        draining = connection.release_sent or connection.release_received
+        if (
+            interval is not None
+            and idle >= interval
+            and self._keepalive_ping is None
+            and not draining  # after a Release, only the work in flight is finished
+        ):
             self._keepalive_ping = self.ping(timeout=limits.pong_timeout)
             self._keepalive_ping.addCallbacks(self._pong_arrived, self._pong_missing)
             self._last_activity = self._reactor.seconds()

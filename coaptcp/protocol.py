@@ -83,7 +83,7 @@ class CoapProtocol(ChannelOwner, Protocol):
         secure = ISSLTransport.providedBy(transport)
         self.channel = Channel(
             connection,
-            write=transport.writeSequence,
+            write=self._write_frames,
             close=self._close_transport,
             abort=transport.abortConnection,  # type: ignore[attr-defined]
             reactor=factory.reactor,
@@ -107,6 +107,13 @@ class CoapProtocol(ChannelOwner, Protocol):
 
     _reading_pausable = True
     _reading_paused = False
+
+    def _write_frames(self, frames: list[bytes]) -> None:
+        # One write of the joined frames: writeSequence would check and count each frame
+        # in Python, and Twisted joins its buffer before sending anyway.
+        transport = self.transport
+        assert transport is not None
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _close_transport(self) -> None:
         """Close gracefully, no longer as the transport's producer: Twisted's TLS layer

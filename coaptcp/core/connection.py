@@ -86,6 +86,7 @@ class State(enum.Enum):
 
 _CLOSED = State.CLOSED
 _AWAITING_CSM = State.AWAITING_CSM
+_new_object = object.__new__
 
 
 def _diagnostic(payload: bytes) -> str:
@@ -304,7 +305,9 @@ class Connection:
                 # changes no state.  Everything else goes through _handle.  (The state
                 # is never CLOSED here: we stop as soon as a message closes it.)
                 if 0 < message.code < 0x20 and self.state is not _AWAITING_CSM:
-                    append(RequestReceived(message))
+                    event = _new_object(RequestReceived)  # RequestReceived(message),
+                    event.message = message  # without the call of its __init__
+                    append(event)
                     continue
                 self._handle(message, events)
                 if self.state is _CLOSED:
@@ -315,13 +318,30 @@ class Connection:
 
     def receive_ws_message(self, data: bytes) -> list[Event]:
         """Process one binary WebSocket message (RFC 8323 section 4.4)."""
-        if self.state is State.CLOSED:
-            return []
+        return self.receive_ws_messages((data,))
+
+    def receive_ws_messages(self, messages: Iterable[bytes]) -> list[Event]:
+        """Process binary WebSocket messages that arrived together, in order.
+
+        The same as :meth:`receive_ws_message` for each, with the events in one list;
+        messages after one that closes the connection (an Abort, a violation) are ignored.
+        """
         events: list[Event] = []
-        try:
-            self._handle(decode_ws_frame(data, self.max_message_size), events)
-        except RemoteProtocolError as error:
-            self._abort_for(error, events)
+        append = events.append
+        max_message_size = self.max_message_size
+        for data in messages:
+            if self.state is _CLOSED:
+                break
+            try:
+                message = decode_ws_frame(data, max_message_size)
+                if 0 < message.code < 0x20 and self.state is not _AWAITING_CSM:
+                    event = _new_object(RequestReceived)  # as in receive_data
+                    event.message = message
+                    append(event)
+                else:
+                    self._handle(message, events)
+            except RemoteProtocolError as error:
+                self._abort_for(error, events)
         return events
 
     def abort_for_violation(self, diagnostic: str) -> list[Event]:

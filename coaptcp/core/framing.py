@@ -113,8 +113,18 @@ def encode_frame(message: Message) -> bytes:
     code = message.code
     if payload:
         length = len(options) + 1 + len(payload)
+        # Small frames in one formatting operation (one allocation, no intermediates).
         if length < _EXT13:
-            return bytes((length << 4 | tkl, code)) + token + options + b"\xff" + payload
+            return b"%c%c%b%b\xff%b" % (length << 4 | tkl, code, token, options, payload)
+        if length < _EXT14:
+            return b"%c%c%c%b%b\xff%b" % (
+                0xD0 | tkl,
+                length - _EXT13,
+                code,
+                token,
+                options,
+                payload,
+            )
         body = options + b"\xff" + payload
     else:
         length = len(options)

@@ -51,8 +51,8 @@ class CriticalOptionCheck:
     """:func:`unrecognized_critical_option` for one fixed set of understood options.
 
     A server checks every request against the same set, so the specs of the critical
-    options it understands are looked up once, here; calling the instance with a
-    request's options gives the same answer as the function.
+    options it understands are looked up once, here; :meth:`first_problem` gives the
+    same answer as the function.
     """
 
     __slots__ = ("_specs", "_understood")
@@ -65,7 +65,7 @@ class CriticalOptionCheck:
             if is_critical(number) and number in self._understood
         }
 
-    def __call__(self, options: Options) -> tuple[int, str] | None:
+    def first_problem(self, options: Options) -> tuple[int, str] | None:
         """``(number, reason)`` for the first unrecognized critical option, else ``None``."""
         specs = self._specs
         previous = -1

@@ -912,3 +912,48 @@ def test_connection_lost_after_an_abort_reports_no_cut_frame(chunk: bytes) -> No
     conn.receive_data(chunk)
     assert conn.closed
     assert conn.connection_lost() is None
+
+
+# -- several WebSocket messages of one read ---------------------------------------------------
+
+
+def ws_message(code: int, token: bytes = b"", options: list | tuple = ()) -> bytes:
+    return encode_ws_frame(Message(Code(code), token, Options(options)))
+
+
+def test_receive_ws_messages_gives_the_events_of_each_in_order() -> None:
+    conn = started(websocket=True)
+    batch = [
+        ws_message(Code.CSM),
+        ws_message(Code.GET, b"a", [(11, "x")]),
+        ws_message(Code.PING, b"p"),
+        ws_message(Code.POST, b"b"),
+        ws_message(Code.CONTENT, b"c"),
+    ]
+    events = conn.receive_ws_messages(batch)
+    assert [type(e) for e in events] == [
+        CsmReceived,
+        RequestReceived,
+        RequestReceived,
+        ResponseReceived,
+    ]
+    assert [e.message.token for e in events[1:]] == [b"a", b"b", b"c"]  # type: ignore[attr-defined]
+    assert events[1] == RequestReceived(Message(Code.GET, b"a", Options([(11, "x")])))
+    assert [(m.code, m.token) for m in sent(conn)] == [(Code.PONG, b"p")]  # answered at once
+
+
+def test_receive_ws_messages_ignores_what_follows_an_abort() -> None:
+    conn = started(websocket=True)
+    bad = bytes([0x10, 0x01])  # Len must be 0 over WebSockets
+    events = conn.receive_ws_messages(
+        [ws_message(Code.CSM), ws_message(Code.GET, b"a"), bad, ws_message(Code.GET, b"b")]
+    )
+    assert [type(e) for e in events] == [CsmReceived, RequestReceived, ConnectionAborted]
+    assert_aborted(conn, events[2:], "Len is 1")
+    assert conn.receive_ws_messages([ws_message(Code.GET, b"c")]) == []
+
+
+def test_a_request_before_the_csm_in_a_batch_aborts() -> None:
+    conn = started(websocket=True)
+    events = conn.receive_ws_messages([ws_message(Code.GET, b"a"), ws_message(Code.CSM)])
+    assert_aborted(conn, events, "expected a CSM")

@@ -140,6 +140,30 @@ def test_keepalive_without_pong_closes_the_connection():
     assert any("no Pong" in str(event.get("log_format")) for event in events)
 
 
+def test_no_keepalive_ping_after_a_release_in_either_direction():
+    # A released connection only finishes its work in flight (RFC 8323 section 5.5): a
+    # slow request keeps it open past the keepalive interval, but no Ping goes out.
+    for we_release in (True, False):
+        site, slow = slow_site()
+        h = Harness(
+            site,
+            limits=Limits(idle_timeout=None, keepalive_interval=30, pong_timeout=5),
+        )
+        h.open()
+        h.protocol.channel.release_timeout = 120  # longer than the keepalive interval
+        h.feed(get(b"s", "slow"))
+        if we_release:
+            h.protocol.channel.release("going away")
+            assert [m.code for m in h.sent()] == [Code.RELEASE]
+        else:
+            h.feed(Message(Code.RELEASE))
+        h.clock.advance(45)
+        assert h.sent() == [], we_release
+        slow.waiting[0].callback(Response.text("late"))
+        assert [m.code for m in h.sent()] == [Code.CONTENT]
+        assert h.transport.disconnecting
+
+
 # -- requests in flight ----------------------------------------------------------------------
 
 
