@@ -248,15 +248,6 @@ class Channel(ObservationRegistry):
         self._last_activity = self._reactor.seconds()
         self._dispatch(self.connection.receive_ws_messages((data,)))
 
-    def ws_messages_received(self, messages: list[bytes]) -> None:
-        """Feed binary WebSocket messages that arrived in one read, in order.
-
-        As :meth:`ws_message_received` for each, but the answers to all of them go out
-        in one write, as they do for the frames of one read over TCP.
-        """
-        self._last_activity = self._reactor.seconds()
-        self._dispatch(self.connection.receive_ws_messages(messages))
-
     # -- timers (section 3.3 CSM, section 5.4 Ping, section 5.5 Release) ------------------
 
     def _csm_timed_out(self) -> None:

@@ -17,7 +17,6 @@ Connecting::
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -27,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .admission import ConnectionAdmission
 from .channel import Channel, ChannelOwner
 from .core.blockwise import DEFAULT_MAX_BODY_SIZE, BlockwiseServer
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
@@ -186,7 +186,7 @@ class CoapProtocol(ChannelOwner, Protocol):
 
 
 
-class CoapFactory(Factory):
+class CoapFactory(ConnectionAdmission, Factory):
     """Builds :class:`CoapProtocol` instances for one role and one resource tree.
 
     :param site: the resource tree to serve, a bare :class:`Resource` (wrapped in a
@@ -218,40 +218,13 @@ class CoapFactory(Factory):
         if isinstance(site, Resource):
             site = Site(site)
         self.limits = limits
-        self._per_address: Counter[str] = Counter()
-        self._refusing = False
+        self._init_admission()
         self.site = site
         self.role = role
         self.max_message_size = max_message_size
         self.require_csm = require_csm
         self.max_body_size = max_body_size
         self.reactor = _default_reactor(reactor)
-        self.connections: set[CoapProtocol] = set()
-
-    def admit(self, protocol: CoapProtocol) -> str | None:
-        """Count a new connection; a diagnostic if it exceeds a limit (it is then aborted)."""
-        self.connections.add(protocol)
-        address = _host_of(protocol.channel.peer) or ""
-        self._per_address[address] += 1
-        limits = self.limits
-        refusal = None
-        if len(self.connections) > limits.max_connections:
-            refusal = f"server busy: more than {limits.max_connections} connections"
-        elif self._per_address[address] > limits.max_connections_per_address:
-            refusal = f"more than {limits.max_connections_per_address} connections from {address}"
-        if refusal is not None and not self._refusing:
-            self.log.warn("Refusing connections: {reason}", reason=refusal)
-        self._refusing = refusal is not None
-        return refusal
-
-    def discharge(self, protocol: CoapProtocol) -> None:
-        """Forget a closed connection."""
-        if protocol in self.connections:
-            self.connections.discard(protocol)
-            address = _host_of(protocol.channel.peer) or ""
-            self._per_address[address] -= 1
-            if self._per_address[address] <= 0:
-                del self._per_address[address]
 
     def releaseAll(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
         """Release every open connection; fires when all have closed (section 5.5)."""

@@ -64,6 +64,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource as WebResource
 
+from .admission import ConnectionAdmission
 from .channel import DEFAULT_CLOSE_TIMEOUT, Channel, ChannelOwner
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .core.events import ConnectionAborted
@@ -248,6 +249,44 @@ class CoapWebSocketMixin(ChannelOwner):
         )
         self._choose_fast_path()
         self.channel.start()
+        # Flow control, as CoapProtocol over TCP: when the transport's write buffer
+        # fills (a peer that does not read), stop reading its requests and hold
+        # notifications until it drains.  The TLS handshake, if any, is done by now.
+        # Mounted in a twisted.web site, the HTTP channel is the transport's producer
+        # already and stays so (it pauses reading the same way).
+        try:
+            transport.registerProducer(self, True)
+        except RuntimeError:
+            return
+        self._producer_registered = True
+
+    _producer_registered = False
+    _reading_paused = False
+
+    def pauseProducing(self) -> None:
+        """The peer reads too slowly: stop reading from it, hold notifications."""
+        self.channel.pause()
+        if not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The peer caught up: read again and send the latest notifications."""
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+        self.channel.resume()
+
+    def stopProducing(self) -> None:
+        """The transport is going away; ``onClose`` does the cleanup."""
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        # No longer the transport's producer once we close: Twisted's TLS layer holds
+        # back its close_notify, and so the close, while a producer is registered.
+        if self._producer_registered:
+            self._producer_registered = False
+            self.transport.unregisterProducer()
+        super()._closeConnection(abort)  # type: ignore[misc]
 
     def _choose_fast_path(self) -> None:
         """Use our own reading and writing of data frames when nothing unusual is on.
@@ -502,14 +541,16 @@ class CoapWebSocketServerProtocol(CoapWebSocketMixin, WebSocketServerProtocol): 
             close_timeout=factory.close_timeout,
             limits=factory.limits,
         )
-        factory.connections.add(self)
+        refusal = factory.admit(self)
+        if refusal is not None:
+            self.channel.abort(refusal)  # after our CSM, as over TCP
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.factory.connections.discard(self)
+        self.factory.discharge(self)
         self._channel_lost(wasClean, code, reason)
 
 
-class CoapWebSocketServerFactory(WebSocketServerFactory):  # type: ignore[misc]
+class CoapWebSocketServerFactory(ConnectionAdmission, WebSocketServerFactory):  # type: ignore[misc]
     """Builds :class:`CoapWebSocketServerProtocol` instances for one resource tree.
 
     :param site: the resource tree (a :class:`Site`, a bare :class:`Resource`, or ``None``
@@ -551,7 +592,7 @@ class CoapWebSocketServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         self.require_csm = require_csm
         self.close_timeout = close_timeout
         self.limits = limits
-        self.connections: set[CoapWebSocketServerProtocol] = set()
+        self._init_admission()
         _apply_coap_options(self, close_timeout)
         self.setProtocolOptions(
             webStatus=False,  # a plain GET gets 426 Upgrade Required, not autobahn's page
