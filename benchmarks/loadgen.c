@@ -1135,25 +1135,31 @@ static int conn_input(struct conn *c)
     return ws_input(c);
 }
 
+/* Double the read buffer (up to RBUF_MAX; beyond, the connection is killed). */
+static int grow_rbuf(struct conn *c)
+{
+    if (c->rcap >= RBUF_MAX) {
+        st.err_proto++;
+        conn_kill(c, "read buffer overflow");
+        return -1;
+    }
+    c->rcap *= 2;
+    c->rbuf = realloc(c->rbuf, c->rcap);
+    if (!c->rbuf) {
+        perror("realloc");
+        exit(3);
+    }
+    return 0;
+}
+
 /* -S: SSL_read until OpenSSL wants more from the socket.  (One record per
  * call, so a short read says nothing about the socket being drained.) */
 static int tls_read(struct conn *c)
 {
     c->rd_wants_write = 0;
     for (;;) {
-        if (c->rlen == c->rcap) {
-            if (c->rcap >= RBUF_MAX) {
-                st.err_proto++;
-                conn_kill(c, "read buffer overflow");
-                return -1;
-            }
-            c->rcap *= 2;
-            c->rbuf = realloc(c->rbuf, c->rcap);
-            if (!c->rbuf) {
-                perror("realloc");
-                exit(3);
-            }
-        }
+        if (c->rlen == c->rcap && grow_rbuf(c) < 0)
+            return -1;
         size_t space = c->rcap - c->rlen;
         int n = SSL_read(c->ssl, c->rbuf + c->rlen, space > INT32_MAX ? INT32_MAX : (int)space);
         if (n > 0) {
@@ -1185,20 +1191,9 @@ static int conn_read(struct conn *c)
     if (c->ssl)
         return tls_read(c);
     for (;;) {
-        if (c->rlen == c->rcap) {
-            /* cannot happen: conn_parse grows the buffer to fit a frame */
-            if (c->rcap >= RBUF_MAX) {
-                st.err_proto++;
-                conn_kill(c, "read buffer overflow");
-                return -1;
-            }
-            c->rcap *= 2;
-            c->rbuf = realloc(c->rbuf, c->rcap);
-            if (!c->rbuf) {
-                perror("realloc");
-                exit(3);
-            }
-        }
+        /* a full buffer cannot happen here: conn_parse grows it to fit a frame */
+        if (c->rlen == c->rcap && grow_rbuf(c) < 0)
+            return -1;
         size_t space = c->rcap - c->rlen;
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, space, 0);
         if (n > 0) {

@@ -59,7 +59,9 @@ def response_body(payload):
     return b"\xc0" + (b"\xff" + payload if payload else b"")
 
 
-class FrameReader:
+class SocketReader:
+    """Buffers what a socket delivers; ``_need(n)`` waits until n bytes are buffered."""
+
     def __init__(self, sock):
         self.sock = sock
         self.buf = b""
@@ -71,6 +73,8 @@ class FrameReader:
                 raise EOFError
             self.buf += data
 
+
+class FrameReader(SocketReader):
     def read(self):
         self._need(1)
         nib, tkl = self.buf[0] >> 4, self.buf[0] & 15
@@ -104,7 +108,7 @@ def ws_frame(opcode, payload, fin=True):
     return bytes([(0x80 if fin else 0) | opcode]) + head + payload
 
 
-class WSReader:
+class WSReader(SocketReader):
     """Reads the client's WebSocket frames; returns CoAP messages like FrameReader.
 
     Every frame must be masked and every CoAP message must have Len 0 (RFC 8323
@@ -112,17 +116,9 @@ class WSReader:
     ``on_pong``."""
 
     def __init__(self, sock, problems, on_pong):
-        self.sock = sock
-        self.buf = b""
+        super().__init__(sock)
         self.problems = problems
         self.on_pong = on_pong
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError
-            self.buf += data
 
     def _frame(self):
         self._need(2)

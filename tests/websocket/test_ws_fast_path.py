@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import random
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,17 +142,6 @@ def test_next_frame_for_a_client_reads_unmasked_server_frames_only() -> None:
 # -- frames we write are the frames autobahn writes --------------------------------------
 
 
-@pytest.fixture
-def fresh_clock() -> Iterator[MemoryReactorClock]:
-    clock = MemoryReactorClock()
-    previous = txaio.config.loop
-    txaio.config.loop = clock
-    try:
-        yield clock
-    finally:
-        txaio.config.loop = previous
-
-
 def open_peer(clock: MemoryReactorClock, fast: bool, **factory_kwargs: Any) -> WsPeer:
     factory = CoapWebSocketServerFactory(
         Site(make_demo_site(clock)), reactor=clock, **factory_kwargs
@@ -165,14 +154,14 @@ def open_peer(clock: MemoryReactorClock, fast: bool, **factory_kwargs: Any) -> W
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 65537, 100000])
-def test_written_frames_are_byte_identical_to_autobahns(fresh_clock, size: int) -> None:
+def test_written_frames_are_byte_identical_to_autobahns(clock, size: int) -> None:
     payload = random.Random(size).randbytes(size)
-    ours = open_peer(fresh_clock, True)
+    ours = open_peer(clock, True)
     assert ours.protocol._fast_out
     before = len(ours.transport.value())
     ours.protocol._send_frames([payload, b"\x00\x45"])
     written = ours.transport.value()[before:]
-    theirs = open_peer(fresh_clock, False)
+    theirs = open_peer(clock, False)
     assert not theirs.protocol._fast_out
     before = len(theirs.transport.value())
     theirs.protocol.sendMessage(payload, isBinary=True)
@@ -197,8 +186,8 @@ def test_written_frames_are_byte_identical_to_autobahns(fresh_clock, size: int) 
         assert getattr(ours_stats, name) == getattr(theirs_stats, name), name
 
 
-def test_no_fast_path_with_autobahn_options_it_does_not_reproduce(fresh_clock) -> None:
-    factory = CoapWebSocketServerFactory(Site(make_demo_site(fresh_clock)), reactor=fresh_clock)
+def test_no_fast_path_with_autobahn_options_it_does_not_reproduce(clock) -> None:
+    factory = CoapWebSocketServerFactory(Site(make_demo_site(clock)), reactor=clock)
     factory.setProtocolOptions(autoFragmentSize=2)
     peer = WsPeer(factory)
     peer.upgrade(handshake())
@@ -433,8 +422,8 @@ def test_reads_while_the_channel_is_paused_give_the_same_answers() -> None:
     assert [f.coap().token for f in run.frames] == [b"a", b"b", b"c"]  # no notification
 
 
-def test_the_fast_path_resumes_after_autobahn_finished_a_frame(fresh_clock) -> None:
-    peer = open_peer(fresh_clock, True)
+def test_the_fast_path_resumes_after_autobahn_finished_a_frame(clock) -> None:
+    peer = open_peer(clock, True)
     peer.send(coap(csm()))
     data = requests("a")
     peer.send(data[:3])  # an incomplete frame: autobahn buffers it
@@ -497,7 +486,7 @@ def test_default_limit_allows_the_largest_frame_we_read() -> None:
     ("client_fast", "server_fast"), [(True, False), (False, True), (True, True)]
 )
 def test_client_and_server_understand_each_other_with_either_side_fast(
-    fresh_clock, client_fast: bool, server_fast: bool
+    clock, client_fast: bool, server_fast: bool
 ) -> None:
     from twisted.internet.address import IPv4Address
     from twisted.test import iosim
@@ -506,9 +495,9 @@ def test_client_and_server_understand_each_other_with_either_side_fast(
 
     server_address = IPv4Address("TCP", "127.0.0.1", 8080)
     client_address = IPv4Address("TCP", "127.0.0.1", 50000)
-    server_factory = CoapWebSocketServerFactory(make_demo_site(fresh_clock), reactor=fresh_clock)
+    server_factory = CoapWebSocketServerFactory(make_demo_site(clock), reactor=clock)
     client_factory = CoapWebSocketClientFactory(
-        parse_websocket_uri("coap+ws://example.org:8080"), reactor=fresh_clock
+        parse_websocket_uri("coap+ws://example.org:8080"), reactor=clock
     )
     server = server_factory.buildProtocol(client_address)
     client = client_factory.buildProtocol(server_address)
