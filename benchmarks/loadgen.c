@@ -819,6 +819,8 @@ static int handle_frame(struct conn *c, uint8_t code, const uint8_t *tok, unsign
 }
 
 /* Parse all complete frames in the read buffer. */
+static size_t rbuf_fit(struct conn *c, size_t off, size_t flen);
+
 static int conn_parse(struct conn *c)
 {
     size_t off = 0;
@@ -853,22 +855,7 @@ static int conn_parse(struct conn *c)
             return -1;
         }
         if (avail < flen) {
-            if (flen > c->rcap) { /* make room for a large frame */
-                size_t ncap = c->rcap;
-                while (ncap < flen)
-                    ncap *= 2;
-                if (off > 0) {
-                    memmove(c->rbuf, p, avail);
-                    c->rlen = avail;
-                    off = 0;
-                }
-                c->rbuf = realloc(c->rbuf, ncap);
-                if (!c->rbuf) {
-                    perror("realloc");
-                    exit(3);
-                }
-                c->rcap = ncap;
-            }
+            off = rbuf_fit(c, off, flen); /* make room for a large frame */
             break;
         }
         uint8_t code = p[1 + ext];
