@@ -64,6 +64,10 @@ DEFAULT_RELEASE_TIMEOUT = 10.0
 _CLOSED = State.CLOSED
 _BLOCK2 = int(OptionNumber.BLOCK2)  # Block2 (23), Block1 (27) and Size1 (60) come last
 
+def _transport_gone(*_: object) -> None:
+    """What a channel's write, close and abort become once its transport is gone."""
+
+
 #: The answer of a side without a resource tree (RFC 8323 section 3.3).
 NO_SERVER_RESPONSE = Response(Code.NOT_IMPLEMENTED, b"no resources are served on this side")
 
@@ -340,6 +344,10 @@ class Channel(ObservationRegistry):
         ):
             if call is not None and call.active():
                 call.cancel()
+        # Let go of the transport's callables (bound methods of the protocol that owns
+        # this channel): otherwise the two keep each other alive until a full collection
+        # of the cyclic garbage collector, which an idle server may not run for long.
+        self._write = self._close = self._abort = _transport_gone
         error = ConnectionClosedError(self.close_reason)
         pending, self._pending = self._pending, {}
         for d in pending.values():
