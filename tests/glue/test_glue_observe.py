@@ -451,6 +451,40 @@ def test_per_resource_cap() -> None:
     assert h2.channel.observation_count == 0
 
 
+def test_declined_registrations_are_logged_once_per_episode() -> None:
+    # A peer (or many) retrying against a full budget must not flood the log: one warning
+    # per connection for its own cap, one per resource until it has room again.
+    from twisted.logger import capturedLogs
+
+    def warnings(events: list[dict[str, Any]], text: str) -> int:
+        return sum(text in str(e.get("log_format")) for e in events)
+
+    tree = Tree()
+    tree.counter.max_observers = 1  # type: ignore[misc]
+    h1, h2 = tree.connect(), tree.connect()
+    with capturedLogs() as events:
+        register(h1, b"a")
+        for n in range(5):
+            assert OBSERVE not in register(h2, b"b%d" % n).options
+    assert warnings(events, "Not registering further observers") == 1
+    # Room again (the observer leaves), full again: the next episode is logged again.
+    h1.feed(observe(b"a", "counter", 1))
+    one(h1)
+    with capturedLogs() as events:
+        register(h2, b"c")
+        for n in range(3):
+            assert OBSERVE not in register(h1, b"d%d" % n).options
+    assert warnings(events, "Not registering further observers") == 1
+
+    h3 = tree.connect()
+    h3.channel.max_observations = 1
+    with capturedLogs() as events:
+        register(h3, b"t", "time")
+        for n in range(4):
+            assert OBSERVE not in register(h3, b"u%d" % n, "time").options
+    assert warnings(events, "Declining further observations") == 1
+
+
 # -- async renders are coalesced ---------------------------------------------------------------
 
 
