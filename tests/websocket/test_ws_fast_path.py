@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import txaio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock
 from ws_helpers import WsPeer
 from ws_wire import (
@@ -523,3 +525,73 @@ def test_client_and_server_understand_each_other_with_either_side_fast(
     ping = client.ping()
     pump.flush()
     assert ping.called
+
+
+# -- any bytes: next_frame never raises, and what it reads is a well-formed frame ------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=300),
+    pos=st.integers(min_value=0, max_value=40),
+    masked=st.booleans(),
+    limit=st.integers(min_value=0, max_value=200),
+)
+def test_next_frame_on_any_bytes_returns_none_or_a_frame_it_could_have_written(
+    data: bytes, pos: int, masked: bool, limit: int
+) -> None:
+    found = next_frame(data, pos, limit, masked)
+    if found is None:
+        return
+    payload, end = found
+    assert pos < end <= len(data)
+    assert len(payload) <= limit
+    frame_bytes = data[pos:end]
+    unmasked = encode_frames([payload])  # minimal lengths only
+    if masked:
+        header_length = len(unmasked) - len(payload)
+        expected_header = bytearray(unmasked[:header_length])
+        expected_header[1] |= 0x80  # the MASK bit
+        assert frame_bytes[:header_length] == expected_header
+        key = frame_bytes[header_length : header_length + 4]
+        assert mask_payload(frame_bytes[header_length + 4 :], key) == payload
+    else:
+        assert frame_bytes == unmasked
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.binary(max_size=8),
+    payload=st.binary(max_size=300),
+    frame_masked=st.booleans(),
+    reader_masked=st.booleans(),
+    limit=st.integers(min_value=0, max_value=400),
+    flip=st.one_of(
+        st.none(), st.tuples(st.integers(min_value=0, max_value=20), st.integers(1, 255))
+    ),
+    suffix=st.binary(max_size=8),
+)
+def test_next_frame_reads_exactly_the_frames_it_should(
+    prefix: bytes,
+    payload: bytes,
+    frame_masked: bool,
+    reader_masked: bool,
+    limit: int,
+    flip: tuple[int, int] | None,
+    suffix: bytes,
+) -> None:
+    frame_bytes = bytearray(encode_frames([payload], masked=frame_masked))
+    if flip is not None and flip[0] < len(frame_bytes):
+        frame_bytes[flip[0]] ^= flip[1]
+    data = prefix + bytes(frame_bytes) + suffix
+    found = next_frame(data, len(prefix), limit, reader_masked)
+    if flip is None:
+        expected = (
+            (payload, len(prefix) + len(frame_bytes))
+            if frame_masked == reader_masked and len(payload) <= limit
+            else None
+        )
+        assert found == expected
+    elif found is not None:  # a damaged frame may still be some other valid frame
+        body, end = found
+        assert len(prefix) < end <= len(data) and len(body) <= limit
