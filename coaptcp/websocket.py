@@ -252,12 +252,14 @@ class CoapWebSocketMixin(ChannelOwner):
         # Flow control, as CoapProtocol over TCP: when the transport's write buffer
         # fills (a peer that does not read), stop reading its requests and hold
         # notifications until it drains.  The TLS handshake, if any, is done by now.
-        # Mounted in a twisted.web site, the HTTP channel is the transport's producer
-        # already and stays so (it pauses reading the same way).
         try:
             transport.registerProducer(self, True)
         except RuntimeError:
-            return
+            # Mounted in a twisted.web site: the HTTP channel that handed us its
+            # transport is still registered, and it would not pause reading (for it, the
+            # upgrade request never ends).  The transport is ours now: take its place.
+            transport.unregisterProducer()
+            transport.registerProducer(self, True)
         self._producer_registered = True
 
     _producer_registered = False

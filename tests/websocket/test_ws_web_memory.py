@@ -119,3 +119,22 @@ def test_web_socket_resource_accepts_a_ready_factory(clock) -> None:
     web_root = WebResource()
     assert webSocketResource(web_root, factory).factory is factory
     assert web_root.children[b".well-known"].children[b"coap"].factory is factory
+
+
+def test_mounted_the_websocket_protocol_is_the_transports_producer(clock) -> None:
+    # twisted.web's HTTP channel registered itself first; it would never pause reading
+    # once the upgrade request is handed over (the request never ends), so the CoAP
+    # protocol takes its place and a peer that does not read stops being read from.
+    web_site, _factory = make_web_site(Site(make_demo_site()), reactor=clock)
+    peer = WebPeer(web_site)
+    peer.send(handshake())
+    ws = peer.transport.protocol
+    assert peer.transport.producer is ws and peer.transport.streaming
+    ws.pauseProducing()
+    assert peer.transport.producerState == "paused"
+    ws.resumeProducing()
+    assert peer.transport.producerState == "producing"
+    sent = len(peer.output())
+    peer.send(coap(csm(65536)) + coap(get(b"h", "hello")))
+    frames, _ = parse_frames(peer.output()[sent:])
+    assert [f.coap().payload for f in frames] == [b"Hello, world!"]
