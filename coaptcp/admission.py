@@ -19,10 +19,11 @@ if TYPE_CHECKING:
 
     from .limits import Limits
 
-__all__ = ["ConnectionAdmission"]
+__all__ = ["ConnectionAdmission", "host_of"]
 
 
-def _host_of(address: IAddress | None) -> str | None:
+def host_of(address: IAddress | None) -> str | None:
+    """The IP address (``host``) of a Twisted address, or ``None`` if it has none."""
     host = getattr(address, "host", None)
     return host if isinstance(host, str) else None
 
@@ -48,7 +49,7 @@ class ConnectionAdmission:
     def admit(self, protocol: Any) -> str | None:
         """Count a new connection; a diagnostic if it exceeds a limit (it is then aborted)."""
         self.connections.add(protocol)
-        address = _host_of(protocol.channel.peer) or ""
+        address = host_of(protocol.channel.peer) or ""
         self._per_address[address] += 1
         limits = self.limits
         refusal = None
@@ -65,7 +66,7 @@ class ConnectionAdmission:
         """Forget a closed connection (nothing happens for one never admitted)."""
         if protocol in self.connections:
             self.connections.discard(protocol)
-            address = _host_of(protocol.channel.peer) or ""
+            address = host_of(protocol.channel.peer) or ""
             self._per_address[address] -= 1
             if self._per_address[address] <= 0:
                 del self._per_address[address]

@@ -954,3 +954,28 @@ class ChannelOwner:
     def abort(self, diagnostic: str) -> None:
         """Abort the connection (RFC 8323 section 5.6)."""
         self.channel.abort(diagnostic)
+
+    # -- flow control: the owner is its transport's streaming producer ------------------
+
+    transport: Any
+    #: Whether pausing may stop reading from the transport now (not during a TLS
+    #: handshake: Twisted's TLS layer pauses its producer while writes wait for it).
+    _reading_pausable = True
+    _reading_paused = False
+
+    def pauseProducing(self) -> None:
+        """The peer reads too slowly: stop reading from it, hold notifications."""
+        self.channel.pause()
+        if self.transport is not None and self._reading_pausable and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The peer caught up: read again and send the latest notifications."""
+        if self.transport is not None and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+        self.channel.resume()
+
+    def stopProducing(self) -> None:
+        """The transport is going away; the protocol's connection-lost path cleans up."""

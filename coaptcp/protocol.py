@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .admission import ConnectionAdmission
+from .admission import ConnectionAdmission, host_of
 from .channel import Channel, ChannelOwner
 from .core.blockwise import DEFAULT_MAX_BODY_SIZE, BlockwiseServer
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
@@ -34,7 +34,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .resource import Resource, Site
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+    from twisted.internet.interfaces import IStreamClientEndpoint
 
 __all__ = ["CoapFactory", "CoapProtocol", "connectCoap"]
 
@@ -45,11 +45,6 @@ def _default_reactor(reactor: Any) -> Any:
 
         return global_reactor
     return reactor
-
-
-def _host_of(address: IAddress | None) -> str | None:
-    host = getattr(address, "host", None)
-    return host if isinstance(host, str) else None
 
 
 @implementer(IHandshakeListener)
@@ -89,7 +84,7 @@ class CoapProtocol(ChannelOwner, Protocol):
             reactor=factory.reactor,
             site=factory.site,
             peer=transport.getPeer(),
-            default_host=_host_of(transport.getHost()),
+            default_host=host_of(transport.getHost()),
             secure=bool(secure),
             limits=factory.limits,
             blockwise=BlockwiseServer(max_body_size=factory.max_body_size),
@@ -105,9 +100,6 @@ class CoapProtocol(ChannelOwner, Protocol):
         if refusal is not None:
             self.channel.abort(refusal)
 
-    _reading_pausable = True
-    _reading_paused = False
-
     def _write_frames(self, frames: list[bytes]) -> None:
         # One write of the joined frames: writeSequence would check and count each frame
         # in Python, and Twisted joins its buffer before sending anyway.
@@ -122,23 +114,6 @@ class CoapProtocol(ChannelOwner, Protocol):
         if transport is not None:
             transport.unregisterProducer()  # type: ignore[attr-defined]
             transport.loseConnection()
-
-    def pauseProducing(self) -> None:
-        """The peer reads too slowly: stop reading from it, hold notifications."""
-        self.channel.pause()
-        if self.transport is not None and self._reading_pausable:
-            self._reading_paused = True
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
-
-    def resumeProducing(self) -> None:
-        """The peer caught up: read again and send the latest notifications."""
-        if self.transport is not None and self._reading_paused:
-            self._reading_paused = False
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
-        self.channel.resume()
-
-    def stopProducing(self) -> None:
-        """The transport is going away; :meth:`connectionLost` does the cleanup."""
 
     _peer_settled = False
 
@@ -163,7 +138,7 @@ class CoapProtocol(ChannelOwner, Protocol):
             return False
         self.factory.discharge(self)
         self.channel.peer = peer
-        self.channel.default_host = _host_of(transport.getHost())
+        self.channel.default_host = host_of(transport.getHost())
         refusal = self.factory.admit(self)
         if refusal is not None:
             self.channel.abort(refusal)

@@ -263,24 +263,6 @@ class CoapWebSocketMixin(ChannelOwner):
         self._producer_registered = True
 
     _producer_registered = False
-    _reading_paused = False
-
-    def pauseProducing(self) -> None:
-        """The peer reads too slowly: stop reading from it, hold notifications."""
-        self.channel.pause()
-        if not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        """The peer caught up: read again and send the latest notifications."""
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resumeProducing()
-        self.channel.resume()
-
-    def stopProducing(self) -> None:
-        """The transport is going away; ``onClose`` does the cleanup."""
 
     def _closeConnection(self, abort: bool = False) -> None:
         # No longer the transport's producer once we close: Twisted's TLS layer holds
