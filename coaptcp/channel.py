@@ -250,7 +250,7 @@ class Channel(ObservationRegistry):
     def ws_message_received(self, data: bytes) -> None:
         """Feed one binary WebSocket message."""
         self._last_activity = self._reactor.seconds()
-        self._dispatch(self.connection.receive_ws_messages((data,)))
+        self._dispatch(self.connection.receive_ws_message(data))
 
     # -- timers (section 3.3 CSM, section 5.4 Ping, section 5.5 Release) ------------------
 

@@ -318,30 +318,13 @@ class Connection:
 
     def receive_ws_message(self, data: bytes) -> list[Event]:
         """Process one binary WebSocket message (RFC 8323 section 4.4)."""
-        return self.receive_ws_messages((data,))
-
-    def receive_ws_messages(self, messages: Iterable[bytes]) -> list[Event]:
-        """Process binary WebSocket messages that arrived together, in order.
-
-        The same as :meth:`receive_ws_message` for each, with the events in one list;
-        messages after one that closes the connection (an Abort, a violation) are ignored.
-        """
+        if self.state is _CLOSED:
+            return []
         events: list[Event] = []
-        append = events.append
-        max_message_size = self.max_message_size
-        for data in messages:
-            if self.state is _CLOSED:
-                break
-            try:
-                message = decode_ws_frame(data, max_message_size)
-                if 0 < message.code < 0x20 and self.state is not _AWAITING_CSM:
-                    event = _new_object(RequestReceived)  # as in receive_data
-                    event.message = message
-                    append(event)
-                else:
-                    self._handle(message, events)
-            except RemoteProtocolError as error:
-                self._abort_for(error, events)
+        try:
+            self._handle(decode_ws_frame(data, self.max_message_size), events)
+        except RemoteProtocolError as error:
+            self._abort_for(error, events)
         return events
 
     def abort_for_violation(self, diagnostic: str) -> list[Event]:

@@ -914,23 +914,26 @@ def test_connection_lost_after_an_abort_reports_no_cut_frame(chunk: bytes) -> No
     assert conn.connection_lost() is None
 
 
-# -- several WebSocket messages of one read ---------------------------------------------------
+# -- WebSocket messages one after the other ---------------------------------------------------
 
 
 def ws_message(code: int, token: bytes = b"", options: list | tuple = ()) -> bytes:
     return encode_ws_frame(Message(Code(code), token, Options(options)))
 
 
-def test_receive_ws_messages_gives_the_events_of_each_in_order() -> None:
+def test_ws_messages_give_their_events_in_order() -> None:
     conn = started(websocket=True)
-    batch = [
-        ws_message(Code.CSM),
-        ws_message(Code.GET, b"a", [(11, "x")]),
-        ws_message(Code.PING, b"p"),
-        ws_message(Code.POST, b"b"),
-        ws_message(Code.CONTENT, b"c"),
+    events = [
+        event
+        for data in (
+            ws_message(Code.CSM),
+            ws_message(Code.GET, b"a", [(11, "x")]),
+            ws_message(Code.PING, b"p"),
+            ws_message(Code.POST, b"b"),
+            ws_message(Code.CONTENT, b"c"),
+        )
+        for event in conn.receive_ws_message(data)
     ]
-    events = conn.receive_ws_messages(batch)
     assert [type(e) for e in events] == [
         CsmReceived,
         RequestReceived,
@@ -942,18 +945,18 @@ def test_receive_ws_messages_gives_the_events_of_each_in_order() -> None:
     assert [(m.code, m.token) for m in sent(conn)] == [(Code.PONG, b"p")]  # answered at once
 
 
-def test_receive_ws_messages_ignores_what_follows_an_abort() -> None:
+def test_ws_messages_after_an_abort_are_ignored() -> None:
     conn = started(websocket=True)
-    bad = bytes([0x10, 0x01])  # Len must be 0 over WebSockets
-    events = conn.receive_ws_messages(
-        [ws_message(Code.CSM), ws_message(Code.GET, b"a"), bad, ws_message(Code.GET, b"b")]
-    )
-    assert [type(e) for e in events] == [CsmReceived, RequestReceived, ConnectionAborted]
-    assert_aborted(conn, events[2:], "Len is 1")
-    assert conn.receive_ws_messages([ws_message(Code.GET, b"c")]) == []
+    assert [type(e) for e in conn.receive_ws_message(ws_message(Code.CSM))] == [CsmReceived]
+    assert [type(e) for e in conn.receive_ws_message(ws_message(Code.GET, b"a"))] == [
+        RequestReceived
+    ]
+    events = conn.receive_ws_message(bytes([0x10, 0x01]))  # Len must be 0 over WebSockets
+    assert_aborted(conn, events, "Len is 1")
+    assert conn.receive_ws_message(ws_message(Code.GET, b"b")) == []
 
 
-def test_a_request_before_the_csm_in_a_batch_aborts() -> None:
+def test_a_ws_request_before_the_csm_aborts() -> None:
     conn = started(websocket=True)
-    events = conn.receive_ws_messages([ws_message(Code.GET, b"a"), ws_message(Code.CSM)])
+    events = conn.receive_ws_message(ws_message(Code.GET, b"a"))
     assert_aborted(conn, events, "expected a CSM")
