@@ -781,34 +781,22 @@ class Channel(ObservationRegistry):
 
     def _respond(self, request: Message, response: Response) -> None:
         """Send ``response`` to ``request``, cut into a Block2 block if it must be."""
-        connection = self.connection
-        if connection.state is _CLOSED:
-            return  # aborted (by us or a resource) before this answer was ready
-        message = Message(response.code, request.token, response.options, response.payload)
-        items = request.options.items
-        if len(message.payload) < connection.peer.max_message_size and not (
-            items and items[-1][0] >= _BLOCK2
-        ):
-            # The common case: no block-wise option in the request; send it whole if it
-            # fits (a payload above the peer's limit cannot: do not encode it to find out).
-            try:
-                connection.send(message)
-                return
-            except MessageTooLarge:
-                pass
-        self._send_response_message(request, message)
+        self._send_response_message(
+            request, Message(response.code, request.token, response.options, response.payload)
+        )
 
     def _send_response_message(self, request: Message, message: Message) -> None:
         connection = self.connection
-        if connection.state is State.CLOSED:
+        if connection.state is _CLOSED:
             return  # aborted (by us or a resource) before this answer was ready
         items = request.options.items
         if len(message.payload) < connection.peer.max_message_size and not (
             items
-            and items[-1][0] >= OptionNumber.BLOCK2
+            and items[-1][0] >= _BLOCK2  # Block2 (23) and Block1 (27) come late: cheap test
             and (OptionNumber.BLOCK1 in request.options or OptionNumber.BLOCK2 in request.options)
         ):
-            # No block-wise exchange asked for; send it whole if it fits.
+            # The common case: no block-wise exchange asked for; send it whole if it fits
+            # (a payload above the peer's limit cannot: do not encode it to find out).
             try:
                 connection.send(message)
                 return

@@ -120,9 +120,6 @@ class Response:
     ) -> None:
         self.code = code if type(code) is Code else Code(code)
         self.payload = payload
-        if content_format is None:
-            self.options = options
-            return
         if content_format is not None:
             if options is EMPTY_OPTIONS and content_format in _CONTENT_FORMAT_ONLY:
                 options = _CONTENT_FORMAT_ONLY[content_format]  # the common case, prebuilt
@@ -264,21 +261,7 @@ class Request:
         self.secure = secure
         self.tls = tls
         self.channel = channel
-        path: list[str] = []  # as in _take_uri, inline: this runs for every request
-        query: list[str] = []
-        host = None
-        for number, value in options.items:
-            if number == _URI_PATH:
-                path.append(value.decode())
-            elif number == _URI_QUERY:
-                query.append(value.decode())
-            elif number == _URI_HOST and host is None:
-                host = value.decode()
-        self.path = tuple(path)
-        self.query = tuple(query) if query else ()
-        self.host = host or default_host
-        self.prepath = []
-        self.postpath = path
+        self._take_uri(options, default_host)
         return self
 
     def _take_uri(self, options: Options, default_host: str | None) -> None:
@@ -483,16 +466,7 @@ class Site:
         if resource is None:
             return Response(Code.NOT_FOUND, b"")
         if not resource.observable or request.method != _GET or request.channel is None:
-            # render_resource, inline: the common case.
-            try:
-                result = resource.render(request)
-            except CoapError as error:
-                return error.response()
-            except Exception:
-                return self._internal_error(Failure(), request)
-            if type(result) is Response:
-                return result
-            return self._not_yet_a_response(result, request)
+            return self.render_resource(resource, request)
         observe = request.options.observe
         if observe is None:
             return self.render_resource(resource, request)
@@ -510,14 +484,6 @@ class Site:
             return error.response()
         except Exception:
             return self._internal_error(Failure(), request)
-        if isinstance(result, Response):
-            return result
-        return self._not_yet_a_response(result, request)
-
-    def _not_yet_a_response(
-        self, result: object, request: Request
-    ) -> Response | Deferred[Response]:
-        """What a render method returned that is not a :class:`Response` (yet)."""
         if isinstance(result, Response):
             return result
         if inspect.isawaitable(result):
