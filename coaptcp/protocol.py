@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .admission import ConnectionAdmission, host_of
+from .admission import ConnectionAdmission, ConnectionGate, host_of
 from .channel import Channel, ChannelOwner
 from .core.blockwise import DEFAULT_MAX_BODY_SIZE, BlockwiseServer
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
@@ -90,6 +90,9 @@ class CoapProtocol(ChannelOwner, Protocol):
             blockwise=BlockwiseServer(max_body_size=factory.max_body_size),
         )
         refusal = factory.admit(self)
+        if refusal is not None and not refusal.answer:
+            transport.abortConnection()  # type: ignore[attr-defined]
+            return
         # Flow control: when the transport's write buffer fills (a slow reader), we stop
         # reading its requests and hold notifications until it drains.  Over TLS the
         # handshake must be read first: Twisted's TLS layer pauses its producer while our
@@ -98,7 +101,7 @@ class CoapProtocol(ChannelOwner, Protocol):
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.channel.start()
         if refusal is not None:
-            self.channel.abort(refusal)
+            self.channel.abort(refusal.diagnostic)
 
     def _write_frames(self, frames: list[bytes]) -> None:
         # One write of the joined frames: writeSequence would check and count each frame
@@ -141,7 +144,7 @@ class CoapProtocol(ChannelOwner, Protocol):
         self.channel.default_host = host_of(transport.getHost())
         refusal = self.factory.admit(self)
         if refusal is not None:
-            self.channel.abort(refusal)
+            self.channel.abort(refusal.diagnostic)
             return True
         return False
 
@@ -174,6 +177,8 @@ class CoapFactory(ConnectionAdmission, Factory):
     :param reactor: the reactor for timers; the global one when ``None``.
     :param max_body_size: the largest Block1 upload reassembled for a resource; more is
         answered 4.13 with Size1 (RFC 7959 section 2.9.3).
+    :param gate: counts the connections against ``limits`` (shared with the server's other
+        listeners); by default the factory counts its own.
     """
 
     protocol = CoapProtocol  # type: ignore[assignment]
@@ -189,11 +194,12 @@ class CoapFactory(ConnectionAdmission, Factory):
         reactor: IReactorTime | None = None,
         limits: Limits = DEFAULT_LIMITS,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        gate: ConnectionGate | None = None,
     ) -> None:
         if isinstance(site, Resource):
             site = Site(site)
         self.limits = limits
-        self._init_admission()
+        self._init_admission(gate)
         self.site = site
         self.role = role
         self.max_message_size = max_message_size

@@ -48,10 +48,12 @@ class RecordingTransport(StringTransport):
 class WsPeer:
     """One server protocol on a RecordingTransport; the test is the WebSocket client."""
 
-    def __init__(self, factory: CoapWebSocketServerFactory) -> None:
+    def __init__(
+        self, factory: CoapWebSocketServerFactory, peer_address: IPv4Address = PEER_ADDRESS
+    ) -> None:
         self.factory = factory
-        self.protocol = factory.buildProtocol(PEER_ADDRESS)
-        self.transport = RecordingTransport(hostAddress=HOST_ADDRESS, peerAddress=PEER_ADDRESS)
+        self.protocol = factory.buildProtocol(peer_address)
+        self.transport = RecordingTransport(hostAddress=HOST_ADDRESS, peerAddress=peer_address)
         self.protocol.makeConnection(self.transport)
         self._read = 0
         self._pending = b""
