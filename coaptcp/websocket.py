@@ -612,6 +612,7 @@ class CoapWebSocketServerProtocol(CoapWebSocketMixin, WebSocketServerProtocol): 
     factory: CoapWebSocketServerFactory
     _default_host: str | None = None
     _handshake_call: IDelayedCall | None = None
+    _refusal: Refusal | None = None
 
     def connectionMade(self) -> None:
         """Count the connection from accept, and start the handshake's clock.
@@ -631,7 +632,12 @@ class CoapWebSocketServerProtocol(CoapWebSocketMixin, WebSocketServerProtocol): 
         if timeout is not None:
             self._handshake_call = factory.reactor.callLater(timeout, self._handshake_timed_out)
         if refusal is not None:
-            self._refuse(refusal)
+            if handover is None or not refusal.answer:
+                self._refuse(refusal)
+            else:
+                # Counted only now, in a twisted.web site of its own: the handshake that
+                # twisted.web read is on its way, refuse it (onConnect) once it is here.
+                self._refusal = refusal
 
     def _refuse(self, refusal: Refusal) -> None:
         if not refusal.answer:
@@ -677,6 +683,11 @@ class CoapWebSocketServerProtocol(CoapWebSocketMixin, WebSocketServerProtocol): 
 
     def onConnect(self, request: ConnectionRequest) -> str:
         """Check the handshake (RFC 8323 section 4.1) and pick the subprotocol."""
+        if self._refusal is not None:
+            raise ConnectionDeny(
+                ConnectionDeny.SERVICE_UNAVAILABLE,
+                f"Service Unavailable: {self._refusal.diagnostic}",
+            )
         path = self.factory.path
         if path is not None and request.path != path:
             raise ConnectionDeny(
