@@ -125,20 +125,38 @@ class ConnectionGate:
             self._state = None
             return None
         if total > limits.max_connections + REFUSAL_MARGIN:
-            if self._state != "dropping":
-                self._state = "dropping"
-                self.log.warn(
-                    "Closing new connections unanswered: {total} are open, more than "
-                    "{margin} over the limit ({reason})",
-                    total=total,
-                    margin=REFUSAL_MARGIN,
-                    reason=diagnostic,
-                )
+            self._dropping(total - 1)
             return Refusal(diagnostic, answer=False)
         if self._state is None:
             self._state = "refusing"
             self.log.warn("Refusing connections: {reason}", reason=diagnostic)
         return Refusal(diagnostic)
+
+    def turn_away(self) -> bool:
+        """Whether a connection being accepted must be closed at once, unanswered.
+
+        True once :data:`REFUSAL_MARGIN` connections over the limit are open (the refused
+        ones until they have closed).  The listeners of ``twistd coaptcp`` ask before they
+        build a protocol (:class:`coaptcp.listeners.GatedFactory`), so that the socket is
+        closed at once and its descriptor reused: refusals piling up in one burst of
+        accepts cannot exhaust the descriptors.
+        """
+        open_now = len(self._hosts)
+        if open_now < self.limits.max_connections + REFUSAL_MARGIN:
+            return False
+        self._dropping(open_now)
+        return True
+
+    def _dropping(self, open_now: int) -> None:
+        if self._state != "dropping":
+            self._state = "dropping"
+            self.log.warn(
+                "Closing new connections unanswered: {open} are open, {margin} more than "
+                "the limit of {limit}",
+                open=open_now,
+                margin=open_now - self.limits.max_connections,
+                limit=self.limits.max_connections,
+            )
 
     def transfer(self, old: object, new: object) -> bool:
         """Count ``old``'s connection as ``new``'s; false if ``old`` was not counted."""

@@ -354,7 +354,7 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
     )
     service = CoapService(factory)
     for description in options["tcp"]:
-        add_listener(service, description, factory, reactor, backlog)
+        add_listener(service, description, factory, reactor, backlog, gate)
     if options.get("ws"):
         from .webapp import add_websocket_listeners
 
@@ -368,5 +368,5 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
             gate=gate,
             backlog=backlog,
         )
-    add_tls_listeners(service, factory, options, reactor, backlog)
+    add_tls_listeners(service, factory, options, reactor, backlog, gate)
     return service

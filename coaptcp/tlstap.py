@@ -19,6 +19,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from .admission import ConnectionGate
 from .listeners import DEFAULT_LISTEN_BACKLOG, add_listener
 from .protocol import CoapFactory
 from .psk import PSKUnavailable
@@ -144,8 +145,10 @@ def add_tls_listeners(
     options: Any,
     reactor: Any,
     backlog: int = DEFAULT_LISTEN_BACKLOG,
+    gate: ConnectionGate | None = None,
 ) -> None:
-    """Add a coaps+tcp listener to ``service`` for every ``--tls`` endpoint."""
+    """Add a coaps+tcp listener to ``service`` for every ``--tls`` endpoint (gated by
+    ``gate``, see :func:`coaptcp.listeners.add_listener`)."""
     from .tls import coapTLSServerFactory
 
     settings = options.get("tls-settings")
@@ -153,4 +156,4 @@ def add_tls_listeners(
         return
     tls_factory = coapTLSServerFactory(factory, settings)
     for description in options["tls"]:
-        add_listener(service, description, tls_factory, reactor, backlog)
+        add_listener(service, description, tls_factory, reactor, backlog, gate)

@@ -250,6 +250,6 @@ def add_websocket_listeners(
     )
     service = WebSocketService(factory)
     for description in descriptions:
-        add_listener(service, description, web_site, reactor, backlog)
+        add_listener(service, description, web_site, reactor, backlog, factory.gate)
     service.setServiceParent(parent)
     return service

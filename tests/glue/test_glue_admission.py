@@ -10,6 +10,7 @@ then; refused connections are counted until they have closed, and beyond
 from __future__ import annotations
 
 import resource
+import socket
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -312,3 +313,69 @@ def tap_options(*args: str) -> tap.Options:
     options = tap.Options()
     options.parseOptions(list(args))
     return options
+
+
+# -- turning connections away at accept (coaptcp.listeners) -------------------------------
+
+
+class RecordingReactor:
+    """Records the listen calls an endpoint makes (nothing is bound)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        self.calls.append(("tcp", port, factory, backlog, interface))
+        return object()
+
+    def adoptStreamPort(self, fd, family, factory):
+        self.calls.append(("adopt", fd, factory))
+        return object()
+
+
+def test_gated_factory_builds_nothing_far_over_the_limit(log_events) -> None:
+    from coaptcp.listeners import GatedFactory
+
+    gate = ConnectionGate(Limits(max_connections=1))
+    factory = CoapFactory(None, reactor=MemoryReactorClock(), limits=gate.limits, gate=gate)
+    gated = GatedFactory(factory, gate)
+    assert gated.buildProtocol(address()) is not None  # not counted until connected
+    for key in range(1 + REFUSAL_MARGIN):
+        gate.admit(key, address())
+    assert gated.buildProtocol(address()) is None  # Twisted closes the socket at once
+    assert gated.buildProtocol(address()) is None
+    lines = [e for e in log_events if "unanswered" in e.get("log_format", "")]
+    assert len(lines) == 1
+    gate.discharge(0)
+    assert gated.buildProtocol(address()) is not None
+    assert gated.max_message_size == factory.max_message_size  # the rest is the factory's
+
+
+def test_every_kind_of_listener_is_gated() -> None:
+    from twisted.internet import endpoints
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from coaptcp.listeners import GatedFactory, GatedReactor
+    from coaptcp.testcerts import write_test_setup
+
+    gate = ConnectionGate(Limits())
+    recording = RecordingReactor()
+    reactor = GatedReactor(recording, gate)
+    factory = CoapFactory(None, reactor=MemoryReactorClock())
+    endpoints.serverFromString(reactor, "tcp:5683:backlog=9").listen(factory)
+    endpoints.serverFromString(reactor, "haproxy:tcp:5684").listen(factory)
+    endpoints.AdoptedStreamServerEndpoint(reactor, 3, socket.AF_INET).listen(factory)
+    import tempfile
+    from pathlib import Path
+
+    pki = write_test_setup(Path(tempfile.mkdtemp()) / "pki", ["localhost"])
+    endpoints.serverFromString(
+        reactor, f"ssl:8443:privateKey={pki['server_key']}:certKey={pki['server']}"
+    ).listen(factory)
+    assert [call[0] for call in recording.calls] == ["tcp", "tcp", "adopt", "tcp"]
+    factories = [call[2] for call in recording.calls]
+    assert all(isinstance(f, GatedFactory) and f.gate is gate for f in factories)
+    assert factories[0].factory is factory and recording.calls[0][3] == 9
+    assert factories[1].factory.wrappedFactory is factory  # the PROXY header's wrapper
+    assert isinstance(factories[3].factory, TLSMemoryBIOFactory)  # TLS inside the gate
+    assert factories[3].factory.wrappedFactory is factory
