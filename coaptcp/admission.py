@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress, IReactorTime
+    from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 
     from .limits import Limits
 
@@ -93,8 +93,9 @@ class ConnectionGate:
         #: Open connections per peer IP address ("" for addresses without one).
         self.per_address: Counter[str] = Counter()
         self._state: str | None = None  # None, "refusing" or "dropping"
-        self._handshake_log_after = float("-inf")
+        self._handshake_summary: IDelayedCall | None = None
         self._handshakes_unlogged = 0
+        self._handshake_peer: IAddress | None = None
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -178,20 +179,37 @@ class ConnectionGate:
     def handshake_timed_out(
         self, clock: IReactorTime, peer: IAddress | None, timeout: float
     ) -> None:
-        """Log a connection dropped for a slow handshake: one line a minute at most."""
-        self._handshakes_unlogged += 1
-        now = clock.seconds()
-        if now < self._handshake_log_after:
+        """Log a connection dropped for a slow handshake: the first at once, then the
+        ones that follow summed up in one line a minute (a flood logs a line a minute)."""
+        self._handshake_peer = peer
+        if self._handshake_summary is not None:
+            self._handshakes_unlogged += 1
             return
         self.log.warn(
-            "Dropped {count} connection(s) whose handshake did not finish within {timeout:g} s "
-            "of being accepted (the last from {peer}); at most one such line a minute",
-            count=self._handshakes_unlogged,
+            "Dropped a connection whose handshake did not finish within {timeout:g} s of "
+            "being accepted ({peer}); more are counted in one line a minute",
             timeout=timeout,
             peer=peer,
         )
-        self._handshakes_unlogged = 0
-        self._handshake_log_after = now + _HANDSHAKE_LOG_INTERVAL
+        self._handshake_summary = clock.callLater(
+            _HANDSHAKE_LOG_INTERVAL, self._summarize_handshakes, clock, timeout
+        )
+
+    def _summarize_handshakes(self, clock: IReactorTime, timeout: float) -> None:
+        self._handshake_summary = None
+        count, self._handshakes_unlogged = self._handshakes_unlogged, 0
+        if not count:
+            return
+        self.log.warn(
+            "Dropped {count} more connections whose handshake did not finish within "
+            "{timeout:g} s of being accepted in the last minute (the last from {peer})",
+            count=count,
+            timeout=timeout,
+            peer=self._handshake_peer,
+        )
+        self._handshake_summary = clock.callLater(
+            _HANDSHAKE_LOG_INTERVAL, self._summarize_handshakes, clock, timeout
+        )
 
 
 class ConnectionAdmission:

@@ -9,6 +9,7 @@ then; refused connections are counted until they have closed, and beyond
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 
@@ -107,10 +108,15 @@ def test_handshake_timeouts_are_logged_once_a_minute(log_events) -> None:
     gate = ConnectionGate(Limits())
     for _ in range(5):
         gate.handshake_timed_out(clock, address(), 10.0)
-    clock.advance(60)
+    clock.advance(59)
+    gate.handshake_timed_out(clock, address("192.0.2.99"), 10.0)
+    clock.advance(1)  # a minute after the first line: the others, in one line
+    clock.advance(60)  # a quiet minute: no line, and the summary timer is gone
+    assert clock.getDelayedCalls() == []
     gate.handshake_timed_out(clock, address(), 10.0)
     lines = [e for e in log_events if "handshake did not finish" in e.get("log_format", "")]
-    assert [line["count"] for line in lines] == [1, 5]
+    assert [line.get("count") for line in lines] == [None, 5, None]
+    assert lines[1]["peer"] == address("192.0.2.99")
 
 
 # -- CoAP over TCP: counted at accept, CSM + Abort, or dropped far over -----------------
@@ -364,7 +370,8 @@ def test_every_kind_of_listener_is_gated() -> None:
     factory = CoapFactory(None, reactor=MemoryReactorClock())
     endpoints.serverFromString(reactor, "tcp:5683:backlog=9").listen(factory)
     endpoints.serverFromString(reactor, "haproxy:tcp:5684").listen(factory)
-    endpoints.AdoptedStreamServerEndpoint(reactor, 3, socket.AF_INET).listen(factory)
+    spare = os.open(os.devnull, os.O_RDONLY)  # the endpoint closes what it adopts
+    endpoints.AdoptedStreamServerEndpoint(reactor, spare, socket.AF_INET).listen(factory)
     import tempfile
     from pathlib import Path
 
