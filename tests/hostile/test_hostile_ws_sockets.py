@@ -311,26 +311,32 @@ def test_invalid_close_code_gets_a_1002_close_frame_and_a_clean_close(
     assert clean, "the server reset the connection instead of closing it"
 
 
+def trickle_until_answered(sock: socket.socket, piece: bytes) -> tuple[Frame, Frame]:
+    """Send ``piece`` every 0.3 s until the server answers; its first two frames."""
+    sock.settimeout(0.3)
+    data = b""
+    deadline = time.monotonic() + DEADLINE
+    while not parse_frames(data)[0]:
+        assert time.monotonic() < deadline, "no answer to a frame or message that never ends"
+        sock.sendall(piece)
+        try:
+            data += sock.recv(65536)
+        except TimeoutError:
+            pass
+    sock.settimeout(IO_TIMEOUT)
+    while len(parse_frames(data)[0]) < 2:
+        data += recv_or_eof(sock)
+    first, second = parse_frames(data)[0][:2]
+    return first, second
+
+
 @pytest.mark.parametrize("port_name", ["ws", "wss"])
 def test_a_frame_trickling_in_gets_abort_then_close(ws_server: WsServer, port_name: str) -> None:
     sock = wss_connect(ws_server) if port_name == "wss" else connect(ws_server.ports.ws)
     with sock:
         ws_open(sock)
         sock.sendall(frame_header(60_000))
-        sock.settimeout(0.3)
-        data = b""
-        deadline = time.monotonic() + DEADLINE
-        while not parse_frames(data)[0]:
-            assert time.monotonic() < deadline, "no Abort for a frame that never ends"
-            sock.sendall(b"\x00")  # one byte of the frame every 0.3 s
-            try:
-                data += sock.recv(65536)
-            except TimeoutError:
-                pass
-        sock.settimeout(IO_TIMEOUT)
-        while len(parse_frames(data)[0]) < 2:
-            data += recv_or_eof(sock)
-    abort, close = parse_frames(data)[0][:2]
+        abort, close = trickle_until_answered(sock, b"\x00")  # one byte of the frame
     assert abort.opcode == OP_BINARY and abort.coap().code.dotted == "7.05"
     assert abort.coap().payload == b"a WebSocket frame took longer than 1 s to arrive"
     assert close.opcode == OP_CLOSE and close.close_code == 1002
@@ -340,20 +346,7 @@ def test_a_fragmented_message_never_finished_gets_abort_then_close(ws_server: Ws
     with connect(ws_server.ports.ws) as sock:
         ws_open(sock)
         sock.sendall(frame(b"\x01", OP_BINARY, fin=False))
-        sock.settimeout(0.3)
-        data = b""
-        deadline = time.monotonic() + DEADLINE
-        while not parse_frames(data)[0]:
-            assert time.monotonic() < deadline, "no Abort for a message that never ends"
-            sock.sendall(frame(b"", OP_CONTINUATION, fin=False))
-            try:
-                data += sock.recv(65536)
-            except TimeoutError:
-                pass
-        sock.settimeout(IO_TIMEOUT)
-        while len(parse_frames(data)[0]) < 2:
-            data += recv_or_eof(sock)
-    abort, close = parse_frames(data)[0][:2]
+        abort, close = trickle_until_answered(sock, frame(b"", OP_CONTINUATION, fin=False))
     assert abort.coap().payload == (
         b"a fragmented WebSocket message took longer than 1 s to finish"
     )
