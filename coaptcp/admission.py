@@ -167,6 +167,28 @@ class ConnectionGate:
         self._hosts[new] = address
         return True
 
+    def readdress(self, key: object, peer: IAddress | None) -> Refusal | None:
+        """Count a connection under the address it turns out to come from.
+
+        Behind a PROXY-protocol endpoint (``haproxy:``) the client's address is known
+        only from the header before its first data; until then the connection counts
+        under the balancer's.  A :class:`Refusal` if that address is over its limit.
+        """
+        address = host_of(peer) or ""
+        previous = self._hosts.get(key)
+        if previous is None or previous == address:
+            return None
+        per_address = self.per_address
+        per_address[previous] -= 1
+        if per_address[previous] <= 0:
+            del per_address[previous]
+        self._hosts[key] = address
+        per_address[address] += 1
+        limit = self.limits.max_connections_per_address
+        if per_address[address] > limit:
+            return Refusal(f"more than {limit} connections from {address}")
+        return None
+
     def discharge(self, key: object) -> None:
         """Forget a closed connection (nothing happens for one never admitted)."""
         address = self._hosts.pop(key, None)

@@ -139,10 +139,9 @@ class CoapProtocol(ChannelOwner, Protocol):
         peer = transport.getPeer()
         if peer == self.channel.peer:
             return False
-        self.factory.discharge(self)
         self.channel.peer = peer
         self.channel.default_host = host_of(transport.getHost())
-        refusal = self.factory.admit(self)
+        refusal = self.factory.gate.readdress(self, peer)
         if refusal is not None:
             self.channel.abort(refusal.diagnostic)
             return True

@@ -624,10 +624,12 @@ class CoapWebSocketServerProtocol(CoapWebSocketMixin, WebSocketServerProtocol): 
         super().connectionMade()
         factory = self.factory
         handover = factory._handover
-        if handover is not None and factory.gate.transfer(handover, self):
-            refusal = None
+        gate = factory.gate
+        peer = self.transport.getPeer()
+        if handover is not None and gate.transfer(handover, self):
+            refusal = gate.readdress(self, peer)  # after a PROXY header, the client's
         else:
-            refusal = factory.gate.admit(self, self.transport.getPeer())
+            refusal = gate.admit(self, peer)
         timeout = factory.limits.ws_handshake_timeout
         if timeout is not None:
             self._handshake_call = factory.reactor.callLater(timeout, self._handshake_timed_out)

@@ -76,6 +76,18 @@ def test_gate_transfers_a_count() -> None:
     assert "other" not in gate
 
 
+def test_gate_readdresses_a_connection() -> None:
+    gate = ConnectionGate(Limits(max_connections_per_address=1))
+    balancer, client = address("192.0.2.250"), address("192.0.2.7")
+    gate.admit("a", balancer)
+    gate.admit("b", balancer)  # refused while counted under the balancer
+    assert gate.readdress("a", client) is None
+    assert gate.per_address == {"192.0.2.250": 1, "192.0.2.7": 1}
+    assert gate.readdress("b", client) == Refusal("more than 1 connections from 192.0.2.7")
+    assert gate.readdress("never", client) is None and "never" not in gate
+    assert len(gate) == 2
+
+
 def test_far_over_the_limit_refusals_go_unanswered(log_events) -> None:
     gate = ConnectionGate(Limits(max_connections=1))
     gate.admit(0, address())

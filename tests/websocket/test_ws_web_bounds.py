@@ -176,3 +176,19 @@ def test_csm_then_request_after_upgrade_is_served(clock) -> None:
     assert response is not None
     (first,), _ = parse_frames(response.body_and_rest)
     assert first.coap().code == Code.CSM
+
+
+def test_an_upgrade_counts_under_the_address_known_by_then(clock) -> None:
+    # Behind haproxy: the PROXY header, read before the request, names the client.
+    site, factory = web_site(clock, Limits(max_connections_per_address=1))
+    client = IPv4Address("TCP", "192.0.2.7", 5000)
+    first = WebPeer(site)
+    first.transport.peerAddr = client
+    first.send(handshake())
+    assert factory.gate.per_address == {"192.0.2.7": 1}
+    second = WebPeer(site, IPv4Address("TCP", "192.0.2.8", 5000))
+    second.transport.peerAddr = client
+    second.send(handshake())
+    response = parse_http(second.output())
+    assert response is not None and response.status == 503
+    assert "more than 1 connections from 192.0.2.7" in response.reason
