@@ -65,7 +65,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource as WebResource
 
 from .admission import ConnectionAdmission
-from .channel import DEFAULT_CLOSE_TIMEOUT, Channel, ChannelOwner
+from .channel import DEFAULT_CLOSE_TIMEOUT, EARLY_WRITE, Channel, ChannelOwner
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .core.events import ConnectionAborted
 from .limits import DEFAULT_LIMITS, Limits
@@ -246,6 +246,7 @@ class CoapWebSocketMixin(ChannelOwner):
             secure=bool(ISSLTransport.providedBy(transport)),
             close_timeout=close_timeout,
             limits=limits,
+            set_reading=self._set_reading,
         )
         self._choose_fast_path()
         self.channel.start()
@@ -311,6 +312,8 @@ class CoapWebSocketMixin(ChannelOwner):
         batch = self._out_batch
         if batch is not None:
             batch += frames  # written with the other answers to this read
+            if len(frames[-1]) > EARLY_WRITE:
+                self._flush_batch()  # a large answer: let the transport say if it is full
             return
         if self._fast_out and not self.send_queue:
             self._write_frames(frames)
@@ -368,6 +371,9 @@ class CoapWebSocketMixin(ChannelOwner):
         fragment, a frame over our Max-Message-Size, an unmasked client frame, an
         incomplete frame) on, autobahn reads the rest as it would have read all.
         """
+        channel = getattr(self, "channel", None)
+        if channel is not None:
+            channel.new_read()
         if (
             self._fast_in
             and self.state == _STATE_OPEN

@@ -10,13 +10,16 @@ log in a temporary file, and stops it afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hostile_wire import Server, log_problems
@@ -117,18 +120,29 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=SERVER_STOP_DEADLINE)
 
 
-@pytest.fixture(scope="module")
-def coap_server(tmp_path_factory: pytest.TempPathFactory):
-    """The real server, ``python -m twisted coaptcp``, on a free loopback port.
+def default_signal_handling() -> None:
+    """In a child before exec: SIGINT and SIGTERM as by default, whatever the test
+    runner inherited (a runner started in the background ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    On teardown it is stopped (SIGTERM, then SIGKILL past a deadline) and its whole log,
-    shutdown included, must show no traceback.
+
+@contextlib.contextmanager
+def running_server(
+    workdir: Path, *args: str, pythonpath: str | None = None
+) -> Iterator[Server]:
+    """``python -m twisted coaptcp ARGS --tcp`` on a free loopback port, for a ``with``.
+
+    On exit it is stopped (SIGTERM, then SIGKILL past a deadline) and its whole log,
+    shutdown included, must show no traceback.  ``pythonpath`` lets ``--resource`` find
+    a test module (the package itself is always the installed one).
     """
-    workdir = tmp_path_factory.mktemp("coaptcp-server")
     log_path = workdir / "server.log"
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)  # the installed package, not the checkout
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [
@@ -142,12 +156,14 @@ def coap_server(tmp_path_factory: pytest.TempPathFactory):
                 "coaptcp",
                 "--tcp",
                 f"tcp:{port}:interface=127.0.0.1",
+                *args,
             ],
             cwd=workdir,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            preexec_fn=default_signal_handling,
         )
     server = Server(port, process, log_path)
     try:
@@ -158,3 +174,10 @@ def coap_server(tmp_path_factory: pytest.TempPathFactory):
     problems = log_problems(server.log())
     if problems:
         pytest.fail("server log shows unhandled errors:\n" + server.log())
+
+
+@pytest.fixture(scope="module")
+def coap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real server, ``python -m twisted coaptcp``, on a free loopback port."""
+    with running_server(tmp_path_factory.mktemp("coaptcp-server")) as server:
+        yield server
