@@ -40,19 +40,29 @@ class Limits:
         between all its listeners); more are answered with our CSM and an Abort (HTTP
         503 on a WebSocket listener), then closed.
     :ivar max_connections_per_address: the same bound per peer IP address.
+    :ivar write_timeout: seconds a peer may leave our output unread (the transport's
+        write buffer over its high-water mark, when we stop processing the peer's
+        requests) before we abort it; its observations are freed with it.
+    :ivar messages_per_read: messages of one connection processed in one reactor turn;
+        more wait for the next turn, so a flooding peer cannot starve the others.
+    :ivar max_custody_pings: Pings with Custody (RFC 8323 section 5.4.1) waiting for
+        earlier requests on one connection; more are answered at once, without Custody.
     """
 
     csm_timeout: float | None = 10.0
     idle_timeout: float | None = 300.0
     frame_timeout: float | None = 30.0
     ws_handshake_timeout: float | None = 10.0
-    keepalive_interval: float | None = None
+    keepalive_interval: float | None = 120.0
     pong_timeout: float = 10.0
     max_inbound_requests: int = 256
     max_outbound_requests: int = 4096
     max_connections: int = 20_000
     max_connections_per_address: int = 1_000
     retry_after: int = 1
+    write_timeout: float | None = 60.0
+    messages_per_read: int = 64
+    max_custody_pings: int = 64
 
 
 DEFAULT_LIMITS = Limits()

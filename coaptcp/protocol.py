@@ -20,7 +20,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IHandshakeListener, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -47,12 +52,13 @@ def _default_reactor(reactor: Any) -> Any:
     return reactor
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IHalfCloseableProtocol)
 class CoapProtocol(ChannelOwner, Protocol):
     """One CoAP-over-TCP connection (RFC 8323 section 3), either role.
 
     The protocol sends its CSM as soon as it is connected.  Use :meth:`request`,
-    :meth:`ping` and :meth:`release` to talk to the peer.
+    :meth:`ping` and :meth:`release` to talk to the peer.  A peer that closes its
+    sending side (a TCP FIN) still gets the answers to what it sent before.
     """
 
     factory: CoapFactory
@@ -88,6 +94,7 @@ class CoapProtocol(ChannelOwner, Protocol):
             secure=bool(secure),
             limits=factory.limits,
             blockwise=BlockwiseServer(max_body_size=factory.max_body_size),
+            set_reading=self._set_reading,
         )
         refusal = factory.admit(self)
         if refusal is not None and not refusal.answer:
@@ -155,6 +162,16 @@ class CoapProtocol(ChannelOwner, Protocol):
         completed = getattr(self.transport, "coapHandshakeCompleted", None)
         if completed is not None:
             completed(self)
+
+    def readConnectionLost(self) -> None:
+        """The peer sent a FIN: answer what it sent, then close (``IHalfCloseableProtocol``)."""
+        self.channel.input_ended()
+
+    def writeConnectionLost(self) -> None:
+        """Our sending side is closed (we never half-close it ourselves): drop the link."""
+        transport = self.transport
+        if transport is not None:
+            transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.factory.discharge(self)

@@ -11,6 +11,7 @@ returns a service an application can add to its own ``Application``.
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -47,7 +48,14 @@ MAX_CONFIGURABLE_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
 _TIMEOUTS = frozenset(
-    {"csm_timeout", "idle_timeout", "frame_timeout", "keepalive_interval", "ws_handshake_timeout"}
+    {
+        "csm_timeout",
+        "idle_timeout",
+        "frame_timeout",
+        "keepalive_interval",
+        "write_timeout",
+        "ws_handshake_timeout",
+    }
 )
 
 
@@ -129,6 +137,25 @@ _LIMIT_OPTIONS: list[tuple[str, str, type, str]] = [
         "max_inbound_requests",
         int,
         "Requests one peer may have in progress; more get 4.29 Too Many Requests.",
+    ),
+    (
+        "write-timeout",
+        "write_timeout",
+        float,
+        "Seconds a peer may leave a full buffer of our output unread before it is "
+        "aborted (0: never).",
+    ),
+    (
+        "messages-per-read",
+        "messages_per_read",
+        int,
+        "Messages of one connection processed per reactor turn; the rest wait a turn.",
+    ),
+    (
+        "max-custody-pings",
+        "max_custody_pings",
+        int,
+        "Custody Pings one peer may have waiting; more are answered without Custody.",
     ),
     (
         "max-connections",
@@ -269,7 +296,7 @@ class Options(usage.Options):
                 value = kind(self[option])
             except ValueError:
                 raise usage.UsageError(f"--{option} must be a number, not {self[option]!r}")
-            if value < 0 or (kind is int and value < 1):
+            if not math.isfinite(value) or value < 0 or (kind is int and value < 1):
                 raise usage.UsageError(f"--{option} must be positive, not {self[option]!r}")
         self["limits"] = limits_from_options(self)
         try:

@@ -76,7 +76,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource as WebResource
 
 from .admission import ConnectionAdmission, ConnectionGate, Refusal
-from .channel import DEFAULT_CLOSE_TIMEOUT, Channel, ChannelOwner
+from .channel import DEFAULT_CLOSE_TIMEOUT, EARLY_WRITE, Channel, ChannelOwner
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .core.events import ConnectionAborted
 from .limits import DEFAULT_LIMITS, Limits
@@ -284,6 +284,7 @@ class CoapWebSocketMixin(ChannelOwner):
             secure=bool(ISSLTransport.providedBy(transport)),
             close_timeout=close_timeout,
             limits=limits,
+            set_reading=self._set_reading,
         )
         self._choose_fast_path()
         self.channel.start()
@@ -349,6 +350,8 @@ class CoapWebSocketMixin(ChannelOwner):
         batch = self._out_batch
         if batch is not None:
             batch += frames  # written with the other answers to this read
+            if len(frames[-1]) > EARLY_WRITE:
+                self._flush_batch()  # a large answer: let the transport say if it is full
             return
         if self._fast_out and not self.send_queue:
             self._write_frames(frames)
@@ -406,6 +409,9 @@ class CoapWebSocketMixin(ChannelOwner):
         fragment, a frame over our Max-Message-Size, an unmasked client frame, an
         incomplete frame) on, autobahn reads the rest as it would have read all.
         """
+        channel = getattr(self, "channel", None)
+        if channel is not None:
+            channel.new_read()
         if (
             self._fast_in
             and self.state == _STATE_OPEN
@@ -452,13 +458,20 @@ class CoapWebSocketMixin(ChannelOwner):
 
     def _frame_timed_out(self) -> None:
         self._frame_call = None
-        if self.state != _STATE_OPEN:
-            return
+        if self.state != _STATE_OPEN or self._reading_paused:
+            return  # not reading is our doing: the clock starts again when we read again
         if self.current_frame is None and not self.data and self.inside_message:
             what = "a fragmented WebSocket message took longer than {:g} s to finish"
         else:
             what = "a WebSocket frame took longer than {:g} s to arrive"
         self.channel.violation(what.format(self._frame_timeout))
+
+    def _set_reading(self, reading: bool) -> None:
+        """The channel turns reading on and off (flow control); a frame left unfinished
+        meanwhile gets its whole frame timeout again once we read again."""
+        super()._set_reading(reading)
+        if reading and self._frame_timeout is not None:
+            self._watch_unfinished()
 
     def _stop_frame_timer(self) -> None:
         call, self._frame_call = self._frame_call, None

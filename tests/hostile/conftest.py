@@ -10,7 +10,10 @@ log in a temporary file, and stops it afterwards.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hostile_server import free_port, twistd
@@ -74,14 +77,25 @@ def connect(factory: CoapFactory):
 # -- over loopback ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def coap_server(tmp_path_factory: pytest.TempPathFactory):
-    """The real server, ``python -m twisted coaptcp``, on a free loopback port.
+@contextlib.contextmanager
+def running_server(
+    workdir: Path, *args: str, pythonpath: str | None = None
+) -> Iterator[Server]:
+    """``python -m twisted coaptcp --tcp ... ARGS`` on a free loopback port, for a ``with``.
 
-    On teardown it is stopped (SIGTERM, then SIGKILL past a deadline) and its whole log,
+    On exit it is stopped (SIGTERM, then SIGKILL past a deadline) and its whole log,
     shutdown included, must show no traceback (see :func:`hostile_server.twistd`).
+    ``pythonpath`` lets ``--resource`` find a test module (the package itself is always
+    the installed one).
     """
-    workdir = tmp_path_factory.mktemp("coaptcp-server")
     port = free_port()
-    with twistd(workdir, ["--tcp", f"tcp:{port}:interface=127.0.0.1"], [port]) as server:
+    argv = ["--tcp", f"tcp:{port}:interface=127.0.0.1", *args]
+    with twistd(workdir, argv, [port], pythonpath=pythonpath) as server:
         yield Server(port, server.process, server.log_path)
+
+
+@pytest.fixture(scope="module")
+def coap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real server, ``python -m twisted coaptcp``, on a free loopback port."""
+    with running_server(tmp_path_factory.mktemp("coaptcp-server")) as server:
+        yield server

@@ -51,24 +51,37 @@ class Twistd:
 
 
 def _child_setup(nofile: int | None) -> None:
+    # SIGINT and SIGTERM as by default, whatever the test runner inherited (a runner
+    # started in the background ignores SIGINT).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if nofile is not None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
 
 @contextlib.contextmanager
 def twistd(
-    workdir: Path, args: Sequence[str], ports: Sequence[int], *, nofile: int | None = None
+    workdir: Path,
+    args: Sequence[str],
+    ports: Sequence[int],
+    *,
+    nofile: int | None = None,
+    pythonpath: str | None = None,
 ) -> Iterator[Twistd]:
     """``python -m twisted coaptcp ARGS`` in ``workdir``, once every port accepts.
 
-    On exit it is stopped, and its whole log must show no traceback.
+    On exit it is stopped, and its whole log must show no traceback.  ``pythonpath``
+    lets ``--resource`` find a test module (the package is always the installed one).
     """
     log_path = workdir / "server.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)  # the installed package, not the checkout
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
+            # ``python -m twisted`` is ``twist``: always in the foreground; text logs, as
+            # twistd -n writes them, so that tracebacks show as text.
             [sys.executable, "-m", "twisted", "--log-format=text", "--log-file=-", "coaptcp",
              *args],
             cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

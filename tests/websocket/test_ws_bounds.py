@@ -159,6 +159,21 @@ def test_a_frame_trickling_in_is_aborted_at_the_frame_timeout(factory, clock) ->
     assert not peer.transport.aborted  # the close handshake runs, bounded as ever
 
 
+def test_an_unfinished_frame_is_not_the_peers_fault_while_we_do_not_read(
+    factory, clock
+) -> None:
+    peer = opened(factory)
+    peer.send(frame_header(1000))
+    peer.protocol._set_reading(False)  # the channel's flow control: a backlog waits
+    clock.advance(60)
+    assert peer.frames() == []
+    peer.protocol._set_reading(True)
+    clock.advance(5.9)
+    assert peer.frames() == []  # the whole timeout again, from when we read again
+    clock.advance(0.1)
+    assert abort_and_close(peer.frames()) == "a WebSocket frame took longer than 6 s to arrive"
+
+
 def test_half_a_frame_header_is_a_frame_too(factory, clock) -> None:
     peer = opened(factory)
     peer.send(frame_header(300)[:1])
@@ -218,11 +233,13 @@ def test_a_connection_that_closes_cancels_the_frame_timer(factory, clock) -> Non
 
 def test_the_frame_timeout_can_be_turned_off(clock) -> None:
     factory = CoapWebSocketServerFactory(
-        Site(make_demo_site()), reactor=clock, limits=Limits(frame_timeout=None)
+        Site(make_demo_site()),
+        reactor=clock,
+        limits=Limits(frame_timeout=None, keepalive_interval=None),
     )
     peer = opened(factory)
     peer.send(frame_header(1000))
-    clock.advance(299)  # the idle timeout (300 s) is then the bound
+    clock.advance(299)  # the idle timeout (300 s) is then the bound (keepalive off here)
     assert peer.frames() == []
 
 

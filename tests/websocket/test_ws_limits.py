@@ -129,3 +129,30 @@ def test_peer_address_is_the_one_counted(clock) -> None:
     second = WsPeer(factory, IPv4Address("TCP", "192.0.2.77", 5000))
     assert [f.coap().code for f in opened(second)] == [Code.CSM]
     assert factory.gate.per_address == {PEER_ADDRESS.host: 1, "192.0.2.77": 1}
+
+
+def test_one_read_of_many_messages_is_processed_within_its_budget(clock) -> None:
+    factory = CoapWebSocketServerFactory(
+        Site(make_demo_site()), reactor=clock, limits=Limits(messages_per_read=10)
+    )
+    peer = WsPeer(factory)
+    opened(peer)
+    peer.send(b"".join(coap(get(n.to_bytes(2, "big"), "hello")) for n in range(35)))
+    first = [f.coap().token for f in peer.frames()]
+    assert first == [n.to_bytes(2, "big") for n in range(10)]
+    assert peer.transport.producerState == "paused"  # reading off while the rest waits
+    clock.advance(0)
+    rest = [f.coap().token for f in peer.frames()]
+    assert rest == [n.to_bytes(2, "big") for n in range(10, 35)]
+    assert peer.transport.producerState == "producing"
+
+
+def test_requests_read_while_the_peer_does_not_read_wait_for_it(peer: WsPeer, clock) -> None:
+    opened(peer)
+    peer.protocol.pauseProducing()  # the transport's write buffer is full
+    peer.send(b"".join(coap(get(n.to_bytes(2, "big"), "hello")) for n in range(3)))
+    clock.advance(1)
+    assert peer.frames() == []  # read, not processed: nothing more is queued for it
+    peer.protocol.resumeProducing()
+    clock.advance(0)
+    assert [f.coap().token for f in peer.frames()] == [n.to_bytes(2, "big") for n in range(3)]
