@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import childproc
 import pytest
 from hostile_wire import Server, log_problems
 from twisted.internet.address import IPv4Address
@@ -130,7 +131,7 @@ def coap_server(tmp_path_factory: pytest.TempPathFactory):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)  # the installed package, not the checkout
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
+        process = childproc.popen(
             [
                 sys.executable,
                 "-m",

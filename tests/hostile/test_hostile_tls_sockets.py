@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import childproc
 import pytest
 from hostile_wire import Server, log_problems
 
@@ -52,7 +53,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
+        process = childproc.popen(
             [sys.executable, "-m", "twisted", "--log-format=text", "--log-file=-", "coaptcp",
              "--tls", f"tcp:{port}:interface=127.0.0.1",
              "--certificate", str(paths["server"]), "--private-key", str(paths["server_key"]),
