@@ -223,8 +223,8 @@ class Options(usage.Options):
 
     def opt_ws(self, description: str) -> None:
         """Serve CoAP over WebSockets at /.well-known/coap and the browser client at /
-        on a Twisted endpoint description: tcp:8080 for coap+ws, ssl:8443:privateKey=...
-        for coaps+ws (repeatable)."""
+        on a Twisted endpoint description: tcp:8080 for coap+ws, or for coaps+ws
+        ssl:8443:privateKey=KEY:certKey=CERT (PEM files; repeatable)."""
         self["ws"].append(description)
 
     def opt_tls(self, description: str) -> None:
