@@ -6,33 +6,42 @@ Modelled on ``aiocoap-client`` and libcoap's ``coap-client``::
     coaptcp-client -m put -e 'new value' coap+tcp://127.0.0.1/store
     coaptcp-client -m post -f body.cbor -t cbor coap+tcp://[::1]:5683/items
     coaptcp-client --ping --count 3 coap+tcp://127.0.0.1
+    coaptcp-client --ping --interval 1 coap+tcp://127.0.0.1
     coaptcp-client -v --accept json coap+tcp://127.0.0.1/info
     coaptcp-client --observe coap+tcp://127.0.0.1/time
+    coaptcp-client --observe --duration 10 coap+tcp://127.0.0.1/time
     coaptcp-client coap+tcp://127.0.0.1/big > big.bin
 
 The payload goes to stdout: pretty-printed when stdout is a terminal (JSON indented, CBOR
 in diagnostic notation, link-format one link per line), the exact bytes otherwise.  ``-v``
-adds the request, the response code, its options and the round-trip time on stderr.
+adds the request, the response code, its options and the times (connecting, the TLS
+handshake, the request) on stderr.
 Large bodies move block-wise (RFC 7959, BERT) both ways, with a progress bar on stderr
 when it is a terminal.  ``--observe`` prints each notification (RFC 7641) on its own line
-until interrupted (Ctrl-C deregisters and exits 0) or ``--count`` of them arrived.
+until interrupted (Ctrl-C deregisters and exits 0), ``--count`` of them arrived or
+``--duration`` seconds passed.  ``--ping --interval`` Pings once per interval on one
+connection, as ``coap-client -K`` keeps one alive (RFC 8323 section 5.4).
 
 Exit codes: 0 for a 2.xx response (or every Pong), 1 for a 4.xx/5.xx response, 2 for a
 usage error (a bad URI or option, a scheme not available), 3 when no response came (the
 connection could not be made, was lost, or timed out; TLS failures included), 130 when
-interrupted.  Failures are one line on stderr, without a traceback.
+interrupted.  Failures are one line on stderr, without a traceback (a usage error is
+argparse's usage line, then that line).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -49,6 +58,7 @@ from zope.interface import provider
 from . import __version__
 from .channel import ConnectionClosedError, RequestNotSent
 from .client import (
+    DEFAULT_KEEPALIVE,
     Client,
     ClientError,
     ConnectFailed,
@@ -74,6 +84,7 @@ __all__ = [
     "Settings",
     "build_parser",
     "main",
+    "make_client",
     "parse_args",
     "run",
 ]
@@ -89,7 +100,8 @@ EXIT_INTERRUPTED = 130
 
 #: Seconds a request may take, connection set-up included, unless ``--timeout`` says.
 DEFAULT_TIMEOUT = 30.0
-#: Seconds Ctrl-C waits for an observation's deregistration before exiting anyway.
+#: Seconds Ctrl-C waits for an observation's deregistration (or the Release of the
+#: connection) before exiting anyway.
 DEREGISTER_GRACE = 3.0
 #: Block-wise transfers at least this large get a progress bar (on a terminal).
 PROGRESS_THRESHOLD = 256 * 1024
@@ -108,6 +120,9 @@ class Settings:
     count: int = 1  # with observe: notifications to wait for, 0 for no limit
     verbose: int = 0
     timeout: float | None = DEFAULT_TIMEOUT
+    interval: float | None = None  # --ping: seconds between Pings (a series)
+    duration: float | None = None  # --observe / --ping --interval: seconds, then stop
+    keepalive: float | None = DEFAULT_KEEPALIVE  # seconds of silence before a Ping
     tls: TlsOptions = field(default_factory=TlsOptions)
     pretty: bool | None = None  # None: when stdout is a terminal
 
@@ -131,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("uri", metavar="URI",
-                        help="coap+tcp://host[:port]/path[?query] (coaps+tcp, coap+ws and "
-                             "coaps+ws once their transports are wired in)")
+                        help="coap+tcp://host[:port]/path[?query]; coaps+tcp://, coap+ws:// "
+                             "and coaps+ws:// work the same way (RFC 8323 section 8)")
     parser.add_argument("-m", "--method", default="GET",
                         help="GET (default), POST, PUT, DELETE, FETCH, PATCH or iPATCH; any case")
     body = parser.add_mutually_exclusive_group()
@@ -150,17 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
                              "format (uint, text, or hex for opaque with a 0x prefix); repeatable")
     parser.add_argument("--observe", action="store_true",
                         help="observe the resource (RFC 7641): print each notification until "
-                             "interrupted (Ctrl-C deregisters) or --count notifications came")
-    parser.add_argument("-c", "--count", type=int, default=None, metavar="N",
+                             "interrupted (Ctrl-C deregisters), --count notifications came "
+                             "or --duration passed")
+    parser.add_argument("-c", "--count", type=_count, default=None, metavar="N",
                         help="send the request (or Ping) N times over the same connection; "
                              "with --observe, stop after N notifications")
     parser.add_argument("--ping", action="store_true",
                         help="send a CoAP Ping (RFC 8323 section 5.4) instead of a request "
                              "and print the round-trip time")
+    parser.add_argument("--interval", type=_positive_seconds, default=None, metavar="SECONDS",
+                        help="with --ping: Ping every SECONDS on one connection, printing "
+                             "each round trip, until --count, --duration or Ctrl-C")
+    parser.add_argument("--duration", type=_positive_seconds, default=None, metavar="SECONDS",
+                        help="with --observe (or --ping --interval): stop after SECONDS "
+                             "(deregister) and exit 0")
+    parser.add_argument("--keepalive", type=_seconds, default=DEFAULT_KEEPALIVE,
+                        metavar="SECONDS",
+                        help=f"Ping the server after SECONDS of silence and drop the "
+                             f"connection if no Pong comes (default {DEFAULT_KEEPALIVE:g}; "
+                             f"0 for off): keeps an --observe connection checked")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="show the request, response code, options and timing on stderr; "
                              "-vv adds the protocol log")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"give up after SECONDS, connecting included (default "
                              f"{DEFAULT_TIMEOUT:g}; 0 for no limit)")
     output = parser.add_mutually_exclusive_group()
@@ -181,6 +208,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not verify the server certificate (testing only)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds: finite and not negative (argparse type; 0 is allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be negative")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """A number of seconds above 0 (argparse type)."""
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _read_file(parser: argparse.ArgumentParser, name: str, what: str) -> bytes:
@@ -205,9 +264,15 @@ def _option_value(number: int, text: str | None) -> OptionValue:
     if text is None or text == "":
         return None
     if text.lower().startswith("0x"):
-        return bytes.fromhex(text[2:])
+        try:
+            return bytes.fromhex(text[2:])
+        except ValueError:
+            raise ValueError(f"{text!r} is not hex: 0x then pairs of hex digits") from None
     if spec is not None and spec.format is OptionFormat.UINT:
-        return int(text, 10)
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise ValueError(f"{spec.name} takes a whole number, not {text!r}") from None
     if spec is not None and spec.format is OptionFormat.EMPTY:
         raise ValueError(f"{spec.name} takes no value")
     return text
@@ -215,7 +280,12 @@ def _option_value(number: int, text: str | None) -> OptionValue:
 
 def _parse_option(text: str) -> tuple[int, OptionValue]:
     number_text, _, value_text = text.partition(",")
-    number = int(number_text, 0)
+    try:
+        number = int(number_text.strip(), 0)
+    except ValueError:
+        raise ValueError(
+            f"the option number must be a number such as 11 or 0x0b, not {number_text!r}"
+        ) from None
     if not 0 < number <= 0xFFFF:
         raise ValueError(f"option number {number} is out of range (1-65535)")
     return number, _option_value(number, value_text if "," in text else None)
@@ -239,14 +309,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         method = parse_method(args.method)
     except ValueError as error:
         parser.error(str(error))
-    if args.count is not None and args.count < 1:
-        parser.error("--count must be at least 1")
     if args.observe and args.ping:
         parser.error("--observe and --ping do not go together")
     if args.observe and method != Code.GET:
         parser.error("--observe sends GET (RFC 7641): drop -m")
-    if args.timeout < 0:
-        parser.error("--timeout cannot be negative")
+    if args.interval is not None and not args.ping:
+        parser.error("--interval paces Pings: it goes with --ping")
+    if args.duration is not None and not (args.observe or args.interval is not None):
+        parser.error("--duration goes with --observe or --ping --interval")
     payload = b""
     if args.payload is not None:
         if args.payload.startswith("@"):
@@ -282,9 +352,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         options=Options(items),
         ping=args.ping,
         observe=args.observe,
-        count=args.count if args.count is not None else (0 if args.observe else 1),
+        count=args.count if args.count is not None else (
+            0 if args.observe or args.interval is not None else 1
+        ),
         verbose=args.verbose,
         timeout=args.timeout or None,
+        interval=args.interval,
+        duration=args.duration,
+        keepalive=args.keepalive or None,
         tls=tls,
         pretty=args.pretty,
     )
@@ -349,17 +424,26 @@ async def run(
     """Do what ``settings`` asks with ``client``; write to ``out``/``err``; return the exit code.
 
     Closes the client (Release, then close) before returning.  When ``interrupt`` fires
-    (Ctrl-C), an observation is deregistered and the run ends with exit code 0.
+    (Ctrl-C): an observation is deregistered and a ``--ping --interval`` series stops, both
+    ending with exit code 0; a request or Ping still waiting is abandoned (its token freed)
+    and the run ends with exit code 130 and one line, ``interrupted``.
     """
+    interrupted: list[bool] = []
+    if interrupt is not None:
+        interrupt.addCallback(lambda _: interrupted.append(True))
     try:
-        if settings.ping:
-            return await _ping(reactor, client, settings, out, err)
         if settings.observe:
-            return await _observe(client, settings, out, err, pretty, interrupt)
-        worst = EXIT_OK
-        for _ in range(settings.count):
-            worst = max(worst, await _request(reactor, client, settings, out, err, pretty))
-        return worst
+            return await _observe(reactor, client, settings, out, err, pretty, interrupt)
+        if settings.ping and settings.interval is not None:
+            return await _ping_series(reactor, client, settings, out, err, interrupt)
+        if settings.ping:
+            return await _until(interrupt, _pings(client, settings, out))
+        return await _until(interrupt, _requests(reactor, client, settings, out, err, pretty))
+    except CancelledError:
+        if not interrupted:
+            raise
+        err.write(f"{PROG}: interrupted\n")
+        return EXIT_INTERRUPTED
     except SchemeNotAvailable as error:
         err.write(f"{PROG}: error: {error}\n")
         return EXIT_USAGE
@@ -372,6 +456,40 @@ async def run(
         return EXIT_NO_RESPONSE
     finally:
         await client.close()
+
+
+async def _until(interrupt: Deferred[None] | None, work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work``; when ``interrupt`` fires first, cancel it (``CancelledError``)."""
+    running = Deferred.fromCoroutine(work)
+    if interrupt is not None:
+        interrupt.addCallback(lambda _: running.cancel())
+    return await running
+
+
+async def _requests(
+    reactor: Any, client: Client, settings: Settings, out: IO[bytes], err: IO[str], pretty: bool
+) -> int:
+    worst = EXIT_OK
+    for _ in range(settings.count):
+        worst = max(worst, await _request(reactor, client, settings, out, err, pretty))
+    return worst
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def _set_up_times(client: Client, uri: CoapUri, since: float) -> str:
+    """How the connection set-up went, if this request opened the connection: the TCP
+    connect (or WebSocket handshake) and the TLS handshake, each on its own."""
+    timings = client.connection_timings(uri)
+    if timings is None or timings.started < since:
+        return ""
+    if timings.tcp_connected is not None and timings.tls_completed is not None:
+        return (f"connect {_ms(timings.tcp_connected - timings.started)}, "
+                f"TLS handshake {_ms(timings.tls_completed - timings.tcp_connected)}")
+    what = "connect and WebSocket handshake" if uri.scheme.endswith("+ws") else "connect"
+    return f"{what} {_ms(timings.ready - timings.started)}"
 
 
 async def _request(
@@ -395,10 +513,14 @@ async def _request(
     finally:
         if bar is not None:
             bar.finish()
-    elapsed = reactor.seconds() - started
+    finished = reactor.seconds()
     code = response.code
     if settings.verbose:
-        err.write(f"<- {code} from {uri.origin_uri} in {elapsed * 1000:.2f} ms\n")
+        set_up = _set_up_times(client, uri, started)
+        timings = client.connection_timings(uri)
+        sent = timings.ready if set_up and timings is not None else started
+        err.write(f"<- {code} from {uri.origin_uri} in {_ms(finished - sent)}"
+                  + (f" (after {set_up})" if set_up else "") + "\n")
         _show_options(err, response.options)
         connection = client.connection_for(uri)
         mms = "" if connection is None else (
@@ -480,6 +602,7 @@ def _write_notification(out: IO[bytes], response: Response, pretty: bool) -> Non
 
 
 async def _observe(
+    reactor: Any,
     client: Client,
     settings: Settings,
     out: IO[bytes],
@@ -494,26 +617,33 @@ async def _observe(
     observation = client.observe(uri, settings.options, timeout=settings.timeout)
     if interrupt is not None:
         interrupt.addCallback(lambda _: observation.cancel())
+    timer = None
+    if settings.duration is not None:
+        timer = reactor.callLater(settings.duration, observation.cancel)
     seen = 0
     status = EXIT_OK
     last: Response | None = None
-    async for response in observation:
-        seen += 1
-        last = response
-        if settings.verbose:
-            observe = response.options.get(OptionNumber.OBSERVE)
-            shown = "none" if observe is None else str(response.options.observe)
-            err.write(f"<- {response.code} (notification {seen}, Observe: {shown}, "
-                      f"{len(response.payload)} bytes)\n")
-        if not response.code.is_successful:
-            diagnostic = _diagnostic(response)
-            err.write(f"{PROG}: {response.code}" + (f": {diagnostic}" if diagnostic else "")
-                      + "\n")
-            status = EXIT_ERROR_RESPONSE
-            continue
-        _write_notification(out, response, pretty)
-        if settings.count and seen >= settings.count:
-            break
+    try:
+        async for response in observation:
+            seen += 1
+            last = response
+            if settings.verbose:
+                observe = response.options.get(OptionNumber.OBSERVE)
+                shown = "none" if observe is None else str(response.options.observe)
+                err.write(f"<- {response.code} (notification {seen}, Observe: {shown}, "
+                          f"{len(response.payload)} bytes)\n")
+            if not response.code.is_successful:
+                diagnostic = _diagnostic(response)
+                err.write(f"{PROG}: {response.code}"
+                          + (f": {diagnostic}" if diagnostic else "") + "\n")
+                status = EXIT_ERROR_RESPONSE
+                continue
+            _write_notification(out, response, pretty)
+            if settings.count and seen >= settings.count:
+                break
+    finally:
+        if timer is not None and timer.active():
+            timer.cancel()
     await observation.cancel()  # GET with Observe=1 and the same token (RFC 8323 7.4)
     if status == EXIT_OK and last is not None and OptionNumber.OBSERVE not in last.options:
         what = "the resource is not observable" if seen == 1 else "the server ended it"
@@ -523,14 +653,75 @@ async def _observe(
     return status
 
 
-async def _ping(
-    reactor: Any, client: Client, settings: Settings, out: IO[bytes], err: IO[str]
-) -> int:
+async def _pings(client: Client, settings: Settings, out: IO[bytes]) -> int:
     uri = settings.uri
     for _ in range(settings.count):
         rtt = await client.ping(uri, settings.timeout)
         out.write(f"pong from {uri.origin_uri}: time={rtt * 1000:.3f} ms\n".encode())
         out.flush()
+    return EXIT_OK
+
+
+async def _ping_series(
+    reactor: Any,
+    client: Client,
+    settings: Settings,
+    out: IO[bytes],
+    err: IO[str],
+    interrupt: Deferred[None] | None,
+) -> int:
+    """``--ping --interval``: one Ping per interval on one connection (RFC 8323 section
+    5.4), until ``--count`` Pongs, ``--duration`` or the interrupt (each ends it, exit 0)."""
+    uri = settings.uri
+    interval = settings.interval
+    assert interval is not None
+    stopped: list[bool] = []
+    waiting: list[Deferred[Any]] = []
+
+    def stop(_: object = None) -> None:
+        if not stopped:
+            stopped.append(True)
+            for d in list(waiting):
+                d.cancel()
+
+    if interrupt is not None:
+        interrupt.addCallback(stop)
+    timer = reactor.callLater(settings.duration, stop) if settings.duration else None
+
+    async def step(d: Deferred[Any]) -> tuple[bool, Any]:
+        """Wait for ``d``; (False, None) when the series was stopped meanwhile."""
+        waiting.append(d)
+        try:
+            return True, await d
+        except CancelledError:
+            if stopped:
+                return False, None
+            raise
+        finally:
+            waiting.remove(d)
+
+    sequence = 0
+    try:
+        while not stopped:
+            sent = reactor.seconds()
+            ok, rtt = await step(client.ping(uri, settings.timeout))
+            if not ok:
+                break
+            sequence += 1
+            out.write(f"pong from {uri.origin_uri}: seq={sequence} "
+                      f"time={rtt * 1000:.3f} ms\n".encode())
+            out.flush()
+            if settings.count and sequence >= settings.count:
+                break
+            pause = max(0.0, sent + interval - reactor.seconds())
+            ok, _ = await step(deferLater(reactor, pause, lambda: None))
+            if not ok:
+                break
+    finally:
+        if timer is not None and timer.active():
+            timer.cancel()
+    if settings.verbose:
+        err.write(f"   ({sequence} Pongs)\n")
     return EXIT_OK
 
 
@@ -560,6 +751,13 @@ def _start_logging(verbose: int, err: IO[str]) -> None:
     globalLogBeginner.beginLoggingTo([one_line], redirectStandardIO=False)
 
 
+def make_client(reactor: Any, settings: Settings) -> Client:
+    """The :class:`Client` the command uses: no idle release (one run, one connection),
+    the keepalive Ping of ``--keepalive`` (RFC 8323 section 5.4)."""
+    return Client(reactor, tls=settings.tls, timeout=settings.timeout, idle_timeout=None,
+                  keepalive=settings.keepalive)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``coaptcp-client`` console script; returns the exit code."""
     settings = parse_args(argv)
@@ -569,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = sys.stdout.buffer
     _start_logging(settings.verbose, err)
     pretty = settings.pretty if settings.pretty is not None else sys.stdout.isatty()
-    client = Client(reactor, tls=settings.tls, timeout=settings.timeout, idle_timeout=None)
+    client = make_client(reactor, settings)
     outcome: list[int] = []
     interrupt: Deferred[None] = Deferred()
     running: list[Deferred[Any]] = []
@@ -594,10 +792,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         running.append(d)
 
     def before_shutdown() -> Deferred[None] | None:
-        # Ctrl-C (or SIGTERM) while observing: deregister before the reactor stops.
-        if stopping or outcome or not settings.observe or not running:
+        # Ctrl-C (or SIGTERM) before the run finished: let it end cleanly first (an
+        # observation deregisters, a request is abandoned), bounded by DEREGISTER_GRACE.
+        if stopping or outcome or not running:
             return None
         stopping.append(True)
+        _second_interrupt_kills()
         done: Deferred[None] = Deferred()
         running[0].addBoth(lambda _: done.callback(None) if not done.called else None)
         interrupt.callback(None)
@@ -613,6 +813,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.write(f"{PROG}: interrupted\n")
         return EXIT_INTERRUPTED
     return outcome[0]
+
+
+def _second_interrupt_kills() -> None:
+    """While the first Ctrl-C is being handled, a second one ends the process at once."""
+    if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectOptions",
     "ConnectionClosedError",
+    "ConnectionTimings",
     "Observation",
     "RequestNotSent",
     "RequestTimeout",
@@ -165,6 +166,22 @@ def _describe(failure: Failure) -> str:
     return message or getattr(failure.type, "__name__", "unknown error")
 
 
+@dataclasses.dataclass(frozen=True)
+class ConnectionTimings:
+    """When a pooled connection was set up, in reactor seconds (for ``coaptcp-client -v``).
+
+    :ivar started: the connection attempt began.
+    :ivar ready: the connector fired: CoAP messages can be sent (RFC 8323 section 3.3).
+    :ivar tcp_connected: the TCP connection was made, when a TLS layer recorded it.
+    :ivar tls_completed: the TLS handshake finished (coaps+tcp only, RFC 8323 section 9).
+    """
+
+    started: float
+    ready: float
+    tcp_connected: float | None = None
+    tls_completed: float | None = None
+
+
 class _PoolState(enum.Enum):
     CONNECTING = "connecting"
     OPEN = "open"
@@ -185,6 +202,8 @@ class _Pooled:
         self.connection: ClientConnection | None = None
         self.in_flight = 0
         self.last_heard = client.reactor.seconds()
+        self.started_at = self.last_heard
+        self.ready_at: float | None = None
         self._waiters: list[Deferred[_Pooled]] = []
         self._attempt: Deferred[Any] | None = None
         self._idle_call: Any = None
@@ -204,7 +223,7 @@ class _Pooled:
         self._attempt = None
         self.connection = connection
         self.state = _PoolState.OPEN
-        self.last_heard = self.client.reactor.seconds()
+        self.last_heard = self.ready_at = self.client.reactor.seconds()
         self.client.connections_made += 1
         self.log.debug("Connected to {endpoint}", endpoint=self.endpoint)
         connection.channel.when_closed().addCallback(self._closed)
@@ -609,6 +628,24 @@ class Client:
         if entry is None or entry.state is not _PoolState.OPEN:
             return None
         return entry.connection
+
+    def connection_timings(self, uri: str | CoapUri) -> ConnectionTimings | None:
+        """When the open pooled connection to ``uri``'s endpoint was set up, if there is one.
+
+        ``tcp_connected`` and ``tls_completed`` are filled in for coaps+tcp, whose TLS
+        layer (:class:`coaptcp.tls.CoapTLSTransport`) records them.
+        """
+        target = uri if isinstance(uri, CoapUri) else parse_uri(uri)
+        entry = self._pool.get(target.origin)
+        if entry is None or entry.ready_at is None or entry.connection is None:
+            return None
+        transport = getattr(entry.connection, "transport", None)
+        return ConnectionTimings(
+            started=entry.started_at,
+            ready=entry.ready_at,
+            tcp_connected=getattr(transport, "tcp_connected_at", None),
+            tls_completed=getattr(transport, "handshake_completed_at", None),
+        )
 
     @property
     def closed(self) -> bool:

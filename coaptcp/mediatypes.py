@@ -1,47 +1,26 @@
 """Content-Format numbers and their media types (RFC 7252 section 12.3 and the IANA
-"CoAP Content-Formats" registry), with lookup by name for the command line.
+"CoAP Content-Formats" registry, :mod:`coaptcp.contentformats`), with lookup by name for
+the command line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from .contentformats import REGISTRY, ContentFormatEntry
+
 __all__ = ["CONTENT_FORMATS", "content_format_name", "parse_content_format"]
 
-#: Registered Content-Formats (a selection of the IANA registry that covers what CoAP
-#: servers commonly send).
-CONTENT_FORMATS: Mapping[int, str] = {
-    0: "text/plain;charset=utf-8",
-    16: 'application/cose;cose-type="cose-encrypt0"',
-    17: 'application/cose;cose-type="cose-mac0"',
-    18: 'application/cose;cose-type="cose-sign1"',
-    40: "application/link-format",
-    41: "application/xml",
-    42: "application/octet-stream",
-    47: "application/exi",
-    50: "application/json",
-    51: "application/json-patch+json",
-    52: "application/merge-patch+json",
-    60: "application/cbor",
-    61: "application/cwt",
-    62: "application/multipart-core",
-    63: "application/cbor-seq",
-    96: 'application/cose;cose-type="cose-encrypt"',
-    97: 'application/cose;cose-type="cose-mac"',
-    98: 'application/cose;cose-type="cose-sign"',
-    101: "application/cose-key",
-    102: "application/cose-key-set",
-    110: "application/senml+json",
-    111: "application/sensml+json",
-    112: "application/senml+cbor",
-    113: "application/sensml+cbor",
-    114: "application/senml-exi",
-    115: "application/sensml-exi",
-    256: "application/coap-group+json",
-    257: "application/concise-problem-details+cbor",
-    320: "application/senml+xml",
-    321: "application/sensml+xml",
-}
+def _name(entry: ContentFormatEntry) -> str:
+    if entry.coding:
+        return f"{entry.media_type} ({entry.coding} coded)"
+    return entry.media_type
+
+
+#: Every registered Content-Format and its media type, from the IANA registry
+#: (:mod:`coaptcp.contentformats`); a content-coded one says so, e.g. 11050 is
+#: ``application/json (deflate coded)``.
+CONTENT_FORMATS: Mapping[int, str] = {entry.number: _name(entry) for entry in REGISTRY}
 
 #: Short names people type, mapped to numbers.
 _ALIASES: Mapping[str, int] = {
@@ -59,10 +38,12 @@ _ALIASES: Mapping[str, int] = {
     "cbor-seq": 63,
     "senml+json": 110,
     "senml+cbor": 112,
+    "senml+xml": 310,
 }
 
 _BY_NAME: Mapping[str, int] = {
-    **{name.replace(" ", "").lower(): number for number, name in CONTENT_FORMATS.items()},
+    **{entry.media_type.replace(" ", "").lower(): entry.number
+       for entry in REGISTRY if not entry.coding},
     **{name.replace(" ", "").lower(): number for name, number in _ALIASES.items()},
 }
 

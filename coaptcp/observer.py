@@ -150,6 +150,11 @@ class ChannelObservation:
         No notification is delivered after this call.  The returned Deferred fires with
         the answer to the deregistration once it arrives (the token is then free), or with
         ``None`` after ``timeout`` seconds, or when the connection closes first.
+
+        A registration that never got an answer is not waited for: the deregistration
+        follows it on the same ordered stream (so a server that registers it late
+        deregisters it at once), and the token is freed at once, as for a request whose
+        timeout expired; late answers to it are ignored.
         """
         if self.state is ObservationState.ENDED:
             return succeed(None)
@@ -157,6 +162,7 @@ class ChannelObservation:
         self._cancel_waiters.append(d)
         if self.state is ObservationState.CANCELLING:
             return d
+        unanswered = self.state is ObservationState.REGISTERING
         self.state = ObservationState.CANCELLING
         self.end_reason = "cancelled"
         self._ended(None)
@@ -166,6 +172,9 @@ class ChannelObservation:
             self.channel.send_observe(self, 1)
         except (RequestNotSent, ConnectionClosedError) as error:
             self.log.info("Could not deregister: {error}", error=str(error))
+            self._freed(None)
+            return d
+        if unanswered:
             self._freed(None)
             return d
         if timeout is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -69,10 +70,14 @@ def load_resource(spec: str) -> Resource:
 
     The attribute may be a Resource instance, a Resource subclass, or a callable that
     returns a Resource.  Raises :class:`usage.UsageError` with a clear message otherwise.
+
+    Modules in the current directory are found, as ``python -m`` finds them: the current
+    directory goes first on ``sys.path`` (``twistd`` does not put it there itself).
     """
     module_name, sep, attribute = spec.replace(":", ".").rpartition(".")
     if not sep or not module_name or not attribute:
         raise usage.UsageError(f"--resource wants module.attribute, not {spec!r}")
+    _current_directory_first()
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -94,6 +99,14 @@ def load_resource(spec: str) -> Resource:
             f"--resource {spec}() returned {type(made).__name__}, not a Resource"
         )
     raise usage.UsageError(f"--resource {spec} is a {type(value).__name__}, not a Resource")
+
+
+def _current_directory_first() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does."""
+    here = os.getcwd()
+    if not sys.path or os.path.abspath(sys.path[0] or os.curdir) != here:
+        sys.path.insert(0, here)
+        importlib.invalidate_caches()
 
 
 #: ``twistd coaptcp`` options for :class:`~coaptcp.limits.Limits`: (option, field, kind,
@@ -193,8 +206,9 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve CoAP over TCP (RFC 8323, draft-ietf-core-coap-tcp-tls) with a resource tree. "
-        "With no --resource, a demo site is served: /hello, /info, /large, /store and "
-        "/.well-known/core. With no --tcp, --ws or TLS option, it listens on tcp:5683. "
+        "With no --resource, a demo site is served: /, /big, /hello, /info, /large, "
+        "/store, /time and /.well-known/core. "
+        "With no --tcp, --ws or TLS option, it listens on tcp:5683. "
         "--tls serves coaps+tcp (RFC 8323 section 9) with --certificate and/or --psk-file; "
         "credentials without --tls listen on tcp:5684."
     )
@@ -260,8 +274,8 @@ class Options(usage.Options):
 
     def opt_ws(self, description: str) -> None:
         """Serve CoAP over WebSockets at /.well-known/coap and the browser client at /
-        on a Twisted endpoint description: tcp:8080 for coap+ws, ssl:8443:privateKey=...
-        for coaps+ws (repeatable)."""
+        on a Twisted endpoint description: tcp:8080 for coap+ws, or for coaps+ws
+        ssl:8443:privateKey=KEY:certKey=CERT (PEM files; repeatable)."""
         self["ws"].append(description)
 
     def opt_tls(self, description: str) -> None:

@@ -318,10 +318,15 @@ class CoapTLSTransport(BufferingTLSTransport):
     factory: CoapTLSFactory
     tls_info: TLSInfo | None = None
     handshake_result: Deferred[CoapProtocol] | None = None
+    #: When the TCP connection below was made and when the handshake finished (the
+    #: factory's clock), for ``coaptcp-client -v``.
+    tcp_connected_at: float | None = None
+    handshake_completed_at: float | None = None
     _handshake_timer: IDelayedCall | None = None
 
     def makeConnection(self, transport: Any) -> None:
         factory = self.factory
+        self.tcp_connected_at = factory.clock.seconds()
         # TCP_NODELAY is set by CoapProtocol.connectionMade on the socket below us.
         if factory.is_client:
             self.handshake_result = Deferred(self._cancel_handshake)
@@ -354,6 +359,7 @@ class CoapTLSTransport(BufferingTLSTransport):
         """Called by :meth:`CoapProtocol.handshakeCompleted`, before any application data
         is read or written: apply the factory's checks and record the peer's identity."""
         self._cancel_timer()
+        self.handshake_completed_at = self.factory.clock.seconds()
         try:
             info = self.factory.policy.check(self, self.getHandle())
         except TLSFailure as error:
@@ -382,6 +388,11 @@ class CoapTLSTransport(BufferingTLSTransport):
         self._cancel_timer()
         # Twisted keeps the handshake's own error (or failVerification's) in _reason.
         failure: Failure = getattr(self, "_reason", None) or reason
+        if self.tls_info is not None and failure.check(SSL.Error):
+            # After the handshake (a TLS 1.3 client learns only now that the server
+            # wanted its certificate): the protocol's reason, in words.
+            assert failure.value is not None
+            self._reason = Failure(TLSFailure(f"TLS error: {describe_ssl_error(failure.value)}"))
         if self.tls_info is None and not self.factory.is_client:
             log.info(
                 "TLS handshake with {peer} failed: {error}",

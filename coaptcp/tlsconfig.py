@@ -30,6 +30,7 @@ __all__ = [
     "COAPS_TCP_PORT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "PSK_CIPHERS",
+    "SESSION_ID_CONTEXT",
     "TLS13_CIPHERSUITES",
     "ClientTLSSettings",
     "NoCoapALPN",
@@ -45,6 +46,9 @@ __all__ = [
 ALPN_COAP = b"coap"
 #: The default port of coaps+tcp, the one port where ALPN is optional (RFC 8323 section 8.2).
 COAPS_TCP_PORT = 5684
+#: The server's session id context (OpenSSL's SSL_CTX_set_session_id_context): names the
+#: application that owns a session; required once client certificates are verified.
+SESSION_ID_CONTEXT = b"coaptcp"
 #: Seconds a TLS handshake may take before the connection is dropped.
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
@@ -185,13 +189,59 @@ def _readable(path: _PathLike, what: str) -> bytes:
     return os.fsencode(path)
 
 
+#: What TLS alerts received from the peer mean, in plain words (RFC 8446 section 6.2).
+_ALERTS = {
+    "certificate required": "the server requires a client certificate",
+    "unknown ca": "the peer does not trust the CA that issued our certificate",
+    "bad certificate": "the peer rejected our certificate",
+    "certificate unknown": "the peer rejected our certificate",
+    "unsupported certificate": "the peer rejected our certificate",
+    "certificate expired": "the peer says our certificate has expired",
+    "certificate revoked": "the peer says our certificate was revoked",
+    "handshake failure": "the peer found nothing acceptable in our offer "
+                         "(no cipher suite, key or certificate in common)",
+    "internal error": "the peer failed internally during the handshake (its log says why)",
+    "no application protocol": 'the peer does not offer CoAP over TLS (no ALPN "coap")',
+    "decrypt error": "the keys did not match (a wrong pre-shared key?)",
+    "bad record mac": "the keys did not match (a wrong pre-shared key?)",
+    "unknown psk identity": "the peer does not know our pre-shared key identity",
+    "illegal parameter": "the peer rejected a handshake parameter (with a pre-shared key: "
+                         "most often a wrong key)",
+    "protocol version": "no TLS version in common (coaptcp speaks TLS 1.2 and 1.3)",
+    "access denied": "the peer refused us access",
+}
+#: OpenSSL's own reasons that are hard to read, in plain words.
+_REASONS = {
+    "wrong version number": "the peer did not answer in TLS (a plain coap+tcp port?)",
+    "decryption failed or bad record mac": "the keys did not match (a wrong pre-shared key?)",
+    "peer did not return a certificate": "the client sent no certificate, and one is required",
+    "no shared cipher": "no cipher suite in common (a PSK client and a certificate-only "
+                        "server, or the reverse?)",
+    "unexpected eof while reading": "the peer closed the connection during the handshake",
+    "binder does not verify": "the keys did not match (a wrong pre-shared key?)",
+}
+
+
+def _plain_reason(reason: str) -> str:
+    """An OpenSSL reason string in plain words, keeping the original in parentheses."""
+    words = reason.lower()
+    _, alert, name = words.partition(" alert ")
+    meaning = _ALERTS.get(name.strip()) if alert else _REASONS.get(words)
+    if meaning is None:
+        return reason
+    if alert:
+        return f"{meaning} (TLS alert {name.strip().replace(' ', '_')})"
+    return f"{meaning} ({reason})"
+
+
 def describe_ssl_error(error: BaseException) -> str:
-    """A one-line description of an OpenSSL error (its reason strings)."""
+    """A one-line description of an OpenSSL error in plain words, where the reason is a
+    known one (TLS alerts from the peer, RFC 8446 section 6.2), else its reason strings."""
     args = getattr(error, "args", ())
     if args and isinstance(args[0], list):
-        reasons = [str(entry[-1]) for entry in args[0] if entry and entry[-1]]
+        reasons = [_plain_reason(str(entry[-1])) for entry in args[0] if entry and entry[-1]]
         if reasons:
-            return "; ".join(reasons)
+            return "; ".join(dict.fromkeys(reasons))
     return str(error) or type(error).__name__
 
 
@@ -312,6 +362,10 @@ class ServerTLSSettings:
             _load_cas(context, self.client_ca)
             context.load_client_ca(_readable(self.client_ca, "CA file"))
             context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
+        # OpenSSL refuses to make a session, which a TLS 1.3 external PSK handshake does
+        # even without resumption, while client verification is on and no session id
+        # context is set ("session id context uninitialized"): set one, always.
+        context.set_session_id(SESSION_ID_CONTEXT)
         context.set_cipher_list(":".join(ciphers).encode("ascii"))
         if hasattr(context, "set_tls13_ciphersuites"):  # pyOpenSSL 25.3 and later
             context.set_tls13_ciphersuites(TLS13_CIPHERSUITES.encode("ascii"))

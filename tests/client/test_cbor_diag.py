@@ -184,7 +184,7 @@ def test_pretty_text_and_binary() -> None:
 
 def test_describe_option() -> None:
     assert describe_option(12, b"\x32") == "Content-Format: 50 (application/json)"
-    assert describe_option(17, b"") == "Accept: 0 (text/plain;charset=utf-8)"
+    assert describe_option(17, b"") == "Accept: 0 (text/plain; charset=utf-8)"
     assert describe_option(11, b"hello") == "Uri-Path: 'hello'"
     assert describe_option(14, b"\x3c") == "Max-Age: 60"
     assert describe_option(4, b"\x01\x02") == "ETag: 0102"

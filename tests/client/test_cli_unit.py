@@ -48,12 +48,29 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--observe", "--ping", "coap+tcp://h/"], "--observe and --ping do not go together"),
         (["--observe", "-m", "put", "coap+tcp://h/"], "--observe sends GET (RFC 7641)"),
         (["--observe", "-e", "x", "coap+tcp://h/"], "--observe sends GET without a payload"),
-        (["--observe", "-c", "0", "coap+tcp://h/"], "--count must be at least 1"),
-        (["--count", "0", "coap+tcp://h/"], "--count must be at least 1"),
-        (["--timeout", "-1", "coap+tcp://h/"], "--timeout cannot be negative"),
+        (["--observe", "-c", "0", "coap+tcp://h/"], "--count: must be at least 1"),
+        (["--count", "0", "coap+tcp://h/"], "--count: must be at least 1"),
+        (["--count", "two", "coap+tcp://h/"], "--count: 'two' is not a whole number"),
+        (["--timeout", "-1", "coap+tcp://h/"], "--timeout: '-1' cannot be negative"),
+        (["--timeout", "nan", "coap+tcp://h/"], "--timeout: 'nan' is not a number of seconds"),
+        (["--timeout", "inf", "coap+tcp://h/"], "--timeout: 'inf' is not a number of seconds"),
+        (["--timeout=-inf", "coap+tcp://h/"], "--timeout: '-inf' is not a number of seconds"),
+        (["--timeout", "soon", "coap+tcp://h/"], "--timeout: 'soon' is not a number of seconds"),
+        (["--keepalive", "nan", "coap+tcp://h/"], "--keepalive: 'nan' is not a number"),
+        (["--ping", "--interval", "0", "coap+tcp://h/"], "--interval: '0' must be more than 0"),
+        (["--ping", "--interval", "-2", "coap+tcp://h/"], "--interval: '-2' cannot be negative"),
+        (["--interval", "1", "coap+tcp://h/"], "--interval paces Pings: it goes with --ping"),
+        (["--duration", "5", "coap+tcp://h/"], "--duration goes with --observe or --ping"),
+        (["--ping", "--duration", "5", "coap+tcp://h/"], "--duration goes with --observe"),
+        (["--observe", "--duration", "nan", "coap+tcp://h/"], "--duration: 'nan' is not"),
         (["-t", "nope", "coap+tcp://h/"], "--content-format: unknown content format 'nope'"),
         (["-A", "99999", "coap+tcp://h/"], "--accept: content format 99999 is out of range"),
-        (["-O", "x", "coap+tcp://h/"], "--option 'x'"),
+        (["-O", "x", "coap+tcp://h/"],
+         "--option 'x': the option number must be a number such as 11 or 0x0b, not 'x'"),
+        (["-O", "abc", "coap+tcp://h/"], "the option number must be a number such as 11"),
+        (["-O", "7,abc", "coap+tcp://h/"], "--option '7,abc': Uri-Port takes a whole number, "
+                                           "not 'abc'"),
+        (["-O", "4,0xzz", "coap+tcp://h/"], "'0xzz' is not hex: 0x then pairs of hex digits"),
         (["-O", "0,1", "coap+tcp://h/"], "out of range"),
         (["-O", "5,x", "coap+tcp://h/"], "If-None-Match takes no value"),
         (["-f", "/no/such/file", "coap+tcp://h/"], "cannot read payload file /no/such/file"),
@@ -189,7 +206,7 @@ def test_verbose_shows_request_response_options_and_timing() -> None:
     assert "   Accept: 50 (application/json)" in lines
     response_line = next(line for line in lines if line.startswith("<- "))
     assert response_line.startswith("<- 2.05 Content from coap+tcp://127.0.0.1:5683 in ")
-    assert response_line.endswith(" ms")
+    assert response_line.endswith(" ms (after connect 0.00 ms)")  # this request connected
     assert "   Content-Format: 50 (application/json)" in lines
     assert any("peer Max-Message-Size 66048" in line for line in lines)
     assert out.startswith(b'{"server"')

@@ -9,10 +9,11 @@ submodules) raises ImportError.  If ``coaptcp/__init__.py`` ever imports the Twi
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import childproc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +63,7 @@ SCRIPT = textwrap.dedent(
 def test_core_imports_without_twisted() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    result = subprocess.run(
+    result = childproc.run(
         [sys.executable, "-c", SCRIPT],
         cwd=str(REPO),
         env=env,
@@ -86,7 +87,7 @@ def test_blocker_really_blocks() -> None:
         "import coaptcp.core\n", "import twisted.internet\nimport coaptcp.core\n", 1
     )
     assert script != SCRIPT
-    result = subprocess.run(
+    result = childproc.run(
         [sys.executable, "-c", script],
         cwd=str(REPO),
         env=env,

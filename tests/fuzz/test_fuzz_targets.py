@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
+import childproc
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_fuzz_run(target: str, tmp_path: Path) -> None:
         f"-artifact_prefix={tmp_path}/",
         "-print_final_stats=1",
     ]
-    done = subprocess.run(
+    done = childproc.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD
     )
     output = done.stdout + done.stderr

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import childproc
 import glue_tap_resources
 import pytest
 from glue_helpers import Harness, get, result_of, success
@@ -304,7 +305,7 @@ def test_plugin_is_discoverable():
 def run_twist(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return subprocess.run(
+    return childproc.run(
         [sys.executable, "-m", "twisted", "coaptcp", *args],
         cwd="/tmp",
         env=env,

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import childproc
 import pytest
 from hostile_wire import log_problems
 
@@ -51,10 +52,9 @@ class Twistd:
 
 
 def _child_setup(nofile: int | None) -> None:
-    # SIGINT and SIGTERM as by default, whatever the test runner inherited (a runner
+    # The signals tests send as by default, whatever the test runner inherited (a runner
     # started in the background ignores SIGINT).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    childproc.default_signals()
     if nofile is not None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
@@ -79,7 +79,7 @@ def twistd(
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
+        process = childproc.popen(
             # ``python -m twisted`` is ``twist``: always in the foreground; text logs, as
             # twistd -n writes them, so that tracebacks show as text.
             [sys.executable, "-m", "twisted", "--log-format=text", "--log-file=-", "coaptcp",

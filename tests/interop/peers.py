@@ -19,6 +19,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import childproc
 
 HERE = Path(__file__).resolve().parent
 STARTUP_DEADLINE = 20.0
@@ -65,7 +68,7 @@ def run_server(argv: Sequence[str], port: int, cwd: str | None = None) -> Iterat
     workdir = tempfile.mkdtemp(prefix="coaptcp-interop-")
     log = Path(workdir) / "server.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(
+        process = childproc.popen(
             list(argv), stdout=sink, stderr=subprocess.STDOUT, cwd=cwd or workdir
         )
     try:
@@ -78,6 +81,58 @@ def run_server(argv: Sequence[str], port: int, cwd: str | None = None) -> Iterat
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def cli_path() -> str:
+    """The ``coaptcp-client`` console script installed beside this interpreter."""
+    path = Path(sys.executable).parent / "coaptcp-client"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: install the package (pip install .)")
+    return str(path)
+
+
+class Reader:
+    """Decodes the CoAP messages a client sends on a raw socket (each wait bounded by the
+    socket's own timeout)."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        from coaptcp.core.framing import StreamDecoder
+
+        self.connection = connection
+        self.decoder = StreamDecoder(1 << 20)
+
+    def next(self) -> Any:
+        while (message := self.decoder.next_message()) is None:
+            chunk = self.connection.recv(4096)
+            assert chunk, "the client closed the connection"
+            self.decoder.feed(chunk)
+        return message
+
+    def rest(self) -> list[Any]:
+        """Every message until the client closes the connection."""
+        messages = []
+        while True:
+            message = self.decoder.next_message()
+            if message is not None:
+                messages.append(message)
+                continue
+            chunk = self.connection.recv(4096)
+            if not chunk:
+                return messages
+            self.decoder.feed(chunk)
+
+
+def wait_for_output(process: subprocess.Popen[bytes], expected: bytes) -> bytes:
+    """Read the process's stdout until ``expected`` was printed (bounded); returns it."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    seen = b""
+    while not seen.startswith(expected):
+        assert time.monotonic() < deadline, seen
+        chunk = process.stdout.read1(4096)  # type: ignore[attr-defined]
+        assert chunk, f"stdout closed after {seen!r}"
+        seen += chunk
+    return seen
 
 
 def twistd_path() -> str:
@@ -124,7 +179,7 @@ class Completed:
 
 def run(argv: Sequence[str], *, stdin: bytes | None = None) -> Completed:
     """Run a client command to completion, bounded by ``COMMAND_TIMEOUT``."""
-    result = subprocess.run(
+    result = childproc.run(
         list(argv), input=stdin, capture_output=True, timeout=COMMAND_TIMEOUT,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )

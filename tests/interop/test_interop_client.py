@@ -17,12 +17,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import childproc
 import pytest
 from peers import (
     COMMAND_TIMEOUT,
     HERE,
     Completed,
     RunningPeer,
+    cli_path,
     coaptcp_server_argv,
     free_port,
     run,
@@ -36,14 +38,6 @@ from coaptcp.core.message import Message
 from coaptcp.demo import LargeResource
 
 pytestmark = pytest.mark.interop
-
-
-def cli_path() -> str:
-    """The console script installed beside this interpreter (``pip install .``)."""
-    path = Path(sys.executable).parent / "coaptcp-client"
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing: install the package (pip install .)")
-    return str(path)
 
 
 def cli(*args: str, stdin: bytes | None = None) -> Completed:
@@ -109,7 +103,7 @@ def test_cli_pretty_by_default_on_a_terminal(coaptcp_server: RunningPeer) -> Non
     # stdout is a pseudo-terminal: JSON comes out indented without asking for it.
     controller, terminal = pty.openpty()
     try:
-        process = subprocess.Popen([cli_path(), at(coaptcp_server, "/info")],
+        process = childproc.popen([cli_path(), at(coaptcp_server, "/info")],
                                    stdout=terminal, stderr=subprocess.PIPE)
         os.close(terminal)
         chunks = []
@@ -178,7 +172,7 @@ def test_cli_verbose(coaptcp_server: RunningPeer) -> None:
     reply = next(line for line in lines if line.startswith("<- "))
     assert reply.startswith(f"<- 2.05 Content from coap+tcp://127.0.0.1:{coaptcp_server.port} in ")
     assert reply.endswith(" ms")
-    assert "   Content-Format: 0 (text/plain;charset=utf-8)" in lines
+    assert "   Content-Format: 0 (text/plain; charset=utf-8)" in lines
     assert "   (13 bytes of payload; peer Max-Message-Size 66048)" in lines
 
 
@@ -202,7 +196,7 @@ def test_cli_sends_csm_and_request_without_waiting_for_the_peer() -> None:
         listener.listen(1)
         listener.settimeout(COMMAND_TIMEOUT)
         port = listener.getsockname()[1]
-        process = subprocess.Popen([cli_path(), f"coap+tcp://127.0.0.1:{port}/raw"],
+        process = childproc.popen([cli_path(), f"coap+tcp://127.0.0.1:{port}/raw"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             connection, _ = listener.accept()
@@ -411,7 +405,7 @@ def test_library_detects_a_dead_peer(stoppable_server: RunningPeer) -> None:
     # The server process is stopped: its kernel still holds the TCP connection open, but
     # no Pong comes back; the keepalive Ping times out and the request in flight fails
     # with a clear error instead of hanging.
-    process = subprocess.Popen(
+    process = childproc.popen(
         [sys.executable, str(HERE / "coaptcp_uri_client.py"), "dead-peer",
          at(stoppable_server, "/hello")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -16,25 +16,28 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import childproc
 import pytest
 from peers import (
     COMMAND_TIMEOUT,
     HERE,
     Completed,
+    Reader,
     RunningPeer,
+    cli_path,
     coaptcp_server_argv,
     free_port,
     run,
     run_server,
+    wait_for_output,
 )
 
 from coaptcp.core.codes import Code
-from coaptcp.core.framing import StreamDecoder, encode_frame
+from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
 from coaptcp.demo import BigResource
@@ -56,13 +59,6 @@ def library(*args: str) -> dict[str, Any]:
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     report: dict[str, Any] = json.loads(result.stdout.decode().strip().splitlines()[-1])
     return report
-
-
-def cli_path() -> str:
-    path = Path(sys.executable).parent / "coaptcp-client"
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing: install the package (pip install .)")
-    return str(path)
 
 
 def cli(*args: str) -> Completed:
@@ -145,7 +141,7 @@ def test_cli_observe_ctrl_c_deregisters_and_exits_0() -> None:
         listener.listen(1)
         listener.settimeout(COMMAND_TIMEOUT)
         port = listener.getsockname()[1]
-        process = subprocess.Popen([cli_path(), "--observe", f"coap+tcp://127.0.0.1:{port}/t"],
+        process = childproc.popen([cli_path(), "--observe", f"coap+tcp://127.0.0.1:{port}/t"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             connection, _ = listener.accept()
@@ -178,32 +174,6 @@ def test_cli_observe_ctrl_c_deregisters_and_exits_0() -> None:
     assert process.returncode == 0, err.decode()
     assert out == b"n1\nn2\n"
     assert b"Traceback" not in err
-
-
-class Reader:
-    def __init__(self, connection: socket.socket) -> None:
-        self.connection = connection
-        self.decoder = StreamDecoder(1 << 20)
-
-    def next(self) -> Message:
-        while (message := self.decoder.next_message()) is None:
-            chunk = self.connection.recv(4096)
-            assert chunk, "the client closed the connection"
-            self.decoder.feed(chunk)
-        return message
-
-
-def wait_for_output(process: subprocess.Popen[bytes], expected: bytes) -> bytes:
-    """Read the process's stdout until ``expected`` was printed (bounded); returns it."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + COMMAND_TIMEOUT
-    seen = b""
-    while not seen.startswith(expected):
-        assert time.monotonic() < deadline, seen
-        chunk = process.stdout.read1(4096)  # type: ignore[attr-defined]
-        assert chunk, f"stdout closed after {seen!r}"
-        seen += chunk
-    return seen
 
 
 # -- our server ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import childproc
 import pytest
 from peers import (
     COMMAND_TIMEOUT,
@@ -119,7 +120,7 @@ def test_libcoap_client_observes_the_clock_and_deregisters(
     """``coap-client-openssl -s 4``: notifications, then GET Observe=1, and the observation
     is gone on our side afterwards."""
     assert observer_count(observed_server) == 0
-    client = subprocess.Popen(
+    client = childproc.popen(
         [
             require_binary("coap-client-openssl"),
             "-B",

@@ -15,6 +15,7 @@ from coaptcp.tlsconfig import (
     ServerTLSSettings,
     TLSConfigurationError,
     _select_coap,
+    describe_ssl_error,
     load_psk_file,
     parse_psk_file,
     parse_psk_key,
@@ -223,3 +224,35 @@ def test_client_certificate_and_key_are_checked(pki: PKI) -> None:
 def test_settings_reprs_hide_keys() -> None:
     assert "secret" not in repr(ServerTLSSettings(psk_keys={b"a": b"secret"}))
     assert "secret" not in repr(ClientTLSSettings(psk=(b"a", b"secret")))
+
+
+@pytest.mark.parametrize(
+    ("reasons", "words"),
+    [
+        ([("SSL routines", "", "tlsv13 alert certificate required")],
+         "the server requires a client certificate (TLS alert certificate_required)"),
+        ([("SSL routines", "", "tlsv1 alert unknown ca")],
+         "the peer does not trust the CA that issued our certificate (TLS alert unknown_ca)"),
+        ([("SSL routines", "", "sslv3 alert handshake failure")],
+         "the peer found nothing acceptable in our offer"),
+        ([("SSL routines", "", "tlsv1 alert internal error")],
+         "the peer failed internally during the handshake"),
+        ([("SSL routines", "", "tlsv1 alert decrypt error")],
+         "the keys did not match (a wrong pre-shared key?) (TLS alert decrypt_error)"),
+        ([("SSL routines", "", "wrong version number")],
+         "the peer did not answer in TLS (a plain coap+tcp port?) (wrong version number)"),
+        ([("SSL routines", "", "peer did not return a certificate")],
+         "the client sent no certificate, and one is required"),
+        ([("SSL routines", "", "something new")], "something new"),
+        ([("SSL routines", "", "tlsv1 alert decrypt error"),
+          ("SSL routines", "", "tlsv1 alert decrypt error")],
+         "(TLS alert decrypt_error)"),
+    ],
+)
+def test_describe_ssl_error_uses_plain_words(reasons: list[tuple[str, str, str]],
+                                             words: str) -> None:
+    text = describe_ssl_error(SSL.Error(reasons))
+    assert words in text
+    assert "SSL routines" not in text
+    assert text.count("decrypt_error") <= 1  # the same reason twice is said once
+

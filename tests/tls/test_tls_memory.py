@@ -376,6 +376,42 @@ def test_psk_beside_certificates_serves_both_kinds_of_client(pki: PKI) -> None:
     assert by_cert.client.channel.tls.peer_subject == "CN=localhost"
 
 
+@pytest.mark.parametrize("tls12", [False, True])
+def test_psk_beside_client_ca_serves_psk_clients_without_a_certificate(
+    pki: PKI, tls12: bool
+) -> None:
+    # --certificate, --client-ca and --psk-file together (issue 13, item 4): a PSK client
+    # is not asked for a certificate and is served (OpenSSL needs a session id context
+    # once client verification is on, or a TLS 1.3 PSK handshake fails).
+    server = cert_server(pki, client_ca=pki.ca, psk_keys=PSK_KEYS)
+    client = psk_client(b"gateway", PSK_KEYS[b"gateway"])
+    if tls12:
+        client.context.set_max_proto_version(SSL.TLS1_2_VERSION)
+    pair = connect_pair(server, client)
+    assert isinstance(pair.handshake(), CoapProtocol)
+    seen = pair.whoami()["tls"]
+    assert seen["psk_identity"] == "gateway"
+    assert seen["peer_subject"] is None
+    # A certificate client is still held to the client CA.
+    by_cert = connect_pair(server, trusting_client(
+        pki, certificate=pki.client, private_key=pki.client_key))
+    by_cert.handshake()
+    assert by_cert.whoami()["tls"]["peer_subject"] == "CN=sensor-17"
+
+
+def test_missing_client_certificate_is_reported_in_plain_words(pki: PKI) -> None:
+    pair = connect_pair(cert_server(pki, client_ca=pki.ca), trusting_client(pki))
+    pair.pump.flush()
+    outcome = pair.results[0]
+    if isinstance(outcome, CoapProtocol):  # TLS 1.3: the alert comes after the handshake
+        reason = outcome.channel.close_reason
+    else:
+        reason = failure_of(outcome, HandshakeFailed)
+    assert reason is not None
+    assert "the server requires a client certificate (TLS alert certificate_required)" in reason
+    assert "SSL routines" not in reason
+
+
 def test_psk_client_still_verifies_certificate_servers(pki: PKI) -> None:
     trusted = connect_pair(cert_server(pki), psk_client(b"gateway", b"k", ca_file=pki.ca))
     assert isinstance(trusted.handshake(), CoapProtocol)

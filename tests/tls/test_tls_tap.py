@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import childproc
 import pytest
 from tls_helpers import PKI, connect_pair
 from twisted.application.internet import StreamServerEndpointService
@@ -160,7 +161,7 @@ def test_made_tls_factory_serves_our_client(pki: PKI, psk_file: Path) -> None:
 def run_twist(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return subprocess.run(
+    return childproc.run(
         [sys.executable, "-m", "twisted", "coaptcp", *args],
         cwd="/tmp", env=env, capture_output=True, text=True, timeout=60,
     )

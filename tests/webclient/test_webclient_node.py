@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
+
+import childproc
 
 HERE = Path(__file__).resolve().parent
 NODE_TIMEOUT = 120.0
@@ -18,7 +19,7 @@ def test_javascript_unit_tests_pass() -> None:
     assert node is not None, "node is not installed; install Debian's nodejs (see README)"
     files = sorted(str(path) for path in HERE.glob("*.test.mjs"))
     assert files, "no JavaScript test files found"
-    result = subprocess.run(
+    result = childproc.run(
         [node, "--test", "--test-reporter=tap", *files],
         capture_output=True, text=True, timeout=NODE_TIMEOUT, cwd=HERE,
     )

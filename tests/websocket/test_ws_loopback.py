@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import childproc
 import pytest
 from ws_wire import (
     OP_BINARY,
@@ -427,6 +427,6 @@ def assert_clean_log_ignoring_tls(peer: RunningPeer) -> None:
 
 
 def test_server_process_help_lists_ws_option() -> None:
-    result = subprocess.run([twistd_path(), "coaptcp", "--help"], capture_output=True,
+    result = childproc.run([twistd_path(), "coaptcp", "--help"], capture_output=True,
                             timeout=60, text=True)
     assert "--ws=" in result.stdout and "coaps+ws" in result.stdout
