@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import childproc
 import pytest
 from hostile_server import Twistd, free_port, twistd
 from hostile_wire import CONTENT, EMPTY_CSM, HELLO_TEXT, decode_all, get
@@ -359,7 +360,7 @@ def test_a_fragmented_message_never_finished_gets_abort_then_close(ws_server: Ws
 def listen_backlog(port: int) -> int:
     """The backlog of the socket listening on ``port``, as ``ss`` shows it (Send-Q)."""
     try:
-        output = subprocess.run(
+        output = childproc.run(
             ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True,
             timeout=IO_TIMEOUT,
         ).stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import socket
 import subprocess
@@ -171,7 +172,7 @@ def test_cli_verbose(coaptcp_server: RunningPeer) -> None:
     assert "   Uri-Path: 'hello'" in lines
     reply = next(line for line in lines if line.startswith("<- "))
     assert reply.startswith(f"<- 2.05 Content from coap+tcp://127.0.0.1:{coaptcp_server.port} in ")
-    assert reply.endswith(" ms")
+    assert re.search(r" in [0-9.]+ ms( \(after connect [0-9.]+ ms[^)]*\))?$", reply), reply
     assert "   Content-Format: 0 (text/plain; charset=utf-8)" in lines
     assert "   (13 bytes of payload; peer Max-Message-Size 66048)" in lines
 
