@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Site as WebSite
 from twisted.web.static import File
 
+from .core.blockwise import DEFAULT_MAX_BODY_SIZE, UploadBudget
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from .limits import DEFAULT_LIMITS, Limits
 from .resource import Site
@@ -61,6 +62,8 @@ def make_web_site(
     require_csm: bool = True,
     reactor: IReactorTime | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    upload_budget: UploadBudget | None = None,
 ) -> tuple[WebSite, CoapWebSocketServerFactory]:
     """The browser client at ``/`` and CoAP over WebSockets at ``/.well-known/coap``."""
     root = web_client_root()
@@ -71,6 +74,8 @@ def make_web_site(
         require_csm=require_csm,
         reactor=reactor,
         limits=limits,
+        max_body_size=max_body_size,
+        upload_budget=upload_budget,
     )
     web_site = WebSite(root)
     return web_site, mounted.factory
@@ -99,15 +104,26 @@ def add_websocket_listeners(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     require_csm: bool = True,
     limits: Limits = DEFAULT_LIMITS,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    upload_budget: UploadBudget | None = None,
 ) -> WebSocketService:
-    """Listen on each endpoint description (``tcp:`` for coap+ws, ``ssl:`` for coaps+ws)."""
+    """Listen on each endpoint description (``tcp:`` for coap+ws, ``ssl:`` for coaps+ws).
+
+    Give ``upload_budget`` the TCP/TLS factory's: partial Block1 uploads on every
+    listener then share one server-wide budget.
+    """
     import txaio
     from twisted.internet import endpoints, reactor
 
     # autobahn logs every handshake's options at debug level; twistd logs every level.
     txaio.set_global_log_level("info")  # type: ignore[attr-defined]
     web_site, factory = make_web_site(
-        coap_site, max_message_size=max_message_size, require_csm=require_csm, limits=limits
+        coap_site,
+        max_message_size=max_message_size,
+        require_csm=require_csm,
+        limits=limits,
+        max_body_size=max_body_size,
+        upload_budget=upload_budget,
     )
     service = WebSocketService(factory)
     for description in descriptions:

@@ -768,14 +768,15 @@ def test_too_many_uploads_in_progress_is_5_03() -> None:
 def test_upload_expires_after_its_lifetime() -> None:
     server = BlockwiseServer(upload_lifetime=60.0)
     server.receive_request(request(Code.PUT, block1=Block(0, True, 6), payload=b"e" * 1024), 100.0)
-    # 60 s idle is still within the lifetime; the block refreshes it
+    # 59.5 s idle is still within the lifetime; the block refreshes it
     answer, _ = server.receive_request(
-        request(Code.PUT, block1=Block(1, True, 6), payload=b"e" * 1024), 160.0
+        request(Code.PUT, block1=Block(1, True, 6), payload=b"e" * 1024), 159.5
     )
     assert answer is not None and answer.code == CONTINUE
-    # 60.5 s after the last block it has gone
+    assert server.next_expiry() == 219.5
+    # 60 s after the last block it has gone
     expect_incomplete(
-        *server.receive_request(request(Code.PUT, block1=Block(2, False, 6), payload=b"e"), 220.5)
+        *server.receive_request(request(Code.PUT, block1=Block(2, False, 6), payload=b"e"), 219.5)
     )
     assert server.uploads_in_progress == 0
 
@@ -802,10 +803,13 @@ def test_expire_drops_only_idle_uploads() -> None:
     server.receive_request(
         request(Code.PUT, path=("new",), block1=Block(0, True, 6), payload=b"n" * 1024), 5.0
     )
-    server.expire(10.0)
+    assert server.expire(9.5) == 0
     assert server.uploads_in_progress == 2
-    server.expire(12.0)
+    assert server.next_expiry() == 10.0
+    assert server.expire(10.0) == 1  # exactly its lifetime after its last block
     assert server.uploads_in_progress == 1
+    assert server.next_expiry() == 15.0
+    assert server.expire(12.0) == 0
     _, complete = server.receive_request(
         request(Code.PUT, path=("new",), block1=Block(1, False, 6), payload=b"."), 12.0
     )
