@@ -299,7 +299,9 @@ class UploadRefusal:
         shared by all connections).
     :ivar held: uploads (for ``"uploads"``) or bytes held against the bound.
     :ivar limit: the bound.
-    :ivar first: whether this refusal starts an episode of the bound (log it).
+    :ivar first: whether this refusal starts an episode of the bound (log it): for the
+        bounds of a connection, its first refusal; for the server's budget, the first
+        since the bytes held last fell to half of it.
     """
 
     bound: str
@@ -343,7 +345,7 @@ class BlockwiseServer:
         self.upload_lifetime = upload_lifetime
         self.last_refusal: UploadRefusal | None = None
         self._uploads: dict[tuple[object, ...], Upload] = {}
-        self._refused_uploads = False
+        self._refused: set[str] = set()  # the bounds of this connection refused already
 
     @property
     def uploads_in_progress(self) -> int:
@@ -414,9 +416,7 @@ class BlockwiseServer:
             if upload is not None:  # a restart: the old body goes
                 self._drop(key)
             elif len(self._uploads) >= self.max_uploads:
-                first = not self._refused_uploads
-                self._refused_uploads = True
-                refusal = UploadRefusal("uploads", len(self._uploads), self.max_uploads, first)
+                refusal = self._own_refusal("uploads", len(self._uploads), self.max_uploads)
                 answer = self._unavailable(
                     message, refusal, "too many uploads in progress on this connection"
                 )
@@ -458,7 +458,8 @@ class BlockwiseServer:
         """A 5.03 answer if ``size`` more bytes do not fit a byte budget, else ``None``."""
         mine, shared = self.connection_budget, self.budget
         if not mine.fits(size):
-            refusal = UploadRefusal("connection", mine.held, mine.limit, mine.refuse())
+            mine.refusals += 1
+            refusal = self._own_refusal("connection", mine.held, mine.limit)
             diagnostic = f"the partial uploads of this connection would exceed {mine.limit} bytes"
         elif shared is not None and not shared.fits(size):
             refusal = UploadRefusal("server", shared.held, shared.limit, shared.refuse())
@@ -466,6 +467,12 @@ class BlockwiseServer:
         else:
             return None
         return self._unavailable(message, refusal, diagnostic)
+
+    def _own_refusal(self, bound: str, held: int, limit: int) -> UploadRefusal:
+        """A refusal by a bound of this connection: the first one starts its only episode."""
+        first = bound not in self._refused
+        self._refused.add(bound)
+        return UploadRefusal(bound, held, limit, first)
 
     def _unavailable(self, message: Message, refusal: UploadRefusal, diagnostic: str) -> Message:
         self.last_refusal = refusal
