@@ -5,7 +5,8 @@ and :func:`connect` to attach a :class:`CoapProtocol` to a fresh ``StringTranspo
 
 Over loopback: :func:`coap_server` runs the real ``twistd -n coaptcp`` (the installed
 package: the subprocess runs in a temporary directory) on a free 127.0.0.1 port, with its
-log in a temporary file, and stops it afterwards.
+log in a temporary file, and stops it afterwards; :func:`running_server` does the same with
+options of a test module's choosing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hostile_wire import Server, log_problems
@@ -117,14 +121,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=SERVER_STOP_DEADLINE)
 
 
-@pytest.fixture(scope="module")
-def coap_server(tmp_path_factory: pytest.TempPathFactory):
-    """The real server, ``python -m twisted coaptcp``, on a free loopback port.
+def _default_signals() -> None:
+    """In the child: SIGINT as by default, whatever the test runner set."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    On teardown it is stopped (SIGTERM, then SIGKILL past a deadline) and its whole log,
+
+@contextmanager
+def running_server(workdir: Path, *options: str) -> Iterator[Server]:
+    """``python -m twisted coaptcp --tcp ...`` plus ``options``, on a free loopback port.
+
+    Afterwards it is stopped (SIGTERM, then SIGKILL past a deadline) and its whole log,
     shutdown included, must show no traceback.
     """
-    workdir = tmp_path_factory.mktemp("coaptcp-server")
     log_path = workdir / "server.log"
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -142,12 +150,14 @@ def coap_server(tmp_path_factory: pytest.TempPathFactory):
                 "coaptcp",
                 "--tcp",
                 f"tcp:{port}:interface=127.0.0.1",
+                *options,
             ],
             cwd=workdir,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            preexec_fn=_default_signals,
         )
     server = Server(port, process, log_path)
     try:
@@ -158,3 +168,20 @@ def coap_server(tmp_path_factory: pytest.TempPathFactory):
     problems = log_problems(server.log())
     if problems:
         pytest.fail("server log shows unhandled errors:\n" + server.log())
+
+
+@pytest.fixture(scope="module")
+def coap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real server, ``python -m twisted coaptcp``, on a free loopback port."""
+    with running_server(tmp_path_factory.mktemp("coaptcp-server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory: pytest.TempPathFactory):
+    """``start_server(*options)``: a context manager running the real server with them."""
+
+    def start(*options: str):
+        return running_server(tmp_path_factory.mktemp("coaptcp-server"), *options)
+
+    return start
