@@ -326,6 +326,18 @@ class BlockwiseServer:
     :ivar last_refusal: why the last 5.03 was sent (set with each).
     """
 
+    # One per connection: slots keep an idle connection's share small.
+    __slots__ = (
+        "_refused",
+        "_uploads",
+        "budget",
+        "connection_budget",
+        "last_refusal",
+        "max_body_size",
+        "max_uploads",
+        "upload_lifetime",
+    )
+
     def __init__(
         self,
         *,
@@ -345,7 +357,7 @@ class BlockwiseServer:
         self.upload_lifetime = upload_lifetime
         self.last_refusal: UploadRefusal | None = None
         self._uploads: dict[tuple[object, ...], Upload] = {}
-        self._refused: set[str] = set()  # the bounds of this connection refused already
+        self._refused: tuple[str, ...] = ()  # the bounds of this connection refused already
 
     @property
     def uploads_in_progress(self) -> int:
@@ -471,7 +483,8 @@ class BlockwiseServer:
     def _own_refusal(self, bound: str, held: int, limit: int) -> UploadRefusal:
         """A refusal by a bound of this connection: the first one starts its only episode."""
         first = bound not in self._refused
-        self._refused.add(bound)
+        if first:
+            self._refused += (bound,)
         return UploadRefusal(bound, held, limit, first)
 
     def _unavailable(self, message: Message, refusal: UploadRefusal, diagnostic: str) -> Message:
