@@ -38,7 +38,7 @@ from .core.events import (
 )
 from .core.message import Message
 from .core.options import EMPTY_OPTIONS, OptionNumber, Options
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import DEFAULT_LIMITS, Limits, make_blockwise_server
 from .observe import ObservableResource, Observation, ObservationRegistry, mark_notification
 from .observer import ChannelObservation
 from .resource import Request, Response, Site
@@ -69,6 +69,9 @@ _CLOSED = State.CLOSED
 #: requests at once (Twisted pauses its producer from within ``write``).
 EARLY_WRITE = 8192
 _BLOCK2 = int(OptionNumber.BLOCK2)  # Block2 (23), Block1 (27) and Size1 (60) come last
+_SERVICE_UNAVAILABLE = Code.SERVICE_UNAVAILABLE
+#: The shortest delay of a re-armed timer (a deadline rounded just short must not spin).
+_MIN_TIMER_DELAY = 0.001
 
 def _transport_gone(*_: object) -> None:
     """What a channel's write, close and abort become once its transport is gone."""
@@ -150,6 +153,7 @@ class Channel(ObservationRegistry):
         "_set_reading",
         "_turn_left",
         "_unanswered",
+        "_upload_call",
         "_waiting_for_csm",
         "_watchdog_call",
         "_write",
@@ -221,7 +225,8 @@ class Channel(ObservationRegistry):
         self._closed_waiters: list[Deferred[None]] = []
         self.close_reason: str | None = None
         self.max_observations = max_observations
-        self.blockwise = blockwise if blockwise is not None else BlockwiseServer()
+        self.blockwise = blockwise if blockwise is not None else make_blockwise_server(limits)
+        self._upload_call: Any = None
         self._observations: dict[bytes, Observation] = {}
         self._paused = False
         self.limits = limits
@@ -475,9 +480,11 @@ class Channel(ObservationRegistry):
             self._frame_call,
             self._input_call,
             self._write_call,
+            self._upload_call,
         ):
             if call is not None and call.active():
                 call.cancel()
+        self.blockwise.drop_uploads()  # their bytes go back to the server's budget
         # Let go of the transport's callables (bound methods of the protocol that owns
         # this channel): otherwise the two keep each other alive until a full collection
         # of the cyclic garbage collector, which an idle server may not run for long.
@@ -529,10 +536,17 @@ class Channel(ObservationRegistry):
         if self._closing or self._lost:
             return
         self._closing = True
-        for call in (self._csm_call, self._watchdog_call, self._frame_call, self._input_call):
+        for call in (
+            self._csm_call,
+            self._watchdog_call,
+            self._frame_call,
+            self._input_call,
+            self._upload_call,
+        ):
             if call is not None and call.active():
                 call.cancel()
         self._input_call = None
+        self.blockwise.drop_uploads()  # no block of theirs will be processed now
         self._flush()
         self._close()
         self._close_call = self._reactor.callLater(self.close_timeout, self._force_close)
@@ -888,8 +902,13 @@ class Channel(ObservationRegistry):
             return
         items = message.options.items
         if items and items[-1][0] >= _BLOCK2:  # Block1, Size1 may be there
-            answer, complete = self.blockwise.receive_request(message, self._reactor.seconds())
+            blockwise = self.blockwise
+            answer, complete = blockwise.receive_request(message, self._reactor.seconds())
+            if self._upload_call is None and blockwise.uploads_in_progress:
+                self._watch_uploads()
             if answer is not None:
+                if answer.code == _SERVICE_UNAVAILABLE:
+                    self._log_upload_refusal()
                 self._send_response_message(message, answer)
                 return
             assert complete is not None
@@ -925,6 +944,58 @@ class Channel(ObservationRegistry):
         number = self._inbound_received
         self._unanswered[number] = complete
         result.addBoth(self._deferred_response, complete, number)
+
+    # -- partial Block1 uploads: expiry on the clock, refusals logged once per episode -----
+
+    def _watch_uploads(self) -> None:
+        """Arm this connection's one upload timer for the first upload to expire."""
+        deadline = self.blockwise.next_expiry()
+        if deadline is not None and not self._lost and not self._closing:
+            delay = max(deadline - self._reactor.seconds(), _MIN_TIMER_DELAY)
+            self._upload_call = self._reactor.callLater(delay, self._uploads_timed_out)
+
+    def _uploads_timed_out(self) -> None:
+        # Whatever else the peer sent meanwhile (Pings, other requests), an upload that got
+        # no block for the upload timeout is dropped; a later block gets 4.08 (RFC 7959
+        # section 2.9.2).
+        self._upload_call = None
+        dropped = self.blockwise.expire(self._reactor.seconds())
+        if dropped:
+            self.log.debug(
+                "Dropped {count} partial uploads from {peer}: no block for {timeout:g} s",
+                count=dropped,
+                peer=self.peer,
+                timeout=self.blockwise.upload_lifetime,
+            )
+        self._watch_uploads()
+
+    def _log_upload_refusal(self) -> None:
+        refusal = self.blockwise.last_refusal
+        if refusal is None or not refusal.first:
+            return
+        if refusal.bound == "server":
+            self.log.warn(
+                "Answering 5.03 to Block1 uploads: the partial uploads of all connections "
+                "hold {held} bytes, the server's budget is {limit} bytes (logged again once "
+                "they fall to half of it)",
+                held=refusal.held,
+                limit=refusal.limit,
+            )
+        elif refusal.bound == "connection":
+            self.log.warn(
+                "Answering 5.03 to Block1 uploads from {peer}: its partial uploads hold "
+                "{held} bytes, a connection's budget is {limit} bytes",
+                peer=self.peer,
+                held=refusal.held,
+                limit=refusal.limit,
+            )
+        else:
+            self.log.warn(
+                "Answering 5.03 to Block1 uploads from {peer}: {held} uploads in progress "
+                "already, the most one connection may have",
+                peer=self.peer,
+                held=refusal.held,
+            )
 
     def _deferred_response(self, result: Response | Failure, request: Message, number: int) -> None:
         if self._unanswered.pop(number, None) is None:

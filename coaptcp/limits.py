@@ -9,7 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CLIENT_LIMITS", "DEFAULT_LIMITS", "Limits"]
+from .core.blockwise import (
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_CONNECTION_UPLOAD_BYTES,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_UPLOAD_LIFETIME,
+    BlockwiseServer,
+    UploadBudget,
+)
+
+__all__ = [
+    "CLIENT_LIMITS",
+    "DEFAULT_LIMITS",
+    "Limits",
+    "make_blockwise_server",
+    "make_upload_budget",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,14 @@ class Limits:
         between all its listeners); more are answered with our CSM and an Abort (HTTP
         503 on a WebSocket listener), then closed.
     :ivar max_connections_per_address: the same bound per peer IP address.
+    :ivar upload_timeout: seconds a partial Block1 upload may go without a new block
+        before it is dropped, whatever else the peer sends; a later block gets 4.08
+        (RFC 7959 section 2.9.2).
+    :ivar max_upload_bytes_per_connection: bytes the partial uploads of one connection
+        may hold together; a block beyond gets 5.03 with Max-Age.
+    :ivar max_upload_bytes: bytes the partial uploads of all connections may hold
+        together (shared by every listener given the same budget); a block beyond gets
+        5.03 with Max-Age.
     :ivar write_timeout: seconds a peer may leave our output unread (the transport's
         write buffer over its high-water mark, when we stop processing the peer's
         requests) before we abort it; its observations are freed with it.
@@ -60,6 +83,9 @@ class Limits:
     max_connections: int = 20_000
     max_connections_per_address: int = 1_000
     retry_after: int = 1
+    upload_timeout: float = DEFAULT_UPLOAD_LIFETIME
+    max_upload_bytes_per_connection: int = DEFAULT_MAX_CONNECTION_UPLOAD_BYTES
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     write_timeout: float | None = 60.0
     messages_per_read: int = 64
     max_custody_pings: int = 64
@@ -70,3 +96,28 @@ DEFAULT_LIMITS = Limits()
 #: For connections a :class:`~coaptcp.client.Client` opens: its pool releases idle
 #: connections and pings silent ones itself, with its own (client-side) timeouts.
 CLIENT_LIMITS = Limits(idle_timeout=None, keepalive_interval=None)
+
+
+def make_upload_budget(limits: Limits) -> UploadBudget:
+    """A server-wide budget of ``limits.max_upload_bytes`` for partial Block1 uploads.
+
+    Give the same one to every factory of a server (TCP, TLS and WebSocket listeners):
+    the bytes held by all their connections' partial uploads count against it.
+    """
+    return UploadBudget(limits.max_upload_bytes)
+
+
+def make_blockwise_server(
+    limits: Limits,
+    budget: UploadBudget | None = None,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+) -> BlockwiseServer:
+    """The block-wise state of one new connection, bounded by ``limits`` and ``budget``
+    (RFC 7959 sections 2.5 and 2.9; the largest body is the least of ``max_body_size``
+    and the two byte budgets)."""
+    return BlockwiseServer(
+        max_body_size=max_body_size,
+        upload_lifetime=limits.upload_timeout,
+        max_connection_bytes=limits.max_upload_bytes_per_connection,
+        budget=budget,
+    )

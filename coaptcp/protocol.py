@@ -33,9 +33,9 @@ from zope.interface import implementer
 
 from .admission import ConnectionAdmission, ConnectionGate, host_of
 from .channel import Channel, ChannelOwner
-from .core.blockwise import DEFAULT_MAX_BODY_SIZE, BlockwiseServer
+from .core.blockwise import DEFAULT_MAX_BODY_SIZE, UploadBudget
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import DEFAULT_LIMITS, Limits, make_blockwise_server, make_upload_budget
 from .resource import Resource, Site
 
 if TYPE_CHECKING:
@@ -93,7 +93,9 @@ class CoapProtocol(ChannelOwner, Protocol):
             default_host=host_of(transport.getHost()),
             secure=bool(secure),
             limits=factory.limits,
-            blockwise=BlockwiseServer(max_body_size=factory.max_body_size),
+            blockwise=make_blockwise_server(
+                factory.limits, factory.upload_budget, factory.max_body_size
+            ),
             set_reading=self._set_reading,
         )
         refusal = factory.admit(self)
@@ -193,6 +195,9 @@ class CoapFactory(ConnectionAdmission, Factory):
     :param reactor: the reactor for timers; the global one when ``None``.
     :param max_body_size: the largest Block1 upload reassembled for a resource; more is
         answered 4.13 with Size1 (RFC 7959 section 2.9.3).
+    :param upload_budget: the bytes partial Block1 uploads may hold, shared with the
+        server's other factories (:func:`~coaptcp.limits.make_upload_budget`); by
+        default one of ``limits.max_upload_bytes`` for this factory alone.
     :param gate: counts the connections against ``limits`` (shared with the server's other
         listeners); by default the factory counts its own.
     """
@@ -210,6 +215,7 @@ class CoapFactory(ConnectionAdmission, Factory):
         reactor: IReactorTime | None = None,
         limits: Limits = DEFAULT_LIMITS,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        upload_budget: UploadBudget | None = None,
         gate: ConnectionGate | None = None,
     ) -> None:
         if isinstance(site, Resource):
@@ -221,6 +227,9 @@ class CoapFactory(ConnectionAdmission, Factory):
         self.max_message_size = max_message_size
         self.require_csm = require_csm
         self.max_body_size = max_body_size
+        if upload_budget is None:
+            upload_budget = make_upload_budget(limits)
+        self.upload_budget = upload_budget
         self.reactor = _default_reactor(reactor)
 
     def releaseAll(self, diagnostic: str = "server shutting down") -> Deferred[Any]:

@@ -62,7 +62,9 @@ _TIMEOUTS = frozenset(
 
 def _default_text(field: str) -> str:
     value = getattr(DEFAULT_LIMITS, field)
-    return "0" if value is None else f"{value:g}"
+    if value is None:
+        return "0"
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def load_resource(spec: str) -> Resource:
@@ -178,6 +180,27 @@ _LIMIT_OPTIONS: list[tuple[str, str, type, str]] = [
         "the descriptor limit).",
     ),
     (
+        "upload-timeout",
+        "upload_timeout",
+        float,
+        "Seconds a partial Block1 upload may go without a block before it is dropped "
+        "(a later block gets 4.08).",
+    ),
+    (
+        "max-upload-bytes-per-connection",
+        "max_upload_bytes_per_connection",
+        int,
+        "Bytes the partial Block1 uploads of one connection may hold; a block beyond "
+        "gets 5.03. At least --max-body-size.",
+    ),
+    (
+        "max-upload-bytes",
+        "max_upload_bytes",
+        int,
+        "Bytes the partial Block1 uploads of all connections (every listener) may hold; "
+        "a block beyond gets 5.03. At least --max-upload-bytes-per-connection.",
+    ),
+    (
         "max-connections-per-address",
         "max_connections_per_address",
         int,
@@ -233,7 +256,7 @@ class Options(usage.Options):
             None,
             str(DEFAULT_MAX_BODY_SIZE),
             "Largest request body reassembled from Block1 blocks; more is answered 4.13 "
-            "(RFC 7959). TCP and TLS listeners.",
+            "(RFC 7959). Every listener.",
         ],
         *LIMIT_PARAMETERS,
         [
@@ -313,6 +336,7 @@ class Options(usage.Options):
             if not math.isfinite(value) or value < 0 or (kind is int and value < 1):
                 raise usage.UsageError(f"--{option} must be positive, not {self[option]!r}")
         self["limits"] = limits_from_options(self)
+        _check_upload_limits(self["limits"], body)
         try:
             backlog = int(self["listen-backlog"])
         except ValueError:
@@ -334,6 +358,22 @@ class Options(usage.Options):
             from .demo import make_demo_site
 
             self["root"] = make_demo_site()
+
+
+def _check_upload_limits(limits: Limits, max_body_size: int) -> None:
+    """The upload bounds nest: a body fits a connection's budget, which fits the server's."""
+    if not limits.upload_timeout > 0:
+        raise usage.UsageError("--upload-timeout must be a positive number of seconds")
+    if max_body_size > limits.max_upload_bytes_per_connection:
+        raise usage.UsageError(
+            f"--max-body-size {max_body_size} exceeds --max-upload-bytes-per-connection "
+            f"{limits.max_upload_bytes_per_connection}: such a body could never be received"
+        )
+    if limits.max_upload_bytes_per_connection > limits.max_upload_bytes:
+        raise usage.UsageError(
+            f"--max-upload-bytes-per-connection {limits.max_upload_bytes_per_connection} "
+            f"exceeds --max-upload-bytes {limits.max_upload_bytes}"
+        )
 
 
 def _check_endpoint(description: str) -> None:
@@ -406,6 +446,8 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
             max_message_size=int(options["max-message-size"]),
             require_csm=not options.get("lenient-csm"),
             limits=limits,
+            max_body_size=factory.max_body_size,
+            upload_budget=factory.upload_budget,  # one budget for every listener
             gate=gate,
             backlog=backlog,
         )

@@ -29,6 +29,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Site as WebSite
 from twisted.web.static import File
 
+from .core.blockwise import DEFAULT_MAX_BODY_SIZE, UploadBudget
 from .admission import ConnectionGate
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from .limits import DEFAULT_LIMITS, Limits
@@ -182,6 +183,8 @@ def make_web_site(
     require_csm: bool = True,
     reactor: IReactorTime | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    upload_budget: UploadBudget | None = None,
     gate: ConnectionGate | None = None,
 ) -> tuple[CoapWebSite, CoapWebSocketServerFactory]:
     """The browser client at ``/`` and CoAP over WebSockets at ``/.well-known/coap``.
@@ -199,6 +202,8 @@ def make_web_site(
         require_csm=require_csm,
         reactor=reactor,
         limits=limits,
+        max_body_size=max_body_size,
+        upload_budget=upload_budget,
         gate=gate,
     )
     webSocketResource(root, factory)
@@ -231,11 +236,15 @@ def add_websocket_listeners(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     require_csm: bool = True,
     limits: Limits = DEFAULT_LIMITS,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    upload_budget: UploadBudget | None = None,
     gate: ConnectionGate | None = None,
     backlog: int = DEFAULT_LISTEN_BACKLOG,
 ) -> WebSocketService:
     """Listen on each endpoint description (``tcp:`` for coap+ws, ``ssl:`` for coaps+ws);
-    ``gate`` counts the connections (shared with the server's other listeners)."""
+    ``gate`` counts the connections (shared with the server's other listeners). Give
+    ``upload_budget`` the TCP/TLS factory's: partial Block1 uploads on every listener then
+    share one server-wide budget."""
     import txaio
     from twisted.internet import reactor
 
@@ -246,6 +255,8 @@ def add_websocket_listeners(
         max_message_size=max_message_size,
         require_csm=require_csm,
         limits=limits,
+        max_body_size=max_body_size,
+        upload_budget=upload_budget,
         gate=gate,
     )
     service = WebSocketService(factory)

@@ -77,9 +77,10 @@ from twisted.web.resource import Resource as WebResource
 
 from .admission import ConnectionAdmission, ConnectionGate, Refusal
 from .channel import DEFAULT_CLOSE_TIMEOUT, EARLY_WRITE, Channel, ChannelOwner
+from .core.blockwise import DEFAULT_MAX_BODY_SIZE, BlockwiseServer, UploadBudget
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .core.events import ConnectionAborted
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import DEFAULT_LIMITS, Limits, make_blockwise_server, make_upload_budget
 from .resource import Resource, Site
 from .wsframes import encode_frames, next_frame
 
@@ -259,6 +260,7 @@ class CoapWebSocketMixin(ChannelOwner):
         require_csm: bool,
         close_timeout: float,
         limits: Limits = DEFAULT_LIMITS,
+        blockwise: BlockwiseServer | None = None,
     ) -> None:
         """Create the channel over this WebSocket and send our CSM (RFC 8323 section 4.3)."""
         self._coap_max_message_size = max_message_size
@@ -284,6 +286,7 @@ class CoapWebSocketMixin(ChannelOwner):
             secure=bool(ISSLTransport.providedBy(transport)),
             close_timeout=close_timeout,
             limits=limits,
+            blockwise=blockwise,
             set_reading=self._set_reading,
         )
         self._choose_fast_path()
@@ -730,6 +733,9 @@ class CoapWebSocketServerProtocol(CoapWebSocketMixin, WebSocketServerProtocol): 
             require_csm=factory.require_csm,
             close_timeout=factory.close_timeout,
             limits=factory.limits,
+            blockwise=make_blockwise_server(
+                factory.limits, factory.upload_budget, factory.max_body_size
+            ),
         )
         self._stop_handshake_timer()
         factory.connections.add(self)  # counted since accept; now it can be released
@@ -750,6 +756,10 @@ class CoapWebSocketServerFactory(ConnectionAdmission, WebSocketServerFactory):  
     :param require_csm: abort peers whose first message is not a CSM (RFC 8323 section 3.3).
     :param allowed_origins: autobahn's Origin patterns for browser clients (``["*"]``: any).
     :param reactor: the reactor for our timers; the global one when ``None``.
+    :param max_body_size: the largest Block1 upload reassembled (RFC 7959 section 2.9.3).
+    :param upload_budget: the bytes partial Block1 uploads may hold, shared with the
+        server's other factories (:func:`~coaptcp.limits.make_upload_budget`); by
+        default one of ``limits.max_upload_bytes`` for this factory alone.
     :param limits: timeouts and bounds (:mod:`coaptcp.limits`), the handshake timeout
         and the connection limits among them.
     :param gate: counts the connections against ``limits`` from accept (shared with the
@@ -770,6 +780,8 @@ class CoapWebSocketServerFactory(ConnectionAdmission, WebSocketServerFactory):  
         reactor: IReactorTime | None = None,
         server: str | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        upload_budget: UploadBudget | None = None,
         gate: ConnectionGate | None = None,
     ) -> None:
         if server is None:
@@ -785,6 +797,10 @@ class CoapWebSocketServerFactory(ConnectionAdmission, WebSocketServerFactory):  
         self.require_csm = require_csm
         self.close_timeout = close_timeout
         self.limits = limits
+        self.max_body_size = max_body_size
+        if upload_budget is None:
+            upload_budget = make_upload_budget(limits)
+        self.upload_budget = upload_budget
         self._init_admission(gate)
         #: While ``twisted.web`` hands a connection to us: the HTTP channel it leaves.
         self._handover: object | None = None
@@ -833,6 +849,8 @@ def webSocketResource(
     allowed_origins: list[str] | None = None,
     reactor: IReactorTime | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    upload_budget: UploadBudget | None = None,
 ) -> CoapWebSocketResource:
     """Mount CoAP over WebSockets at ``/.well-known/coap`` under a ``twisted.web`` root.
 
@@ -855,6 +873,8 @@ def webSocketResource(
             allowed_origins=allowed_origins,
             reactor=reactor,
             limits=limits,
+            max_body_size=max_body_size,
+            upload_budget=upload_budget,
         )
     well_known = web_root.children.get(b".well-known")
     if well_known is None:

@@ -2,9 +2,10 @@
 
 Pure helpers: the Block1/Block2 option value, choosing a block size that fits the peer's
 Max-Message-Size, cutting a representation into blocks, and reassembling a Block1 upload
-(the server side); reassembling a Block2 download and cutting a Block1 upload (the client
-side, :class:`Download` and :class:`BodySender`).  Nothing here knows about connections or
-clocks; callers pass the time in.
+(the server side, with the byte budgets of :class:`UploadBudget`); reassembling a Block2
+download and cutting a Block1 upload (the client side, :class:`Download` and
+:class:`BodySender`).  Nothing here knows about connections or clocks; callers pass the
+time in, and ask :meth:`BlockwiseServer.next_expiry` when to call back.
 
 A Block option value is ``NUM << 4 | M << 3 | SZX``; the block size is ``2 ** (SZX + 4)``.
 SZX 7 is BERT: blocks of 1024 bytes, several of them in one message, NUM counting 1024-byte
@@ -24,7 +25,11 @@ from .options import Options, decode_uint
 __all__ = [
     "BERT_SZX",
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_CONNECTION_UPLOAD_BYTES",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_UPLOAD_LIFETIME",
     "MAX_NUM",
+    "UPLOAD_RETRY_AFTER",
     "Block",
     "BlockError",
     "BlockwiseServer",
@@ -32,7 +37,9 @@ __all__ = [
     "Download",
     "TransferError",
     "Upload",
+    "UploadBudget",
     "UploadError",
+    "UploadRefusal",
     "block2_control",
     "choose_block1",
     "choose_block2",
@@ -173,6 +180,11 @@ class Upload:
         where it stands, or a non-final BERT or regular block of the wrong size; and 4.13
         when the body would exceed ``limit``.
         """
+        self.check(block, payload)
+        return self.append(block, payload, now)
+
+    def check(self, block: Block, payload: bytes) -> None:
+        """Raise :class:`UploadError` if :meth:`add` would refuse this block."""
         if block.offset != len(self.data):
             raise UploadError(
                 0x88,
@@ -191,6 +203,9 @@ class Upload:
                 )
         if len(self.data) + len(payload) > self.limit:
             raise UploadError(0x8D, f"the body exceeds the limit of {self.limit} bytes")
+
+    def append(self, block: Block, payload: bytes, now: float) -> bool:
+        """Append a block :meth:`check` accepted; returns whether the body is complete."""
         self.data += payload
         self.last_seen = now
         return not block.more
@@ -220,8 +235,79 @@ DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_UPLOADS = 8
 #: Seconds an upload may sit without a new block before it is dropped.
 DEFAULT_UPLOAD_LIFETIME = 60.0
+#: Bytes the partial uploads of one connection may hold together: one body of the
+#: default largest size.
+DEFAULT_MAX_CONNECTION_UPLOAD_BYTES = DEFAULT_MAX_BODY_SIZE
+#: Bytes the partial uploads of all connections of a server may hold together.
+DEFAULT_MAX_UPLOAD_BYTES = 128 * 1024 * 1024
+#: Max-Age of a 5.03 answer to an upload that does not fit now (RFC 7252 section 5.9.3.4).
+UPLOAD_RETRY_AFTER = 10
 #: Bytes reserved for our header growth and the Block2/Size2 options when sizing blocks.
 _BLOCK2_OVERHEAD = 6 + 4 + 6 + 1
+
+
+class UploadBudget:
+    """Bytes that partial Block1 uploads may hold together (RFC 7959 section 2.5).
+
+    One budget is shared by every connection of a server (each connection's
+    :class:`BlockwiseServer` has its own too).  :attr:`held` counts the payload bytes
+    received for uploads not yet complete; a block that would take it past :attr:`limit`
+    is refused.  Refusals come in episodes, for logging once: an episode starts with the
+    first refusal and ends when the bytes held fall to half the limit.
+
+    :ivar refusals: blocks refused so far.
+    """
+
+    __slots__ = ("exhausted", "held", "limit", "refusals")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"an upload budget must be positive, not {limit}")
+        self.limit = limit
+        self.held = 0
+        self.exhausted = False
+        self.refusals = 0
+
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit in the budget now."""
+        return self.held + size <= self.limit
+
+    def take(self, size: int) -> None:
+        """Count ``size`` more bytes held (after :meth:`fits` said they fit)."""
+        self.held += size
+
+    def give(self, size: int) -> None:
+        """``size`` bytes were let go (an upload completed, expired or was dropped)."""
+        self.held -= size
+        if self.exhausted and self.held <= self.limit // 2:
+            self.exhausted = False
+
+    def refuse(self) -> bool:
+        """Count a refusal; true when it starts an episode (worth logging)."""
+        self.refusals += 1
+        first = not self.exhausted
+        self.exhausted = True
+        return first
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRefusal:
+    """Why :meth:`BlockwiseServer.receive_request` last answered 5.03.
+
+    :ivar bound: ``"uploads"`` (too many uploads in progress on the connection),
+        ``"connection"`` (the connection's byte budget) or ``"server"`` (the budget
+        shared by all connections).
+    :ivar held: uploads (for ``"uploads"``) or bytes held against the bound.
+    :ivar limit: the bound.
+    :ivar first: whether this refusal starts an episode of the bound (log it): for the
+        bounds of a connection, its first refusal; for the server's budget, the first
+        since the bytes held last fell to half of it.
+    """
+
+    bound: str
+    held: int
+    limit: int
+    first: bool
 
 
 class BlockwiseServer:
@@ -229,8 +315,28 @@ class BlockwiseServer:
 
     :meth:`receive_request` reassembles Block1 uploads and :meth:`prepare_response` cuts
     large responses into Block2 blocks that fit the peer's Max-Message-Size.  Partial
-    uploads are bounded in number and size and expire after ``upload_lifetime`` seconds.
+    uploads are bounded in number, in the bytes they hold together (``max_connection_bytes``
+    on this connection, and ``budget``, shared with the server's other connections) and
+    expire ``upload_lifetime`` seconds after their last block: the caller calls
+    :meth:`expire` at :meth:`next_expiry` (RFC 7959 section 2.9.2: a later block of a
+    dropped upload gets 4.08).  A block that does not fit a byte budget is answered 5.03
+    with Max-Age and its upload is dropped; a body that could never fit is 4.13.  Call
+    :meth:`drop_uploads` when the connection closes, to give their bytes back.
+
+    :ivar last_refusal: why the last 5.03 was sent (set with each).
     """
+
+    # One per connection: slots keep an idle connection's share small.
+    __slots__ = (
+        "_refused",
+        "_uploads",
+        "budget",
+        "connection_budget",
+        "last_refusal",
+        "max_body_size",
+        "max_uploads",
+        "upload_lifetime",
+    )
 
     def __init__(
         self,
@@ -238,22 +344,57 @@ class BlockwiseServer:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         max_uploads: int = DEFAULT_MAX_UPLOADS,
         upload_lifetime: float = DEFAULT_UPLOAD_LIFETIME,
+        max_connection_bytes: int = DEFAULT_MAX_CONNECTION_UPLOAD_BYTES,
+        budget: UploadBudget | None = None,
     ) -> None:
-        self.max_body_size = max_body_size
+        self.connection_budget = UploadBudget(max_connection_bytes)
+        self.budget = budget
+        # A body larger than a budget could never be held: that is too large (4.13).
+        self.max_body_size = min(
+            max_body_size, max_connection_bytes, max_body_size if budget is None else budget.limit
+        )
         self.max_uploads = max_uploads
         self.upload_lifetime = upload_lifetime
+        self.last_refusal: UploadRefusal | None = None
         self._uploads: dict[tuple[object, ...], Upload] = {}
+        self._refused: tuple[str, ...] = ()  # the bounds of this connection refused already
 
     @property
     def uploads_in_progress(self) -> int:
         """How many Block1 uploads are partly received."""
         return len(self._uploads)
 
-    def expire(self, now: float) -> None:
-        """Drop uploads idle for longer than ``upload_lifetime``."""
+    @property
+    def held_bytes(self) -> int:
+        """The payload bytes held by this connection's partial uploads."""
+        return self.connection_budget.held
+
+    def next_expiry(self) -> float | None:
+        """When the first upload in progress expires, if none gets a block before then."""
+        if not self._uploads:
+            return None
+        return min(u.last_seen for u in self._uploads.values()) + self.upload_lifetime
+
+    def expire(self, now: float) -> int:
+        """Drop the uploads that got no block for ``upload_lifetime`` seconds; how many."""
         limit = now - self.upload_lifetime
-        for key in [k for k, u in self._uploads.items() if u.last_seen < limit]:
-            del self._uploads[key]
+        expired = [k for k, u in self._uploads.items() if u.last_seen <= limit]
+        for key in expired:
+            self._drop(key)
+        return len(expired)
+
+    def drop_uploads(self) -> None:
+        """Drop every upload in progress (the connection closed), giving their bytes back."""
+        for key in list(self._uploads):
+            self._drop(key)
+
+    def _drop(self, key: tuple[object, ...]) -> Upload:
+        upload = self._uploads.pop(key)
+        size = len(upload.data)
+        self.connection_budget.give(size)
+        if self.budget is not None:
+            self.budget.give(size)
+        return upload
 
     def receive_request(
         self, message: Message, now: float
@@ -276,37 +417,84 @@ class BlockwiseServer:
             block = Block.decode(decode_uint(raw))
         except BlockError as error:  # more than 3 bytes: a bad critical option (4.02)
             return Message(Code(_BAD_OPTION), message.token, payload=str(error).encode()), None
-        self.expire(now)
+        if self._uploads:
+            self.expire(now)
         key = (
             int(message.code),
             tuple((n, v) for n, v in options.items if n in _UPLOAD_KEY_OPTIONS),
         )
         upload = self._uploads.get(key)
         if block.num == 0:
-            if upload is None and len(self._uploads) >= self.max_uploads:
-                answer = Message(
-                    Code(_UNAVAILABLE),
-                    message.token,
-                    Options([(14, 10)]),
-                    b"too many uploads in progress on this connection",
+            if upload is not None:  # a restart: the old body goes
+                self._drop(key)
+            elif len(self._uploads) >= self.max_uploads:
+                refusal = self._own_refusal("uploads", len(self._uploads), self.max_uploads)
+                answer = self._unavailable(
+                    message, refusal, "too many uploads in progress on this connection"
                 )
                 return answer, None
             upload = Upload(self.max_body_size, now, now)
-            self._uploads[key] = upload
         elif upload is None:
             return self._incomplete(message, f"no upload in progress for block {block.num}"), None
+        payload = message.payload
         try:
-            complete = upload.add(block, message.payload, now)
+            upload.check(block, payload)
         except UploadError as error:
-            del self._uploads[key]
+            if block.num != 0:
+                self._drop(key)
             if error.code == _TOO_LARGE:
                 return self._too_large(message, error.diagnostic), None
             return self._incomplete(message, error.diagnostic), None
-        if not complete:
-            echo = Options([(_BLOCK1, Block(block.num, True, block.szx).encode())])
-            return Message(Code(_CONTINUE), message.token, echo), None
-        del self._uploads[key]
-        return None, message.replace(payload=bytes(upload.data))
+        size = len(payload)
+        if not block.more:
+            # The last block: the whole body goes to the resource at once.
+            if block.num != 0:
+                self._drop(key)
+            upload.append(block, payload, now)
+            return None, message.replace(payload=bytes(upload.data))
+        refused = self._over_budget(message, size)
+        if refused is not None:
+            if block.num != 0:
+                self._drop(key)
+            return refused, None
+        if block.num == 0:
+            self._uploads[key] = upload
+        upload.append(block, payload, now)
+        self.connection_budget.take(size)
+        if self.budget is not None:
+            self.budget.take(size)
+        echo = Options([(_BLOCK1, Block(block.num, True, block.szx).encode())])
+        return Message(Code(_CONTINUE), message.token, echo), None
+
+    def _over_budget(self, message: Message, size: int) -> Message | None:
+        """A 5.03 answer if ``size`` more bytes do not fit a byte budget, else ``None``."""
+        mine, shared = self.connection_budget, self.budget
+        if not mine.fits(size):
+            mine.refusals += 1
+            refusal = self._own_refusal("connection", mine.held, mine.limit)
+            diagnostic = f"the partial uploads of this connection would exceed {mine.limit} bytes"
+        elif shared is not None and not shared.fits(size):
+            refusal = UploadRefusal("server", shared.held, shared.limit, shared.refuse())
+            diagnostic = "the server holds too many partial uploads"
+        else:
+            return None
+        return self._unavailable(message, refusal, diagnostic)
+
+    def _own_refusal(self, bound: str, held: int, limit: int) -> UploadRefusal:
+        """A refusal by a bound of this connection: the first one starts its only episode."""
+        first = bound not in self._refused
+        if first:
+            self._refused += (bound,)
+        return UploadRefusal(bound, held, limit, first)
+
+    def _unavailable(self, message: Message, refusal: UploadRefusal, diagnostic: str) -> Message:
+        self.last_refusal = refusal
+        return Message(
+            Code(_UNAVAILABLE),
+            message.token,
+            Options([(14, UPLOAD_RETRY_AFTER)]),
+            f"{diagnostic}; retry later".encode(),
+        )
 
     def _incomplete(self, message: Message, diagnostic: str) -> Message:
         return Message(Code(0x88), message.token, payload=diagnostic.encode())

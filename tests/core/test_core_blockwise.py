@@ -16,10 +16,12 @@ import pytest
 from coaptcp.core.blockwise import (
     BERT_SZX,
     MAX_NUM,
+    UPLOAD_RETRY_AFTER,
     Block,
     BlockError,
     BlockwiseServer,
     Upload,
+    UploadBudget,
     UploadError,
     choose_block2,
     slice_block,
@@ -768,14 +770,15 @@ def test_too_many_uploads_in_progress_is_5_03() -> None:
 def test_upload_expires_after_its_lifetime() -> None:
     server = BlockwiseServer(upload_lifetime=60.0)
     server.receive_request(request(Code.PUT, block1=Block(0, True, 6), payload=b"e" * 1024), 100.0)
-    # 60 s idle is still within the lifetime; the block refreshes it
+    # 59.5 s idle is still within the lifetime; the block refreshes it
     answer, _ = server.receive_request(
-        request(Code.PUT, block1=Block(1, True, 6), payload=b"e" * 1024), 160.0
+        request(Code.PUT, block1=Block(1, True, 6), payload=b"e" * 1024), 159.5
     )
     assert answer is not None and answer.code == CONTINUE
-    # 60.5 s after the last block it has gone
+    assert server.next_expiry() == 219.5
+    # 60 s after the last block it has gone
     expect_incomplete(
-        *server.receive_request(request(Code.PUT, block1=Block(2, False, 6), payload=b"e"), 220.5)
+        *server.receive_request(request(Code.PUT, block1=Block(2, False, 6), payload=b"e"), 219.5)
     )
     assert server.uploads_in_progress == 0
 
@@ -802,10 +805,13 @@ def test_expire_drops_only_idle_uploads() -> None:
     server.receive_request(
         request(Code.PUT, path=("new",), block1=Block(0, True, 6), payload=b"n" * 1024), 5.0
     )
-    server.expire(10.0)
+    assert server.expire(9.5) == 0
     assert server.uploads_in_progress == 2
-    server.expire(12.0)
+    assert server.next_expiry() == 10.0
+    assert server.expire(10.0) == 1  # exactly its lifetime after its last block
     assert server.uploads_in_progress == 1
+    assert server.next_expiry() == 15.0
+    assert server.expire(12.0) == 0
     _, complete = server.receive_request(
         request(Code.PUT, path=("new",), block1=Block(1, False, 6), payload=b"."), 12.0
     )
@@ -825,6 +831,163 @@ def test_expired_uploads_free_their_slot() -> None:
         request(Code.PUT, path=("b",), block1=Block(0, True, 6), payload=b"b" * 1024), 31.0
     )
     assert answer is not None and answer.code == CONTINUE
+
+
+# -- byte budgets: per connection and shared by a server's connections ------------------------
+
+
+def part(name: str, num: int, size: int = 1024, *, more: bool = True, token: bytes = b"tk"
+         ) -> Message:
+    """Block ``num`` (1024-byte blocks) of an upload to ``/name``."""
+    return request(
+        Code.PUT, path=(name,), block1=Block(num, more, 6), payload=b"b" * size, token=token
+    )
+
+
+def expect_unavailable(answer: Message | None, complete: Message | None) -> Message:
+    assert complete is None and answer is not None
+    assert answer.code == Code.SERVICE_UNAVAILABLE
+    assert answer.options.get_uint(OptionNumber.MAX_AGE) == UPLOAD_RETRY_AFTER
+    assert answer.payload.decode().endswith("; retry later")
+    return answer
+
+
+def test_an_upload_past_the_connection_budget_is_5_03_and_dropped() -> None:
+    server = BlockwiseServer(max_connection_bytes=3072, max_body_size=3072)
+    for num in range(2):
+        answer, _ = server.receive_request(part("a", num), 0.0)
+        assert answer is not None and answer.code == CONTINUE
+    assert server.held_bytes == 2048
+    answer, _ = server.receive_request(part("b", 0), 0.0)
+    assert answer is not None and answer.code == CONTINUE
+    assert server.held_bytes == 3072
+    # a's third block does not fit: 5.03, and a is gone, its bytes given back (which does
+    # not start a new episode: a connection's bounds are logged once per connection)
+    answer = expect_unavailable(*server.receive_request(part("a", 2), 0.0))
+    assert b"3072 bytes" in answer.payload
+    assert server.last_refusal is not None
+    assert (server.last_refusal.bound, server.last_refusal.held) == ("connection", 3072)
+    assert server.last_refusal.first
+    assert server.uploads_in_progress == 1 and server.held_bytes == 1024
+    expect_incomplete(*server.receive_request(part("a", 3, 10, more=False), 0.0))
+    # b goes on; the next refusal is the same episode (not to be logged again)
+    for num in (1, 2):
+        answer, _ = server.receive_request(part("b", num), 0.0)
+        assert answer is not None and answer.code == CONTINUE
+    expect_unavailable(*server.receive_request(part("c", 0), 0.0))
+    assert not server.last_refusal.first
+    assert server.connection_budget.refusals == 2
+
+
+def test_the_last_block_completes_even_with_the_budget_spent() -> None:
+    """The last block's bytes are never held: the whole body goes to the resource."""
+    server = BlockwiseServer(max_connection_bytes=2048, max_body_size=2048)
+    for num in range(2):
+        server.receive_request(part("a", num), 0.0)
+    assert server.held_bytes == 2048
+    answer, complete = server.receive_request(part("a", 2, 0, more=False), 0.0)
+    assert answer is None and complete is not None and len(complete.payload) == 2048
+    assert server.held_bytes == 0 and server.uploads_in_progress == 0
+
+
+def test_the_server_budget_is_shared_by_connections() -> None:
+    budget = UploadBudget(4096)
+    one, two = (BlockwiseServer(budget=budget, max_connection_bytes=3072) for _ in range(2))
+    for num in range(3):
+        answer, _ = one.receive_request(part("a", num), 0.0)
+        assert answer is not None and answer.code == CONTINUE
+    answer, _ = two.receive_request(part("a", 0), 0.0)
+    assert answer is not None and answer.code == CONTINUE
+    assert budget.held == 4096 and (one.held_bytes, two.held_bytes) == (3072, 1024)
+    # two has room of its own, the server has none
+    answer = expect_unavailable(*two.receive_request(part("a", 1), 0.0))
+    assert b"the server holds too many partial uploads" in answer.payload
+    assert two.last_refusal is not None
+    assert (two.last_refusal.bound, two.last_refusal.held, two.last_refusal.limit) == (
+        "server", 4096, 4096
+    )
+    assert two.last_refusal.first and budget.exhausted
+    assert budget.held == 3072 and two.held_bytes == 0  # two's upload was dropped
+    answer, _ = two.receive_request(part("b", 0), 0.0)  # that freed 1024
+    assert answer is not None and answer.code == CONTINUE
+    expect_unavailable(*two.receive_request(part("c", 0), 0.0))
+    assert not two.last_refusal.first  # the same episode
+    # the episode ends when the bytes held fall to half the budget
+    one.drop_uploads()
+    assert budget.held == 1024 and not budget.exhausted
+    for num in range(3):
+        answer, _ = one.receive_request(part("e", num), 0.0)
+        assert answer is not None and answer.code == CONTINUE
+    expect_unavailable(*two.receive_request(part("b", 1), 0.0))
+    assert two.last_refusal is not None and two.last_refusal.first
+    assert two.last_refusal.bound == "server"
+    assert budget.refusals == 3
+
+
+def test_the_largest_body_is_the_least_of_the_limits() -> None:
+    assert BlockwiseServer().max_body_size == 16 * 1024 * 1024
+    assert BlockwiseServer(max_connection_bytes=5000).max_body_size == 5000
+    budget = UploadBudget(4000)
+    server = BlockwiseServer(max_connection_bytes=5000, budget=budget)
+    assert server.max_body_size == 4000
+    answer, _ = server.receive_request(
+        request(Code.PUT, block1=Block(0, True, 6), size1=4001, payload=b"x" * 1024), 0.0
+    )
+    assert answer is not None and answer.code == Code.REQUEST_ENTITY_TOO_LARGE
+    assert answer.options.get_uint(SIZE1) == 4000
+
+
+def test_an_upload_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        UploadBudget(0)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    ["complete", "expire", "drop", "restart", "gap", "too-large", "refused"],
+)
+def test_every_ending_gives_the_bytes_back(ending: str) -> None:
+    budget = UploadBudget(1 << 20)
+    server = BlockwiseServer(budget=budget, max_body_size=4096, upload_lifetime=10.0)
+    for num in range(3):
+        server.receive_request(part("a", num), 0.0)
+    server.receive_request(part("other", 0), 0.0)
+    assert budget.held == server.held_bytes == 4096
+    if ending == "complete":
+        server.receive_request(part("a", 3, 1, more=False), 1.0)
+    elif ending == "expire":
+        server.receive_request(part("other", 1), 5.0)
+        assert server.expire(10.0) == 1
+    elif ending == "drop":
+        server.drop_uploads()
+    elif ending == "restart":  # block 0 again: the old body goes, the new one counts
+        server.receive_request(part("a", 0, 10, more=False), 1.0)
+    elif ending == "gap":  # 4.08
+        expect_incomplete(*server.receive_request(part("a", 5), 1.0))
+    elif ending == "too-large":  # 4.13
+        answer, _ = server.receive_request(part("a", 3, 2048, more=False), 1.0)
+        assert answer is not None and answer.code == Code.REQUEST_ENTITY_TOO_LARGE
+    elif ending == "refused":  # 5.03: past a tighter connection budget
+        server.connection_budget.limit = 4096
+        expect_unavailable(*server.receive_request(part("a", 3), 1.0))
+    expected = 0 if ending == "drop" else (2048 if ending == "expire" else 1024)
+    assert budget.held == server.held_bytes == expected
+    server.drop_uploads()
+    assert budget.held == server.held_bytes == server.uploads_in_progress == 0
+
+
+def test_next_expiry_follows_the_oldest_last_block() -> None:
+    server = BlockwiseServer(upload_lifetime=60.0)
+    assert server.next_expiry() is None
+    server.receive_request(part("a", 0), 10.0)
+    server.receive_request(part("b", 0), 20.0)
+    assert server.next_expiry() == 70.0
+    server.receive_request(part("a", 1), 30.0)  # a is refreshed: b is now the oldest
+    assert server.next_expiry() == 80.0
+    assert server.expire(80.0) == 1
+    assert server.next_expiry() == 90.0
+    server.receive_request(part("a", 2, 5, more=False), 31.0)
+    assert server.next_expiry() is None
 
 
 # -- malformed Block options: a 4.02 answer, never an exception ----------------------------------

@@ -14,6 +14,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.demo import make_demo_site
+from coaptcp.limits import Limits
 from coaptcp.protocol import CoapFactory
 
 
@@ -28,9 +29,14 @@ def put_block(token: bytes, num: int, more: bool, payload: bytes, size1: int | N
     return Message(Code.PUT, token, Options(items), payload)  # type: ignore[arg-type]
 
 
-def harness(max_body_size: int) -> Harness:
+def harness(max_body_size: int, limits: Limits | None = None) -> Harness:
     clock = MemoryReactorClock()
-    factory = CoapFactory(make_demo_site(clock), reactor=clock, max_body_size=max_body_size)
+    factory = CoapFactory(
+        make_demo_site(clock),
+        reactor=clock,
+        max_body_size=max_body_size,
+        limits=limits or Limits(),
+    )
     h = Harness(factory=factory, clock=clock)
     h.open()
     return h
@@ -49,14 +55,30 @@ def test_the_factory_limit_applies_to_each_connection() -> None:
 
 
 def test_a_larger_limit_accepts_more_than_the_default() -> None:
-    h = harness(DEFAULT_MAX_BODY_SIZE * 4)
+    budgets = Limits(
+        max_upload_bytes_per_connection=DEFAULT_MAX_BODY_SIZE * 4,
+        max_upload_bytes=DEFAULT_MAX_BODY_SIZE * 4,
+    )
+    h = harness(DEFAULT_MAX_BODY_SIZE * 4, budgets)
     h.feed(put_block(b"a", 0, True, bytes(1024), size1=DEFAULT_MAX_BODY_SIZE * 2))
     assert [m.code for m in h.sent()] == [Code.CONTINUE]
 
 
+def test_a_body_larger_than_the_connection_budget_is_too_large() -> None:
+    """The largest body is the least of the body limit and the byte budgets: a body no
+    budget could hold is 4.13 with that figure as Size1, not a 5.03 retried forever."""
+    h = harness(DEFAULT_MAX_BODY_SIZE * 4)  # the default budget: 16 MiB a connection
+    assert h.channel.blockwise.max_body_size == DEFAULT_MAX_BODY_SIZE
+    h.feed(put_block(b"a", 0, True, bytes(1024), size1=DEFAULT_MAX_BODY_SIZE * 2))
+    (answer,) = h.sent()
+    assert answer.code == Code.REQUEST_ENTITY_TOO_LARGE
+    assert answer.options.size1 == DEFAULT_MAX_BODY_SIZE
+
+
 def test_twistd_option() -> None:
     options = tap.Options()
-    options.parseOptions(["--max-body-size", "100000000", "--tcp", "tcp:0"])
+    options.parseOptions(["--max-body-size", "100000000", "--tcp", "tcp:0",
+                          "--max-upload-bytes-per-connection", "100000000"])
     assert tap.makeService(options).factory.max_body_size == 100_000_000
     defaults = tap.Options()
     defaults.parseOptions([])

@@ -99,3 +99,13 @@ def coap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The real server, ``python -m twisted coaptcp``, on a free loopback port."""
     with running_server(tmp_path_factory.mktemp("coaptcp-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory: pytest.TempPathFactory):
+    """``start_server(*options)``: a context manager running the real server with them."""
+
+    def start(*options: str):
+        return running_server(tmp_path_factory.mktemp("coaptcp-server"), *options)
+
+    return start
