@@ -29,8 +29,8 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Site as WebSite
 from twisted.web.static import File
 
-from .core.blockwise import DEFAULT_MAX_BODY_SIZE, UploadBudget
 from .admission import ConnectionGate
+from .core.blockwise import DEFAULT_MAX_BODY_SIZE, UploadBudget
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from .limits import DEFAULT_LIMITS, Limits
 from .listeners import DEFAULT_LISTEN_BACKLOG, add_listener

@@ -409,7 +409,9 @@ class BlockwiseServer:
         options = message.options
         size1 = options.get_uint(_SIZE1)
         if size1 is not None and size1 > self.max_body_size:
-            return self._too_large(message, f"Size1 announces {size1} bytes"), None
+            return self._too_large(
+                message, f"Size1 announces {size1} bytes; the limit is {self.max_body_size} bytes"
+            ), None
         raw = options.get(_BLOCK1)
         if raw is None:
             return None, message
@@ -500,11 +502,10 @@ class BlockwiseServer:
         return Message(Code(0x88), message.token, payload=diagnostic.encode())
 
     def _too_large(self, message: Message, diagnostic: str) -> Message:
+        """4.13 with Size1 (RFC 7959 section 2.9.3); ``diagnostic`` names the limit."""
         return Message(
-            Code(_TOO_LARGE),
-            message.token,
-            Options([(_SIZE1, self.max_body_size)]),
-            f"{diagnostic}; the limit is {self.max_body_size} bytes".encode(),
+            Code(_TOO_LARGE), message.token, Options([(_SIZE1, self.max_body_size)]),
+            diagnostic.encode(),
         )
 
     def prepare_response(

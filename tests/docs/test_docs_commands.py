@@ -46,6 +46,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND_TIMEOUT = 60.0  # seconds for one command: generous, it only bounds a hang
 SERVER_START = 30.0
 CTRL_C_AFTER = 2.0
+SETTLE = 2.0  # seconds a server runs, at least, before the Ctrl-C that stops it
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _MARKER = re.compile(r"^<!--\s*([\w-]+)(?::\s*(.*?))?\s*-->\s*$")
@@ -136,10 +137,16 @@ class Player:
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.env.pop("PYTHONPATH", None)
         self.servers: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-        self.block_servers = 0
+        self.started_at = 0.0
         self.log: list[str] = []
 
     def stop_servers(self) -> None:
+        if self.servers:
+            # A reader presses Ctrl-C on a server that is up: a twistd accepts (its
+            # listeners are bound) a moment before its reactor runs and handles SIGINT.
+            settle = self.started_at + SETTLE - time.monotonic()
+            if settle > 0:
+                time.sleep(settle)
         for _, process, _ in self.servers:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGINT)
@@ -166,6 +173,7 @@ class Player:
                 start_new_session=True,
             )
         self.servers.append((line, process, log))
+        self.started_at = time.monotonic()
         deadline = time.monotonic() + SERVER_START
         for port in server_ports(line):
             while not accepts(port):
