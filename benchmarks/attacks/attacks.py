@@ -738,7 +738,8 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in [
     Attack("amplify-10", "1", "10 such clients at once (500 GET /big each)", amplify,
            {**_AMP, "clients": 10}, {**_AMP_SMALL, "clients": 3}, bound=_AMP_BOUND),
     Attack("amplify-bert", "1", "BERT at the default Max-Message-Size 66,048: 64 KB of "
-           "pipelined GET /big (10,922 requests, each answered with a 64 KiB block)",
+           "pipelined GET /big (8,192 requests with 2-byte tokens, each answered with a 64 "
+           "KiB block)",
            amplify, {**_AMP, "mms": 66048, "bert": True, "request_bytes": 65536},
            {**_AMP_SMALL, "request_bytes": 6000}, bound=_AMP_BOUND),
     Attack("amplify-ws", "1", "amplify over coap+ws (500 GET /big, MMS 4 MiB)", amplify,

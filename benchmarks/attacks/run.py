@@ -145,13 +145,18 @@ def make_ctx(args: argparse.Namespace, target: mon.Target, mark: Any = None,
 
 def run_inline(attack: atk.Attack, params: dict[str, Any], ctx: atk.Ctx) -> dict[str, Any]:
     """Run the attack coroutine, cancelled past its deadline; errors become a failed check."""
+    limits = []
+
     async def main() -> dict[str, Any]:
-        return await asyncio.wait_for(attack.run(ctx, params), attack.deadline(params))
+        async with asyncio.timeout(attack.deadline(params)) as limit:
+            limits.append(limit)
+            return await attack.run(ctx, params)
 
     try:
         return asyncio.run(main())
-    except TimeoutError:
-        why = f"did not finish within {attack.deadline(params):.0f} s"
+    except TimeoutError as error:
+        why = (f"did not finish within {attack.deadline(params):g} s" if limits[0].expired()
+               else f"a step timed out: {type(error).__name__} {error}")
     except (OSError, wire.Closed) as error:
         why = f"{type(error).__name__}: {error}"
     return {"error": why, "checks": [("attack ran to its end", False, why)]}
