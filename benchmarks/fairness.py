@@ -167,6 +167,7 @@ def main() -> int:
     finally:
         if server:
             server.stop()
+            server.remove_workdir()
     base = med(runs["none"], "rps")
     print(f"\n{args.conns} connections x {args.inflight} in flight of GET /hello, "
           f"{args.reps} x ({args.warmup:g} s warm-up + {args.duration:g} s); medians")

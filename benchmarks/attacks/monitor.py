@@ -255,6 +255,10 @@ class ServerProcess:
                 self.proc.wait(15)
         return self.proc.returncode
 
+    def remove_workdir(self) -> None:
+        """Delete the log and the throwaway certificate (the server must be stopped)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
     def log_text(self) -> str:
         try:
             with open(self.logpath, "rb") as f:

@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--loadgen", help="loadgen binary (default: build benchmarks/loadgen.c)")
     ap.add_argument("--probe-interval", type=float, default=0.5)
     ap.add_argument("--json", metavar="FILE", help="write every result as JSON")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep the server's log and the attacks' logs (default: deleted; "
+                         "the report has the server log's tail)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json-out", help=argparse.SUPPRESS)
     return ap
@@ -245,7 +249,12 @@ class Watch:
                 twistd=args.twistd, extra_args=args.server_arg, nofile=args.server_nofile or None,
                 as_limit_mib=args.as_limit_mib or None, tls=tls)
             self.target = self.server.start()
-        warm_up(self.target)
+        try:
+            warm_up(self.target)
+        except BaseException:
+            if self.server:
+                self.server.stop()
+            raise
         self.pid = self.target.pid
         self.baseline = baseline_kib(self.pid) if self.pid else 0
         self.sampler = mon.Sampler(self.pid, cap_mib=args.rss_cap_mib if self.server else None,
@@ -297,6 +306,10 @@ class Watch:
         summary = self.server.log_summary()
         summary.update({"alive_at_end": alive, "exit_status": status,
                         "log_tail": self.server.log_tail(6)})
+        if self.args.keep_logs:
+            summary["log"] = self.server.logpath
+        else:
+            self.server.remove_workdir()
         return summary
 
 
@@ -441,6 +454,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 tail = f.read().decode(errors="replace")[-400:]
             per_attack[name] = {"error": f"no result (status {proc.returncode}): {tail}",
                                 "checks": [["attack ran to its end", False, tail[-120:]]]}
+    if args.keep_logs:
+        mon.log(f"attack logs and results in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     checks = judge(None, {}, {}, watched, peak_limit=CAMPAIGN_RSS_MIB) + load_checks(load_result)
     return {"attack": "all", "what": " + ".join(names), "params": {"scale": args.scale},
             **watched, "load": load_result, "server_log": server_log, "attacks": per_attack,
