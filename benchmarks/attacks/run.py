@@ -89,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
         description="Issue 12 attack campaign against coaptcp (loopback only).",
         epilog="attacks: " + ", ".join(atk.ATTACKS) + "; all = " + " + ".join(atk.CAMPAIGN)
         + " at once with a 64x16 load")
-    ap.add_argument("--attack", help="attack name(s), comma-separated, or 'all'")
+    ap.add_argument("--attack", help="attack name(s), comma-separated; 'every': each in "
+                    "turn; 'all': all at once with the load")
     ap.add_argument("--list", action="store_true", help="list the attacks and their sizes")
     ap.add_argument("--scale", choices=("full", "small"), default="full",
                     help="full: the sizes of issue 12 (default); small: a quick run")
