@@ -329,10 +329,11 @@ class Conn:
         self.send(CSM, options=csm_options(max_message_size, bert))
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until our buffered output went to the kernel; False on timeout."""
+        """Wait until our buffered output went to the kernel; False on timeout or when the
+        server closed the connection."""
         try:
             await asyncio.wait_for(self.writer.drain(), timeout)
-        except TimeoutError:
+        except (TimeoutError, ConnectionError):
             return False
         return True
 
