@@ -10,6 +10,7 @@ WebSocket protocols are thin wrappers around it.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,11 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 DEFAULT_RELEASE_TIMEOUT = 10.0
 
 _CLOSED = State.CLOSED
+
+#: An answer larger than this is written at once, not with the rest of its read's
+#: answers, so that a transport whose buffer it fills stops the processing of the next
+#: requests at once (Twisted pauses its producer from within ``write``).
+EARLY_WRITE = 8192
 _BLOCK2 = int(OptionNumber.BLOCK2)  # Block2 (23), Block1 (27) and Size1 (60) come last
 
 def _transport_gone(*_: object) -> None:
@@ -121,9 +127,13 @@ class Channel(ObservationRegistry):
         "_closing",
         "_csm_call",
         "_csm_waiters",
+        "_custody_oldest",
         "_custody_waits",
         "_frame_call",
+        "_held_events",
         "_inbound_received",
+        "_input_call",
+        "_input_ended",
         "_keepalive_ping",
         "_last_activity",
         "_limits_logged",
@@ -135,11 +145,16 @@ class Channel(ObservationRegistry):
         "_pending",
         "_pings",
         "_reactor",
+        "_reading_off",
         "_release_call",
+        "_set_reading",
+        "_turn_left",
         "_unanswered",
         "_waiting_for_csm",
         "_watchdog_call",
         "_write",
+        "_write_call",
+        "_ws_queue",
         "blockwise",
         "close_reason",
         "close_timeout",
@@ -171,6 +186,7 @@ class Channel(ObservationRegistry):
         max_observations: int = DEFAULT_MAX_OBSERVATIONS,
         blockwise: BlockwiseServer | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        set_reading: Callable[[bool], None] | None = None,
     ) -> None:
         self.connection = connection
         self.site = site
@@ -189,8 +205,14 @@ class Channel(ObservationRegistry):
         self._pings: dict[bytes, tuple[Deferred[float], float]] = {}
         self._waiting_for_csm: list[tuple[Message, Deferred[Response]]] = []
         self._inbound_received = 0
-        self._unanswered: set[int] = set()
-        self._custody_waits: list[tuple[int, bytes]] = []
+        # Requests being rendered (async), by arrival number: answered 5.03 if still
+        # there when a Release's time is up.
+        self._unanswered: dict[int, Message] = {}
+        # Custody Pings waiting for the requests received before them, oldest first
+        # (bounded by limits.max_custody_pings), and the oldest request number that may
+        # still be unanswered (it only moves forward: O(1) amortized per answer).
+        self._custody_waits: deque[tuple[int, bytes]] = deque()
+        self._custody_oldest = 1
         self._next_token = int.from_bytes(os.urandom(4), "big")
         self._closing = False
         self._lost = False
@@ -211,6 +233,16 @@ class Channel(ObservationRegistry):
         self._limits_logged: set[str] = set()
         self._observing: dict[bytes, ChannelObservation] = {}
         self._csm_waiters: list[Deferred[None]] = []
+        # Input flow control (see _process_input): what a read brought that is not
+        # processed yet, and why reading from the transport is off.
+        self._set_reading = set_reading if set_reading is not None else _transport_gone
+        self._reading_off = False
+        self._held_events: list[Event] | None = None
+        self._ws_queue: deque[bytes] = deque()
+        self._input_call: Any = None
+        self._input_ended = False
+        self._turn_left = limits.messages_per_read
+        self._write_call: Any = None
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -226,11 +258,83 @@ class Channel(ObservationRegistry):
     def data_received(self, data: bytes) -> None:
         """Feed bytes from a TCP or TLS stream."""
         self._last_activity = self._reactor.seconds()
-        self._dispatch(self.connection.receive_data(data))
+        if self._reading_off:
+            # A backlog is waiting (or the peer does not read our answers): keep the
+            # bytes for later.  Reading is off, so this is at most what one read of the
+            # transport (or of its TLS layer) held when we paused it.
+            self.connection.feed(data)
+        else:
+            self._process_input(data)
+        self._check_frame_timer()
+
+    def _process_input(self, data: bytes = b"") -> None:
+        """Process what the peer sent, within this reactor turn's budget.
+
+        At most ``limits.messages_per_read`` messages are handled at once, and none once
+        our output is blocked (the peer does not read it): the rest waits, with reading
+        from the transport off, for a later turn or for the transport to drain.  So one
+        read costs bounded time and output, and other connections get their turn.
+        """
+        connection = self.connection
+        self._dispatch(connection.receive_data(data, self.limits.messages_per_read))
+        if self._held_events is not None or connection.input_waiting:
+            self._hold_input()
+
+    def _hold_input(self) -> None:
+        """Stop reading while a backlog waits; go on in a later turn unless blocked."""
+        if not self._reading_off:
+            self._reading_off = True
+            self._set_reading(False)
+        if self._input_call is None and not self._paused and not self._lost:
+            self._input_call = self._reactor.callLater(0, self._continue_input)
+
+    def _continue_input(self) -> None:
+        self._input_call = None
+        if self._lost or self._paused:
+            return
+        held = self._held_events
+        if held is not None:
+            self._held_events = None
+            self._dispatch(held)
+            if self._paused or self._held_events is not None:
+                return  # blocked again: resume() goes on
+        if self._ws_queue:
+            self._turn_left = self.limits.messages_per_read
+            queue = self._ws_queue
+            while queue and self._turn_left > 0 and not self._paused and not self._lost:
+                self._turn_left -= 1
+                self._dispatch(self.connection.receive_ws_message(queue.popleft()))
+            if queue or self._held_events is not None:
+                self._hold_input()
+                return
+        elif self.connection.input_waiting or self.connection.partial_frame:
+            self._process_input()
+            if self._held_events is not None or self.connection.input_waiting:
+                return  # _process_input held it again
+        if self._lost or self._paused:
+            return
+        self._read_again()
+        self._check_frame_timer()
+        self._maybe_finish_release()
+
+    def _read_again(self) -> None:
+        """Turn reading back on, unless the connection is closing (no more input then)."""
+        if self._reading_off and not self._closing and not self._lost:
+            self._reading_off = False
+            self._set_reading(True)
+
+    @property
+    def input_backlog(self) -> bool:
+        """Whether input was received that is not processed yet (flow control)."""
+        return bool(
+            self._held_events is not None or self._ws_queue or self.connection.input_waiting
+        )
+
+    def _check_frame_timer(self) -> None:
         frame_timeout = self.limits.frame_timeout
         if frame_timeout is None:
             return
-        if self.connection.partial_frame:
+        if self.connection.partial_frame and not self._reading_off:
             if self._frame_call is None and not self._lost and not self._closing:
                 self._frame_call = self._reactor.callLater(frame_timeout, self._frame_timed_out)
         elif self._frame_call is not None:
@@ -240,6 +344,8 @@ class Channel(ObservationRegistry):
 
     def _frame_timed_out(self) -> None:
         self._frame_call = None
+        if self._reading_off:
+            return  # our backlog, not the peer's slowness; checked again once it clears
         if self.connection.partial_frame and not self._lost:
             self._dispatch(
                 self.connection.abort_for_violation(
@@ -247,10 +353,36 @@ class Channel(ObservationRegistry):
                 )
             )
 
+    def new_read(self) -> None:
+        """A new read of the transport starts: WebSocket messages get a fresh budget."""
+        self._turn_left = self.limits.messages_per_read
+
     def ws_message_received(self, data: bytes) -> None:
         """Feed one binary WebSocket message."""
         self._last_activity = self._reactor.seconds()
+        if self._reading_off or self._turn_left <= 0 or self._paused:
+            self._ws_queue.append(data)
+            self._hold_input()
+            return
+        self._turn_left -= 1
         self._dispatch(self.connection.receive_ws_message(data))
+
+    def input_ended(self) -> None:
+        """The peer closed its side of a TCP connection (a FIN, ``IHalfCloseableProtocol``).
+
+        What it sent before is still processed and answered, as after a Release
+        (RFC 8323 section 5.5); then the connection is closed, within ``release_timeout``.
+        """
+        if self._lost or self._input_ended:
+            return
+        self._input_ended = True
+        if self.close_reason is None:
+            self.close_reason = "the peer closed its side of the connection"
+        if self._release_call is None:
+            self._release_call = self._reactor.callLater(
+                self.release_timeout, self._release_timed_out
+            )
+        self._maybe_finish_release()
 
     # -- timers (section 3.3 CSM, section 5.4 Ping, section 5.5 Release) ------------------
 
@@ -341,13 +473,17 @@ class Channel(ObservationRegistry):
             self._csm_call,
             self._watchdog_call,
             self._frame_call,
+            self._input_call,
+            self._write_call,
         ):
             if call is not None and call.active():
                 call.cancel()
         # Let go of the transport's callables (bound methods of the protocol that owns
         # this channel): otherwise the two keep each other alive until a full collection
         # of the cyclic garbage collector, which an idle server may not run for long.
-        self._write = self._close = self._abort = _transport_gone
+        self._write = self._close = self._abort = self._set_reading = _transport_gone
+        self._held_events = None
+        self._ws_queue.clear()
         error = ConnectionClosedError(self.close_reason)
         pending, self._pending = self._pending, {}
         for d in pending.values():
@@ -393,9 +529,10 @@ class Channel(ObservationRegistry):
         if self._closing or self._lost:
             return
         self._closing = True
-        for call in (self._csm_call, self._watchdog_call, self._frame_call):
+        for call in (self._csm_call, self._watchdog_call, self._frame_call, self._input_call):
             if call is not None and call.active():
                 call.cancel()
+        self._input_call = None
         self._flush()
         self._close()
         self._close_call = self._reactor.callLater(self.close_timeout, self._force_close)
@@ -562,7 +699,7 @@ class Channel(ObservationRegistry):
             self._flush()
         if self._release_call is None:  # one timer, even if both sides send Release
             self._release_call = self._reactor.callLater(
-                self.release_timeout, self._close_transport
+                self.release_timeout, self._release_timed_out
             )
         self._maybe_finish_release()
         return closed
@@ -573,22 +710,51 @@ class Channel(ObservationRegistry):
             return
         self.close_reason = f"aborted by us: {diagnostic}"
         self.connection.send_abort(diagnostic)
+        self._drop_observations()  # free the resources' slots now, not at the close
         self._close_transport()
 
     def _maybe_finish_release(self) -> None:
         connection = self.connection
-        if not (connection.release_sent or connection.release_received):
+        ended = self._input_ended
+        if not (connection.release_sent or connection.release_received or ended):
             return
-        if not self._unanswered and not self._pending:
-            self._close_transport()
+        if self._unanswered or (self._pending and not ended) or self.input_backlog:
+            return
+        self._close_transport()
+
+    def _release_timed_out(self) -> None:
+        """The time for the work in flight after a Release is up: answer what is still
+        being rendered 5.03 (RFC 8323 section 5.5 expects it answered), then close."""
+        self._release_call = None
+        if self._lost or self._closing:
+            return
+        unanswered, self._unanswered = self._unanswered, {}
+        if unanswered and self.connection.state is not State.CLOSED:
+            self.log.info(
+                "Answering {count} requests of {peer} 5.03: still rendering at the close",
+                count=len(unanswered),
+                peer=self.peer,
+            )
+            answer = Response(Code.SERVICE_UNAVAILABLE, b"shutting down")
+            for request in unanswered.values():
+                self._respond(request, answer)
+        self._close_transport()
 
     # -- event dispatch -------------------------------------------------------------------
 
     def _dispatch(self, events: list[Event]) -> None:
-        for event in events:
+        for index, event in enumerate(events):
             kind = type(event)
             if kind is RequestReceived:
                 self._on_request(event.message)  # type: ignore[attr-defined]
+                if self._paused:
+                    # The peer does not read what we answer: stop processing its
+                    # requests (not only reading them) until the transport drains.
+                    rest = events[index + 1 :]
+                    if rest:
+                        self._held_events = rest
+                        self._hold_input()
+                    break
             elif kind is ResponseReceived:
                 self._on_response(event.message)  # type: ignore[attr-defined]
             elif kind is CsmReceived:
@@ -663,6 +829,15 @@ class Channel(ObservationRegistry):
         # requests that arrive after it do not hold it back.
         if not self._unanswered:
             self.connection.send_pong(event.token, custody=True)
+        elif len(self._custody_waits) >= self.limits.max_custody_pings:
+            # Bounded: beyond the limit a Pong goes at once, without Custody (it then
+            # promises nothing about the requests before it; RFC 8323 section 5.4.1).
+            self._log_limit_once(
+                "custody",
+                "{peer} has {count} Custody Pings waiting; answering more without Custody",
+                count=len(self._custody_waits),
+            )
+            self.connection.send_pong(event.token)
         else:
             self._custody_waits.append((self._inbound_received, event.token))
 
@@ -675,7 +850,7 @@ class Channel(ObservationRegistry):
         )
         if self._release_call is None:  # one timer, even if both sides send Release
             self._release_call = self._reactor.callLater(
-                self.release_timeout, self._close_transport
+                self.release_timeout, self._release_timed_out
             )
         self._maybe_finish_release()
 
@@ -748,11 +923,12 @@ class Channel(ObservationRegistry):
             self._respond(complete, result)
             return
         number = self._inbound_received
-        self._unanswered.add(number)
+        self._unanswered[number] = complete
         result.addBoth(self._deferred_response, complete, number)
 
     def _deferred_response(self, result: Response | Failure, request: Message, number: int) -> None:
-        self._unanswered.discard(number)
+        if self._unanswered.pop(number, None) is None:
+            return  # answered 5.03 when the Release's time ran out
         result = self._response_or_error(result)
         if not self._lost and self.connection.state is not State.CLOSED:
             self._respond(request, result)
@@ -768,16 +944,20 @@ class Channel(ObservationRegistry):
         return result
 
     def _release_custody(self) -> None:
-        if not self._custody_waits:
+        waits = self._custody_waits
+        if not waits:
             return
-        oldest_unanswered = min(self._unanswered, default=self._inbound_received + 1)
-        still_waiting = []
-        for received_before, token in self._custody_waits:
-            if received_before < oldest_unanswered:
-                self.connection.send_pong(token, custody=True)
-            else:
-                still_waiting.append((received_before, token))
-        self._custody_waits = still_waiting
+        # The oldest request that may be unanswered: numbers only grow, so this pointer
+        # passes each request once, whatever the number of answers and Pings.
+        unanswered = self._unanswered
+        oldest = self._custody_oldest
+        newest = self._inbound_received
+        while oldest <= newest and oldest not in unanswered:
+            oldest += 1
+        self._custody_oldest = oldest
+        send_pong = self.connection.send_pong
+        while waits and waits[0][0] < oldest:
+            send_pong(waits.popleft()[1], custody=True)
 
     def _respond(self, request: Message, response: Response) -> None:
         """Send ``response`` to ``request``, cut into a Block2 block if it must be."""
@@ -799,6 +979,8 @@ class Channel(ObservationRegistry):
             # (a payload above the peer's limit cannot: do not encode it to find out).
             try:
                 connection.send(message)
+                if len(message.payload) > EARLY_WRITE:
+                    self._flush()  # a large answer: let the transport say if it is full
                 return
             except MessageTooLarge:
                 pass
@@ -811,6 +993,8 @@ class Channel(ObservationRegistry):
         )
         try:
             connection.send(message)
+            if len(message.payload) > EARLY_WRITE:
+                self._flush()
         except MessageTooLarge as error:
             self.log.warn("Response to {peer} too large: {error}", peer=self.peer, error=str(error))
             diagnostic = f"response of {error.size} bytes exceeds your Max-Message-Size"
@@ -902,15 +1086,49 @@ class Channel(ObservationRegistry):
     # -- flow control ---------------------------------------------------------------------
 
     def pause(self) -> None:
-        """The transport's buffer is full: hold notifications (the peer reads slowly)."""
+        """The transport's buffer is full (the peer reads slowly, or not at all).
+
+        Requests already read wait unprocessed, reading stops, notifications are held,
+        and the write timeout starts: a peer that reads nothing for
+        ``limits.write_timeout`` seconds is aborted.
+        """
+        if self._paused:
+            return
         self._paused = True
+        if not self._reading_off:
+            self._reading_off = True
+            self._set_reading(False)
+        timeout = self.limits.write_timeout
+        if timeout is not None and self._write_call is None and not self._lost:
+            self._write_call = self._reactor.callLater(timeout, self._write_timed_out)
 
     def resume(self) -> None:
-        """The transport drained: send the latest state of every stale observation."""
+        """The transport drained: go on with the input and send the latest state of
+        every stale observation."""
         self._paused = False
+        if self._write_call is not None:
+            if self._write_call.active():
+                self._write_call.cancel()
+            self._write_call = None
+        if self.input_backlog:
+            self._hold_input()  # processed in the next turn, then reading goes on
+        else:
+            self._read_again()
         for observation in list(self._observations.values()):
             if observation.stale:
                 self.notify(observation)
+
+    def _write_timed_out(self) -> None:
+        self._write_call = None
+        if self._lost or not self._paused:
+            return
+        timeout = self.limits.write_timeout
+        self.log.info(
+            "Aborting {peer}: it read nothing of our output for {timeout:g} s",
+            peer=self.peer,
+            timeout=timeout,
+        )
+        self.abort(f"you read nothing of our output for {timeout:g} s")
 
 
 class ChannelOwner:
@@ -952,18 +1170,27 @@ class ChannelOwner:
     _reading_paused = False
 
     def pauseProducing(self) -> None:
-        """The peer reads too slowly: stop reading from it, hold notifications."""
+        """The transport's write buffer is over its high-water mark (Twisted's
+        ``bufferSize``): the peer reads too slowly.  The channel stops processing its
+        requests and reading from it, and holds notifications."""
         self.channel.pause()
-        if self.transport is not None and self._reading_pausable and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        """The peer caught up: read again and send the latest notifications."""
-        if self.transport is not None and self._reading_paused:
-            self._reading_paused = False
-            self.transport.resumeProducing()
+        """The peer caught up: process and read again, send the latest notifications."""
         self.channel.resume()
+
+    def _set_reading(self, reading: bool) -> None:
+        """The channel turns reading from the transport on and off (flow control)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if reading:
+            if self._reading_paused:
+                self._reading_paused = False
+                transport.resumeProducing()
+        elif self._reading_pausable and not self._reading_paused:
+            self._reading_paused = True
+            transport.pauseProducing()
 
     def stopProducing(self) -> None:
         """The transport is going away; the protocol's connection-lost path cleans up."""

@@ -22,28 +22,47 @@ class Limits:
     :ivar idle_timeout: seconds without traffic, requests in flight or observations
         after which we send Release and close (RFC 8323 section 5.5).
     :ivar frame_timeout: seconds a frame may take from its first byte to its last; a
-        peer trickling a frame slower than that (a slowloris) is aborted.
+        peer trickling a frame slower than that (a slowloris) is aborted.  Over
+        WebSockets it also bounds a fragmented message from its first frame to its last
+        (RFC 6455 section 5.4).
+    :ivar ws_handshake_timeout: seconds a connection to a WebSocket listener has, from the
+        moment it is accepted, to complete its opening handshake (RFC 6455 section 4.2;
+        TLS included for ``coaps+ws``) or, on a ``twisted.web`` port, each HTTP request;
+        slower connections are dropped.
     :ivar keepalive_interval: seconds of silence after which we send a Ping (section
         5.4); a missing Pong within ``pong_timeout`` closes the connection.
     :ivar max_inbound_requests: requests from one peer being answered at once (renders
         still running); more get 4.29 Too Many Requests (RFC 8516) with Max-Age.
     :ivar max_outbound_requests: our own requests waiting for answers on one connection;
         more fail locally.
-    :ivar max_connections: open connections per factory; more are aborted with a
-        diagnostic right after our CSM.
+    :ivar max_connections: open connections, counted from the moment they are accepted
+        (by a :class:`~coaptcp.admission.ConnectionGate`, which ``twistd coaptcp`` shares
+        between all its listeners); more are answered with our CSM and an Abort (HTTP
+        503 on a WebSocket listener), then closed.
     :ivar max_connections_per_address: the same bound per peer IP address.
+    :ivar write_timeout: seconds a peer may leave our output unread (the transport's
+        write buffer over its high-water mark, when we stop processing the peer's
+        requests) before we abort it; its observations are freed with it.
+    :ivar messages_per_read: messages of one connection processed in one reactor turn;
+        more wait for the next turn, so a flooding peer cannot starve the others.
+    :ivar max_custody_pings: Pings with Custody (RFC 8323 section 5.4.1) waiting for
+        earlier requests on one connection; more are answered at once, without Custody.
     """
 
     csm_timeout: float | None = 10.0
     idle_timeout: float | None = 300.0
     frame_timeout: float | None = 30.0
-    keepalive_interval: float | None = None
+    ws_handshake_timeout: float | None = 10.0
+    keepalive_interval: float | None = 120.0
     pong_timeout: float = 10.0
     max_inbound_requests: int = 256
     max_outbound_requests: int = 4096
     max_connections: int = 20_000
     max_connections_per_address: int = 1_000
     retry_after: int = 1
+    write_timeout: float | None = 60.0
+    messages_per_read: int = 64
+    max_custody_pings: int = 64
 
 
 DEFAULT_LIMITS = Limits()

@@ -20,13 +20,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IHandshakeListener, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .admission import ConnectionAdmission, host_of
+from .admission import ConnectionAdmission, ConnectionGate, host_of
 from .channel import Channel, ChannelOwner
 from .core.blockwise import DEFAULT_MAX_BODY_SIZE, BlockwiseServer
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
@@ -47,12 +52,13 @@ def _default_reactor(reactor: Any) -> Any:
     return reactor
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IHalfCloseableProtocol)
 class CoapProtocol(ChannelOwner, Protocol):
     """One CoAP-over-TCP connection (RFC 8323 section 3), either role.
 
     The protocol sends its CSM as soon as it is connected.  Use :meth:`request`,
-    :meth:`ping` and :meth:`release` to talk to the peer.
+    :meth:`ping` and :meth:`release` to talk to the peer.  A peer that closes its
+    sending side (a TCP FIN) still gets the answers to what it sent before.
     """
 
     factory: CoapFactory
@@ -88,8 +94,12 @@ class CoapProtocol(ChannelOwner, Protocol):
             secure=bool(secure),
             limits=factory.limits,
             blockwise=BlockwiseServer(max_body_size=factory.max_body_size),
+            set_reading=self._set_reading,
         )
         refusal = factory.admit(self)
+        if refusal is not None and not refusal.answer:
+            transport.abortConnection()  # type: ignore[attr-defined]
+            return
         # Flow control: when the transport's write buffer fills (a slow reader), we stop
         # reading its requests and hold notifications until it drains.  Over TLS the
         # handshake must be read first: Twisted's TLS layer pauses its producer while our
@@ -98,7 +108,7 @@ class CoapProtocol(ChannelOwner, Protocol):
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.channel.start()
         if refusal is not None:
-            self.channel.abort(refusal)
+            self.channel.abort(refusal.diagnostic)
 
     def _write_frames(self, frames: list[bytes]) -> None:
         # One write of the joined frames: writeSequence would check and count each frame
@@ -136,12 +146,11 @@ class CoapProtocol(ChannelOwner, Protocol):
         peer = transport.getPeer()
         if peer == self.channel.peer:
             return False
-        self.factory.discharge(self)
         self.channel.peer = peer
         self.channel.default_host = host_of(transport.getHost())
-        refusal = self.factory.admit(self)
+        refusal = self.factory.gate.readdress(self, peer)
         if refusal is not None:
-            self.channel.abort(refusal)
+            self.channel.abort(refusal.diagnostic)
             return True
         return False
 
@@ -153,6 +162,16 @@ class CoapProtocol(ChannelOwner, Protocol):
         completed = getattr(self.transport, "coapHandshakeCompleted", None)
         if completed is not None:
             completed(self)
+
+    def readConnectionLost(self) -> None:
+        """The peer sent a FIN: answer what it sent, then close (``IHalfCloseableProtocol``)."""
+        self.channel.input_ended()
+
+    def writeConnectionLost(self) -> None:
+        """Our sending side is closed (we never half-close it ourselves): drop the link."""
+        transport = self.transport
+        if transport is not None:
+            transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self.factory.discharge(self)
@@ -174,6 +193,8 @@ class CoapFactory(ConnectionAdmission, Factory):
     :param reactor: the reactor for timers; the global one when ``None``.
     :param max_body_size: the largest Block1 upload reassembled for a resource; more is
         answered 4.13 with Size1 (RFC 7959 section 2.9.3).
+    :param gate: counts the connections against ``limits`` (shared with the server's other
+        listeners); by default the factory counts its own.
     """
 
     protocol = CoapProtocol  # type: ignore[assignment]
@@ -189,11 +210,12 @@ class CoapFactory(ConnectionAdmission, Factory):
         reactor: IReactorTime | None = None,
         limits: Limits = DEFAULT_LIMITS,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        gate: ConnectionGate | None = None,
     ) -> None:
         if isinstance(site, Resource):
             site = Site(site)
         self.limits = limits
-        self._init_admission()
+        self._init_admission(gate)
         self.site = site
         self.role = role
         self.max_message_size = max_message_size

@@ -11,19 +11,21 @@ returns a service an application can add to its own ``Application``.
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from .admission import ConnectionGate, fit_descriptor_limit
 from .core.blockwise import DEFAULT_MAX_BODY_SIZE
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from .limits import DEFAULT_LIMITS, Limits
+from .listeners import DEFAULT_LISTEN_BACKLOG, add_listener
 from .protocol import CoapFactory
 from .resource import Resource, Site
 from .tlstap import (
@@ -45,7 +47,16 @@ DEFAULT_TCP_ENDPOINT = "tcp:5683"
 MAX_CONFIGURABLE_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
-_TIMEOUTS = frozenset({"csm_timeout", "idle_timeout", "frame_timeout", "keepalive_interval"})
+_TIMEOUTS = frozenset(
+    {
+        "csm_timeout",
+        "idle_timeout",
+        "frame_timeout",
+        "keepalive_interval",
+        "write_timeout",
+        "ws_handshake_timeout",
+    }
+)
 
 
 def _default_text(field: str) -> str:
@@ -104,7 +115,15 @@ _LIMIT_OPTIONS: list[tuple[str, str, type, str]] = [
         "frame-timeout",
         "frame_timeout",
         float,
-        "Seconds a frame may take to arrive; slower peers are aborted (0: no limit).",
+        "Seconds a frame (over WebSockets also a fragmented message) may take to arrive; "
+        "slower peers are aborted (0: no limit).",
+    ),
+    (
+        "ws-handshake-timeout",
+        "ws_handshake_timeout",
+        float,
+        "Seconds a connection to a --ws port has from accept to finish its WebSocket "
+        "handshake (TLS included) or HTTP request; slower ones are dropped (0: no limit).",
     ),
     (
         "keepalive",
@@ -119,12 +138,37 @@ _LIMIT_OPTIONS: list[tuple[str, str, type, str]] = [
         int,
         "Requests one peer may have in progress; more get 4.29 Too Many Requests.",
     ),
-    ("max-connections", "max_connections", int, "Open connections in total."),
+    (
+        "write-timeout",
+        "write_timeout",
+        float,
+        "Seconds a peer may leave a full buffer of our output unread before it is "
+        "aborted (0: never).",
+    ),
+    (
+        "messages-per-read",
+        "messages_per_read",
+        int,
+        "Messages of one connection processed per reactor turn; the rest wait a turn.",
+    ),
+    (
+        "max-custody-pings",
+        "max_custody_pings",
+        int,
+        "Custody Pings one peer may have waiting; more are answered without Custody.",
+    ),
+    (
+        "max-connections",
+        "max_connections",
+        int,
+        "Open connections in total, on all listeners, counted from accept (lowered to fit "
+        "the descriptor limit).",
+    ),
     (
         "max-connections-per-address",
         "max_connections_per_address",
         int,
-        "Open connections from one IP address.",
+        "Open connections from one IP address, on all listeners, counted from accept.",
     ),
 ]
 LIMIT_PARAMETERS = [
@@ -178,6 +222,13 @@ class Options(usage.Options):
             "(RFC 7959). TCP and TLS listeners.",
         ],
         *LIMIT_PARAMETERS,
+        [
+            "listen-backlog",
+            None,
+            str(DEFAULT_LISTEN_BACKLOG),
+            "Listen backlog of tcp:, tcp6: and ssl: listeners whose description gives no "
+            "backlog= (the kernel caps it at net.core.somaxconn).",
+        ],
         *TLS_OPT_PARAMETERS,
         *WORKER_OPT_PARAMETERS,
     ]
@@ -245,9 +296,18 @@ class Options(usage.Options):
                 value = kind(self[option])
             except ValueError:
                 raise usage.UsageError(f"--{option} must be a number, not {self[option]!r}")
-            if value < 0 or (kind is int and value < 1):
+            if not math.isfinite(value) or value < 0 or (kind is int and value < 1):
                 raise usage.UsageError(f"--{option} must be positive, not {self[option]!r}")
         self["limits"] = limits_from_options(self)
+        try:
+            backlog = int(self["listen-backlog"])
+        except ValueError:
+            backlog = 0
+        if not 1 <= backlog <= 65535:
+            raise usage.UsageError(
+                f"--listen-backlog must be between 1 and 65535, not {self['listen-backlog']!r}"
+            )
+        self["listen-backlog"] = backlog
         if not self["tcp"] and not self["ws"] and not tls_requested(self):
             self["tcp"] = [DEFAULT_TCP_ENDPOINT]
         for description in [*self["tcp"], *self["ws"]]:
@@ -292,27 +352,36 @@ class CoapService(MultiService):
 
 
 def makeService(options: Options | dict[str, Any]) -> MultiService:
-    """Build the service for parsed :class:`Options` (also usable from an app's .tac)."""
-    from twisted.internet import endpoints, reactor
+    """Build the service for parsed :class:`Options` (also usable from an app's .tac).
+
+    Raises the process's descriptor limit where it may and lowers ``--max-connections``
+    to fit it (:func:`~coaptcp.admission.fit_descriptor_limit`); all listeners count
+    their connections together, from accept.
+    """
+    from twisted.internet import reactor
 
     if options.get("workers"):
         return make_worker_pool(options)  # type: ignore[arg-type]
 
     root = options["root"]
     site = Site(root)
+    limits = options.get("limits") or limits_from_options(options)
+    # Every connection holds a descriptor from accept: the limit must answer first.
+    limits = fit_descriptor_limit(limits, reactor=reactor)
+    # One count for all listeners: the descriptors they use come from one budget.
+    gate = ConnectionGate(limits)
+    backlog = int(options.get("listen-backlog", DEFAULT_LISTEN_BACKLOG))
     factory = CoapFactory(
         site,
         max_message_size=int(options["max-message-size"]),
         require_csm=not options.get("lenient-csm"),
-        limits=options.get("limits") or limits_from_options(options),
+        limits=limits,
         max_body_size=int(options.get("max-body-size", DEFAULT_MAX_BODY_SIZE)),
+        gate=gate,
     )
     service = CoapService(factory)
     for description in options["tcp"]:
-        endpoint = endpoints.serverFromString(reactor, description)
-        listener = StreamServerEndpointService(endpoint, factory)
-        listener._raiseSynchronously = True
-        listener.setServiceParent(service)
+        add_listener(service, description, factory, reactor, backlog, gate)
     if options.get("ws"):
         from .webapp import add_websocket_listeners
 
@@ -322,7 +391,9 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
             site,
             max_message_size=int(options["max-message-size"]),
             require_csm=not options.get("lenient-csm"),
-            limits=factory.limits,
+            limits=limits,
+            gate=gate,
+            backlog=backlog,
         )
-    add_tls_listeners(service, factory, options, reactor)
+    add_tls_listeners(service, factory, options, reactor, backlog, gate)
     return service

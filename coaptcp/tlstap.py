@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from .admission import ConnectionGate
+from .listeners import DEFAULT_LISTEN_BACKLOG, add_listener
 from .protocol import CoapFactory
 from .psk import PSKUnavailable
 from .tlsconfig import (
@@ -139,11 +140,15 @@ def check_tls_options(options: usage.Options, check_endpoint: Any) -> None:
 
 
 def add_tls_listeners(
-    service: MultiService, factory: CoapFactory, options: Any, reactor: Any
+    service: MultiService,
+    factory: CoapFactory,
+    options: Any,
+    reactor: Any,
+    backlog: int = DEFAULT_LISTEN_BACKLOG,
+    gate: ConnectionGate | None = None,
 ) -> None:
-    """Add a coaps+tcp listener to ``service`` for every ``--tls`` endpoint."""
-    from twisted.internet import endpoints
-
+    """Add a coaps+tcp listener to ``service`` for every ``--tls`` endpoint (gated by
+    ``gate``, see :func:`coaptcp.listeners.add_listener`)."""
     from .tls import coapTLSServerFactory
 
     settings = options.get("tls-settings")
@@ -151,7 +156,4 @@ def add_tls_listeners(
         return
     tls_factory = coapTLSServerFactory(factory, settings)
     for description in options["tls"]:
-        endpoint = endpoints.serverFromString(reactor, description)
-        listener = StreamServerEndpointService(endpoint, tls_factory)
-        listener._raiseSynchronously = True
-        listener.setServiceParent(service)
+        add_listener(service, description, tls_factory, reactor, backlog, gate)

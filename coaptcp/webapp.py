@@ -5,6 +5,13 @@ plain HTML and a JavaScript module) at ``/`` and CoAP over WebSockets at
 ``/.well-known/coap`` (RFC 8323 sections 4 and 8.3).  :class:`WebSocketService` owns the
 listeners; when it stops, it stops listening and then releases every open CoAP connection
 (RFC 8323 section 5.5), as :class:`~coaptcp.tap.CoapService` does for TCP.
+
+The HTTP side is bounded as the CoAP side is (:class:`CoapWebSite`): every connection is
+counted against the connection limits from the moment it is accepted, and it has
+:attr:`Limits.ws_handshake_timeout` seconds from then (and from the end of each response)
+to send a whole request, WebSocket handshake or not.  twisted.web's own timeout cannot do
+that: it is an idle timeout (12 hours by default), which every byte of a peer that
+trickles its request one byte at a time starts again.
 """
 
 from __future__ import annotations
@@ -13,20 +20,26 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Site as WebSite
 from twisted.web.static import File
 
+from .admission import ConnectionGate
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from .limits import DEFAULT_LIMITS, Limits
+from .listeners import DEFAULT_LISTEN_BACKLOG, add_listener
 from .resource import Site
 from .websocket import CoapWebSocketServerFactory, webSocketResource
 
 __all__ = [
     "WEB_CLIENT_DIR",
+    "CoapHTTPChannel",
+    "CoapWebSite",
     "WebSocketService",
     "add_websocket_listeners",
     "make_web_site",
@@ -54,6 +67,114 @@ def web_client_root(directory: Path = WEB_CLIENT_DIR) -> File:
     return root
 
 
+def _service_unavailable(diagnostic: str, retry_after: int) -> bytes:
+    """An HTTP 503 response that closes the connection (RFC 9110 section 15.6.4)."""
+    body = f"{diagnostic}\n".encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        f"Retry-After: {retry_after}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class CoapHTTPChannel(HTTPChannel):
+    """twisted.web's HTTP/1.1 channel, counted from accept and bounded in time.
+
+    Counted by its site's :class:`~coaptcp.admission.ConnectionGate` from
+    ``connectionMade``: one over a limit gets HTTP 503 and is closed, without reading
+    anything.  From accept, and again from the end of each response, the peer has the
+    site's ``handshake_timeout`` to send a whole request (its head and body); otherwise
+    the connection is dropped.  A request for ``/.well-known/coap`` hands the connection
+    (and its place in the count) to a WebSocket protocol.
+    """
+
+    site: CoapWebSite
+    _deadline: IDelayedCall | None = None
+    _refused = False
+
+    def connectionMade(self) -> None:
+        site = self.site
+        transport = self.transport
+        assert transport is not None
+        refusal = site.gate.admit(self, transport.getPeer())
+        if refusal is not None:
+            self._refused = True
+            self._start_deadline()  # bounds a close that waits for a TLS handshake
+            if refusal.answer:
+                retry_after = site.gate.limits.retry_after
+                transport.write(_service_unavailable(refusal.diagnostic, retry_after))
+                transport.loseConnection()
+            else:
+                transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        super().connectionMade()
+        self._start_deadline()
+
+    def _start_deadline(self) -> None:
+        timeout = self.site.handshake_timeout
+        if timeout is not None and self._deadline is None:
+            self._deadline = self.callLater(timeout, self._deadline_passed)
+
+    def _stop_deadline(self) -> None:
+        call, self._deadline = self._deadline, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        transport = self.transport
+        if transport is None:  # handed to a WebSocket protocol meanwhile
+            return
+        site = self.site
+        timeout = site.handshake_timeout or 0
+        site.gate.handshake_timed_out(site.reactor, transport.getPeer(), timeout)
+        transport.abortConnection()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._stop_deadline()  # the request is in; rendering it is not the peer's time
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        if self.persistent:
+            self._start_deadline()  # the next request's time starts now
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop_deadline()
+        self.site.gate.discharge(self)
+        super().connectionLost(reason)
+
+
+class CoapWebSite(WebSite):
+    """A ``twisted.web`` site whose connections are :class:`CoapHTTPChannel` instances.
+
+    :param gate: counts its connections (shared with the CoAP listeners of the server).
+    :param handshake_timeout: seconds a connection has for each request, from accept or
+        from the end of the previous response (``None``: no limit).
+    """
+
+    protocol = CoapHTTPChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        resource: Any,
+        *,
+        gate: ConnectionGate,
+        handshake_timeout: float | None,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(resource, reactor=reactor)
+        self.gate = gate
+        self.handshake_timeout = handshake_timeout
+
+
 def make_web_site(
     coap_site: Site,
     *,
@@ -61,19 +182,30 @@ def make_web_site(
     require_csm: bool = True,
     reactor: IReactorTime | None = None,
     limits: Limits = DEFAULT_LIMITS,
-) -> tuple[WebSite, CoapWebSocketServerFactory]:
-    """The browser client at ``/`` and CoAP over WebSockets at ``/.well-known/coap``."""
+    gate: ConnectionGate | None = None,
+) -> tuple[CoapWebSite, CoapWebSocketServerFactory]:
+    """The browser client at ``/`` and CoAP over WebSockets at ``/.well-known/coap``.
+
+    The site and the WebSocket factory count their connections with ``gate`` (a new one
+    for ``limits`` by default).
+    """
     root = web_client_root()
-    mounted = webSocketResource(
-        root,
+    if gate is None:
+        gate = ConnectionGate(limits)
+    factory = CoapWebSocketServerFactory(
         coap_site,
+        path=None,
         max_message_size=max_message_size,
         require_csm=require_csm,
         reactor=reactor,
         limits=limits,
+        gate=gate,
     )
-    web_site = WebSite(root)
-    return web_site, mounted.factory
+    webSocketResource(root, factory)
+    web_site = CoapWebSite(
+        root, gate=gate, handshake_timeout=limits.ws_handshake_timeout, reactor=reactor
+    )
+    return web_site, factory
 
 
 class WebSocketService(MultiService):
@@ -99,21 +231,25 @@ def add_websocket_listeners(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     require_csm: bool = True,
     limits: Limits = DEFAULT_LIMITS,
+    gate: ConnectionGate | None = None,
+    backlog: int = DEFAULT_LISTEN_BACKLOG,
 ) -> WebSocketService:
-    """Listen on each endpoint description (``tcp:`` for coap+ws, ``ssl:`` for coaps+ws)."""
+    """Listen on each endpoint description (``tcp:`` for coap+ws, ``ssl:`` for coaps+ws);
+    ``gate`` counts the connections (shared with the server's other listeners)."""
     import txaio
-    from twisted.internet import endpoints, reactor
+    from twisted.internet import reactor
 
     # autobahn logs every handshake's options at debug level; twistd logs every level.
     txaio.set_global_log_level("info")  # type: ignore[attr-defined]
     web_site, factory = make_web_site(
-        coap_site, max_message_size=max_message_size, require_csm=require_csm, limits=limits
+        coap_site,
+        max_message_size=max_message_size,
+        require_csm=require_csm,
+        limits=limits,
+        gate=gate,
     )
     service = WebSocketService(factory)
     for description in descriptions:
-        endpoint = endpoints.serverFromString(reactor, description)
-        listener = StreamServerEndpointService(endpoint, web_site)
-        listener._raiseSynchronously = True
-        listener.setServiceParent(service)
+        add_listener(service, description, web_site, reactor, backlog, factory.gate)
     service.setServiceParent(parent)
     return service

@@ -24,7 +24,18 @@ Client::
 Choices this module makes (docs/websockets.md has the reasons):
 
 - A handshake that does not offer ``coap`` is refused with HTTP 400; a handshake for
-  another path than ``/.well-known/coap`` gets HTTP 404 (when serving standalone).
+  another path than ``/.well-known/coap`` gets HTTP 404 (when serving standalone); one
+  with a ``Sec-WebSocket-Version`` other than 13 gets HTTP 426 with
+  ``Sec-WebSocket-Version: 13`` (RFC 6455 section 4.4).
+- A connection has :attr:`Limits.ws_handshake_timeout` seconds from the moment it is
+  accepted to finish its opening handshake (TLS included), however it trickles its
+  bytes; then it is dropped.  It counts against the connection limits from accept
+  (:mod:`coaptcp.admission`); one over a limit gets HTTP 503 and is closed.
+- A frame or a fragmented message that takes longer than :attr:`Limits.frame_timeout`
+  from its first byte to its last gets our Abort, then the close (as over TCP).
+- A close frame with a code that must not be sent (RFC 6455 section 7.4) is answered
+  with a close frame with 1002, and a close reason that is not UTF-8 with 1007; then
+  the connection is closed.
 - The Host header of the handshake is the default Uri-Host of the peer's requests
   (RFC 8323 section 8.5).
 - A text message, a message larger than our Max-Message-Size, or any CoAP message format
@@ -58,14 +69,14 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, Connecti
 from service_identity import VerificationError
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource as WebResource
 
-from .admission import ConnectionAdmission
-from .channel import DEFAULT_CLOSE_TIMEOUT, Channel, ChannelOwner
+from .admission import ConnectionAdmission, ConnectionGate, Refusal
+from .channel import DEFAULT_CLOSE_TIMEOUT, EARLY_WRITE, Channel, ChannelOwner
 from .core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from .core.events import ConnectionAborted
 from .limits import DEFAULT_LIMITS, Limits
@@ -76,11 +87,13 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
 
 __all__ = [
+    "CLOSE_INVALID_PAYLOAD",
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_NORMAL",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_UNSUPPORTED_DATA",
     "COAP_SUBPROTOCOL",
+    "WEBSOCKET_VERSION",
     "WELL_KNOWN_COAP",
     "CoapWebSocketClientFactory",
     "CoapWebSocketClientProtocol",
@@ -103,7 +116,11 @@ WELL_KNOWN_COAP = "/.well-known/coap"
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_MESSAGE_TOO_BIG = 1009
+
+#: The only WebSocket version we speak (RFC 6455 sections 4.1 and 4.4).
+WEBSOCKET_VERSION = 13
 
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
@@ -114,6 +131,17 @@ _MAX_CLOSE_REASON = 123
 def _truncate_utf8(text: str, limit: int = _MAX_CLOSE_REASON) -> bytes:
     """``text`` as UTF-8, cut to ``limit`` bytes without splitting a character."""
     return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def valid_close_code(code: int) -> bool:
+    """Whether a close frame may carry ``code`` (RFC 6455 section 7.4).
+
+    1000-1003 and 1007-1011 are defined for use in close frames (1012 and 1013 were
+    registered since, section 11.7, and autobahn accepts them); 1004 is reserved, and
+    1005, 1006 and 1015 must never be sent.  3000-4999 belong to libraries, frameworks
+    and applications; all else is reserved.
+    """
+    return 1000 <= code <= 1003 or 1007 <= code <= 1013 or 3000 <= code <= 4999
 
 
 def uri_host_from_header(host: str) -> str | None:
@@ -183,6 +211,10 @@ class CoapWebSocketMixin(ChannelOwner):
     _fast_masked_in: bool = True  # frames we read carry a mask (we are the server)
     _fast_mask_out: bool = False  # frames we write get a mask (we are the client)
     _out_batch: list[bytes] | None = None  # while a read is parsed: its answers, unsent
+    _frame_call: IDelayedCall | None = None  # the frame timeout of an unfinished frame
+    _frame_mark = 0  # messages received when it was armed
+    _coap_reactor: IReactorTime | None = None
+    _frame_timeout: float | None = None
 
     if TYPE_CHECKING:  # autobahn's protocol classes supply these at run time
         transport: Any
@@ -191,6 +223,7 @@ class CoapWebSocketMixin(ChannelOwner):
         factory: Any
         data: bytes
         current_frame: Any
+        wasNotCleanReason: str | None
         inside_message: bool
         send_queue: Any
         trafficStats: Any
@@ -211,6 +244,9 @@ class CoapWebSocketMixin(ChannelOwner):
             self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
         ) -> None: ...
         def dropConnection(self, abort: bool = False) -> None: ...
+        def failHandshake(
+            self, reason: str, code: int = 400, responseHeaders: Any = None
+        ) -> None: ...
 
     def _start_channel(
         self,
@@ -226,6 +262,8 @@ class CoapWebSocketMixin(ChannelOwner):
     ) -> None:
         """Create the channel over this WebSocket and send our CSM (RFC 8323 section 4.3)."""
         self._coap_max_message_size = max_message_size
+        self._coap_reactor = reactor
+        self._frame_timeout = limits.frame_timeout
         connection = Connection(
             role,
             max_message_size=max_message_size,
@@ -246,6 +284,7 @@ class CoapWebSocketMixin(ChannelOwner):
             secure=bool(ISSLTransport.providedBy(transport)),
             close_timeout=close_timeout,
             limits=limits,
+            set_reading=self._set_reading,
         )
         self._choose_fast_path()
         self.channel.start()
@@ -311,6 +350,8 @@ class CoapWebSocketMixin(ChannelOwner):
         batch = self._out_batch
         if batch is not None:
             batch += frames  # written with the other answers to this read
+            if len(frames[-1]) > EARLY_WRITE:
+                self._flush_batch()  # a large answer: let the transport say if it is full
             return
         if self._fast_out and not self.send_queue:
             self._write_frames(frames)
@@ -368,6 +409,9 @@ class CoapWebSocketMixin(ChannelOwner):
         fragment, a frame over our Max-Message-Size, an unmasked client frame, an
         incomplete frame) on, autobahn reads the rest as it would have read all.
         """
+        channel = getattr(self, "channel", None)
+        if channel is not None:
+            channel.new_read()
         if (
             self._fast_in
             and self.state == _STATE_OPEN
@@ -379,9 +423,60 @@ class CoapWebSocketMixin(ChannelOwner):
         ):
             used = self._read_frames(data)
             if used == len(data):
-                return
+                return  # nothing unfinished is left, so no frame timeout runs
             data = data[used:]
         super().dataReceived(data)  # type: ignore[misc]
+        if self._frame_timeout is not None:
+            self._watch_unfinished()
+
+    def _watch_unfinished(self) -> None:
+        """Run the frame timeout while a frame or a fragmented message is unfinished.
+
+        It runs from the read that left one unfinished until a read leaves none; a
+        message completed meanwhile starts it again (the unfinished frame is a new one).
+        """
+        call = self._frame_call
+        unfinished = self.state == _STATE_OPEN and (
+            bool(self.data) or self.current_frame is not None or self.inside_message
+        )
+        if not unfinished:
+            if call is not None:
+                self._frame_call = None
+                if call.active():
+                    call.cancel()
+            return
+        received = self.trafficStats.incomingWebSocketMessages
+        if call is not None:
+            if received == self._frame_mark:
+                return
+            if call.active():
+                call.cancel()
+        self._frame_mark = received
+        reactor = self._coap_reactor
+        assert reactor is not None and self._frame_timeout is not None
+        self._frame_call = reactor.callLater(self._frame_timeout, self._frame_timed_out)
+
+    def _frame_timed_out(self) -> None:
+        self._frame_call = None
+        if self.state != _STATE_OPEN or self._reading_paused:
+            return  # not reading is our doing: the clock starts again when we read again
+        if self.current_frame is None and not self.data and self.inside_message:
+            what = "a fragmented WebSocket message took longer than {:g} s to finish"
+        else:
+            what = "a WebSocket frame took longer than {:g} s to arrive"
+        self.channel.violation(what.format(self._frame_timeout))
+
+    def _set_reading(self, reading: bool) -> None:
+        """The channel turns reading on and off (flow control); a frame left unfinished
+        meanwhile gets its whole frame timeout again once we read again."""
+        super()._set_reading(reading)
+        if reading and self._frame_timeout is not None:
+            self._watch_unfinished()
+
+    def _stop_frame_timer(self) -> None:
+        call, self._frame_call = self._frame_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def _read_frames(self, data: bytes) -> int:
         """Deliver the common frames at the front of ``data``; how many bytes they took."""
@@ -453,12 +548,47 @@ class CoapWebSocketMixin(ChannelOwner):
         if channel is not None:
             channel.ws_message_received(payload)
 
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        """Answer a close frame that breaks RFC 6455 with a close frame of our own.
+
+        A code that must not be sent (section 7.4) gets 1002, a reason that is not UTF-8
+        (section 5.5.1) 1007; then we close the TCP connection after that frame.
+        (autobahn would send the same close frame, then take the peer's own close frame
+        for the answer to it and reset the connection, losing our frame.)
+        """
+        problem: tuple[int, str] | None = None
+        if self.state == _STATE_OPEN:
+            if code is not None and not valid_close_code(code):
+                problem = (
+                    CLOSE_PROTOCOL_ERROR,
+                    f"invalid close code {code} (RFC 6455 section 7.4)",
+                )
+            elif reasonRaw:
+                try:
+                    reasonRaw.decode("utf-8")
+                except UnicodeDecodeError:
+                    problem = (CLOSE_INVALID_PAYLOAD, "close reason is not UTF-8")
+        if problem is None:
+            return super().onCloseFrame(code, reasonRaw)  # type: ignore[misc, no-any-return]
+        close_code, reason = problem
+        self.coap_log.info(
+            "Closing the WebSocket from {peer} with {code}: {reason}",
+            peer=self.transport.getPeer(),
+            code=close_code,
+            reason=reason,
+        )
+        self.wasNotCleanReason = reason
+        self.sendCloseFrame(code=close_code, reasonUtf8=reason.encode(), isReply=True)
+        self.dropConnection(abort=False)
+        return True
+
     def onPing(self, payload: bytes) -> None:
         # RFC 6455 obliges the Pong; RFC 8323 section 4.4 only says not to send Pings.
         self.coap_log.debug("WebSocket Ping from {peer}", peer=getattr(self, "peer", None))
         super().onPing(payload)  # type: ignore[misc]
 
     def _channel_lost(self, was_clean: bool, code: int | None, reason: str | None) -> None:
+        self._stop_frame_timer()
         channel = getattr(self, "channel", None)
         if channel is None:
             return
@@ -494,9 +624,85 @@ class CoapWebSocketServerProtocol(CoapWebSocketMixin, WebSocketServerProtocol): 
 
     factory: CoapWebSocketServerFactory
     _default_host: str | None = None
+    _handshake_call: IDelayedCall | None = None
+    _refusal: Refusal | None = None
+
+    def connectionMade(self) -> None:
+        """Count the connection from accept, and start the handshake's clock.
+
+        Mounted in a ``twisted.web`` site, the HTTP connection that hands us its
+        transport was counted already: its count becomes ours.  A connection over a
+        limit gets HTTP 503 (or, far over it, is dropped at once).
+        """
+        super().connectionMade()
+        factory = self.factory
+        handover = factory._handover
+        gate = factory.gate
+        peer = self.transport.getPeer()
+        if handover is not None and gate.transfer(handover, self):
+            refusal = gate.readdress(self, peer)  # after a PROXY header, the client's
+        else:
+            refusal = gate.admit(self, peer)
+        timeout = factory.limits.ws_handshake_timeout
+        if timeout is not None:
+            self._handshake_call = factory.reactor.callLater(timeout, self._handshake_timed_out)
+        if refusal is not None:
+            if handover is None or not refusal.answer:
+                self._refuse(refusal)
+            else:
+                # Counted only now, in a twisted.web site of its own: the handshake that
+                # twisted.web read is on its way, refuse it (onConnect) once it is here.
+                self._refusal = refusal
+
+    def _refuse(self, refusal: Refusal) -> None:
+        if not refusal.answer:
+            self.transport.abortConnection()
+            return
+        self.failHandshake(
+            f"Service Unavailable: {refusal.diagnostic}",
+            503,
+            [("Retry-After", str(self.factory.limits.retry_after))],
+        )
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_call = None
+        if self.state == _STATE_OPEN:
+            return
+        factory = self.factory
+        factory.gate.handshake_timed_out(
+            factory.reactor, self.transport.getPeer(), factory.limits.ws_handshake_timeout or 0
+        )
+        self.transport.abortConnection()
+
+    def _stop_handshake_timer(self) -> None:
+        call, self._handshake_call = self._handshake_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
+        self._stop_handshake_timer()
+        self.factory.discharge(self)
+        super().connectionLost(reason)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        """Refuse the opening handshake with an HTTP error, then close.
+
+        An unsupported ``Sec-WebSocket-Version`` gets 426 Upgrade Required with the
+        version we speak (RFC 6455 section 4.4; autobahn would answer 400).
+        """
+        headers = list(responseHeaders or [])
+        if any(name.lower() == "sec-websocket-version" for name, _ in headers):
+            code = 426
+            headers = [("Sec-WebSocket-Version", str(WEBSOCKET_VERSION)), ("Upgrade", "websocket")]
+        super().failHandshake(reason, code, headers or None)
 
     def onConnect(self, request: ConnectionRequest) -> str:
         """Check the handshake (RFC 8323 section 4.1) and pick the subprotocol."""
+        if self._refusal is not None:
+            raise ConnectionDeny(
+                ConnectionDeny.SERVICE_UNAVAILABLE,
+                f"Service Unavailable: {self._refusal.diagnostic}",
+            )
         path = self.factory.path
         if path is not None and request.path != path:
             raise ConnectionDeny(
@@ -525,12 +731,10 @@ class CoapWebSocketServerProtocol(CoapWebSocketMixin, WebSocketServerProtocol): 
             close_timeout=factory.close_timeout,
             limits=factory.limits,
         )
-        refusal = factory.admit(self)
-        if refusal is not None:
-            self.channel.abort(refusal)  # after our CSM, as over TCP
+        self._stop_handshake_timer()
+        factory.connections.add(self)  # counted since accept; now it can be released
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.factory.discharge(self)
         self._channel_lost(wasClean, code, reason)
 
 
@@ -546,6 +750,10 @@ class CoapWebSocketServerFactory(ConnectionAdmission, WebSocketServerFactory):  
     :param require_csm: abort peers whose first message is not a CSM (RFC 8323 section 3.3).
     :param allowed_origins: autobahn's Origin patterns for browser clients (``["*"]``: any).
     :param reactor: the reactor for our timers; the global one when ``None``.
+    :param limits: timeouts and bounds (:mod:`coaptcp.limits`), the handshake timeout
+        and the connection limits among them.
+    :param gate: counts the connections against ``limits`` from accept (shared with the
+        server's other listeners); by default the factory counts its own.
     """
 
     protocol = CoapWebSocketServerProtocol  # type: ignore[assignment]
@@ -562,6 +770,7 @@ class CoapWebSocketServerFactory(ConnectionAdmission, WebSocketServerFactory):  
         reactor: IReactorTime | None = None,
         server: str | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        gate: ConnectionGate | None = None,
     ) -> None:
         if server is None:
             from . import __version__
@@ -576,11 +785,15 @@ class CoapWebSocketServerFactory(ConnectionAdmission, WebSocketServerFactory):  
         self.require_csm = require_csm
         self.close_timeout = close_timeout
         self.limits = limits
-        self._init_admission()
+        self._init_admission(gate)
+        #: While ``twisted.web`` hands a connection to us: the HTTP channel it leaves.
+        self._handover: object | None = None
         _apply_coap_options(self, close_timeout)
         self.setProtocolOptions(
             webStatus=False,  # a plain GET gets 426 Upgrade Required, not autobahn's page
             allowedOrigins=allowed_origins or ["*"],
+            versions=[WEBSOCKET_VERSION],  # RFC 6455 only; 8 (hybi-08) and older get 426
+            openHandshakeTimeout=0,  # our own timeout runs from accept (connectionMade)
         )
 
     def releaseAll(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
@@ -599,6 +812,16 @@ class CoapWebSocketResource(WebSocketResource):  # type: ignore[misc]
     def __init__(self, factory: CoapWebSocketServerFactory) -> None:
         super().__init__(factory)
         self.factory = factory
+
+    def render(self, request: Any) -> Any:
+        """Hand the request's connection to a new WebSocket protocol (autobahn's doing),
+        which takes over the HTTP channel's place in the connection count."""
+        factory = self.factory
+        factory._handover = request.channel
+        try:
+            return super().render(request)
+        finally:
+            factory._handover = None
 
 
 def webSocketResource(

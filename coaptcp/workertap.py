@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from .listeners import DEFAULT_LISTEN_BACKLOG, with_backlog
 from .workers import WorkerPool, WorkerProcessProtocol
 from .workersockets import (
     BoundListener,
@@ -85,7 +86,9 @@ def check_worker_options(options: usage.Options) -> None:
     for option in LISTENER_OPTIONS:
         for description in options[option]:
             try:
-                listeners.append((option, parse_listener(description)))
+                backlog = int(options.get("listen-backlog", DEFAULT_LISTEN_BACKLOG))
+                spec = parse_listener(with_backlog(description, backlog))
+                listeners.append((option, spec))
             except UnsupportedListener:
                 raise usage.UsageError(
                     f"--{option} {description}: with --workers, listeners must be tcp: or "

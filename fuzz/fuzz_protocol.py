@@ -412,7 +412,7 @@ def _run(data: bytes, logs: LogWatch) -> None:
     check(not left, lambda: f"timers left after the connection closed: {left!r}")
     if server.factory is not None:
         check(not server.factory.connections, "the factory still counts the connection")
-        check(not server.factory._per_address, "the factory still counts the peer's address")
+        check(not server.factory.gate.per_address, "the factory still counts the peer's address")
     for name in ("time", "slow"):
         resource = server.site.root.children[name]
         check(

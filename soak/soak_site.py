@@ -82,7 +82,7 @@ class StatsResource(Resource):
         stats: dict[str, Any] = {
             **process_memory(),
             "connections": sum(len(f.connections) for f in factories),
-            "addresses": sum(sum(f._per_address.values()) for f in factories),
+            "addresses": sum(sum(f.gate.per_address.values()) for f in factories),
             "channels": len(channels),
             "observations": sum(c.observation_count for c in channels),
             "observers": observers,

@@ -129,6 +129,9 @@ class Connection:
         self._outgoing: list[bytes] = []
         self._encode: Callable[[Message], bytes] = encode_ws_frame if websocket else encode_frame
         self._decoder = StreamDecoder(max_message_size)
+        #: Whether the last :meth:`receive_data` stopped at its ``limit`` with bytes
+        #: still buffered (maybe whole messages: call again to find out).
+        self.input_waiting = False
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -287,17 +290,40 @@ class Connection:
 
     # -- input ----------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Process bytes from a TCP or TLS stream; returns the resulting events."""
+    def feed(self, data: bytes) -> None:
+        """Buffer stream bytes without processing them; :meth:`receive_data` does later.
+
+        The announced length of a frame is still checked against our Max-Message-Size
+        only when the frame is processed, but nothing is buffered beyond what was fed.
+        """
+        if self.state is not _CLOSED and data:
+            self._decoder.feed(data)
+            self.input_waiting = True
+
+    def receive_data(self, data: bytes, limit: int = 0) -> list[Event]:
+        """Process bytes from a TCP or TLS stream; returns the resulting events.
+
+        With ``limit``, at most that many messages are processed (signaling included: a
+        Ping answered here counts too); the rest stay buffered, :attr:`input_waiting`
+        says so, and a later call (with ``b""``) goes on.  A driver uses this to bound
+        the work, and the output, that one read can cause.
+        """
         if self.state is _CLOSED:
             return []
         decoder = self._decoder
-        decoder.feed(data)
+        if data:
+            decoder.feed(data)
         events: list[Event] = []
         next_message = decoder.next_message
         append = events.append
+        left = limit if limit > 0 else -1
+        self.input_waiting = False
         try:
             while True:
+                if not left:
+                    self.input_waiting = decoder.buffered > 0
+                    break
+                left -= 1
                 message = next_message()
                 if message is None:
                     break

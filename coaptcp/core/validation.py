@@ -34,8 +34,10 @@ def unrecognized_critical_option(
         if not is_critical(number):
             continue
         spec = OPTION_SPECS.get(number)
-        name = spec.name if spec else f"option {number}"
-        if number not in understood or spec is None:
+        if spec is None:
+            return number, f"unrecognized critical option {number}"
+        name = spec.name
+        if number not in understood:
             return number, f"unrecognized critical option {name} ({number})"
         if repeated and not spec.repeatable:
             return number, f"critical option {name} ({number}) is not repeatable"

@@ -75,8 +75,8 @@ def record_block1(network: MemoryNetwork) -> list[Message]:
     seen: list[Message] = []
     original = connection.receive_data
 
-    def recording(data: bytes) -> Any:
-        events = original(data)
+    def recording(data: bytes, limit: int = 0) -> Any:
+        events = original(data, limit)
         seen.extend(e.message for e in events if isinstance(e, RequestReceived))
         return events
 

@@ -114,6 +114,7 @@ class Harness:
         role: Role = Role.ACCEPTOR,
         factory: CoapFactory | None = None,
         clock: MemoryReactorClock | None = None,
+        transport: RecordingTransport | None = None,
         **factory_kwargs: Any,
     ) -> None:
         self.clock = clock if clock is not None else MemoryReactorClock()
@@ -123,7 +124,9 @@ class Harness:
             self.clock = factory.reactor
         self.factory = factory
         self.protocol: CoapProtocol = factory.buildProtocol(PEER_ADDRESS)
-        self.transport = RecordingTransport(hostAddress=HOST_ADDRESS, peerAddress=PEER_ADDRESS)
+        if transport is None:
+            transport = RecordingTransport(hostAddress=HOST_ADDRESS, peerAddress=PEER_ADDRESS)
+        self.transport = transport
         self.protocol.makeConnection(self.transport)
         self._read = 0
 
@@ -132,10 +135,14 @@ class Harness:
         return self.protocol.channel
 
     def feed(self, *messages: Message) -> None:
-        self.protocol.dataReceived(frames(*messages))
+        self.feed_bytes(frames(*messages))
 
-    def feed_bytes(self, data: bytes) -> None:
+    def feed_bytes(self, data: bytes, *, turns: bool = True) -> None:
+        """Deliver ``data`` as one read; with ``turns``, also run the reactor turns that
+        the channel asks for (a read beyond its per-turn budget goes on in later ones)."""
         self.protocol.dataReceived(data)
+        if turns:
+            self.clock.advance(0)
 
     def sent(self) -> list[Message]:
         """Messages written since the last call."""

@@ -46,7 +46,10 @@ def test_peer_that_never_sends_a_csm_is_aborted_after_csm_timeout():
 
 
 def test_csm_in_time_cancels_the_csm_timer():
-    h = Harness(Site(make_demo_site()), limits=Limits(csm_timeout=10, idle_timeout=None))
+    h = Harness(
+        Site(make_demo_site()),
+        limits=Limits(csm_timeout=10, idle_timeout=None, keepalive_interval=None),
+    )
     h.open()
     assert [c.func.__name__ for c in h.clock.getDelayedCalls()] == []
     h.clock.advance(60)
@@ -69,7 +72,7 @@ def test_slowloris_csm_one_byte_a_second_is_still_cut_off():
 
 
 def test_idle_connection_is_released_then_closed():
-    h = Harness(Site(make_demo_site()), limits=Limits(idle_timeout=300))
+    h = Harness(Site(make_demo_site()), limits=Limits(idle_timeout=300, keepalive_interval=None))
     h.open()
     h.clock.advance(200)
     h.feed(get(b"a", "hello"))
@@ -264,7 +267,10 @@ def test_frame_trickled_slower_than_frame_timeout_is_aborted():
 
 
 def test_frames_completed_in_time_never_trip_the_frame_timeout():
-    h = Harness(Site(make_demo_site()), limits=Limits(frame_timeout=30, idle_timeout=None))
+    h = Harness(
+        Site(make_demo_site()),
+        limits=Limits(frame_timeout=30, idle_timeout=None, keepalive_interval=None),
+    )
     h.open()
     for n in range(5):
         frame = encode_frame(get(bytes([n]), "hello"))

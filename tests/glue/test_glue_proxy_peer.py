@@ -108,7 +108,7 @@ def test_without_a_proxy_the_peer_is_the_transport_peer():
     protocol.dataReceived(frames(csm(), get(b"i", "info")))
     (response,) = [m for m in decode_all(transport.value()) if m.token == b"i"]
     assert json.loads(response.payload)["peer"] == "127.0.0.1:45000"
-    assert factory._per_address == {"127.0.0.1": 1}
+    assert factory.gate.per_address == {"127.0.0.1": 1}
 
 
 def test_per_address_limit_counts_clients_not_the_balancer():
@@ -117,7 +117,7 @@ def test_per_address_limit_counts_clients_not_the_balancer():
     second, w2 = proxied(factory, b"PROXY TCP4 192.0.2.11 127.0.0.1 40002 5683\r\n")
     assert info_of(first, w1)["peer"] == "192.0.2.10:40001"
     assert info_of(second, w2)["peer"] == "192.0.2.11:40002"
-    assert factory._per_address == {"192.0.2.10": 1, "192.0.2.11": 1}
+    assert factory.gate.per_address == {"192.0.2.10": 1, "192.0.2.11": 1}
     assert not first.disconnecting and not second.disconnecting
 
     # A second connection of the same client is over its limit: aborted at its first
@@ -133,10 +133,10 @@ def test_closing_a_proxied_connection_forgets_the_client_address():
     factory = demo_factory()
     transport, wrapper = proxied(factory, b"PROXY TCP4 192.0.2.10 127.0.0.1 40001 5683\r\n")
     info_of(transport, wrapper)
-    assert factory._per_address == {"192.0.2.10": 1}
+    assert factory.gate.per_address == {"192.0.2.10": 1}
     from twisted.internet.error import ConnectionDone
     from twisted.python.failure import Failure
 
     wrapper.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
-    assert factory._per_address == {}
+    assert factory.gate.per_address == {}
     assert factory.connections == set()

@@ -10,26 +10,20 @@ log in a temporary file, and stops it afterwards.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
-from hostile_wire import Server, log_problems
+from hostile_server import free_port, twistd
+from hostile_wire import Server
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from coaptcp.demo import make_demo_site
 from coaptcp.protocol import CoapFactory, CoapProtocol
 from coaptcp.resource import Site
-
-SERVER_START_DEADLINE = 30.0  # seconds for twistd to start accepting
-SERVER_STOP_DEADLINE = 15.0
-
 
 # -- in memory --------------------------------------------------------------------------
 
@@ -83,78 +77,25 @@ def connect(factory: CoapFactory):
 # -- over loopback ----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextlib.contextmanager
+def running_server(
+    workdir: Path, *args: str, pythonpath: str | None = None
+) -> Iterator[Server]:
+    """``python -m twisted coaptcp --tcp ... ARGS`` on a free loopback port, for a ``with``.
 
-
-def _wait_until_accepting(server: Server) -> None:
-    deadline = time.monotonic() + SERVER_START_DEADLINE
-    while True:
-        if server.process.poll() is not None:
-            pytest.fail(
-                f"twistd exited with {server.process.returncode} before listening:\n" + server.log()
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=1.0):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"twistd did not accept on port {server.port} in time:\n" + server.log())
-        time.sleep(0.05)  # bounded polling for the port to open (the only sleep)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=SERVER_STOP_DEADLINE)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=SERVER_STOP_DEADLINE)
+    On exit it is stopped (SIGTERM, then SIGKILL past a deadline) and its whole log,
+    shutdown included, must show no traceback (see :func:`hostile_server.twistd`).
+    ``pythonpath`` lets ``--resource`` find a test module (the package itself is always
+    the installed one).
+    """
+    port = free_port()
+    argv = ["--tcp", f"tcp:{port}:interface=127.0.0.1", *args]
+    with twistd(workdir, argv, [port], pythonpath=pythonpath) as server:
+        yield Server(port, server.process, server.log_path)
 
 
 @pytest.fixture(scope="module")
-def coap_server(tmp_path_factory: pytest.TempPathFactory):
-    """The real server, ``python -m twisted coaptcp``, on a free loopback port.
-
-    On teardown it is stopped (SIGTERM, then SIGKILL past a deadline) and its whole log,
-    shutdown included, must show no traceback.
-    """
-    workdir = tmp_path_factory.mktemp("coaptcp-server")
-    log_path = workdir / "server.log"
-    port = _free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("PYTHONPATH", None)  # the installed package, not the checkout
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "twisted",
-                # ``python -m twisted`` is ``twist``: always in the foreground (it has no
-                # -n); text logs, as twistd -n writes them, so tracebacks show as text.
-                "--log-format=text",
-                "--log-file=-",
-                "coaptcp",
-                "--tcp",
-                f"tcp:{port}:interface=127.0.0.1",
-            ],
-            cwd=workdir,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-    server = Server(port, process, log_path)
-    try:
-        _wait_until_accepting(server)
+def coap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The real server, ``python -m twisted coaptcp``, on a free loopback port."""
+    with running_server(tmp_path_factory.mktemp("coaptcp-server")) as server:
         yield server
-    finally:
-        _stop(process)
-    problems = log_problems(server.log())
-    if problems:
-        pytest.fail("server log shows unhandled errors:\n" + server.log())

@@ -10,18 +10,14 @@ no traceback.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hostile_wire import Server, log_problems
+from hostile_server import free_port, twistd
+from hostile_wire import Server
 
 from coaptcp.core.codes import Code
 from coaptcp.core.framing import StreamDecoder, encode_frame
@@ -32,14 +28,7 @@ from coaptcp.testcerts import write_test_setup
 pytestmark = pytest.mark.hostile
 
 IO_TIMEOUT = 10.0  # seconds any single socket operation may block
-START_DEADLINE = 30.0
 HANDSHAKE_TIMEOUT = "1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -47,44 +36,12 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     """``python -m twisted coaptcp --tls`` (the installed package) and its CA file."""
     workdir = tmp_path_factory.mktemp("coaptcp-tls-server")
     paths = write_test_setup(workdir / "pki", ["localhost", "127.0.0.1"])
-    log_path = workdir / "server.log"
     port = free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("PYTHONPATH", None)
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "twisted", "--log-format=text", "--log-file=-", "coaptcp",
-             "--tls", f"tcp:{port}:interface=127.0.0.1",
-             "--certificate", str(paths["server"]), "--private-key", str(paths["server_key"]),
-             "--tls-handshake-timeout", HANDSHAKE_TIMEOUT],
-            cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env,
-        )
-    server = Server(port, process, log_path)
-    try:
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"twistd exited with {process.returncode}:\n{server.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"twistd did not listen on {port} in time:\n{server.log()}")
-                time.sleep(0.05)  # bounded polling for the port to open
-        yield server, paths["ca"]
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
-    problems = log_problems(server.log())
-    if problems:
-        pytest.fail("server log shows unhandled errors:\n" + server.log())
+    args = ["--tls", f"tcp:{port}:interface=127.0.0.1",
+            "--certificate", str(paths["server"]), "--private-key", str(paths["server_key"]),
+            "--tls-handshake-timeout", HANDSHAKE_TIMEOUT]
+    with twistd(workdir, args, [port]) as server:
+        yield Server(port, server.process, server.log_path), paths["ca"]
 
 
 def raw_connection(server: Server) -> socket.socket:

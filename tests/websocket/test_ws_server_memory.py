@@ -279,7 +279,12 @@ def test_websocket_ping_gets_pong_but_server_never_pings(peer: WsPeer, clock) ->
     assert pong.opcode == OP_PONG and pong.payload == b"hi"
     for _ in range(10):
         clock.advance(60)
-    assert peer.frames() == []  # no WebSocket Ping (section 4.4), nothing at all
+    # No WebSocket Ping (section 4.4): the keepalive is a CoAP Ping in a binary message,
+    # and the peer that answers no Pong is aborted.
+    frames = peer.frames()
+    assert [f.opcode for f in frames] == [OP_BINARY, OP_BINARY, OP_CLOSE]
+    assert frames[0].coap().code == Code.PING
+    assert frames[1].coap().code == Code.ABORT
 
 
 def test_release_from_the_peer_closes_normally(peer: WsPeer) -> None:

@@ -13,7 +13,7 @@ import json
 from twisted.web.resource import Resource as WebResource
 from twisted.web.server import Site as WebSite
 from twisted.web.static import Data
-from ws_helpers import HOST_ADDRESS, PEER_ADDRESS, RecordingTransport
+from ws_helpers import WebPeer
 from ws_wire import OP_BINARY, coap, csm, get, handshake, parse_frames, parse_http
 
 from coaptcp.core.codes import Code
@@ -25,23 +25,6 @@ from coaptcp.websocket import (
     CoapWebSocketServerFactory,
     webSocketResource,
 )
-
-
-class WebPeer:
-    """One HTTP connection to a twisted.web site; after an upgrade, talks to the WS side."""
-
-    def __init__(self, site: WebSite) -> None:
-        self.channel = site.buildProtocol(PEER_ADDRESS)
-        self.transport = RecordingTransport(hostAddress=HOST_ADDRESS, peerAddress=PEER_ADDRESS)
-        self.transport.protocol = self.channel  # as real TCP transports have
-        self.channel.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> None:
-        # After an upgrade the WebSocket protocol owns the transport.
-        self.transport.protocol.dataReceived(data)
-
-    def output(self) -> bytes:
-        return self.transport.value()
 
 
 def http_get(site: WebSite, path: str) -> tuple[int, dict[str, str], bytes]:

@@ -1,5 +1,6 @@
 """Shared helpers of the CoAP-over-WebSockets tests: addresses, a recording transport,
-and :class:`WsPeer`, which plays the WebSocket client against a server protocol in memory.
+:class:`WsPeer`, which plays the WebSocket client against a server protocol in memory, and
+:class:`WebPeer`, an HTTP connection to a ``twisted.web`` site.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.web.server import Site as WebSite
 from ws_wire import Frame, HttpResponse, handshake, parse_frames, parse_http
 
 from coaptcp.websocket import CoapWebSocketServerFactory
@@ -48,10 +50,12 @@ class RecordingTransport(StringTransport):
 class WsPeer:
     """One server protocol on a RecordingTransport; the test is the WebSocket client."""
 
-    def __init__(self, factory: CoapWebSocketServerFactory) -> None:
+    def __init__(
+        self, factory: CoapWebSocketServerFactory, peer_address: IPv4Address = PEER_ADDRESS
+    ) -> None:
         self.factory = factory
-        self.protocol = factory.buildProtocol(PEER_ADDRESS)
-        self.transport = RecordingTransport(hostAddress=HOST_ADDRESS, peerAddress=PEER_ADDRESS)
+        self.protocol = factory.buildProtocol(peer_address)
+        self.transport = RecordingTransport(hostAddress=HOST_ADDRESS, peerAddress=peer_address)
         self.protocol.makeConnection(self.transport)
         self._read = 0
         self._pending = b""
@@ -84,3 +88,25 @@ class WsPeer:
         self.protocol.connectionLost(Failure(ConnectionDone()))
 
 
+class WebPeer:
+    """One HTTP connection to a twisted.web site; after an upgrade, talks to the WS side."""
+
+    def __init__(self, site: WebSite, peer_address: IPv4Address = PEER_ADDRESS) -> None:
+        self.channel = site.buildProtocol(peer_address)
+        self.transport = RecordingTransport(hostAddress=HOST_ADDRESS, peerAddress=peer_address)
+        self.transport.protocol = self.channel  # as real TCP transports have
+        self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        # After an upgrade the WebSocket protocol owns the transport.
+        self.transport.protocol.dataReceived(data)
+
+    def output(self) -> bytes:
+        return self.transport.value()
+
+    def lose(self) -> None:
+        """The connection is gone (whichever protocol owns it now hears it)."""
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        self.transport.protocol.connectionLost(Failure(ConnectionDone()))
