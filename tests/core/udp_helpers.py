@@ -8,7 +8,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.messaging import UdpEndpoint
 from coaptcp.core.options import Options
-from coaptcp.core.udpevents import UdpEvent
+from coaptcp.core.udpevents import UdpEvent, UdpResponseReceived
 from coaptcp.core.udpframing import MessageType, UdpMessage, decode_datagram
 
 CON, NON, ACK, RST = MessageType.CON, MessageType.NON, MessageType.ACK, MessageType.RST
@@ -50,6 +50,11 @@ def get(token: bytes = b"\x01", *path: str, observe: int | None = None) -> Messa
 def content(token: bytes, payload: bytes = b"ok", observe: int | None = None) -> Message:
     options = Options([(6, observe)]) if observe is not None else Options()
     return Message(Code.CONTENT, token, options, payload)
+
+
+def responses(events: list[UdpEvent]) -> list[Message]:
+    """The messages of the UdpResponseReceived events, in order."""
+    return [e.message for e in events if isinstance(e, UdpResponseReceived)]
 
 
 def datagram(mtype: MessageType, mid: int, message: Message | None = None) -> bytes:
