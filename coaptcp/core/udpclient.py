@@ -10,6 +10,7 @@ observation the notifications are reordered by their sequence numbers (RFC 7641 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable
 
 from .errors import LocalProtocolError
@@ -60,6 +61,8 @@ class ClientSide:
             raise LocalProtocolError(f"token {message.token.hex() or '(empty)'} is in use")
         request = OutgoingRequest(address, message, confirmable)
         if peer.outstanding >= layer.parameters.nstart:
+            if peer.queue is None:
+                peer.queue = deque()
             if len(peer.queue) >= limits.max_queued_requests_per_peer:
                 raise LimitError(
                     "max_queued_requests_per_peer",
@@ -97,8 +100,9 @@ class ClientSide:
         request._holds_slot = False
         peer.outstanding -= 1
         nstart = self.layer.parameters.nstart
-        while peer.queue and peer.outstanding < nstart:
-            self._dispatch(peer, peer.queue.popleft(), now)
+        queue = peer.queue
+        while queue and peer.outstanding < nstart:
+            self._dispatch(peer, queue.popleft(), now)
 
     def _complete(self, peer: Peer, request: OutgoingRequest, now: float) -> None:
         request.state = RequestState.DONE
@@ -122,7 +126,7 @@ class ClientSide:
         if request.state is RequestState.DONE:
             return
         peer = self.layer.peers[request.peer]
-        if request.state is RequestState.QUEUED:
+        if request.state is RequestState.QUEUED and peer.queue is not None:
             peer.queue.remove(request)
         self._complete(peer, request, now)
 

@@ -239,8 +239,9 @@ class Peer:
         self.sent: dict[int, Transmission | Observation] = {}
         #: Our requests to it (sent, queued or observing), by token.
         self.requests: dict[bytes, OutgoingRequest] = {}
-        #: Requests waiting behind NSTART (RFC 7252 section 4.7).
-        self.queue: deque[OutgoingRequest] = deque()
+        #: Requests waiting behind NSTART (RFC 7252 section 4.7); made when first needed
+        #: (an empty deque costs 760 bytes, most peers never queue anything).
+        self.queue: deque[OutgoingRequest] | None = None
         #: Outstanding interactions, at most NSTART.
         self.outstanding = 0
         #: Its requests we have not answered.
