@@ -1,6 +1,8 @@
-"""The sans-I/O core of coaptcp: CoAP over reliable transports without any I/O (RFC 8323).
+"""The sans-I/O core of coaptcp: CoAP without any I/O.
 
-Nothing here imports Twisted; the Twisted and autobahn adapters drive it.
+Over reliable transports (RFC 8323): :class:`Connection`.  Over UDP (RFC 7252 messaging,
+RFC 7641 Observe): :class:`UdpEndpoint`.  Nothing here imports Twisted; the Twisted and
+autobahn adapters drive it, passing in the bytes and the time.
 """
 
 from .codes import Code
@@ -28,7 +30,10 @@ from .events import (
 )
 from .framing import StreamDecoder, decode_ws_frame, encode_frame, encode_ws_frame
 from .message import Message
+from .messaging import LimitError, UdpEndpoint
 from .options import OptionNumber, Options
+from .udpconfig import TransmissionParameters, UdpLimits
+from .udpframing import MessageType, UdpFormatError, UdpMessage, decode_datagram, encode_datagram
 
 __all__ = [
     "BASE_MAX_MESSAGE_SIZE",
@@ -40,10 +45,12 @@ __all__ = [
     "ConnectionAborted",
     "CsmReceived",
     "Event",
+    "LimitError",
     "LocalProtocolError",
     "Message",
     "MessageFormatError",
     "MessageTooLarge",
+    "MessageType",
     "OptionNumber",
     "Options",
     "PeerSettings",
@@ -56,8 +63,15 @@ __all__ = [
     "Role",
     "State",
     "StreamDecoder",
+    "TransmissionParameters",
+    "UdpEndpoint",
+    "UdpFormatError",
+    "UdpLimits",
+    "UdpMessage",
     "UnknownSignalReceived",
+    "decode_datagram",
     "decode_ws_frame",
+    "encode_datagram",
     "encode_frame",
     "encode_ws_frame",
 ]

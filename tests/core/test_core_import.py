@@ -46,6 +46,7 @@ SCRIPT = textwrap.dedent(
 
     for required in (
         "codes", "options", "message", "framing", "errors", "events", "connection",
+        "udpframing", "messaging", "dedup", "observeorder", "udpblock",
     ):
         assert "coaptcp.core." + required in names, (required, names)
 
