@@ -10,12 +10,12 @@ attack cannot pass for a server defect.  No sockets, no timing.
 from __future__ import annotations
 
 import importlib.util
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import childproc
 import pytest
 from hostile_wire import decode_all
 
@@ -28,17 +28,12 @@ ATTACKS_DIR = BENCHMARKS / "attacks"
 SCRIPT_TIMEOUT = 60.0  # seconds for a --help run
 
 
-def _default_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _script(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return childproc.run(
         [sys.executable, *argv],
         capture_output=True,
         text=True,
         timeout=SCRIPT_TIMEOUT,
-        preexec_fn=_default_signals,
         stdin=subprocess.DEVNULL,
     )
 
