@@ -76,7 +76,7 @@ class Limits:
     idle_timeout: float | None = 300.0
     frame_timeout: float | None = 30.0
     ws_handshake_timeout: float | None = 10.0
-    keepalive_interval: float | None = 120.0
+    keepalive_interval: float | None = 60.0
     pong_timeout: float = 10.0
     max_inbound_requests: int = 256
     max_outbound_requests: int = 4096

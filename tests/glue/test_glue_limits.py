@@ -97,7 +97,7 @@ def test_connection_with_an_observation_is_not_idle():
 
 def test_connection_with_a_request_in_progress_is_not_idle():
     site, slow = slow_site()
-    h = Harness(site, limits=Limits(idle_timeout=5))
+    h = Harness(site, limits=Limits(idle_timeout=5, keepalive_interval=None))
     h.open()
     h.feed(get(b"s", "slow"))
     h.clock.advance(60)

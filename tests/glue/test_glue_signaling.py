@@ -33,6 +33,7 @@ from coaptcp.core.connection import Role
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options, PingPongOption
 from coaptcp.demo import make_demo_site
+from coaptcp.limits import Limits
 from coaptcp.protocol import CoapFactory
 from coaptcp.resource import Resource, Response, Site
 
@@ -45,7 +46,7 @@ def custody_ping(token: bytes) -> Message:
 
 
 def test_ping_rtt_measured_on_reactor_clock():
-    h = Harness(None, role=Role.INITIATOR)
+    h = Harness(None, role=Role.INITIATOR, limits=Limits(keepalive_interval=None))
     h.open()
     h.clock.advance(100)
     results = result_of(h.protocol.ping())

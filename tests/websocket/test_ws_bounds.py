@@ -47,7 +47,7 @@ from coaptcp.websocket import (
     valid_close_code,
 )
 
-LIMITS = Limits(ws_handshake_timeout=4.0, frame_timeout=6.0)
+LIMITS = Limits(ws_handshake_timeout=4.0, frame_timeout=6.0, keepalive_interval=None)
 
 
 @pytest.fixture(params=[True, False], ids=["fast-path", "autobahn"])
