@@ -177,7 +177,12 @@ def test_libcoap_client_without_client_certificate_is_refused(our_mutual_server:
     result = libcoap_client("-C", str(credentials.ca),
                             f"coaps+tcp://localhost:{our_mutual_server.port}/info")
     assert b'"server"' not in result.stdout
-    assert "did not return a certificate" in our_mutual_server.log_text()
+    # The server refuses the handshake; which side's close it sees first depends on
+    # timing (in TLS 1.3 libcoap may close before our alert is read).
+    log = our_mutual_server.log_text()
+    assert "did not return a certificate" in log or (
+        "failed: connection closed during the TLS handshake" in log
+    ), log
 
 
 def test_libcoap_psk_client_needs_no_certificate_on_a_mutual_server(
