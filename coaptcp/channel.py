@@ -287,13 +287,12 @@ class Channel(ObservationRegistry):
 
     def _hold_input(self) -> None:
         """Stop reading while a backlog waits; go on in a later turn unless blocked."""
-        if not self._reading_off:
-            self._reading_off = True
-            self._set_reading(False)
+        self._stop_reading()
         if self._input_call is None and not self._paused and not self._lost:
             self._input_call = self._reactor.callLater(0, self._continue_input)
 
     def _continue_input(self) -> None:
+        """A later turn: the held events first, then one more budget of the backlog."""
         self._input_call = None
         if self._lost or self._paused:
             return
@@ -301,26 +300,28 @@ class Channel(ObservationRegistry):
         if held is not None:
             self._held_events = None
             self._dispatch(held)
-            if self._paused or self._held_events is not None:
-                return  # blocked again: resume() goes on
-        if self._ws_queue:
-            self._turn_left = self.limits.messages_per_read
-            queue = self._ws_queue
-            while queue and self._turn_left > 0 and not self._paused and not self._lost:
-                self._turn_left -= 1
-                self._dispatch(self.connection.receive_ws_message(queue.popleft()))
-            if queue or self._held_events is not None:
-                self._hold_input()
-                return
-        elif self.connection.input_waiting or self.connection.partial_frame:
-            self._process_input()
-            if self._held_events is not None or self.connection.input_waiting:
-                return  # _process_input held it again
+        if self._held_events is None and not self._paused:
+            if self.connection.websocket:
+                self._turn_left = self.limits.messages_per_read
+                queue = self._ws_queue
+                while queue and self._turn_left > 0 and not self._paused and not self._lost:
+                    self._turn_left -= 1
+                    self._dispatch(self.connection.receive_ws_message(queue.popleft()))
+            else:
+                self._dispatch(self.connection.receive_data(b"", self.limits.messages_per_read))
         if self._lost or self._paused:
+            return  # blocked again: resume() goes on
+        if self.input_backlog:
+            self._hold_input()
             return
         self._read_again()
         self._check_frame_timer()
         self._maybe_finish_release()
+
+    def _stop_reading(self) -> None:
+        if not self._reading_off:
+            self._reading_off = True
+            self._set_reading(False)
 
     def _read_again(self) -> None:
         """Turn reading back on, unless the connection is closing (no more input then)."""
@@ -383,10 +384,7 @@ class Channel(ObservationRegistry):
         self._input_ended = True
         if self.close_reason is None:
             self.close_reason = "the peer closed its side of the connection"
-        if self._release_call is None:
-            self._release_call = self._reactor.callLater(
-                self.release_timeout, self._release_timed_out
-            )
+        self._arm_release_timer()
         self._maybe_finish_release()
 
     # -- timers (section 3.3 CSM, section 5.4 Ping, section 5.5 Release) ------------------
@@ -711,10 +709,7 @@ class Channel(ObservationRegistry):
         if self.connection.state is not State.CLOSED and not self.connection.release_sent:
             self.connection.send_release(diagnostic)
             self._flush()
-        if self._release_call is None:  # one timer, even if both sides send Release
-            self._release_call = self._reactor.callLater(
-                self.release_timeout, self._release_timed_out
-            )
+        self._arm_release_timer()
         self._maybe_finish_release()
         return closed
 
@@ -735,6 +730,14 @@ class Channel(ObservationRegistry):
         if self._unanswered or (self._pending and not ended) or self.input_backlog:
             return
         self._close_transport()
+
+    def _arm_release_timer(self) -> None:
+        """Bound the work in flight after a Release (sent or received) or a FIN: one
+        timer, whichever comes first and however many follow."""
+        if self._release_call is None:
+            self._release_call = self._reactor.callLater(
+                self.release_timeout, self._release_timed_out
+            )
 
     def _release_timed_out(self) -> None:
         """The time for the work in flight after a Release is up: answer what is still
@@ -862,10 +865,7 @@ class Channel(ObservationRegistry):
         self.log.info(
             "Peer {peer} sent Release ({diagnostic})", peer=self.peer, diagnostic=event.diagnostic
         )
-        if self._release_call is None:  # one timer, even if both sides send Release
-            self._release_call = self._reactor.callLater(
-                self.release_timeout, self._release_timed_out
-            )
+        self._arm_release_timer()
         self._maybe_finish_release()
 
     def _on_abort(self, event: AbortReceived) -> None:
@@ -1166,9 +1166,7 @@ class Channel(ObservationRegistry):
         if self._paused:
             return
         self._paused = True
-        if not self._reading_off:
-            self._reading_off = True
-            self._set_reading(False)
+        self._stop_reading()
         timeout = self.limits.write_timeout
         if timeout is not None and self._write_call is None and not self._lost:
             self._write_call = self._reactor.callLater(timeout, self._write_timed_out)

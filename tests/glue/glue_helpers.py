@@ -14,7 +14,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
-from coaptcp.core.options import Options
+from coaptcp.core.options import Options, PingPongOption
 from coaptcp.demo import make_demo_site
 from coaptcp.protocol import CoapFactory, CoapProtocol
 from coaptcp.resource import Request, Resource, Response, Site
@@ -68,6 +68,11 @@ def frames(*messages: Message) -> bytes:
 def csm(max_message_size: int | None = None) -> Message:
     items = [] if max_message_size is None else [(2, max_message_size)]
     return Message(Code.CSM, options=Options(items))
+
+
+def custody_ping(token: bytes) -> Message:
+    """A Ping with the Custody option (RFC 8323 section 5.4.1)."""
+    return Message(Code.PING, token, Options([(PingPongOption.CUSTODY, None)]))
 
 
 def get(token: bytes, *path: str, query: tuple[str, ...] = (), extra=()) -> Message:

@@ -15,6 +15,7 @@ from glue_helpers import (
     Harness,
     RecordingTransport,
     csm,
+    custody_ping,
     decode_all,
     frames,
     get,
@@ -229,10 +230,6 @@ def test_a_peer_that_reads_in_time_is_not_aborted():
 
 
 # -- Custody Pings: bounded, released in order -------------------------------------------
-
-
-def custody_ping(token: bytes) -> Message:
-    return Message(Code.PING, token, Options([(PingPongOption.CUSTODY, None)]))
 
 
 def test_custody_pings_behind_a_slow_request_are_bounded_and_released_in_order():

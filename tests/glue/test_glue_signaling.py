@@ -7,6 +7,7 @@ from glue_helpers import (
     PEER_ADDRESS,
     Harness,
     Slow,
+    custody_ping,
     decode_all,
     failure,
     frames,
@@ -36,11 +37,6 @@ from coaptcp.demo import make_demo_site
 from coaptcp.limits import Limits
 from coaptcp.protocol import CoapFactory
 from coaptcp.resource import Resource, Response, Site
-
-
-def custody_ping(token: bytes) -> Message:
-    return Message(Code.PING, token, Options([(PingPongOption.CUSTODY, None)]))
-
 
 # -- Ping ----------------------------------------------------------------------------------
 
