@@ -21,9 +21,9 @@ import time
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from coaptcp.core import Code, Message, Options, StreamDecoder, encode_frame
-from coaptcp.demo import make_demo_site
-from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Site
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory
 
 BATCH = 16
 

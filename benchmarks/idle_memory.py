@@ -21,7 +21,7 @@ any one address plentiful.  RLIMIT_NOFILE is raised for this process and for the
 (as root, the hard limit too when it is too small).
 
 ``--tracemalloc`` runs the server in-process instead (this script with ``--serve``:
-``coaptcp.tap.makeService`` on the global reactor, under ``tracemalloc``) and, at each
+``coaptcp.tap.plugin.makeService`` on the global reactor, under ``tracemalloc``) and, at each
 count, prints the traced bytes per connection by allocation site and the objects per
 connection by type (``gc``), diffed against the snapshot before the first connection.
 
@@ -250,7 +250,7 @@ def serve(port: int, snapdir: Path) -> None:
     tracemalloc.start(int(os.environ.get("IDLE_MEMORY_FRAMES", "12")))
     from twisted.internet import reactor
 
-    from coaptcp.tap import Options, makeService
+    from coaptcp.tap.plugin import Options, makeService
 
     options = Options()
     options.parseOptions(["--tcp", f"tcp:{port}:interface={HOST}"])

@@ -15,7 +15,7 @@ Then it prints one table with rps / p50 / p99 per server, transport and cell,
 the ratio of every server to aiocoap (and of ours to libcoap) on each
 transport, and each server's requests/s on every transport relative to its own
 coap+tcp.  The TLS transports use a throwaway certificate made with
-coaptcp.testcerts; loadgen does not verify it (loopback only).
+coaptcp.testing.certs; loadgen does not verify it (loopback only).
 
 Servers:
   aiocoap  benchmarks/aiocoap_server.py PORT            GET /hello
@@ -701,7 +701,7 @@ def main():
     certs = None
     if any(t in ("tls", "wss") for t in transports):
         sys.path.insert(0, REPO)
-        from coaptcp.testcerts import write_test_setup
+        from coaptcp.testing.certs import write_test_setup
         certs = {k: str(v) for k, v in write_test_setup(os.path.join(logdir, "certs")).items()}
     skipped = {}
     runnable = []  # (name, transport, Server) in run order

@@ -452,7 +452,7 @@ def main():
     ]
     certdir = tempfile.mkdtemp(prefix="loadgen-selftest-certs-")
     sys.path.insert(0, os.path.dirname(HERE))
-    from coaptcp.testcerts import write_test_setup
+    from coaptcp.testing.certs import write_test_setup
     certs = write_test_setup(certdir)
 
     def tls_context(transport):

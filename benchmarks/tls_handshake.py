@@ -40,8 +40,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.testcerts import write_test_setup
-from coaptcp.tlsconfig import ClientTLSSettings
+from coaptcp.testing.certs import write_test_setup
+from coaptcp.transport.tls.settings import ClientTLSSettings
 
 REQUEST = encode_frame(Message(Code.CSM)) + encode_frame(
     Message(Code.GET, b"\x01", Options.build(uri_path=["hello"]))

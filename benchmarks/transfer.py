@@ -69,8 +69,8 @@ def client_coaptcp(op: str, uri: str, size: int, mms: int | None) -> dict[str, A
     from twisted.internet import task
     from twisted.internet.defer import Deferred
 
-    from coaptcp.client import Client
-    from coaptcp.connectors import ConnectOptions
+    from coaptcp.client.client import Client
+    from coaptcp.client.connectors import ConnectOptions
     from coaptcp.core.codes import Code
 
     report: dict[str, Any] = {}

@@ -17,7 +17,7 @@ import hashlib
 import os
 
 from coaptcp.core.codes import Code
-from coaptcp.resource import Request, Resource, Response
+from coaptcp.server.resource import Request, Resource, Response
 
 DEFAULT_SIZE = 64 * 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""Cost of the sans-I/O UDP endpoint (coaptcp.core.messaging), without sockets.
+"""Cost of the sans-I/O UDP endpoint (coaptcp.core.udp.messaging), without sockets.
 
 - requests/s through ``datagram_received`` + ``send_response`` (a CON GET answered
   piggybacked, as a server does for most requests), one process, no I/O;
@@ -15,11 +15,11 @@ import tracemalloc
 
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
-from coaptcp.core.messaging import UdpEndpoint
 from coaptcp.core.options import Options
-from coaptcp.core.udpconfig import UdpLimits
-from coaptcp.core.udpevents import UdpRequestReceived
-from coaptcp.core.udpframing import MessageType, encode_datagram
+from coaptcp.core.udp.config import UdpLimits
+from coaptcp.core.udp.events import UdpRequestReceived
+from coaptcp.core.udp.framing import MessageType, encode_datagram
+from coaptcp.core.udp.messaging import UdpEndpoint
 
 REQUEST = Message(Code.GET, b"\x01\x02\x03\x04", Options([(11, "hello")]))
 RESPONSE_OPTIONS = Options([(12, 0)])

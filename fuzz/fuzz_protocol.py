@@ -2,9 +2,11 @@
 
 The first byte picks the transport and the server's configuration:
 
-* TCP: a :class:`~coaptcp.protocol.CoapProtocol` from a :class:`~coaptcp.protocol.CoapFactory`
+* TCP: a :class:`~coaptcp.transport.tcp.CoapProtocol` from a
+:class:`~coaptcp.transport.tcp.CoapFactory`
   on a ``StringTransport`` (flow control included: the protocol is the transport's producer);
-* WebSocket: a :class:`~coaptcp.websocket.WebSocketChannel` over a WebSocket-framed
+* WebSocket: a :class:`~coaptcp.transport.websocket.protocol.WebSocketChannel` over a
+WebSocket-framed
   :class:`~coaptcp.core.connection.Connection`, writing one frame per message;
 
 with the demo site (resource dispatch, ``/.well-known/core``, block-wise uploads to
@@ -45,19 +47,19 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 with instrumented(__name__):
-    from coaptcp.channel import ConnectionClosedError, RequestNotSent
+    from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
+    from coaptcp.channel.limits import Limits
     from coaptcp.core.codes import Code
     from coaptcp.core.connection import Connection, Role
     from coaptcp.core.errors import MessageFormatError
     from coaptcp.core.framing import StreamDecoder, decode_ws_frame, encode_frame, encode_ws_frame
     from coaptcp.core.message import Message
     from coaptcp.core.options import Options
-    from coaptcp.demo import BigResource, make_demo_site
-    from coaptcp.limits import Limits
-    from coaptcp.observe import ObservableResource
-    from coaptcp.protocol import CoapFactory, CoapProtocol
-    from coaptcp.resource import CoapError, Request, Resource, Response, Site
-    from coaptcp.websocket import WebSocketChannel
+    from coaptcp.server.observe import ObservableResource
+    from coaptcp.server.resource import CoapError, Request, Resource, Response, Site
+    from coaptcp.tap.demo import BigResource, make_demo_site
+    from coaptcp.transport.tcp import CoapFactory, CoapProtocol
+    from coaptcp.transport.websocket.protocol import WebSocketChannel
 
 CORPUS = "protocol"
 

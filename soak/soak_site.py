@@ -23,11 +23,11 @@ import ctypes
 import gc
 from typing import Any
 
-from coaptcp.channel import Channel
-from coaptcp.demo import make_demo_site
-from coaptcp.observe import ObservableResource
-from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Request, Resource, Response
+from coaptcp.channel.channel import Channel
+from coaptcp.server.observe import ObservableResource
+from coaptcp.server.resource import Request, Resource, Response
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory
 
 __all__ = ["StatsResource", "make_site", "process_memory"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from coaptcp.demo import make_demo_site
-from coaptcp.resource import Request, Resource, Response
+from coaptcp.server.resource import Request, Resource, Response
+from coaptcp.tap.demo import make_demo_site
 
 __all__ = ["SlowResource", "make_site"]
 

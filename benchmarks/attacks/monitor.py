@@ -130,8 +130,8 @@ def default_signals_and_death_signal() -> None:
 
 
 def write_test_certificate(directory: str) -> tuple[str, str]:
-    """A throwaway server certificate and key (coaptcp.testcerts, in the venv)."""
-    code = ("import json, sys; from coaptcp.testcerts import write_test_setup; "
+    """A throwaway server certificate and key (coaptcp.testing.certs, in the venv)."""
+    code = ("import json, sys; from coaptcp.testing.certs import write_test_setup; "
             "print(json.dumps({k: str(v) for k, v in write_test_setup(sys.argv[1]).items()}))")
     env = dict(os.environ, PYTHONPATH=REPO)
     out = subprocess.run([venv_python(), "-c", code, directory], capture_output=True,

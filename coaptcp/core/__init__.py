@@ -5,16 +5,16 @@ RFC 7641 Observe): :class:`UdpEndpoint`.  Nothing here imports Twisted; the Twis
 autobahn adapters drive it, passing in the bytes and the time.
 """
 
-from .codes import Code
-from .connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role, State
-from .errors import (
+from coaptcp.core.codes import Code
+from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role, State
+from coaptcp.core.errors import (
     CoapTcpError,
     LocalProtocolError,
     MessageFormatError,
     MessageTooLarge,
     RemoteProtocolError,
 )
-from .events import (
+from coaptcp.core.events import (
     BASE_MAX_MESSAGE_SIZE,
     AbortReceived,
     ConnectionAborted,
@@ -28,12 +28,18 @@ from .events import (
     ResponseReceived,
     UnknownSignalReceived,
 )
-from .framing import StreamDecoder, decode_ws_frame, encode_frame, encode_ws_frame
-from .message import Message
-from .messaging import LimitError, UdpEndpoint
-from .options import OptionNumber, Options
-from .udpconfig import TransmissionParameters, UdpLimits
-from .udpframing import MessageType, UdpFormatError, UdpMessage, decode_datagram, encode_datagram
+from coaptcp.core.framing import StreamDecoder, decode_ws_frame, encode_frame, encode_ws_frame
+from coaptcp.core.message import Message
+from coaptcp.core.options import OptionNumber, Options
+from coaptcp.core.udp.config import TransmissionParameters, UdpLimits
+from coaptcp.core.udp.framing import (
+    MessageType,
+    UdpFormatError,
+    UdpMessage,
+    decode_datagram,
+    encode_datagram,
+)
+from coaptcp.core.udp.messaging import LimitError, UdpEndpoint
 
 __all__ = [
     "BASE_MAX_MESSAGE_SIZE",

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .codes import Code
-from .message import Message
-from .options import Options, decode_uint
+from coaptcp.core.codes import Code
+from coaptcp.core.message import Message
+from coaptcp.core.options import Options, decode_uint
 
 __all__ = [
     "BERT_SZX",

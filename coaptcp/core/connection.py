@@ -23,9 +23,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 
-from .codes import Code
-from .errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
-from .events import (
+from coaptcp.core.codes import Code
+from coaptcp.core.errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError
+from coaptcp.core.events import (
     AbortReceived,
     ConnectionAborted,
     CsmReceived,
@@ -38,9 +38,9 @@ from .events import (
     ResponseReceived,
     UnknownSignalReceived,
 )
-from .framing import StreamDecoder, decode_ws_frame, encode_frame, encode_ws_frame
-from .message import Message
-from .options import (
+from coaptcp.core.framing import StreamDecoder, decode_ws_frame, encode_frame, encode_ws_frame
+from coaptcp.core.message import Message
+from coaptcp.core.options import (
     SIGNALING_OPTIONS,
     AbortOption,
     CsmOption,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .message import Message
+from coaptcp.core.message import Message
 
 __all__ = [
     "AbortReceived",

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .codes import Code, code_from_byte
-from .errors import LocalProtocolError, MessageFormatError
-from .message import MAX_TOKEN_LENGTH, Message
-from .options import Options
+from coaptcp.core.codes import Code, code_from_byte
+from coaptcp.core.errors import LocalProtocolError, MessageFormatError
+from coaptcp.core.message import MAX_TOKEN_LENGTH, Message
+from coaptcp.core.options import Options
 
 __all__ = [
     "MAX_OPTION_NUMBER",

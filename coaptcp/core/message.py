@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .codes import Code
-from .options import EMPTY_OPTIONS, Options
+from coaptcp.core.codes import Code
+from coaptcp.core.options import EMPTY_OPTIONS, Options
 
 __all__ = ["MAX_TOKEN_LENGTH", "Message"]
 

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from .codes import Code
+from coaptcp.core.codes import Code
 
 __all__ = [
     "OPTION_SPECS",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from .options import OPTION_SPECS, OptionNumber, Options, is_critical
+from coaptcp.core.options import OPTION_SPECS, OptionNumber, Options, is_critical
 
 __all__ = ["PROXY_OPTIONS", "CriticalOptionCheck", "unrecognized_critical_option"]
 

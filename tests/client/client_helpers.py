@@ -18,16 +18,16 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
-from coaptcp.client import Client
-from coaptcp.connectors import ConnectOptions
+from coaptcp.channel.limits import CLIENT_LIMITS, Limits
+from coaptcp.client.client import Client
+from coaptcp.client.connectors import ConnectOptions
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
 from coaptcp.core.framing import StreamDecoder
 from coaptcp.core.message import Message
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import CLIENT_LIMITS, Limits
-from coaptcp.protocol import CoapFactory, CoapProtocol
-from coaptcp.resource import Request, Resource, Response, Site
+from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 
 
 class Held(Resource):

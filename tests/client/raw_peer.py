@@ -14,14 +14,14 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from coaptcp.connectors import ConnectOptions
+from coaptcp.channel.limits import CLIENT_LIMITS
+from coaptcp.client.connectors import ConnectOptions
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.limits import CLIENT_LIMITS
-from coaptcp.protocol import CoapFactory, CoapProtocol
+from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 
 SERVER = IPv4Address("TCP", "127.0.0.1", 5683)
 

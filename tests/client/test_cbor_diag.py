@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coaptcp.cbordiag import CborError, diagnose
-from coaptcp.mediatypes import content_format_name, parse_content_format
-from coaptcp.pretty import describe_option, hexdump, pretty_payload, split_links
+from coaptcp.cli.cbordiag import CborError, diagnose
+from coaptcp.cli.pretty import describe_option, hexdump, pretty_payload, split_links
+from coaptcp.core.mediatypes import content_format_name, parse_content_format
 
 # RFC 8949 appendix A (Examples of Encoded CBOR Data Items): hex, diagnostic notation.
 # Where the RFC writes a float in a form Python prints differently (0.00006103515625), the

@@ -3,7 +3,7 @@ with a request or Ping outstanding, ``--ping --interval``, ``--duration``,
 ``--keepalive``, a timed-out observation, and ``-v``'s connection set-up times.
 
 Every timer runs on a ``MemoryReactorClock``; "Ctrl-C" is the ``interrupt`` Deferred that
-:func:`coaptcp.cli.main` fires from its before-shutdown trigger (the subprocess tests in
+:func:`coaptcp.cli.main.main` fires from its before-shutdown trigger (the subprocess tests in
 ``tests/interop/test_interop_cli_signals.py`` send the real SIGINT).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from client_helpers import Link, MemoryNetwork, decode_stream, make_client, result_of, success
 from twisted.internet.defer import Deferred
 
-from coaptcp.cli import (
+from coaptcp.cli.main import (
     EXIT_INTERRUPTED,
     EXIT_NO_RESPONSE,
     EXIT_OK,
@@ -23,9 +23,9 @@ from coaptcp.cli import (
     parse_args,
     run,
 )
-from coaptcp.cli import make_client as cli_make_client
+from coaptcp.cli.main import make_client as cli_make_client
 from coaptcp.core.codes import Code
-from coaptcp.demo import ClockResource
+from coaptcp.tap.demo import ClockResource
 
 
 class Started:

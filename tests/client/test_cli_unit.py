@@ -1,5 +1,5 @@
 """The command line in process: argument checking (usage errors, exit code 2) and
-:func:`coaptcp.cli.run` over in-memory connections (output and exit codes)."""
+:func:`coaptcp.cli.main.run` over in-memory connections (output and exit codes)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from client_helpers import MemoryNetwork, make_client, result_of, success
 from twisted.internet.defer import Deferred
 
-from coaptcp.cli import (
+from coaptcp.cli.main import (
     EXIT_ERROR_RESPONSE,
     EXIT_NO_RESPONSE,
     EXIT_OK,
@@ -20,7 +20,7 @@ from coaptcp.cli import (
     parse_args,
     run,
 )
-from coaptcp.client import Client
+from coaptcp.client.client import Client
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 
@@ -247,7 +247,7 @@ def test_timeout_is_exit_3() -> None:
 
 def test_scheme_not_available_is_a_usage_error() -> None:
     # A build (or an application) may leave a scheme out of its connectors.
-    from coaptcp.connectors import scheme_not_available
+    from coaptcp.client.connectors import scheme_not_available
 
     network = MemoryNetwork()
     client = Client(network.clock, connectors={
@@ -284,7 +284,7 @@ def test_ping() -> None:
 def test_block_wise_response_is_reassembled() -> None:
     # The demo /big (1 MiB) comes in BERT blocks; the CLI prints the whole body and no
     # warning (the old "block-wise transfer is not implemented yet" path is gone).
-    from coaptcp.demo import BigResource
+    from coaptcp.tap.demo import BigResource
 
     code, out, err = cli_run(MemoryNetwork(), ["coap+tcp://127.0.0.1/big"])
     assert code == EXIT_OK
@@ -350,7 +350,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal() -> None:
 
 
 def observed_network() -> tuple[MemoryNetwork, Any]:
-    from coaptcp.demo import ClockResource
+    from coaptcp.tap.demo import ClockResource
 
     network = MemoryNetwork()
     clock = ClockResource(network.clock)

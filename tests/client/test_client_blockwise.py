@@ -15,15 +15,15 @@ import pytest
 from client_helpers import MemoryNetwork, failure, make_client, result_of, success
 from raw_peer import RawPeer, csm
 
-from coaptcp.client import Client, RequestTimeout, TransferError
-from coaptcp.connectors import ConnectOptions
+from coaptcp.client.client import Client, RequestTimeout, TransferError
+from coaptcp.client.connectors import ConnectOptions
 from coaptcp.core.blockwise import BERT_SZX, Block
 from coaptcp.core.codes import Code
 from coaptcp.core.events import RequestReceived
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.demo import BigResource, LargeResource, StoreResource
-from coaptcp.resource import Request, Response
+from coaptcp.server.resource import Request, Response
+from coaptcp.tap.demo import BigResource, LargeResource, StoreResource
 
 MIB = 1 << 20
 BIG = BigResource().body

@@ -14,15 +14,16 @@ from client_helpers import MemoryNetwork, failure, make_client, result_of, succe
 from raw_peer import RawPeer, csm
 from twisted.internet.defer import Deferred
 
-from coaptcp.channel import ConnectionClosedError
-from coaptcp.client import Client, ConnectFailed, RequestTimeout
-from coaptcp.connectors import ConnectOptions
+from coaptcp.channel.errors import ConnectionClosedError
+from coaptcp.channel.observing import ObservationState
+from coaptcp.client.client import Client, ConnectFailed, RequestTimeout
+from coaptcp.client.connectors import ConnectOptions
+from coaptcp.client.observe import Observation
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.observe import ObservableResource
-from coaptcp.observer import Observation, ObservationState
-from coaptcp.resource import CoapError, Request, Response
+from coaptcp.server.observe import ObservableResource
+from coaptcp.server.resource import CoapError, Request, Response
 
 OBSERVE = OptionNumber.OBSERVE
 URI = "coap+tcp://127.0.0.1/counter"
@@ -428,7 +429,7 @@ def test_a_failing_callback_does_not_stop_the_observation() -> None:
 
 
 def test_bad_uri_raises_at_once() -> None:
-    from coaptcp.uri import UriError
+    from coaptcp.core.uri import UriError
 
     _network, client, _ = setup()
     try:

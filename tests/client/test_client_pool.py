@@ -15,8 +15,8 @@ from client_helpers import (
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectionRefusedError
 
-from coaptcp.channel import ConnectionClosedError, RequestNotSent
-from coaptcp.client import (
+from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
+from coaptcp.client.client import (
     Client,
     ClientClosed,
     ConnectFailed,
@@ -24,11 +24,11 @@ from coaptcp.client import (
     SchemeNotAvailable,
     parse_method,
 )
-from coaptcp.connectors import ConnectOptions, TlsOptions
+from coaptcp.client.connectors import ConnectOptions, TlsOptions
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.resource import Response
-from coaptcp.uri import UriError
+from coaptcp.core.uri import UriError
+from coaptcp.server.resource import Response
 
 HELLO = "coap+tcp://127.0.0.1/hello"
 
@@ -450,18 +450,17 @@ def test_connect_options_reach_the_connector() -> None:
 
 
 def test_every_rfc8323_scheme_has_a_real_connector_by_default() -> None:
-    from coaptcp import connectors
-
+    from coaptcp.client import connectors
     assert dict(connectors.default_connectors()) == {
-        "coap+tcp": connectors.connect_tcp,
-        "coaps+tcp": connectors.connect_tls,
-        "coap+ws": connectors.connect_ws,
-        "coaps+ws": connectors.connect_wss,
+        "coap+tcp": connectors.tcp_connector,
+        "coaps+tcp": connectors.tls_connector,
+        "coap+ws": connectors.ws_connector,
+        "coaps+ws": connectors.wss_connector,
     }
 
 
 def test_a_scheme_left_out_fails_clearly_and_is_not_pooled() -> None:
-    from coaptcp.connectors import scheme_not_available
+    from coaptcp.client.connectors import scheme_not_available
 
     client = Client(MemoryNetwork().clock, connectors={
         "coaps+tcp": scheme_not_available("coaps+tcp", "not in this build"),

@@ -1,12 +1,12 @@
-"""The IANA "CoAP Content-Formats" registry table (coaptcp.contentformats) and the
-lookups built from it (coaptcp.mediatypes), RFC 7252 section 12.3."""
+"""The IANA "CoAP Content-Formats" registry table (coaptcp.core.contentformats) and the
+lookups built from it (coaptcp.core.mediatypes), RFC 7252 section 12.3."""
 
 from __future__ import annotations
 
 import pytest
 
-from coaptcp.contentformats import COMPILED, REGISTRY, RESERVED, SOURCE
-from coaptcp.mediatypes import CONTENT_FORMATS, content_format_name, parse_content_format
+from coaptcp.core.contentformats import COMPILED, REGISTRY, RESERVED, SOURCE
+from coaptcp.core.mediatypes import CONTENT_FORMATS, content_format_name, parse_content_format
 
 
 def test_the_table_names_its_source_and_date() -> None:

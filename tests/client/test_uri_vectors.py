@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.uri import (
+from coaptcp.core.uri import (
     DEFAULT_PORTS,
     SCHEMES,
     CoapUri,

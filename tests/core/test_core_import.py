@@ -1,9 +1,10 @@
 """The sans-I/O core must import without Twisted (or autobahn) installed.
 
 Runs in a fresh interpreter in which any import of ``twisted`` or ``autobahn`` (or their
-submodules) raises ImportError.  If ``coaptcp/__init__.py`` ever imports the Twisted glue,
-``import coaptcp.core`` runs it first and this test fails: that is intended, the package
-``__init__`` must stay light.
+submodules) raises ImportError.  The package root ``coaptcp/__init__.py`` exports the whole
+public API eagerly (so mypy and ``dir()`` see it), so the script stands in an empty package
+object for ``coaptcp`` and imports every module under ``coaptcp.core`` beneath it: any
+import of Twisted, or of a coaptcp module outside the core, fails the test.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ SCRIPT = textwrap.dedent(
     """
     import importlib
     import importlib.abc
+    import os
     import pkgutil
     import sys
 
@@ -38,6 +40,19 @@ SCRIPT = textwrap.dedent(
         if name.split(".")[0] in ("twisted", "autobahn", "txaio"):
             del sys.modules[name]
 
+    import types
+    root = types.ModuleType("coaptcp")
+    root.__path__ = [os.path.join(os.getcwd(), "coaptcp")]
+    sys.modules["coaptcp"] = root
+
+    class OutsideCore(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.startswith("coaptcp.") and not name.startswith("coaptcp.core"):
+                raise ImportError(f"{name} is outside the core: the core must not import it")
+            return None
+
+    sys.meta_path.insert(0, OutsideCore())
+
     import coaptcp.core
     names = ["coaptcp.core"]
     for info in pkgutil.walk_packages(coaptcp.core.__path__, "coaptcp.core."):
@@ -46,7 +61,8 @@ SCRIPT = textwrap.dedent(
 
     for required in (
         "codes", "options", "message", "framing", "errors", "events", "connection",
-        "udpframing", "messaging", "dedup", "observeorder", "udpblock",
+        "uri", "mediatypes", "udp.framing", "udp.messaging", "udp.dedup",
+        "udp.observeorder", "udp.blockwise",
     ):
         assert "coaptcp.core." + required in names, (required, names)
 

@@ -1,4 +1,4 @@
-"""Block-wise transfer over UDP (coaptcp.core.udpblock with coaptcp.core.blockwise, RFC 7959).
+"""Block-wise transfer over UDP (coaptcp.core.udp.blockwise with coaptcp.core.blockwise, RFC 7959).
 
 No BERT over UDP: SZX 7 in a request is 4.00 (RFC 7959 section 2.2), blocks are 1024
 bytes at most, and the existing blockwise helpers, given ``peer_bert=False`` and the UDP
@@ -14,7 +14,7 @@ from coaptcp.core.blockwise import Block, BlockwiseServer, BodySender, Download,
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.core.udpblock import (
+from coaptcp.core.udp.blockwise import (
     UDP_MAX_BLOCK_SIZE,
     UDP_MAX_MESSAGE_SIZE,
     bert_in_request,
@@ -22,7 +22,7 @@ from coaptcp.core.udpblock import (
     udp_block2_control,
     udp_block_size,
 )
-from coaptcp.core.udpframing import encode_datagram
+from coaptcp.core.udp.framing import encode_datagram
 
 BODY = bytes(range(256)) * 12  # 3072 bytes
 

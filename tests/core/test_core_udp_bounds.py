@@ -13,10 +13,10 @@ import pytest
 from udp_helpers import ACK, CON, NON, content, datagram, endpoint, get, sent
 
 from coaptcp.core.codes import Code
-from coaptcp.core.dedup import DedupCache
-from coaptcp.core.messaging import LimitError
-from coaptcp.core.udpconfig import UdpLimits
-from coaptcp.core.udpevents import DuplicateReceived, LimitReached, UdpRequestReceived
+from coaptcp.core.udp.config import UdpLimits
+from coaptcp.core.udp.dedup import DedupCache
+from coaptcp.core.udp.events import DuplicateReceived, LimitReached, UdpRequestReceived
+from coaptcp.core.udp.messaging import LimitError
 
 
 def cache(**kwargs: int) -> DedupCache:

@@ -1,4 +1,4 @@
-"""The CoAP-over-UDP message format (coaptcp.core.udpframing, RFC 7252 sections 3 and 4).
+"""The CoAP-over-UDP message format (coaptcp.core.udp.framing, RFC 7252 sections 3 and 4).
 
 Byte vectors from RFC 7252 Appendix A (Figures 16-22), every rejection rule of sections 3,
 3.1, 4.1-4.3 (Table 1), and properties: canonical round trips, and random bytes only ever
@@ -15,7 +15,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.errors import LocalProtocolError, MessageFormatError
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.core.udpframing import (
+from coaptcp.core.udp.framing import (
     MessageType,
     UdpFormatError,
     UdpMessage,

@@ -1,4 +1,4 @@
-"""The UDP message layer's exchanges (coaptcp.core.messaging, RFC 7252 sections 4 and 5).
+"""The UDP message layer's exchanges (coaptcp.core.udp.messaging, RFC 7252 sections 4 and 5).
 
 Piggybacked and separate responses (5.2.1-5.2.3) as in RFC 7252 Appendix A, the Empty
 ACK for a slow CON request, deduplication (4.5), pings and Resets (4.2, 4.3), matching
@@ -26,8 +26,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.errors import LocalProtocolError, MessageTooLarge
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.core.udpconfig import UdpLimits
-from coaptcp.core.udpevents import (
+from coaptcp.core.udp.config import UdpLimits
+from coaptcp.core.udp.events import (
     DatagramRejected,
     DuplicateReceived,
     RequestAcknowledged,
@@ -37,8 +37,8 @@ from coaptcp.core.udpevents import (
     UdpRequestReceived,
     UdpResponseReceived,
 )
-from coaptcp.core.udpframing import UdpMessage, decode_datagram
-from coaptcp.core.udpstate import ExchangeState, RequestState
+from coaptcp.core.udp.framing import UdpMessage, decode_datagram
+from coaptcp.core.udp.state import ExchangeState, RequestState
 
 TEMPERATURE = Options([(11, "temperature")])
 FIG16_REQUEST = b"\x40\x01\x7d\x34\xbbtemperature"
@@ -46,7 +46,7 @@ FIG16_RESPONSE = b"\x60\x45\x7d\x34\xff22.3 C"
 
 
 def receive_request(ep: object, wire: bytes, now: float = 0.0) -> UdpRequestReceived:
-    from coaptcp.core.messaging import UdpEndpoint
+    from coaptcp.core.udp.messaging import UdpEndpoint
 
     assert isinstance(ep, UdpEndpoint)
     events = ep.datagram_received(wire, "C", now)

@@ -26,15 +26,8 @@ from udp_helpers import (
 
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
-from coaptcp.core.messaging import LimitError, UdpEndpoint
-from coaptcp.core.observeorder import (
-    OBSERVE_MODULUS,
-    OBSERVE_WINDOW,
-    NotificationOrder,
-    observe_newer,
-)
-from coaptcp.core.udpconfig import UdpLimits
-from coaptcp.core.udpevents import (
+from coaptcp.core.udp.config import UdpLimits
+from coaptcp.core.udp.events import (
     DatagramRejected,
     DuplicateReceived,
     LimitReached,
@@ -42,7 +35,14 @@ from coaptcp.core.udpevents import (
     UdpRequestReceived,
     UdpResponseReceived,
 )
-from coaptcp.core.udpstate import OutgoingRequest, RequestState
+from coaptcp.core.udp.messaging import LimitError, UdpEndpoint
+from coaptcp.core.udp.observeorder import (
+    OBSERVE_MODULUS,
+    OBSERVE_WINDOW,
+    NotificationOrder,
+    observe_newer,
+)
+from coaptcp.core.udp.state import OutgoingRequest, RequestState
 
 TOP = OBSERVE_MODULUS - 1
 

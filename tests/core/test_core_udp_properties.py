@@ -1,4 +1,4 @@
-"""Properties of the UDP endpoint (coaptcp.core.messaging) under hypothesis.
+"""Properties of the UDP endpoint (coaptcp.core.udp.messaging) under hypothesis.
 
 - Random bytes, to an endpoint with state of every kind, only ever give an ignored datagram,
   a Reset (echoing the datagram's Message ID) or a parsed message; never an exception,
@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from udp_helpers import FixedRandom, content, get
 
-from coaptcp.core.messaging import UdpEndpoint
-from coaptcp.core.udpevents import (
+from coaptcp.core.udp.events import (
     DatagramRejected,
     DuplicateReceived,
     LimitReached,
@@ -29,8 +28,9 @@ from coaptcp.core.udpevents import (
     UdpRequestReceived,
     UdpResponseReceived,
 )
-from coaptcp.core.udpframing import MessageType, decode_datagram
-from coaptcp.core.udpstate import IncomingRequest, OutgoingRequest, RequestState
+from coaptcp.core.udp.framing import MessageType, decode_datagram
+from coaptcp.core.udp.messaging import UdpEndpoint
+from coaptcp.core.udp.state import IncomingRequest, OutgoingRequest, RequestState
 
 SETTINGS = settings(
     max_examples=200,

@@ -10,16 +10,16 @@ import random
 import pytest
 from udp_helpers import ACK, CON, NON, RST, FixedRandom, content, datagram, endpoint, get, sent
 
-from coaptcp.core.messaging import LimitError, UdpEndpoint
-from coaptcp.core.udpconfig import TransmissionParameters, UdpLimits
-from coaptcp.core.udpevents import (
+from coaptcp.core.udp.config import TransmissionParameters, UdpLimits
+from coaptcp.core.udp.events import (
     DatagramRejected,
     PingFailed,
     RequestAcknowledged,
     RequestFailed,
     UdpResponseReceived,
 )
-from coaptcp.core.udpstate import RequestState
+from coaptcp.core.udp.messaging import LimitError, UdpEndpoint
+from coaptcp.core.udp.state import RequestState
 
 
 def test_derived_parameters_table_3() -> None:

@@ -6,10 +6,10 @@ from collections.abc import Hashable
 
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
-from coaptcp.core.messaging import UdpEndpoint
 from coaptcp.core.options import Options
-from coaptcp.core.udpevents import UdpEvent, UdpResponseReceived
-from coaptcp.core.udpframing import MessageType, UdpMessage, decode_datagram
+from coaptcp.core.udp.events import UdpEvent, UdpResponseReceived
+from coaptcp.core.udp.framing import MessageType, UdpMessage, decode_datagram
+from coaptcp.core.udp.messaging import UdpEndpoint
 
 CON, NON, ACK, RST = MessageType.CON, MessageType.NON, MessageType.ACK, MessageType.RST
 

@@ -15,9 +15,9 @@ from coaptcp.core.connection import Role
 from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options, PingPongOption
-from coaptcp.demo import make_demo_site
-from coaptcp.protocol import CoapFactory, CoapProtocol
-from coaptcp.resource import Request, Resource, Response, Site
+from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 
 PEER_ADDRESS = IPv4Address("TCP", "192.0.2.7", 40000)
 HOST_ADDRESS = IPv4Address("TCP", "198.51.100.1", 5683)

@@ -1,6 +1,6 @@
 """Targets for ``--resource`` in the tap tests."""
 
-from coaptcp.resource import Request, Resource, Response
+from coaptcp.server.resource import Request, Resource, Response
 
 
 class RootClass(Resource):

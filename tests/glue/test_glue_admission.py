@@ -1,5 +1,5 @@
-"""Connection counting from accept (coaptcp.admission), the descriptor limit, the listen
-backlog (coaptcp.listeners) and their ``twistd coaptcp`` options.
+"""Connection counting from accept (coaptcp.transport.admission), the descriptor limit, the listen
+backlog (coaptcp.transport.listeners) and their ``twistd coaptcp`` options.
 
 A connection holds a descriptor from the moment it is accepted, so it is counted from
 then; refused connections are counted until they have closed, and beyond
@@ -19,20 +19,20 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 
-from coaptcp import tap
-from coaptcp.admission import (
+from coaptcp.channel.limits import Limits
+from coaptcp.core.framing import StreamDecoder
+from coaptcp.server.resource import Site
+from coaptcp.tap import plugin as tap
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.admission import (
     DESCRIPTOR_RESERVE,
     REFUSAL_MARGIN,
     ConnectionGate,
     Refusal,
     fit_descriptor_limit,
 )
-from coaptcp.core.framing import StreamDecoder
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.listeners import DEFAULT_LISTEN_BACKLOG, with_backlog
-from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Site
+from coaptcp.transport.listeners import DEFAULT_LISTEN_BACKLOG, with_backlog
+from coaptcp.transport.tcp import CoapFactory
 
 
 def address(host: str = "192.0.2.1", port: int = 4000) -> IPv4Address:
@@ -95,7 +95,7 @@ def test_far_over_the_limit_refusals_go_unanswered(log_events) -> None:
     assert all(r is not None and r.answer for r in refusals[:REFUSAL_MARGIN])
     assert all(r is not None and not r.answer for r in refusals[REFUSAL_MARGIN:])
     messages = [e["log_format"] for e in log_events if e.get("log_namespace", "").startswith(
-        "coaptcp.admission")]
+        "coaptcp.transport.admission")]
     # Once each per episode, not once per connection.
     assert [m.split(":")[0] for m in messages] == [
         "Refusing connections",
@@ -165,7 +165,7 @@ def test_tcp_connection_over_the_limit_gets_csm_and_abort_far_over_nothing() -> 
 
 
 def test_tcp_and_websocket_factories_can_share_a_gate() -> None:
-    from coaptcp.websocket import CoapWebSocketServerFactory
+    from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
 
     clock = MemoryReactorClock()
     gate = ConnectionGate(Limits(max_connections=1))
@@ -263,7 +263,7 @@ def test_make_service_fits_the_limit(monkeypatch) -> None:
     room = 1024 - DESCRIPTOR_RESERVE - REFUSAL_MARGIN
     assert service.factory.limits.max_connections == room
     # One gate for all listeners, with the fitted limits.
-    from coaptcp.webapp import WebSocketService
+    from coaptcp.tap.websocket import WebSocketService
 
     (ws_service,) = [child for child in service if isinstance(child, WebSocketService)]
     assert ws_service.factory.gate is service.factory.gate
@@ -333,7 +333,7 @@ def tap_options(*args: str) -> tap.Options:
     return options
 
 
-# -- turning connections away at accept (coaptcp.listeners) -------------------------------
+# -- turning connections away at accept (coaptcp.transport.listeners) ------------------------------
 
 
 class RecordingReactor:
@@ -352,7 +352,7 @@ class RecordingReactor:
 
 
 def test_gated_factory_builds_nothing_far_over_the_limit(log_events) -> None:
-    from coaptcp.listeners import GatedFactory
+    from coaptcp.transport.listeners import GatedFactory
 
     gate = ConnectionGate(Limits(max_connections=1))
     factory = CoapFactory(None, reactor=MemoryReactorClock(), limits=gate.limits, gate=gate)
@@ -373,8 +373,8 @@ def test_every_kind_of_listener_is_gated() -> None:
     from twisted.internet import endpoints
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
-    from coaptcp.listeners import GatedFactory, GatedReactor
-    from coaptcp.testcerts import write_test_setup
+    from coaptcp.testing.certs import write_test_setup
+    from coaptcp.transport.listeners import GatedFactory, GatedReactor
 
     gate = ConnectionGate(Limits())
     recording = RecordingReactor()

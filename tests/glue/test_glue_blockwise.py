@@ -22,8 +22,8 @@ from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import CsmOption, OptionNumber, Options, decode_uint
-from coaptcp.demo import BigResource, make_demo_site
-from coaptcp.resource import Site
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import BigResource, make_demo_site
 
 BLOCK1, BLOCK2 = OptionNumber.BLOCK1, OptionNumber.BLOCK2
 SIZE1, SIZE2 = OptionNumber.SIZE1, OptionNumber.SIZE2
@@ -176,7 +176,7 @@ def test_szx_negotiation_down_to_64_byte_blocks() -> None:
     body, responses = fetch(h, "large", szx=2, limit=64 * 1024 + 512)
     assert len(responses) == (4000 + 63) // 64
     assert all(block_of(r, BLOCK2).szx == 2 for r in responses)  # type: ignore[union-attr]
-    from coaptcp.demo import LargeResource
+    from coaptcp.tap.demo import LargeResource
 
     assert body == LargeResource.body
 

@@ -11,13 +11,13 @@ import pytest
 from glue_helpers import Harness, csm, failure, result_of
 from twisted.internet.defer import Deferred
 
-from coaptcp.channel import ConnectionClosedError, RequestNotSent
+from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
+from coaptcp.channel.observing import ChannelObservation, ObservationState
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.observer import ChannelObservation, ObservationState
-from coaptcp.resource import Response
+from coaptcp.server.resource import Response
 
 OBSERVE = OptionNumber.OBSERVE
 PATH = Options.build(uri_path=["temp"])

@@ -10,15 +10,15 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.test.iosim import connectedServerAndClient
 
-from coaptcp.channel import ConnectionClosedError, RequestNotSent
+from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.events import BASE_MAX_MESSAGE_SIZE
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.demo import make_demo_site
-from coaptcp.protocol import CoapFactory, CoapProtocol
-from coaptcp.resource import Request, Resource, Response, Site
+from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 
 
 class Echo(Resource):

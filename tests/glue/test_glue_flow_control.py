@@ -23,13 +23,13 @@ from glue_helpers import (
 )
 from twisted.internet.testing import MemoryReactorClock
 
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
 from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options, PingPongOption
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.resource import Response, Site
+from coaptcp.server.resource import Response, Site
+from coaptcp.tap.demo import make_demo_site
 
 HIGH_WATER = 65536  # Twisted's FileDescriptor.bufferSize
 

@@ -9,8 +9,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.demo import make_demo_site
-from coaptcp.resource import Response, Site
+from coaptcp.server.resource import Response, Site
+from coaptcp.tap.demo import make_demo_site
 
 
 def test_ping_flood_gets_one_pong_each_and_the_connection_still_serves():

@@ -1,4 +1,4 @@
-"""Limits and timeouts of one connection and of a factory (coaptcp.limits).
+"""Limits and timeouts of one connection and of a factory (coaptcp.channel.limits).
 
 All timers run on a MemoryReactorClock: no real time passes.
 """
@@ -18,16 +18,16 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 
-from coaptcp.channel import RequestNotSent
+from coaptcp.channel.errors import RequestNotSent
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Response, Site
+from coaptcp.server.resource import Response, Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory
 
 # -- CSM timeout (RFC 8323 section 3.3) ------------------------------------------------------
 
@@ -297,7 +297,7 @@ def test_a_closed_connection_is_freed_without_the_cyclic_collector():
     from twisted.internet.error import ConnectionDone
     from twisted.python.failure import Failure
 
-    from coaptcp.channel import Channel
+    from coaptcp.channel.channel import Channel
 
     def live_channels() -> int:
         return sum(1 for o in gc.get_objects() if isinstance(o, Channel))

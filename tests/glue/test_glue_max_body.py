@@ -8,14 +8,14 @@ from glue_helpers import Harness
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from coaptcp import tap
+from coaptcp.channel.limits import Limits
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE, Block
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.protocol import CoapFactory
+from coaptcp.tap import plugin as tap
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory
 
 
 def put_block(token: bytes, num: int, more: bool, payload: bytes, size1: int | None = None

@@ -7,7 +7,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from coaptcp.core.connection import Role
-from coaptcp.protocol import CoapFactory
+from coaptcp.transport.tcp import CoapFactory
 
 
 class TcpTransport(StringTransport):

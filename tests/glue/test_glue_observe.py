@@ -18,9 +18,9 @@ from twisted.internet.testing import MemoryReactorClock
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options, decode_uint
-from coaptcp.demo import ClockResource, make_demo_site
-from coaptcp.observe import SEQUENCE_MODULUS, ObservableResource, Observation
-from coaptcp.resource import CoapError, Request, Resource, Response, Site
+from coaptcp.server.observe import SEQUENCE_MODULUS, ObservableResource, Observer
+from coaptcp.server.resource import CoapError, Request, Resource, Response, Site
+from coaptcp.tap.demo import ClockResource, make_demo_site
 
 OBSERVE = OptionNumber.OBSERVE
 
@@ -35,8 +35,8 @@ class Counter(ObservableResource):
         self.value = 0
         self.fail: Exception | None = None
         self.renders = 0
-        self.added: list[Observation] = []
-        self.removed: list[Observation] = []
+        self.added: list[Observer] = []
+        self.removed: list[Observer] = []
 
     def bump(self) -> None:
         self.value += 1
@@ -48,10 +48,10 @@ class Counter(ObservableResource):
             raise self.fail
         return Response.text(f"value {self.value}")
 
-    def observer_added(self, observation: Observation) -> None:
+    def observer_added(self, observation: Observer) -> None:
         self.added.append(observation)
 
-    def observer_removed(self, observation: Observation) -> None:
+    def observer_removed(self, observation: Observer) -> None:
         self.removed.append(observation)
 
 

@@ -17,11 +17,11 @@ from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.haproxy import proxyEndpoint
 
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Site
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory
 
 BALANCER = IPv4Address("TCP", "127.0.0.1", 45000)
 LISTENER = IPv4Address("TCP", "127.0.0.1", 5683)

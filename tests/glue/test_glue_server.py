@@ -10,8 +10,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.demo import LargeResource, make_demo_site
-from coaptcp.resource import CoapError, Request, Resource, Response, Site
+from coaptcp.server.resource import CoapError, Request, Resource, Response, Site
+from coaptcp.tap.demo import LargeResource, make_demo_site
 
 
 class AsyncRes(Resource):

@@ -23,20 +23,20 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.test.iosim import connectedServerAndClient
 
-from coaptcp.channel import (
+from coaptcp.channel.channel import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_RELEASE_TIMEOUT,
     ConnectionClosedError,
     RequestNotSent,
 )
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options, PingPongOption
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Resource, Response, Site
+from coaptcp.server.resource import Resource, Response, Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory
 
 # -- Ping ----------------------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ def test_release_all_sends_release_answers_in_flight_then_closes():
     assert busy.sent() == []
     assert factory.connections == {busy.protocol, idle.protocol}
 
-    done = result_of(factory.releaseAll("going down"))
+    done = result_of(factory.release_all("going down"))
     for h in (busy, idle):
         (release,) = h.sent()
         assert release.code == Code.RELEASE
@@ -198,14 +198,14 @@ def test_release_all_sends_release_answers_in_flight_then_closes():
 
 def test_release_all_with_no_connections_fires_at_once():
     factory = CoapFactory(Site(make_demo_site()), reactor=MemoryReactorClock())
-    success(result_of(factory.releaseAll()))
+    success(result_of(factory.release_all()))
 
 
 def test_release_default_diagnostic_bytes():
     factory = CoapFactory(Site(make_demo_site()), reactor=MemoryReactorClock())
     h = Harness(factory=factory)
     h.open()
-    factory.releaseAll()
+    factory.release_all()
     # Release is code 7.04 = 0xe4, right after the Len/TKL byte(s).
     (release,) = h.sent()
     assert release.code == 0xE4
@@ -288,7 +288,7 @@ def test_release_over_iosim_both_sides_close():
         lambda: client_factory.buildProtocol(PEER_ADDRESS),
         clock=clock,
     )
-    done = result_of(server_factory.releaseAll())
+    done = result_of(server_factory.release_all())
     pump.flush()
     success(done)
     assert server_factory.connections == set()

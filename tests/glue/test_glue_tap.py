@@ -18,12 +18,12 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
-from coaptcp import tap
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
-from coaptcp.demo import HelloResource
-from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Site
+from coaptcp.server.resource import Site
+from coaptcp.tap import plugin as tap
+from coaptcp.tap.demo import HelloResource
+from coaptcp.transport.tcp import CoapFactory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -258,7 +258,7 @@ def test_stop_service_release_bytes_on_the_wire():
 
 
 def test_stop_service_waits_for_in_flight_answer():
-    from coaptcp.resource import Resource, Response
+    from coaptcp.server.resource import Resource, Response
 
     class Later(Resource):
         def __init__(self):
@@ -343,11 +343,11 @@ def test_tls_key_typo_is_a_usage_error_not_a_traceback(tmp_path):
     assert "bad endpoint description" in output
 
 
-# -- limits and timeouts (coaptcp.limits) ----------------------------------------------------
+# -- limits and timeouts (coaptcp.channel.limits) --------------------------------------------------
 
 
 def test_limit_options_default_to_the_library_defaults():
-    from coaptcp.limits import DEFAULT_LIMITS
+    from coaptcp.channel.limits import DEFAULT_LIMITS
 
     options = tap.Options()
     options.parseOptions([])

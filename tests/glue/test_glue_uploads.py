@@ -18,8 +18,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 
-from coaptcp import tap
-from coaptcp.channel import Channel
+from coaptcp.channel.channel import Channel
+from coaptcp.channel.limits import DEFAULT_LIMITS, Limits
 from coaptcp.core.blockwise import (
     DEFAULT_MAX_CONNECTION_UPLOAD_BYTES,
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -31,9 +31,9 @@ from coaptcp.core.blockwise import (
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import DEFAULT_LIMITS, Limits
-from coaptcp.protocol import CoapFactory
+from coaptcp.tap import plugin as tap
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory
 
 KIB = 1024
 

@@ -15,17 +15,17 @@ from twisted.logger import LogLevel, capturedLogs, eventAsJSON, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from coaptcp import workerchild
-from coaptcp.tap import CoapService, Options, makeService
-from coaptcp.workers import WorkerPool, WorkerProcessProtocol
-from coaptcp.workersockets import (
+from coaptcp.tap.plugin import CoapService, Options, makeService
+from coaptcp.tap.workers import WorkerPoolService, worker_arguments
+from coaptcp.workers import child as workerchild
+from coaptcp.workers.pool import WorkerPool, WorkerProcessProtocol
+from coaptcp.workers.sockets import (
     ListenerSpec,
     UnsupportedListener,
     listen_fds_environment,
     parse_listener,
     worker_description,
 )
-from coaptcp.workertap import WorkerPoolService, worker_arguments
 
 
 def parse(*argv: str) -> Options:
@@ -92,7 +92,7 @@ def test_worker_arguments_keep_every_option_but_workers_and_listeners():
         "2048",
         "--lenient-csm",
         "-r",
-        "coaptcp.demo.make_demo_site",
+        "coaptcp.tap.demo.make_demo_site",
         "--ws",
         "haproxy:tcp:8080",
         "--idle-timeout=60",
@@ -102,7 +102,7 @@ def test_worker_arguments_keep_every_option_but_workers_and_listeners():
         "--max-message-size=2048",
         "--lenient-csm",
         "-r",
-        "coaptcp.demo.make_demo_site",
+        "coaptcp.tap.demo.make_demo_site",
         "--idle-timeout=60",
         "--tcp",
         "systemd:domain=INET:index=0",
@@ -383,7 +383,7 @@ def test_json_log_lines_are_relayed_with_their_level_and_the_worker():
         "log_format": "Refusing connections: {reason}",
         "reason": "server busy",
         "log_level": LogLevel.warn,
-        "log_namespace": "coaptcp.protocol.CoapFactory",
+        "log_namespace": "coaptcp.transport.tcp.CoapFactory",
         "log_time": 1.0,
     }
     line = ("\x1e" + eventAsJSON(event) + "\n").encode()
@@ -394,7 +394,7 @@ def test_json_log_lines_are_relayed_with_their_level_and_the_worker():
     assert relayed["log_level"] == LogLevel.warn
     assert formatEvent(relayed) == "Refusing connections: server busy"
     assert relayed["coaptcp_worker"] == 0 and relayed["coaptcp_worker_pid"] == 1000
-    assert relayed["log_system"] == "worker 0 pid 1000 coaptcp.protocol.CoapFactory#warn"
+    assert relayed["log_system"] == "worker 0 pid 1000 coaptcp.transport.tcp.CoapFactory#warn"
 
 
 def test_other_output_is_relayed_as_text_stderr_as_warnings():

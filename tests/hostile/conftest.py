@@ -21,9 +21,9 @@ from hostile_wire import Server
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from coaptcp.demo import make_demo_site
-from coaptcp.protocol import CoapFactory, CoapProtocol
-from coaptcp.resource import Site
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 
 # -- in memory --------------------------------------------------------------------------
 

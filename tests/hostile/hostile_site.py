@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 
-from coaptcp.demo import make_demo_site
-from coaptcp.resource import Request, Resource, Response
+from coaptcp.server.resource import Request, Resource, Response
+from coaptcp.tap.demo import make_demo_site
 
 
 class Slow(Resource):

@@ -38,7 +38,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
-from coaptcp.channel import DEFAULT_CLOSE_TIMEOUT
+from coaptcp.channel.channel import DEFAULT_CLOSE_TIMEOUT
 
 LOST = Failure(ConnectionDone("peer closed"))
 

@@ -196,9 +196,9 @@ def in_memory_answer(data: bytes) -> tuple[bytes, bool]:
     """What the protocol writes for ``data`` in memory, and whether it starts closing."""
     from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-    from coaptcp.demo import make_demo_site
-    from coaptcp.protocol import CoapFactory
-    from coaptcp.resource import Site
+    from coaptcp.server.resource import Site
+    from coaptcp.tap.demo import make_demo_site
+    from coaptcp.transport.tcp import CoapFactory
 
     factory = CoapFactory(Site(make_demo_site()), reactor=MemoryReactorClock())
     protocol = factory.buildProtocol(None)

@@ -23,7 +23,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.testcerts import write_test_setup
+from coaptcp.testing.certs import write_test_setup
 
 pytestmark = pytest.mark.hostile
 

@@ -36,7 +36,7 @@ import pytest
 from hostile_server import Twistd, free_port, twistd
 from hostile_wire import CONTENT, EMPTY_CSM, HELLO_TEXT, decode_all, get
 
-from coaptcp.testcerts import write_test_setup
+from coaptcp.testing.certs import write_test_setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "websocket"))
 from ws_wire import (

@@ -20,7 +20,7 @@ from twisted.internet import task
 from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from coaptcp import Code, Options, connectCoap
+from coaptcp import Code, Options, connect_tcp
 
 
 def describe(response: Any) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def describe(response: Any) -> dict[str, Any]:
 
 async def main(reactor: Any, port: str, command: str, *args: str) -> None:
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(port), timeout=10)
-    protocol = await connectCoap(endpoint, reactor=reactor)
+    protocol = await connect_tcp(endpoint, reactor=reactor)
     report: dict[str, Any]
     if command == "request":
         method, path, *rest = args

@@ -23,8 +23,8 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from coaptcp import Code, Options
-from coaptcp.tls import InsecureTLSWarning, connectCoapTLS
-from coaptcp.tlsconfig import ClientTLSSettings
+from coaptcp.transport.tls.settings import ClientTLSSettings
+from coaptcp.transport.tls.transport import InsecureTLSWarning, connect_tls
 
 
 async def main(reactor: Any, arguments: argparse.Namespace) -> None:
@@ -42,7 +42,7 @@ async def main(reactor: Any, arguments: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InsecureTLSWarning)
         try:
-            protocol = await connectCoapTLS(reactor, arguments.host, arguments.port, settings,
+            protocol = await connect_tls(reactor, arguments.host, arguments.port, settings,
                                             connect_timeout=10)
         except Exception as error:
             print(json.dumps({"error": type(error).__name__, "message": str(error)}), flush=True)

@@ -24,10 +24,10 @@ from typing import Any
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from coaptcp.client import Client
+from coaptcp.client.client import Client
 from coaptcp.core.blockwise import Block
 from coaptcp.core.options import OptionNumber
-from coaptcp.protocol import CoapProtocol
+from coaptcp.transport.tcp import CoapProtocol
 
 SENT: list[dict[str, Any]] = []
 

@@ -23,7 +23,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThread
 
-from coaptcp.client import Client
+from coaptcp.client.client import Client
 
 
 def describe(response: Any) -> dict[str, Any]:

@@ -6,9 +6,9 @@ The demo site plus ``GET /observers``: JSON with how many observers the demo clo
 
 from __future__ import annotations
 
-from coaptcp.demo import make_demo_site
-from coaptcp.observe import ObservableResource
-from coaptcp.resource import Request, Resource, Response
+from coaptcp.server.observe import ObservableResource
+from coaptcp.server.resource import Request, Resource, Response
+from coaptcp.tap.demo import make_demo_site
 
 
 class ObserverCount(Resource):

@@ -7,7 +7,7 @@ import json
 import pytest
 from peers import RunningPeer, aiocoap_client, coaptcp_client
 
-from coaptcp.demo import LargeResource
+from coaptcp.tap.demo import LargeResource
 
 pytestmark = pytest.mark.interop
 

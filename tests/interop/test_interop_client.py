@@ -36,7 +36,7 @@ from peers import (
 from coaptcp.core.codes import Code
 from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
-from coaptcp.demo import LargeResource
+from coaptcp.tap.demo import LargeResource
 
 pytestmark = pytest.mark.interop
 
@@ -287,8 +287,8 @@ def test_cli_websocket_refused_connection() -> None:
 
 @pytest.fixture(scope="module")
 def tls_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Throwaway certificates (coaptcp.testcerts) and a PSK file."""
-    from coaptcp.testcerts import write_test_setup
+    """Throwaway certificates (coaptcp.testing.certs) and a PSK file."""
+    from coaptcp.testing.certs import write_test_setup
 
     directory = tmp_path_factory.mktemp("tls")
     paths = write_test_setup(directory)

@@ -40,7 +40,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.demo import BigResource
+from coaptcp.tap.demo import BigResource
 
 pytestmark = pytest.mark.interop
 

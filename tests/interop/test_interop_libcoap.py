@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from peers import RunningPeer, coaptcp_client, libcoap_client
 
-from coaptcp.demo import LargeResource
+from coaptcp.tap.demo import LargeResource
 
 pytestmark = pytest.mark.interop
 

@@ -32,7 +32,7 @@ from peers import (
     run_server,
 )
 
-from coaptcp.demo import BigResource
+from coaptcp.tap.demo import BigResource
 
 pytestmark = pytest.mark.interop
 

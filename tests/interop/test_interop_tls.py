@@ -115,7 +115,7 @@ def test_libcoap_client_certificate(our_server: RunningPeer, credentials: Creden
 
 def test_libcoap_client_large_response_over_tls(our_server: RunningPeer, credentials: Credentials
                                                 ) -> None:
-    from coaptcp.demo import LargeResource
+    from coaptcp.tap.demo import LargeResource
 
     result = libcoap_client("-C", str(credentials.ca),
                             f"coaps+tcp://localhost:{our_server.port}/large")
@@ -220,7 +220,7 @@ def test_aiocoap_client_certificate(our_server: RunningPeer, credentials: Creden
 
 def test_aiocoap_client_large_response_over_tls(our_server: RunningPeer,
                                                 credentials: Credentials) -> None:
-    from coaptcp.demo import LargeResource
+    from coaptcp.tap.demo import LargeResource
 
     creds = aiocoap_credentials(credentials, our_server.port)
     result = aiocoap_client("--credentials", str(creds),

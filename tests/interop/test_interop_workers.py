@@ -18,7 +18,7 @@ from peers import RunningPeer, free_port, run_server, twistd_path
 from rawcoap import RawCoap
 
 from coaptcp.core.codes import Code
-from coaptcp.workersockets import bind_listener, parse_listener
+from coaptcp.workers.sockets import bind_listener, parse_listener
 
 pytestmark = pytest.mark.interop
 

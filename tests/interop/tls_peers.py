@@ -15,7 +15,7 @@ from pathlib import Path
 
 from peers import HERE, require_binary, run, twistd_path
 
-from coaptcp.testcerts import CertificateAuthority
+from coaptcp.testing.certs import CertificateAuthority
 
 PSK_IDENTITY = "gateway"
 PSK_KEY = "battery staple"

@@ -16,7 +16,7 @@ from twisted.internet.testing import MemoryReactorClock
 from coaptcp.core.codes import Code
 from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
-from coaptcp.tlsconfig import ServerTLSSettings
+from coaptcp.transport.tls.settings import ServerTLSSettings
 
 
 def test_release_from_the_peer_closes_the_tls_connection_without_waiting(pki: PKI) -> None:

@@ -1,4 +1,4 @@
-"""coaptcp.tlsconfig: PSK files, settings checks, and the contexts they build."""
+"""coaptcp.transport.tls.settings: PSK files, settings checks, and the contexts they build."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from OpenSSL import SSL
 from tls_helpers import PKI
 
-from coaptcp.tlsconfig import (
+from coaptcp.transport.tls.settings import (
     ALPN_COAP,
     ClientTLSSettings,
     NoCoapALPN,

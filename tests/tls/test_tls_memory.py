@@ -31,26 +31,26 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.test.iosim import ConnectionCompleter
 
-from coaptcp.channel import ConnectionClosedError
+from coaptcp.channel.errors import ConnectionClosedError
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.protocol import CoapFactory, CoapProtocol
-from coaptcp.resource import Site
-from coaptcp.tls import (
+from coaptcp.server.resource import Site
+from coaptcp.transport.tcp import CoapFactory, CoapProtocol
+from coaptcp.transport.tls.settings import ClientTLSSettings, ServerTLSSettings
+from coaptcp.transport.tls.transport import (
     ALPNNotNegotiated,
     CertificateRejected,
     HandshakeFailed,
     HandshakeTimeout,
     InsecureTLSWarning,
-    coapTLSClientFactory,
-    coapTLSServerFactory,
-    connectCoapTLS,
-    listenCoapTLS,
+    connect_tls,
+    listen_tls,
+    tls_client_factory,
+    tls_server_factory,
 )
-from coaptcp.tlsconfig import ClientTLSSettings, ServerTLSSettings
 
 PSK_KEYS = {b"sensor-17": b"\x8f\x1b\x3c\x5d\x7e\x9f\xa0\xb2\xc4\xd6", b"gateway": b"battery"}
 
@@ -442,7 +442,7 @@ class AbortRecordingTransport(StringTransport):
 
 def server_on_string_transport(pki: PKI, clock: MemoryReactorClock, timeout: float = 10.0
                                ) -> tuple[Any, AbortRecordingTransport]:
-    factory = coapTLSServerFactory(
+    factory = tls_server_factory(
         CoapFactory(Site(demo_root()), reactor=clock),
         cert_server(pki, handshake_timeout=timeout),
         clock=clock,
@@ -515,7 +515,7 @@ def test_finished_handshake_cancels_the_timer(pki: PKI) -> None:
 
 def test_client_gives_up_on_a_silent_server(pki: PKI) -> None:
     clock = MemoryReactorClock()
-    factory = coapTLSClientFactory(
+    factory = tls_client_factory(
         CoapFactory(None, role=Role.INITIATOR, reactor=clock),
         trusting_client(pki, handshake_timeout=4.0), "localhost", SERVER_PORT, clock=clock,
     )
@@ -539,12 +539,12 @@ def test_connect_coap_tls_through_endpoints(pki: PKI) -> None:
     clock = MemoryReactorClock()
     server_factory = CoapFactory(Site(demo_root()), reactor=clock)
     listening: list[Any] = []
-    listenCoapTLS(TCP4ServerEndpoint(clock, 5684), server_factory, cert_server(pki)).addBoth(
+    listen_tls(TCP4ServerEndpoint(clock, 5684), server_factory, cert_server(pki)).addBoth(
         listening.append
     )
     assert listening and not isinstance(listening[0], Failure)
     results: list[Any] = []
-    connectCoapTLS(
+    connect_tls(
         clock, "localhost", 5684, trusting_client(pki),
         endpoint=TCP4ClientEndpoint(clock, "127.0.0.1", 5684),
     ).addBoth(results.append)
@@ -581,7 +581,7 @@ def test_request_sent_the_moment_the_handshake_fires_follows_our_csm(pki: PKI) -
 def test_connect_coap_tls_can_be_cancelled_during_the_handshake(pki: PKI) -> None:
     clock = MemoryReactorClock()
     results: list[Any] = []
-    d = connectCoapTLS(
+    d = connect_tls(
         clock, "localhost", 5684, trusting_client(pki),
         endpoint=TCP4ClientEndpoint(clock, "127.0.0.1", 5684),
     )

@@ -1,4 +1,5 @@
-"""coaptcp.psk on its own: PSK callbacks on bare pyOpenSSL contexts, handshakes in memory.
+"""coaptcp.transport.tls.psk on its own: PSK callbacks on bare pyOpenSSL contexts, handshakes in
+memory.
 
 No Twisted here: two SSL.Connection objects with memory BIOs, bytes moved by hand.
 """
@@ -11,8 +12,8 @@ from typing import Any
 import pytest
 from OpenSSL import SSL
 
-from coaptcp import psk
-from coaptcp.tlsconfig import PSK_CIPHERS
+from coaptcp.transport.tls import psk
+from coaptcp.transport.tls.settings import PSK_CIPHERS
 
 KEYS = {b"sensor-17": b"\x8f\x1b\x3c\x5d\x7e\x9f\xa0\xb2", b"gateway": b"correct horse"}
 

@@ -18,10 +18,10 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from coaptcp import tap
-from coaptcp.protocol import CoapProtocol
-from coaptcp.tls import CoapTLSFactory
-from coaptcp.tlsconfig import ClientTLSSettings
+from coaptcp.tap import plugin as tap
+from coaptcp.transport.tcp import CoapProtocol
+from coaptcp.transport.tls.settings import ClientTLSSettings
+from coaptcp.transport.tls.transport import CoapTLSFactory
 
 REPO = Path(__file__).resolve().parents[2]
 

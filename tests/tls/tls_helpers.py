@@ -28,11 +28,11 @@ from zope.interface import implementer
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.options import Options
-from coaptcp.protocol import CoapFactory, CoapProtocol
-from coaptcp.resource import Request, Resource, Response, Site
-from coaptcp.testcerts import CertificateAuthority, Issued
-from coaptcp.tls import CoapTLSTransport, coapTLSClientFactory, coapTLSServerFactory
-from coaptcp.tlsconfig import ClientTLSSettings, ServerTLSSettings
+from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.testing.certs import CertificateAuthority, Issued
+from coaptcp.transport.tcp import CoapFactory, CoapProtocol
+from coaptcp.transport.tls.settings import ClientTLSSettings, ServerTLSSettings
+from coaptcp.transport.tls.transport import CoapTLSTransport, tls_client_factory, tls_server_factory
 
 SERVER_PORT = 5684
 OTHER_PORT = 15684
@@ -190,11 +190,11 @@ def connect_pair(
     clock = clock if clock is not None else MemoryReactorClock()
     server_factory = CoapFactory(Site(demo_root()), reactor=clock)
     if isinstance(server_side, ServerTLSSettings):
-        server_tls: Any = coapTLSServerFactory(server_factory, server_side, clock=clock)
+        server_tls: Any = tls_server_factory(server_factory, server_side, clock=clock)
     else:
         server_tls = server_side
     if isinstance(client_side, ClientTLSSettings):
-        client_tls: Any = coapTLSClientFactory(
+        client_tls: Any = tls_client_factory(
             CoapFactory(None, role=Role.INITIATOR, reactor=clock),
             client_side,
             "localhost" if client_side.server_name is None else client_side.server_name,

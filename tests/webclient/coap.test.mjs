@@ -1,4 +1,4 @@
-// Unit tests of the browser client's CoAP code (coaptcp/web/coap.js), for node's built-in
+// Unit tests of the browser client's CoAP code (coaptcp/tap/web/coap.js), for node's built-in
 // test runner:  node --test tests/webclient/
 // Byte vectors were produced by the Python core (coaptcp.core.framing.encode_ws_frame), so
 // the two implementations are checked against each other.
@@ -22,7 +22,7 @@ import {
   getUintOption,
   parseLinkFormat,
   uriOptions,
-} from "../../coaptcp/web/coap.js";
+} from "../../coaptcp/tap/web/coap.js";
 
 const hex = (bytes) => Buffer.from(bytes).toString("hex");
 const fromHex = (text) => Uint8Array.from(Buffer.from(text, "hex"));

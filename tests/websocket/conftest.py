@@ -15,9 +15,9 @@ import txaio
 from twisted.internet.testing import MemoryReactorClock
 from ws_helpers import WsPeer
 
-from coaptcp.demo import make_demo_site
-from coaptcp.resource import Site
-from coaptcp.websocket import CoapWebSocketServerFactory
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
 
 
 @pytest.fixture

@@ -34,12 +34,12 @@ from ws_wire import (
     handshake,
 )
 
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
 from coaptcp.core.framing import encode_ws_frame
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.resource import Site
-from coaptcp.websocket import (
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.websocket.protocol import (
     CLOSE_INVALID_PAYLOAD,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,

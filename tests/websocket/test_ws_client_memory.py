@@ -14,20 +14,20 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import implementer
 
-from coaptcp.channel import ConnectionClosedError
+from coaptcp.channel.errors import ConnectionClosedError
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
 from coaptcp.core.options import Options
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.resource import Request, Resource, Response
-from coaptcp.websocket import (
+from coaptcp.server.resource import Request, Resource, Response
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.websocket.protocol import (
     WELL_KNOWN_COAP,
     CoapWebSocketClientFactory,
     CoapWebSocketClientProtocol,
     CoapWebSocketServerFactory,
     WebSocketConnectError,
     WebSocketTarget,
-    connectCoapWebSocket,
+    connect_websocket,
     parse_websocket_uri,
 )
 
@@ -183,7 +183,7 @@ def test_parse_websocket_uri_rejects(uri: str) -> None:
         parse_websocket_uri(uri)
 
 
-# -- connectCoapWebSocket ---------------------------------------------------------------
+# -- connect_websocket ---------------------------------------------------------------
 
 
 @implementer(IStreamClientEndpoint)
@@ -220,7 +220,7 @@ class RefusingEndpoint:
 
 def test_connect_coap_websocket_through_an_endpoint(clock, server_factory) -> None:
     endpoint = PumpEndpoint(server_factory)
-    connected = results(connectCoapWebSocket(clock, "coap+ws://sensor.example:8080/x",
+    connected = results(connect_websocket(clock, "coap+ws://sensor.example:8080/x",
                                              endpoint=endpoint))
     (protocol,) = connected
     assert isinstance(protocol, CoapWebSocketClientProtocol)
@@ -231,7 +231,7 @@ def test_connect_coap_websocket_through_an_endpoint(clock, server_factory) -> No
 
 def test_connect_coap_websocket_can_be_cancelled(clock) -> None:
     endpoint = HangingEndpoint()
-    connecting = connectCoapWebSocket(clock, "coap+ws://h", endpoint=endpoint)
+    connecting = connect_websocket(clock, "coap+ws://h", endpoint=endpoint)
     outcome = results(connecting)
     connecting.cancel()
     assert endpoint.cancelled
@@ -240,7 +240,7 @@ def test_connect_coap_websocket_can_be_cancelled(clock) -> None:
 
 
 def test_connect_coap_websocket_reports_connection_errors(clock) -> None:
-    (failure,) = results(connectCoapWebSocket(clock, "coap+ws://h", endpoint=RefusingEndpoint()))
+    (failure,) = results(connect_websocket(clock, "coap+ws://h", endpoint=RefusingEndpoint()))
     assert isinstance(failure, Failure) and failure.check(WebSocketConnectError)
     assert "cannot connect to coap+ws://h" in failure.value.reason
     assert "nobody home" in failure.value.reason
@@ -248,7 +248,7 @@ def test_connect_coap_websocket_reports_connection_errors(clock) -> None:
 
 def test_connect_coap_websocket_rejects_other_schemes(clock) -> None:
     with pytest.raises(ValueError):
-        connectCoapWebSocket(clock, "coap+tcp://h")
+        connect_websocket(clock, "coap+tcp://h")
 
 
 def test_neither_side_sends_websocket_pings_or_fragments(clock, server_factory) -> None:

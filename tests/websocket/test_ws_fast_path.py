@@ -1,4 +1,5 @@
-"""Our reading and writing of the common WebSocket data frames (coaptcp.wsframes), beside
+"""Our reading and writing of the common WebSocket data frames
+(coaptcp.transport.websocket.frames), beside
 autobahn (RFC 6455 section 5, RFC 8323 section 4.2).
 
 The fast path must not change a single byte on the wire: every scenario here is played
@@ -39,24 +40,24 @@ from ws_wire import (
     parse_frames,
 )
 
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from coaptcp.core.framing import encode_ws_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.resource import Site
-from coaptcp.websocket import (
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.websocket.frames import encode_frames, mask_payload, next_frame
+from coaptcp.transport.websocket.protocol import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
     CoapWebSocketServerFactory,
 )
-from coaptcp.wsframes import encode_frames, mask_payload, next_frame
 
-# -- coaptcp.wsframes on its own ---------------------------------------------------------
+# -- coaptcp.transport.websocket.frames on its own -------------------------------------------------
 
 
 def naive_mask(payload: bytes, mask: bytes) -> bytes:
@@ -496,7 +497,7 @@ def test_client_and_server_understand_each_other_with_either_side_fast(
     from twisted.internet.address import IPv4Address
     from twisted.test import iosim
 
-    from coaptcp.websocket import CoapWebSocketClientFactory, parse_websocket_uri
+    from coaptcp.transport.websocket.protocol import CoapWebSocketClientFactory, parse_websocket_uri
 
     server_address = IPv4Address("TCP", "127.0.0.1", 8080)
     client_address = IPv4Address("TCP", "127.0.0.1", 50000)

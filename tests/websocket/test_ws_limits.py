@@ -1,6 +1,6 @@
 """Connection caps and flow control of the CoAP-over-WebSockets server, in memory.
 
-The same limits as over TCP (coaptcp.admission), counted from accept: a connection over
+The same limits as over TCP (coaptcp.transport.admission), counted from accept: a connection over
 ``max_connections`` or ``max_connections_per_address`` is refused before any WebSocket is
 open, so it gets HTTP 503 Service Unavailable (with Retry-After) naming the limit and is
 closed; far over the limit it is dropped unanswered.  A peer that stops reading stops
@@ -13,12 +13,12 @@ from twisted.internet.address import IPv4Address
 from ws_helpers import PEER_ADDRESS, WsPeer
 from ws_wire import OP_BINARY, OP_CLOSE, HttpResponse, coap, csm, get, handshake, parse_http
 
-from coaptcp.admission import REFUSAL_MARGIN
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.resource import Site
-from coaptcp.websocket import CoapWebSocketServerFactory
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.admission import REFUSAL_MARGIN
+from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
 
 
 def opened(peer: WsPeer) -> list:

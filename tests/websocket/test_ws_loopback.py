@@ -33,9 +33,13 @@ from ws_wire import (
 )
 
 from coaptcp.core.codes import Code
-from coaptcp.demo import LargeResource
-from coaptcp.webapp import WEB_CLIENT_DIR
-from coaptcp.websocket import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_UNSUPPORTED_DATA
+from coaptcp.tap.demo import LargeResource
+from coaptcp.tap.websocket import WEB_CLIENT_DIR
+from coaptcp.transport.websocket.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_UNSUPPORTED_DATA,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
 from datetime import UTC

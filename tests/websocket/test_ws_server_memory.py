@@ -28,14 +28,14 @@ from ws_wire import (
     handshake,
 )
 
-from coaptcp.channel import ConnectionClosedError
+from coaptcp.channel.errors import ConnectionClosedError
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from coaptcp.core.framing import encode_ws_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.limits import Limits
-from coaptcp.websocket import (
+from coaptcp.transport.websocket.protocol import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
@@ -350,7 +350,7 @@ def test_release_all_releases_every_connection(ws_factory) -> None:
         opened(peer)
     assert len(ws_factory.connections) == 3
     done: list[object] = []
-    ws_factory.releaseAll().addBoth(done.append)
+    ws_factory.release_all().addBoth(done.append)
     for peer in peers:
         assert peer.frames()[0].coap().code == Code.RELEASE
         peer.send(close_frame())

@@ -15,12 +15,12 @@ from twisted.web.server import Site as WebSite
 from ws_helpers import WsPeer
 from ws_wire import OP_BINARY, OP_CLOSE, coap, csm, frame
 
-from coaptcp import tap
 from coaptcp.core.codes import Code
-from coaptcp.demo import make_demo_site
-from coaptcp.resource import Site
-from coaptcp.webapp import WebSocketService
-from coaptcp.websocket import CoapWebSocketResource, CoapWebSocketServerFactory
+from coaptcp.server.resource import Site
+from coaptcp.tap import plugin as tap
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.tap.websocket import WebSocketService
+from coaptcp.transport.websocket.protocol import CoapWebSocketResource, CoapWebSocketServerFactory
 
 
 def parse(*args: str) -> tap.Options:

@@ -10,15 +10,15 @@ from twisted.internet.testing import MemoryReactorClock
 from ws_helpers import WsPeer
 from ws_wire import coap, csm, handshake
 
+from coaptcp.channel.limits import Limits
 from coaptcp.core.blockwise import Block, UploadBudget
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Site
-from coaptcp.websocket import CoapWebSocketServerFactory
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.transport.tcp import CoapFactory
+from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
 
 KIB = 1024
 

@@ -1,6 +1,6 @@
 """Bounds of a ``--ws`` port, where twisted.web holds a connection until it upgrades.
 
-The HTTP channel of :func:`coaptcp.webapp.make_web_site` (:class:`CoapHTTPChannel`) is
+The HTTP channel of :func:`coaptcp.tap.websocket.make_web_site` (:class:`CoapHTTPChannel`) is
 counted against the connection limits from accept, and gives the peer
 ``ws_handshake_timeout`` seconds from accept (and from the end of each response) to send
 a whole request: twisted.web's own timeout is an idle timeout that every trickled byte
@@ -16,14 +16,14 @@ from twisted.web.server import Site as WebSite
 from ws_helpers import WebPeer
 from ws_wire import coap, csm, get, handshake, parse_frames, parse_http
 
-from coaptcp.admission import ConnectionGate
+from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
-from coaptcp.demo import make_demo_site
-from coaptcp.limits import Limits
-from coaptcp.protocol import CoapFactory
-from coaptcp.resource import Site
-from coaptcp.webapp import CoapHTTPChannel, make_web_site
-from coaptcp.websocket import webSocketResource
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.tap.websocket import CoapHTTPChannel, make_web_site
+from coaptcp.transport.admission import ConnectionGate
+from coaptcp.transport.tcp import CoapFactory
+from coaptcp.transport.websocket.protocol import websocket_resource
 
 LIMITS = Limits(ws_handshake_timeout=4.0, max_connections=2)
 
@@ -135,7 +135,7 @@ def test_the_tcp_and_web_listeners_share_one_count(clock) -> None:
 
 def test_a_plain_twisted_web_site_counts_at_the_upgrade(clock) -> None:
     root = WebResource()
-    mounted = webSocketResource(
+    mounted = websocket_resource(
         root, make_demo_site(), reactor=clock, limits=Limits(max_connections=1)
     )
     site = WebSite(root, reactor=clock)

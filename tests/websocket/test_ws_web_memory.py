@@ -1,6 +1,6 @@
-"""CoAP over WebSockets sharing a port with web pages (``webSocketResource``), in memory.
+"""CoAP over WebSockets sharing a port with web pages (``websocket_resource``), in memory.
 
-A ``twisted.web`` site built by :func:`coaptcp.webapp.make_web_site` (what ``twistd coaptcp
+A ``twisted.web`` site built by :func:`coaptcp.tap.websocket.make_web_site` (what ``twistd coaptcp
 --ws`` serves) on a StringTransport: the CoAP endpoint at ``/.well-known/coap``, 404
 elsewhere.  (The static files at ``/`` go through twisted.web's producers and the global
 cooperator, so they are checked against the real server in test_ws_loopback.py.)
@@ -17,13 +17,13 @@ from ws_helpers import WebPeer
 from ws_wire import OP_BINARY, coap, csm, get, handshake, parse_frames, parse_http
 
 from coaptcp.core.codes import Code
-from coaptcp.demo import make_demo_site
-from coaptcp.resource import Site
-from coaptcp.webapp import make_web_site
-from coaptcp.websocket import (
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
+from coaptcp.tap.websocket import make_web_site
+from coaptcp.transport.websocket.protocol import (
     CoapWebSocketResource,
     CoapWebSocketServerFactory,
-    webSocketResource,
+    websocket_resource,
 )
 
 
@@ -80,7 +80,7 @@ def test_web_socket_resource_mounts_into_an_existing_site(clock) -> None:
     well_known = WebResource()
     well_known.putChild(b"security.txt", Data(b"Contact: x", "text/plain"))
     web_root.putChild(b".well-known", well_known)
-    mounted = webSocketResource(web_root, make_demo_site(), reactor=clock)
+    mounted = websocket_resource(web_root, make_demo_site(), reactor=clock)
     assert isinstance(mounted, CoapWebSocketResource)
     assert isinstance(mounted.factory, CoapWebSocketServerFactory)
     assert mounted.factory.path is None  # twisted.web has routed the request already
@@ -100,7 +100,7 @@ def test_web_socket_resource_mounts_into_an_existing_site(clock) -> None:
 def test_web_socket_resource_accepts_a_ready_factory(clock) -> None:
     factory = CoapWebSocketServerFactory(None, path=None, reactor=clock)
     web_root = WebResource()
-    assert webSocketResource(web_root, factory).factory is factory
+    assert websocket_resource(web_root, factory).factory is factory
     assert web_root.children[b".well-known"].children[b"coap"].factory is factory
 
 

@@ -6,7 +6,8 @@ Usage::
     python ws_client_peer.py URI pipeline COUNT PATH [--ca PEM]
     python ws_client_peer.py URI ping [--ca PEM]
 
-Connects with :func:`coaptcp.websocket.connectCoapWebSocket`, prints one JSON line (the
+Connects with :func:`coaptcp.transport.websocket.protocol.connect_websocket`, prints one JSON line
+(the
 response, or the round trip), then releases the connection.  A failure to connect prints
 ``{"error": ...}`` and exits with status 3.
 """
@@ -21,7 +22,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 
 from coaptcp import Code, Options
-from coaptcp.websocket import WebSocketConnectError, connectCoapWebSocket
+from coaptcp.transport.websocket.protocol import WebSocketConnectError, connect_websocket
 
 
 def describe(response: Any) -> dict[str, Any]:
@@ -50,7 +51,7 @@ async def main(reactor: Any, argv: list[str]) -> None:
         del argv[at : at + 2]
     uri, command, *args = argv
     try:
-        protocol = await connectCoapWebSocket(reactor, uri, trust_root=trust_root, timeout=10)
+        protocol = await connect_websocket(reactor, uri, trust_root=trust_root, timeout=10)
     except WebSocketConnectError as error:
         print(json.dumps({"error": error.reason}), flush=True)
         raise SystemExit(3) from None

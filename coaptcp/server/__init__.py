@@ -1,0 +1,39 @@
+"""The server's application layer: requests, responses, the resource tree and observable
+resources (RFC 7252 sections 5.8-5.10, RFC 7641, RFC 8323 section 7).
+
+Nothing here knows about connections or transports; :mod:`coaptcp.channel` drives it.
+"""
+
+from __future__ import annotations
+
+from coaptcp.server.observe import (
+    ObservableResource,
+    ObservationRegistry,
+    Observer,
+)
+from coaptcp.server.resource import (
+    CoapError,
+    RenderResult,
+    Request,
+    Resource,
+    Response,
+    Site,
+    WellKnownCore,
+)
+from coaptcp.server.tlsinfo import (
+    TLSInfo,
+)
+
+__all__ = [
+    "CoapError",
+    "ObservableResource",
+    "ObservationRegistry",
+    "Observer",
+    "RenderResult",
+    "Request",
+    "Resource",
+    "Response",
+    "Site",
+    "TLSInfo",
+    "WellKnownCore",
+]

@@ -1,0 +1,45 @@
+"""CoAP over TLS, coaps+tcp (RFC 8323 sections 8.2 and 9): settings, certificate and PSK
+contexts, and the TLS transport under :class:`~coaptcp.transport.tcp.CoapProtocol`.
+"""
+
+from __future__ import annotations
+
+from coaptcp.transport.tls.psk import (
+    PSKUnavailable,
+)
+from coaptcp.transport.tls.settings import (
+    ClientTLSSettings,
+    NoCoapALPN,
+    ServerTLSSettings,
+    TLSConfigurationError,
+)
+from coaptcp.transport.tls.transport import (
+    ALPNNotNegotiated,
+    CertificateRejected,
+    HandshakeFailed,
+    HandshakeTimeout,
+    InsecureTLSWarning,
+    TLSFailure,
+    connect_tls,
+    listen_tls,
+    tls_client_factory,
+    tls_server_factory,
+)
+
+__all__ = [
+    "ALPNNotNegotiated",
+    "CertificateRejected",
+    "ClientTLSSettings",
+    "HandshakeFailed",
+    "HandshakeTimeout",
+    "InsecureTLSWarning",
+    "NoCoapALPN",
+    "PSKUnavailable",
+    "ServerTLSSettings",
+    "TLSConfigurationError",
+    "TLSFailure",
+    "connect_tls",
+    "listen_tls",
+    "tls_client_factory",
+    "tls_server_factory",
+]
