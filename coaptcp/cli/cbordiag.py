@@ -14,6 +14,8 @@ import math
 import struct
 from dataclasses import dataclass
 
+from coaptcp.core.errors import CoapTcpError
+
 __all__ = ["CborError", "diagnose"]
 
 #: Nesting deeper than this is refused (a payload is data for humans, not a stack test).
@@ -23,7 +25,7 @@ _INDENT = "  "
 _LINE = 72
 
 
-class CborError(ValueError):
+class CborError(CoapTcpError, ValueError):
     """The bytes are not well-formed CBOR (RFC 8949 section 3 / appendix F)."""
 
 

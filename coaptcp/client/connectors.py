@@ -37,6 +37,7 @@ from twisted.internet.defer import Deferred, fail
 
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
+from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.options import EMPTY_OPTIONS, Options
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ __all__ = [
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
-class ClientError(Exception):
+class ClientError(CoapTcpError):
     """Base class of the errors the client raises itself."""
 
 

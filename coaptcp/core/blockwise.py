@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from coaptcp.core.codes import Code
+from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options, decode_uint
 
@@ -54,7 +55,7 @@ MAX_NUM = (1 << 20) - 1
 _BERT_UNIT = 1024
 
 
-class BlockError(ValueError):
+class BlockError(CoapTcpError, ValueError):
     """A Block option value that cannot be honoured (RFC 7959 section 2.2)."""
 
 
@@ -148,7 +149,7 @@ def slice_block(body: bytes, offset: int, szx: int, payload_limit: int) -> tuple
     return chunk, Block(offset // unit, more, szx)
 
 
-class UploadError(Exception):
+class UploadError(CoapTcpError):
     """A Block1 upload cannot continue; carries the response code to send.
 
     :ivar code: 0x88 (4.08 Request Entity Incomplete) or 0x8D (4.13 Request Entity Too
@@ -555,7 +556,7 @@ class BlockwiseServer:
 # -- the client side ----------------------------------------------------------------------
 
 
-class TransferError(ValueError):
+class TransferError(CoapTcpError, ValueError):
     """A block-wise transfer the client cannot complete (RFC 7959 sections 2.4, 2.5, 4).
 
     Raised for a block that does not continue the body where it stands, a non-final block

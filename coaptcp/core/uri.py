@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.options import OptionNumber, Options
 
 __all__ = [
@@ -68,7 +69,7 @@ DEFAULT_PORTS: Mapping[str, int] = {name: s.default_port for name, s in SCHEMES.
 _KNOWN = ", ".join(f"{name}://" for name in SCHEMES)
 
 
-class UriError(ValueError):
+class UriError(CoapTcpError, ValueError):
     """A URI this package cannot use, with a message saying what is wrong with it.
 
     :ivar uri: the text that was given.

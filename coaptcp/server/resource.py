@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from coaptcp.core.codes import Code
+from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.linkformat import LINK_FORMAT, AttributeValue, Link, filter_links, format_links
 from coaptcp.core.message import Message
 from coaptcp.core.options import EMPTY_OPTIONS, OptionNumber, Options
@@ -153,7 +154,7 @@ class Response:
         return f"Response({self.code}, {self.options!r}, payload={self.payload[:40]!r})"
 
 
-class CoapError(Exception):
+class CoapError(CoapTcpError):
     """Raise from a render method to answer with ``code`` and a diagnostic payload.
 
     The diagnostic payload is UTF-8 text for humans (RFC 7252 section 5.5.2).

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from coaptcp.core.errors import CoapTcpError
+
 __all__ = [
     "BoundListener",
     "ListenerSpec",
@@ -40,7 +42,7 @@ __all__ = [
 _WRAPPERS = ("haproxy",)
 
 
-class UnsupportedListener(ValueError):
+class UnsupportedListener(CoapTcpError, ValueError):
     """A listener description ``--workers`` cannot share (``ssl:``, ``unix:``, ...)."""
 
 

@@ -32,6 +32,8 @@ from weakref import WeakKeyDictionary
 from OpenSSL import SSL
 from twisted.logger import Logger
 
+from coaptcp.core.errors import CoapTcpError
+
 __all__ = [
     "MAX_IDENTITY_LENGTH",
     "MAX_KEY_LENGTH",
@@ -62,7 +64,7 @@ _callbacks: WeakKeyDictionary[SSL.Context, list[Any]] = WeakKeyDictionary()
 _identities: WeakKeyDictionary[SSL.Connection, bytes] = WeakKeyDictionary()
 
 
-class PSKUnavailable(RuntimeError):
+class PSKUnavailable(CoapTcpError, RuntimeError):
     """The installed ``cryptography``/pyOpenSSL cannot do TLS-PSK (the message says why)."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from OpenSSL import SSL
 
+from coaptcp.core.errors import CoapTcpError
 from coaptcp.transport.tls import psk
 
 __all__ = [
@@ -87,12 +88,12 @@ PSK_CIPHERS = ":".join(
 _PathLike = str | os.PathLike[str]
 
 
-class TLSConfigurationError(ValueError):
+class TLSConfigurationError(CoapTcpError, ValueError):
     """A TLS setting cannot be used: a missing or unreadable file, a key that does not
     match its certificate, a malformed PSK file, an impossible combination."""
 
 
-class NoCoapALPN(SSL.Error):
+class NoCoapALPN(CoapTcpError, SSL.Error):
     """The client offered ALPN protocols, none of them "coap" (RFC 8323 section 8.2).
 
     Raised inside the ALPN callback: OpenSSL then ends the handshake with the

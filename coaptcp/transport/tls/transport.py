@@ -51,6 +51,7 @@ from zope.interface import implementer
 
 from coaptcp.channel.limits import DEFAULT_LIMITS, Limits
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
+from coaptcp.core.errors import CoapTcpError
 from coaptcp.server.resource import Resource, Site
 from coaptcp.server.tlsinfo import TLSInfo
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
@@ -93,7 +94,7 @@ DEFAULT_CONNECT_TIMEOUT = 30.0
 log = Logger()
 
 
-class TLSFailure(Exception):
+class TLSFailure(CoapTcpError):
     """A coaps+tcp connection could not be set up (the subclasses say why)."""
 
 

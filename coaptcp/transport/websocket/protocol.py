@@ -80,6 +80,7 @@ from coaptcp.channel.channel import DEFAULT_CLOSE_TIMEOUT, EARLY_WRITE, Channel,
 from coaptcp.channel.limits import DEFAULT_LIMITS, Limits, make_blockwise_server, make_upload_budget
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE, BlockwiseServer, UploadBudget
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
+from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.events import ConnectionAborted
 from coaptcp.server.resource import Resource, Site
 from coaptcp.transport.admission import ConnectionAdmission, ConnectionGate, Refusal
@@ -890,7 +891,7 @@ def websocket_resource(
 # -- the client ---------------------------------------------------------------------------
 
 
-class WebSocketConnectError(Exception):
+class WebSocketConnectError(CoapTcpError):
     """The CoAP-over-WebSockets connection could not be opened (RFC 8323 section 4.1).
 
     :ivar reason: what went wrong: the HTTP status of a refused upgrade, a missing
