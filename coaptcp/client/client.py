@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 
 from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
 from coaptcp.channel.observing import ChannelObservation
+from coaptcp.channel.reactor import default_reactor
 from coaptcp.client.connectors import (
     ClientConnection,
     ClientError,
@@ -140,14 +141,6 @@ def parse_method(method: str | int) -> Code:
     if not code.is_request:
         raise ValueError(f"{code} is not a request method")
     return code
-
-
-def _default_reactor(reactor: Any) -> Any:
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        return global_reactor
-    return reactor
 
 
 def _merge_options(derived: Options, given: Options) -> Options:
@@ -428,7 +421,7 @@ class Client:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         block_size: int | None = None,
     ) -> None:
-        self.reactor = _default_reactor(reactor)
+        self.reactor = default_reactor(reactor)
         self.connectors: dict[str, Connector] = dict(default_connectors())
         if connectors:
             unknown = set(connectors) - set(SCHEMES)

@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from coaptcp.channel.channel import Channel, ChannelOwner
 from coaptcp.channel.limits import DEFAULT_LIMITS, Limits, make_blockwise_server, make_upload_budget
+from coaptcp.channel.reactor import default_reactor
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE, UploadBudget
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from coaptcp.server.resource import Resource, Site
@@ -42,14 +43,6 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
 
 __all__ = ["CoapFactory", "CoapProtocol", "connect_tcp"]
-
-
-def _default_reactor(reactor: Any) -> Any:
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        return global_reactor
-    return reactor
 
 
 @implementer(IHandshakeListener, IHalfCloseableProtocol)
@@ -231,7 +224,7 @@ class CoapFactory(ConnectionAdmission, Factory):
         if upload_budget is None:
             upload_budget = make_upload_budget(limits)
         self.upload_budget = upload_budget
-        self.reactor = _default_reactor(reactor)
+        self.reactor = default_reactor(reactor)
 
     def release_all(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
         """Release every open connection; fires when all have closed (section 5.5)."""
