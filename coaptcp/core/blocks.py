@@ -156,7 +156,7 @@ def choose_block1(
         Max-Message-Size less our header, token and options).
     :param peer_bert: whether the peer's CSM announced Block-Wise-Transfer and a
         Max-Message-Size above 1152 (RFC 8323 section 5.3.2): only then do we send BERT
-        blocks (SZX 7, RFC 8323 section 6; INTEROP-NOTES 5).
+        blocks (SZX 7, RFC 8323 section 6).
     :param block_size: the caller's preference: ``None`` for the largest that fits; 16 to
         1024 for that block size (rounded down to a power of two); above 1024 for BERT
         messages of at most that many bytes (when the peer allows BERT).
