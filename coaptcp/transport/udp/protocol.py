@@ -86,6 +86,7 @@ class CoapDatagramProtocol(DatagramProtocol):
     """
 
     log = Logger()
+    noisy = False  # no "Starting protocol" line per listener from Twisted's legacy log
 
     def __init__(
         self,
