@@ -25,11 +25,13 @@ def main() -> int:
     payload = sys.argv[5].encode() if len(sys.argv) > 5 else b""
     protocol = CoapDatagramProtocol(None, reactor=reactor)
     reactor.listenUDP(0, protocol, interface="127.0.0.1")  # type: ignore[attr-defined]
-    options = Options([(OptionNumber.URI_PATH, s.encode()) for s in path.strip("/").split("/") if s])
+    segments = [s for s in path.strip("/").split("/") if s]
+    options = Options([(OptionNumber.URI_PATH, s.encode()) for s in segments])
     status = [0]
 
     def answered(response: Response) -> None:
-        print(json.dumps({"code": str(response.code), "payload": response.payload.decode("latin-1")}))
+        payload = response.payload.decode("latin-1")
+        print(json.dumps({"code": str(response.code), "payload": payload}))
 
     def failed(failure: Failure) -> None:
         print(json.dumps({"error": failure.getErrorMessage()}))
