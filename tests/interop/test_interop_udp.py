@@ -26,6 +26,7 @@ from peers import (
     HERE,
     STARTUP_DEADLINE,
     RunningPeer,
+    aiocoap_client,
     libcoap_client,
     libcoap_server_argv,
     require_binary,
@@ -212,3 +213,27 @@ def test_our_client_side_talks_to_libcoap_over_udp(libcoap_udp_server: RunningPe
     assert created["code"][:4] in ("2.01", "2.04"), created
     read = our_client("127.0.0.1", port, "GET", "/example_data")
     assert read["code"].startswith("2.05") and read["payload"] == "from coaptcp", read
+
+
+def test_aiocoap_talks_to_us_over_udp(udp_server: RunningPeer) -> None:
+    base = f"coap://127.0.0.1:{udp_server.port}"
+    hello = aiocoap_client(f"{base}/hello")
+    assert hello.returncode == 0, hello.stderr
+    assert hello.stdout.strip() == b"Hello, world!"
+    put = aiocoap_client("-m", "PUT", "--payload", "from aiocoap", f"{base}/store")
+    assert put.returncode == 0, put.stderr
+    assert aiocoap_client(f"{base}/store").stdout.strip() == b"from aiocoap"
+    non = aiocoap_client("--non", f"{base}/hello")  # a NON request gets a NON response
+    assert non.returncode == 0 and non.stdout.strip() == b"Hello, world!"
+
+
+def test_aiocoap_downloads_block_wise_over_udp(udp_server: RunningPeer, tmp_path: Path) -> None:
+    body = bytes(range(97, 123)) * 4000  # 104,000 bytes: 102 blocks
+    source = tmp_path / "body.txt"
+    source.write_bytes(body)
+    uri = f"coap://127.0.0.1:{udp_server.port}/store"
+    put = aiocoap_client("-m", "PUT", "--payload", f"@{source}", uri)  # Block1 from aiocoap
+    assert put.returncode == 0, put.stderr
+    got = aiocoap_client(uri)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.rstrip(b"\n") == body
