@@ -237,3 +237,19 @@ def test_aiocoap_downloads_block_wise_over_udp(udp_server: RunningPeer, tmp_path
     got = aiocoap_client(uri)
     assert got.returncode == 0, got.stderr
     assert got.stdout.rstrip(b"\n") == body
+
+
+def test_libcoap_observes_over_udp_and_deregisters(udp_server: RunningPeer) -> None:
+    relay = LossyRelay(udp_server.port, nth=1 << 30)  # a relay that drops nothing: a counter
+    try:
+        result = libcoap_client("-s", "4", f"coap://127.0.0.1:{relay.port}/time")
+        assert result.returncode == 0, result.stderr
+        stamps = result.stdout.decode().replace("Z", "Z\n").split()
+        assert len(stamps) >= 3, result.stdout  # the first response and notifications
+        assert len(set(stamps)) == len(stamps)  # each a new state of the clock
+        after_exit = relay.counts["down"]
+        time.sleep(3.0)  # the demo clock notifies every second
+        # libcoap deregistered (GET with Observe=1) when it stopped: nothing more came.
+        assert relay.counts["down"] - after_exit <= 1
+    finally:
+        relay.close()

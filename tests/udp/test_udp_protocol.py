@@ -19,7 +19,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.core.udp.framing import MessageType, UdpMessage, decode_datagram, encode_datagram
-from coaptcp.server import Request, Resource, Response, Site
+from coaptcp.server import ObservableResource, Request, Resource, Response, Site
 from coaptcp.transport.udp import CoapDatagramProtocol, RequestTimedOut
 
 CLIENT = ("192.0.2.7", 40000)
@@ -236,3 +236,82 @@ def test_the_client_side_fails_after_max_transmit_wait() -> None:
     assert sends == 4  # MAX_RETRANSMIT retransmissions, then the failure (RFC 7252 4.2)
     assert failures and failures[0].check(RequestTimedOut)
     assert protocol.endpoint.client_requests == 0
+
+
+class Counter(ObservableResource):
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = 0
+
+    def render_GET(self, request: Request) -> Response:
+        if self.value < 0:
+            return Response(Code.SERVICE_UNAVAILABLE, b"gone")
+        return Response(Code.CONTENT, str(self.value).encode())
+
+
+def observed_server() -> tuple[CoapDatagramProtocol, RecordingUdpTransport, Clock, Counter]:
+    root = Resource()
+    counter = Counter()
+    root.putChild("counter", counter)
+    clock = Clock()
+    protocol = CoapDatagramProtocol(Site(root), reactor=clock)
+    transport = RecordingUdpTransport()
+    protocol.makeConnection(transport)  # type: ignore[arg-type]
+    return protocol, transport, clock, counter
+
+
+def register(protocol: CoapDatagramProtocol, peer: Any = CLIENT, token: bytes = b"ob",
+             value: int = 0, mid: int = 0x500) -> None:
+    options = Options([(OptionNumber.OBSERVE, value), *path("counter")])
+    protocol.datagramReceived(datagram(MessageType.CON, mid, Code.GET, token, options), peer)
+
+
+def test_an_observation_over_udp_gets_non_notifications_until_a_reset() -> None:
+    protocol, transport, _, counter = observed_server()
+    register(protocol)
+    [(first, _)] = transport.take()
+    assert first.mtype is MessageType.ACK and first.message.payload == b"0"
+    assert first.message.options.observe is not None
+    assert counter.observer_count == 1
+    counter.value = 1
+    counter.notify()
+    [(note, addr)] = transport.take()
+    assert addr == CLIENT and note.mtype is MessageType.NON and note.message.token == b"ob"
+    assert note.message.payload == b"1"
+    assert note.message.options.observe > first.message.options.observe  # type: ignore[operator]
+    # A Reset to the notification cancels the observation (RFC 7641 section 3.6).
+    protocol.datagramReceived(
+        encode_datagram(MessageType.RST, note.message_id, Message(Code.EMPTY, b"")), CLIENT
+    )
+    assert counter.observer_count == 0
+    counter.notify()
+    assert transport.take() == []
+
+
+def test_a_get_with_observe_1_deregisters_and_an_error_ends_the_observation() -> None:
+    protocol, transport, _, counter = observed_server()
+    register(protocol, token=b"a")
+    register(protocol, peer=OTHER, token=b"b", mid=0x501)
+    transport.take()
+    assert counter.observer_count == 2
+    register(protocol, token=b"a", value=1, mid=0x502)
+    [(answer, _)] = transport.take()
+    assert answer.message.code == Code.CONTENT and answer.message.options.observe is None
+    assert counter.observer_count == 1
+    counter.value = -1
+    counter.notify()
+    [(error, addr)] = transport.take()
+    assert addr == OTHER and error.message.code == Code.SERVICE_UNAVAILABLE
+    assert counter.observer_count == 0 and protocol._observers == {}
+
+
+def test_observations_per_address_are_bounded_and_closing_drops_them() -> None:
+    protocol, transport, _, counter = observed_server()
+    for n in range(70):
+        register(protocol, token=b"t%d" % n, mid=0x600 + n)
+    answers = transport.take()
+    assert len(answers) == 70 and all(a.message.code == Code.CONTENT for a, _ in answers)
+    assert counter.observer_count == 64  # the rest answered without registering
+    assert sum(a.message.options.observe is not None for a, _ in answers) == 64
+    protocol.stopProtocol()
+    assert counter.observer_count == 0

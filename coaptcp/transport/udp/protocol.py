@@ -42,6 +42,7 @@ from coaptcp.core.udp.config import TransmissionParameters, UdpLimits
 from coaptcp.core.udp.events import (
     DatagramRejected,
     LimitReached,
+    ObservationCancelled,
     PingFailed,
     RequestFailed,
     UdpEvent,
@@ -54,6 +55,7 @@ from coaptcp.core.udp.messaging import LimitError, UdpEndpoint
 from coaptcp.core.udp.state import IncomingRequest, OutgoingRequest
 from coaptcp.server import Request, Resource, Response, Site
 from coaptcp.transport.udp.address import peer_address
+from coaptcp.transport.udp.observers import UdpPeerObservations
 
 __all__ = ["DEFAULT_MAX_UPLOAD_PEERS", "CoapDatagramProtocol", "RequestTimedOut"]
 
@@ -62,6 +64,7 @@ DEFAULT_MAX_UPLOAD_PEERS = 256
 #: Seconds in the Max-Age of a 5.03 that a bound caused (RFC 7252 section 5.9.3.4).
 _RETRY_AFTER = 10
 _BLOCK1_OR_LATER = 23  # Block2 (23), Block1 (27), Size2 (28), Size1 (60)
+_BLOCK2 = 23
 
 
 class RequestTimedOut(CoapTcpError, TimeoutError):
@@ -111,6 +114,9 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._upload_timer: Any = None
         self._limits_logged: set[str] = set()
         self._default_host: str | None = None
+        self._observers: dict[Hashable, UdpPeerObservations] = {}
+        #: Whether the socket has closed (late renders then send nothing).
+        self.stopped = False
 
     # -- Twisted's DatagramProtocol -------------------------------------------------------
 
@@ -120,6 +126,10 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._default_host = getattr(host, "host", None)
 
     def stopProtocol(self) -> None:
+        self.stopped = True
+        observers, self._observers = self._observers, {}
+        for registry in observers.values():
+            registry.forget_all()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -214,8 +224,12 @@ class CoapDatagramProtocol(DatagramProtocol):
                         waiting.callback(self.reactor.seconds() - started)
                     else:
                         waiting.errback(Failure(RequestTimedOut("no answer to the ping")))
+            elif type(event) is ObservationCancelled:
+                registry = self._observers.get(event.peer)
+                if registry is not None:
+                    registry.forget(event.token)
             elif type(event) is LimitReached:
-                self._log_limit(event.limit, event.diagnostic)
+                self.log_limit(event.limit, event.diagnostic)
             elif type(event) is DatagramRejected:
                 self.log.debug(
                     "Rejected a datagram from {peer}: {diagnostic}",
@@ -223,8 +237,9 @@ class CoapDatagramProtocol(DatagramProtocol):
                     diagnostic=event.diagnostic,
                 )
 
-    def _log_limit(self, limit: str, diagnostic: str) -> None:
-        if limit not in self._limits_logged:  # once per bound, not once per datagram
+    def log_limit(self, limit: str, diagnostic: str) -> None:
+        """Log that ``limit`` was reached, once per bound (not once per datagram)."""
+        if limit not in self._limits_logged:
             self._limits_logged.add(limit)
             self.log.warn("CoAP over UDP: {limit} reached: {diagnostic}", limit=limit,
                           diagnostic=diagnostic)
@@ -256,10 +271,13 @@ class CoapDatagramProtocol(DatagramProtocol):
                 return
             assert whole is not None
             complete = whole
-        try:
-            request = Request.received(
-                complete, peer_address(incoming.peer), self._default_host, False, None, None
+        registry = None
+        if message.options.observe is not None:  # only then can it register (RFC 7641 3.1)
+            registry = self._observers.get(incoming.peer) or UdpPeerObservations(
+                self, incoming.peer
             )
+        try:
+            request = self.make_request(complete, incoming.peer, registry)
         except UnicodeDecodeError:
             self._send(incoming, Message(Code.BAD_OPTION, message.token,
                                          payload=b"an URI option is not UTF-8"))
@@ -271,6 +289,44 @@ class CoapDatagramProtocol(DatagramProtocol):
         else:
             self._answer(result, incoming, complete)
 
+    def make_request(
+        self, message: Message, peer: Hashable, registry: UdpPeerObservations | None
+    ) -> Request:
+        """The :class:`Request` for ``message`` from ``peer``; observations it registers
+        go to ``registry``.  Raises :class:`UnicodeDecodeError` for a URI option that is
+        not UTF-8."""
+        return Request.received(
+            message, peer_address(peer), self._default_host, False, None, registry
+        )
+
+    def keep_peer(self, peer: Hashable, registry: UdpPeerObservations) -> None:
+        """``registry`` holds an observation now: remember it for Resets and closing."""
+        self._observers[peer] = registry
+
+    def forget_peer(self, peer: Hashable, registry: UdpPeerObservations) -> None:
+        """``registry`` holds no observation any more."""
+        if self._observers.get(peer) is registry:
+            del self._observers[peer]
+
+    def send_notification(self, peer: Hashable, registration: Message, response: Response) -> None:
+        """Send ``response`` as a notification of the observation ``registration`` made
+        (its token; Block2 cuts a large one to its first block, RFC 7959 section 2.6)."""
+        if self.stopped:
+            return
+        message = Message(response.code, registration.token, response.options, response.payload)
+        message = self._block2.prepare_response(
+            registration.replace(options=registration.options.remove(_BLOCK2)),
+            message,
+            peer_max_message_size=UDP_MAX_MESSAGE_SIZE,
+            peer_bert=False,
+            encoded_size=_encoded_size,
+        )
+        try:
+            self.endpoint.send_notification(peer, message, self.reactor.seconds())
+        except (LimitError, MessageTooLarge, LocalProtocolError) as error:
+            self.log.info("Notification to {peer} not sent: {error}", peer=peer, error=str(error))
+        self._flush()
+
     def _uploads_of(self, incoming: IncomingRequest) -> BlockwiseServer | None:
         """The Block1 reassembler of the request's client address; ``None`` (and a 5.03
         sent) when ``max_upload_peers`` addresses are uploading already."""
@@ -280,7 +336,7 @@ class CoapDatagramProtocol(DatagramProtocol):
         if len(self._uploads) >= self.max_upload_peers:
             self._expire_uploads()
         if len(self._uploads) >= self.max_upload_peers:
-            self._log_limit(
+            self.log_limit(
                 "max_upload_peers", f"{self.max_upload_peers} client addresses are uploading"
             )
             token = incoming.message.token
