@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from coaptcp.core.codes import Code
 from coaptcp.core.errors import CoapTcpError
-from coaptcp.core.options import OPTION_SPECS, OptionNumber, Options, is_unsafe
+from coaptcp.core.options import OPTION_SPECS, OptionNumber, Options, OptionValue, is_unsafe
 from coaptcp.core.uri import SCHEMES, compose_uri
 
 __all__ = [
@@ -102,7 +102,7 @@ def forward_request(options: Options) -> ForwardedRequest:
     remaining = (DEFAULT_HOP_LIMIT if hop_limit is None else hop_limit) - 1
     if remaining <= 0:
         raise ProxyRefusal(Code(0xA8), "the Hop-Limit is used up (a proxy loop?)")  # 5.08
-    forwarded = []
+    forwarded: list[tuple[int, OptionValue]] = []
     for number, value in options:
         if number in _NOT_FORWARDED:
             continue

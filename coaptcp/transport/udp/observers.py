@@ -13,13 +13,14 @@ when a notification is an error (section 3.2).
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from twisted.python.failure import Failure
 
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
-from coaptcp.server import Request, Response
+from coaptcp.core.udp.messaging import UdpEndpoint
+from coaptcp.server import Request, Response, Site
 from coaptcp.server.observe import (
     ObservableResource,
     ObservationRegistry,
@@ -27,13 +28,34 @@ from coaptcp.server.observe import (
     mark_notification,
 )
 
-if TYPE_CHECKING:
-    from coaptcp.transport.udp.protocol import CoapDatagramProtocol
-
-__all__ = ["DEFAULT_MAX_OBSERVATIONS_PER_PEER", "UdpPeerObservations"]
+__all__ = ["DEFAULT_MAX_OBSERVATIONS_PER_PEER", "ObservationOwner", "UdpPeerObservations"]
 
 #: Observations one client address may hold (RFC 7641 section 4.1 lets a server decline).
 DEFAULT_MAX_OBSERVATIONS_PER_PEER = 64
+
+
+class ObservationOwner(Protocol):
+    """What :class:`UdpPeerObservations` needs of the socket's protocol
+    (:class:`~coaptcp.transport.udp.CoapDatagramProtocol` provides it)."""
+
+    site: Site | None
+    stopped: bool
+    endpoint: UdpEndpoint
+    log: Any
+
+    def make_request(
+        self, message: Message, peer: Hashable, registry: UdpPeerObservations | None
+    ) -> Request: ...
+
+    def log_limit(self, limit: str, diagnostic: str) -> None: ...
+
+    def keep_peer(self, peer: Hashable, registry: UdpPeerObservations) -> None: ...
+
+    def forget_peer(self, peer: Hashable, registry: UdpPeerObservations) -> None: ...
+
+    def send_notification(
+        self, peer: Hashable, registration: Message, response: Response
+    ) -> None: ...
 
 
 class UdpPeerObservations(ObservationRegistry):
@@ -47,7 +69,7 @@ class UdpPeerObservations(ObservationRegistry):
 
     def __init__(
         self,
-        owner: CoapDatagramProtocol,
+        owner: ObservationOwner,
         peer: Hashable,
         limit: int = DEFAULT_MAX_OBSERVATIONS_PER_PEER,
     ) -> None:
