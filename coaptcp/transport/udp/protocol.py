@@ -416,15 +416,19 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._schedule()
 
     def _schedule(self) -> None:
+        """Keep one timer at or before the message layer's next deadline.
+
+        The timer moves only when the deadline comes earlier: most datagrams push the
+        deadline later (deduplication entries expire after 247 s), and moving a
+        DelayedCall per datagram costs more than a timer that fires early and finds
+        nothing due.
+        """
         deadline = self.endpoint.next_timeout()
-        timer = self._timer
         if deadline is None:
-            if timer is not None and timer.active():
-                timer.cancel()
-            self._timer = None
             return
+        timer = self._timer
         if timer is not None and timer.active():
-            if timer.getTime() == deadline:
+            if timer.getTime() <= deadline:
                 return
             timer.cancel()
         delay = max(0.0, deadline - self.reactor.seconds())
