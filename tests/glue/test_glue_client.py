@@ -16,7 +16,8 @@ from coaptcp.core.connection import Role
 from coaptcp.core.events import BASE_MAX_MESSAGE_SIZE
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource, Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 
