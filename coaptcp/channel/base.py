@@ -41,7 +41,8 @@ def transport_gone(*_: object) -> None:
 
 
 class ChannelBase:
-    """The state of one connection's channel, shared by the mixins that make it up."""
+    """The state of one connection's channel (RFC 8323 sections 3-7), shared by the
+    mixins that make it up."""
 
     log = Logger()
 

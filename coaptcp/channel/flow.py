@@ -18,7 +18,8 @@ __all__ = ["InputFlow"]
 
 
 class InputFlow(ChannelBase):
-    """Bytes and WebSocket messages in, processed within each turn's budget."""
+    """Bytes (RFC 8323 section 3) and WebSocket messages (section 4) in, processed within
+    each turn's budget, and held while the peer does not read our output."""
 
     __slots__ = ()
 

@@ -31,8 +31,9 @@ __all__ = ["Lifecycle"]
 
 
 class Lifecycle(ChannelBase):
-    """Opening timers, Release, Abort, the close and the loss of the transport; the
-    connection the watchdog watches (:class:`~coaptcp.channel.watchdog.Watched`)."""
+    """The CSM timer, Release, Abort, the close and the loss of the transport (RFC 8323
+    sections 5.3-5.6); the connection the watchdog watches
+    (:class:`~coaptcp.channel.watchdog.Watched`)."""
 
     __slots__ = ()
 

@@ -30,7 +30,8 @@ __all__ = ["Outgoing"]
 
 
 class Outgoing(ChannelBase):
-    """Our requests, Pings and observations, by token, and what answers them."""
+    """Our requests (RFC 7252 section 5.3), Pings (RFC 8323 section 5.4) and
+    observations (RFC 8323 section 7), by token, and what answers them."""
 
     __slots__ = ()
 

@@ -45,7 +45,8 @@ NO_SERVER_RESPONSE = Response(Code.NOT_IMPLEMENTED, b"no resources are served on
 
 
 class Responder(ChannelBase):
-    """The requests received: Block1 reassembly, the Site, Block2, Custody."""
+    """The requests received: Block1 reassembly, the Site, Block2 (RFC 7959 section 2),
+    Custody (RFC 8323 section 5.4.1)."""
 
     __slots__ = ()
 

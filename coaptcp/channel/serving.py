@@ -29,7 +29,7 @@ DEFAULT_MAX_OBSERVATIONS = 64
 
 
 class ServedObservations(ChannelBase, ObservationRegistry):
-    """The peer's observations of our resources, by token."""
+    """The peer's observations of our resources, by token (RFC 7641 section 4)."""
 
     __slots__ = ()
 
