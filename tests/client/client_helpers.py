@@ -25,7 +25,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
 from coaptcp.core.framing import StreamDecoder
 from coaptcp.core.message import Message
-from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource, Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 
