@@ -94,14 +94,14 @@ class UdpPeerObservations(ObservationRegistry):
         token = request.token
         existing = self._observers.get(token)
         if existing is not None:
-            existing.resource.remove_observer(self, token)  # type: ignore[arg-type]
+            existing.resource.remove_observer(self, token)
         elif len(self._observers) >= self.limit:
             self.owner.log_limit(
                 "observations per address",
                 f"{self.peer} holds {len(self._observers)} observations already",
             )
             return False
-        observer = resource.add_observer(self, request.message)  # type: ignore[arg-type]
+        observer = resource.add_observer(self, request.message)
         if observer is None:
             self._observers.pop(token, None)
             return False
@@ -119,7 +119,7 @@ class UdpPeerObservations(ObservationRegistry):
         knows already: it reported the Reset or the failed CON)."""
         observer = self._observers.pop(token, None)
         if observer is not None:
-            observer.resource.remove_observer(self, token)  # type: ignore[arg-type]
+            observer.resource.remove_observer(self, token)
         if not self._observers:
             self.owner.forget_peer(self.peer, self)
 
@@ -127,7 +127,7 @@ class UdpPeerObservations(ObservationRegistry):
         """Drop every observation of this address (the socket is closing)."""
         observers, self._observers = self._observers, {}
         for token, observer in observers.items():
-            observer.resource.remove_observer(self, token)  # type: ignore[arg-type]
+            observer.resource.remove_observer(self, token)
 
     def notify(self, observer: Observer) -> None:
         """Render the registering GET again and send the result (RFC 7641 section 4.2)."""
