@@ -11,9 +11,10 @@ Content, text/plain, ``Hello, world!``:
        port + 3000", so it is given PORT - 3000
   wss  ``ws`` with the SSLContext: aiocoap serves coaps+ws on "bind port + 3001"
        (= PORT) and, unavoidably, plain coap+ws on PORT - 1 as well
+  udp  ``udp6`` (coap://, RFC 7252) on PORT
 
 Usage: python benchmarks/aiocoap_server.py PORT [--host 127.0.0.1]
-           [--transport tcp|tls|ws|wss --cert PEM --key PEM]
+           [--transport tcp|tls|ws|wss|udp --cert PEM --key PEM]
 
 Runs until SIGTERM/SIGINT.
 """
@@ -58,6 +59,7 @@ async def main(host: str, port: int, transport: str, cert, key) -> None:
         "tls": ("tlsserver", port - 1, "coap"),
         "ws": ("ws", port - 3000, None),
         "wss": ("ws", port - 3001, "http/1.1"),
+        "udp": ("udp6", port, None),
     }[transport]
     if ssl_ctx is not None:
         ssl_ctx = tls_context(cert, key, ssl_ctx if transport == "tls" else None)
@@ -68,7 +70,8 @@ async def main(host: str, port: int, transport: str, cert, key) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    scheme = {"tcp": "coap+tcp", "tls": "coaps+tcp", "ws": "coap+ws", "wss": "coaps+ws"}
+    scheme = {"tcp": "coap+tcp", "tls": "coaps+tcp", "ws": "coap+ws", "wss": "coaps+ws",
+              "udp": "coap"}
     print(f"aiocoap {aiocoap.meta.version} listening on {scheme[transport]}://{host}:{port}/hello",
           flush=True)
     await stop.wait()
@@ -79,7 +82,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("port", type=int)
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--transport", choices=("tcp", "tls", "ws", "wss"), default="tcp")
+    ap.add_argument("--transport", choices=("tcp", "tls", "ws", "wss", "udp"), default="tcp")
     ap.add_argument("--cert", help="server certificate (PEM), for tls and wss")
     ap.add_argument("--key", help="its private key (PEM)")
     args = ap.parse_args()
