@@ -17,7 +17,7 @@ refused connection still holds its descriptor until it is closed, so beyond
 limit (``RLIMIT_NOFILE``), so the limit answers before descriptors run out.
 
 The factories (:class:`~coaptcp.transport.tcp.CoapFactory`,
-:class:`~coaptcp.transport.websocket.protocol.CoapWebSocketServerFactory`) mix in
+:class:`~coaptcp.transport.websocket.server.CoapWebSocketServerFactory`) mix in
 :class:`ConnectionAdmission`.
 """
 
