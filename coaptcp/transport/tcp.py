@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
@@ -232,11 +232,6 @@ class CoapFactory(ConnectionAdmission, Factory):
             upload_budget = make_upload_budget(limits)
         self.upload_budget = upload_budget
         self.reactor = default_reactor(reactor)
-
-    def release_all(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
-        """Release every open connection; fires when all have closed (section 5.5)."""
-        closing = [protocol.release(diagnostic) for protocol in list(self.connections)]
-        return DeferredList(closing, consumeErrors=True)
 
 
 def connect_tcp(

@@ -13,11 +13,8 @@ to finish its opening handshake.
 
 from __future__ import annotations
 
-from typing import Any
-
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -229,8 +226,3 @@ class CoapWebSocketServerFactory(ConnectionAdmission, WebSocketServerFactory):  
             versions=[WEBSOCKET_VERSION],  # RFC 6455 only; 8 (hybi-08) and older get 426
             openHandshakeTimeout=0,  # our own timeout runs from accept (connectionMade)
         )
-
-    def release_all(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
-        """Release every open connection; fires when all have closed (section 5.5)."""
-        closing = [protocol.release(diagnostic) for protocol in list(self.connections)]
-        return DeferredList(closing, consumeErrors=True)
