@@ -7,7 +7,8 @@ autobahn's per-frame machinery (:mod:`coaptcp.transport.websocket.frames` does, 
 same bytes on the wire), see whether a frame or a fragmented message is unfinished (for
 the frame timeout), answer a close frame that breaks RFC 6455 with one of our own, and
 answer an unsupported ``Sec-WebSocket-Version`` with 426.  For those, this module reads
-and overrides autobahn's undocumented attributes and methods; no other module does.
+and overrides autobahn's undocumented attributes and methods; no other module does (but
+:mod:`~coaptcp.transport.websocket.frames`, which borrows autobahn's XOR masker).
 
 Each touch says which behaviour of autobahn it relies on.  They were checked against
 autobahn 26.11 (``autobahn/websocket/protocol.py`` and ``autobahn/twisted/websocket.py``);
