@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AutobahnFastPath", "AutobahnServerHandshake", "bracket_ipv6_host"]
 
-# autobahn >= 0.10: WebSocketProtocol.state takes the class constants STATE_CLOSED (0),
+# autobahn 26.x: WebSocketProtocol.state takes the class constants STATE_CLOSED (0),
 # STATE_CONNECTING (1), STATE_CLOSING (2), STATE_OPEN (3), STATE_PROXY_CONNECTING (4).
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
@@ -52,20 +52,20 @@ class AutobahnFastPath:
         # Set by autobahn's WebSocketProtocol._connectionMade (autobahn 26.x), read here:
         transport: Any
         factory: Any
-        #: the WebSocket state, one of the STATE_* constants (autobahn >= 0.10).
+        #: the WebSocket state, one of the STATE_* constants (autobahn 26.x).
         state: int
-        #: bytes received and not yet consumed by autobahn's frame parser (autobahn >= 0.10:
+        #: bytes received and not yet consumed by autobahn's frame parser (autobahn 26.x:
         #: _dataReceived appends to it, processData consumes from its front).
         data: bytes
-        #: the frame autobahn is in the middle of reading, or None (autobahn >= 0.10).
+        #: the frame autobahn is in the middle of reading, or None (autobahn 26.x).
         current_frame: Any
-        #: autobahn is between the first and the last frame of a message (autobahn >= 0.10).
+        #: autobahn is between the first and the last frame of a message (autobahn 26.x).
         inside_message: bool
-        #: frames autobahn queued and has not written yet (autobahn >= 0.10, a deque).
+        #: frames autobahn queued and has not written yet (autobahn 26.x, a deque).
         send_queue: Any
-        #: autobahn's TrafficStats counters, which our frames must count too (autobahn >= 0.10).
+        #: autobahn's TrafficStats counters, which our frames must count too (autobahn 26.x).
         trafficStats: Any
-        #: the reason onClose reports for an unclean close (autobahn >= 0.10).
+        #: the reason onClose reports for an unclean close (autobahn 26.x).
         wasNotCleanReason: str | None
         # Options setProtocolOptions copies from the factory onto the protocol at
         # _connectionMade (autobahn 26.x); the fast path only runs when none is on.
@@ -114,7 +114,7 @@ class AutobahnFastPath:
         if not self.coap_fast_path:
             return
         if (
-            self._perMessageCompress is not None  # autobahn >= 0.10: None until negotiated
+            self._perMessageCompress is not None  # autobahn 26.x: None until negotiated
             or self.logOctets
             or self.logFrames
             or self.trackedTimings
@@ -125,7 +125,7 @@ class AutobahnFastPath:
             or self.maxMessagePayloadSize
         ):
             return
-        # autobahn >= 0.10: the factory's class attribute isServer tells the side.
+        # autobahn 26.x: the factory's class attribute isServer tells the side.
         is_server = bool(self.factory.isServer)
         self._fast_masked_in = is_server
         self._fast_mask_out = bool(self.maskServerFrames if is_server else self.maskClientFrames)
@@ -139,7 +139,7 @@ class AutobahnFastPath:
         """What autobahn holds unfinished: ``"frame"`` (part of a frame, maybe inside a
         fragmented message), ``"message"`` (whole frames of an unfinished fragmented
         message), or ``None``.  Only meaningful while the WebSocket is open."""
-        # autobahn >= 0.10: data holds unparsed bytes, current_frame the frame being
+        # autobahn 26.x: data holds unparsed bytes, current_frame the frame being
         # read, inside_message whether a fragmented message has begun.
         if self.data or self.current_frame is not None:
             return "frame"
@@ -147,11 +147,11 @@ class AutobahnFastPath:
 
     def _ws_peer(self) -> str | None:
         """The peer as autobahn names it in its own log lines (``tcp4:192.0.2.1:41000``)."""
-        return getattr(self, "peer", None)  # autobahn >= 0.10: set by _connectionMade
+        return getattr(self, "peer", None)  # autobahn 26.x: set by _connectionMade
 
     def _ws_messages_received(self) -> int:
         """How many messages the peer sent so far (ours and autobahn's reading counted)."""
-        return int(self.trafficStats.incomingWebSocketMessages)  # autobahn >= 0.10
+        return int(self.trafficStats.incomingWebSocketMessages)  # autobahn 26.x
 
     # -- output ---------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class AutobahnFastPath:
             if len(frames[-1]) > EARLY_WRITE:
                 self._flush_batch()  # a large answer: let the transport say if it is full
             return
-        # autobahn >= 0.10: frames queued by sendMessage (a sync=False write) wait in
+        # autobahn 26.x: frames queued by sendMessage (a sync=False write) wait in
         # send_queue; ours must not overtake them.
         if self._fast_out and not self.send_queue:
             self._write_frames(frames)
@@ -187,7 +187,7 @@ class AutobahnFastPath:
         chunk = encode_frames(frames, masked=self._fast_mask_out)
         count = len(frames)
         size = sum(map(len, frames))
-        # autobahn >= 0.10: sendMessage counts each frame in these TrafficStats fields.
+        # autobahn 26.x: sendMessage counts each frame in these TrafficStats fields.
         stats = self.trafficStats
         stats.outgoingWebSocketMessages += count
         stats.outgoingWebSocketFrames += count
@@ -206,14 +206,14 @@ class AutobahnFastPath:
 
     def _send_close_frame(self, code: int, reason: bytes | None, *, is_reply: bool) -> None:
         """Send a close frame now (RFC 6455 section 5.5.1)."""
-        # autobahn >= 0.10: sendCloseFrame(code, reasonUtf8, isReply) writes the frame,
+        # autobahn 26.x: sendCloseFrame(code, reasonUtf8, isReply) writes the frame,
         # moves to STATE_CLOSING and starts the closing handshake timer; sendClose
         # (the public one) would refuse our codes 1002, 1003, 1007 and 1009.
         self.sendCloseFrame(code=code, reasonUtf8=reason, isReply=is_reply)  # type: ignore[attr-defined]
 
     def _drop(self, *, abort: bool) -> None:
         """Close the TCP connection without (more of) a closing handshake."""
-        # autobahn >= 0.10: dropConnection(abort) marks the close unclean and closes the
+        # autobahn 26.x: dropConnection(abort) marks the close unclean and closes the
         # transport (aborting it when abort is true).
         self.dropConnection(abort=abort)  # type: ignore[attr-defined]
 
@@ -241,7 +241,7 @@ class AutobahnFastPath:
         channel = getattr(self, "channel", None)
         if channel is not None:
             channel.new_read()
-        # autobahn >= 0.10: with data empty, current_frame None, inside_message false and
+        # autobahn 26.x: with data empty, current_frame None, inside_message false and
         # send_queue empty, autobahn is between messages and would parse data from its
         # first byte, exactly as _read_frames does (the checks are inline: every read).
         if (
@@ -282,7 +282,7 @@ class AutobahnFastPath:
             if batch:
                 self._write_frames(batch)
             if frames:
-                # autobahn >= 0.10: _dataReceived and processData count these fields.
+                # autobahn 26.x: _dataReceived and processData count these fields.
                 stats = self.trafficStats
                 stats.incomingOctetsWireLevel += pos
                 stats.incomingOctetsWebSocketLevel += octets
@@ -299,7 +299,7 @@ class AutobahnFastPath:
         frame, then take the peer's own close frame for the answer to it and reset the
         connection, losing our frame.)
         """
-        # autobahn >= 0.10: processControlFrame calls onCloseFrame for each close frame
+        # autobahn 26.x: processControlFrame calls onCloseFrame for each close frame
         # (not part of the public API); returning True stops its own handling.
         problem = self._close_frame_problem(code, reasonRaw) if self._ws_open() else None
         if problem is None:
@@ -311,7 +311,7 @@ class AutobahnFastPath:
             code=close_code,
             reason=reason,
         )
-        self.wasNotCleanReason = reason  # what onClose then reports (autobahn >= 0.10)
+        self.wasNotCleanReason = reason  # what onClose then reports (autobahn 26.x)
         self._send_close_frame(close_code, reason.encode(), is_reply=True)
         self._drop(abort=False)
         return True

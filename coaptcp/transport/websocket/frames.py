@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-# autobahn >= 0.10 (autobahn.websocket.xormasker, not in its documented API): the masker
+# autobahn 26.x (autobahn.websocket.xormasker, not in its documented API): the masker
 # autobahn masks its own frames with, a C extension (wsaccel or NVX) when available.
 from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
 
