@@ -5,7 +5,7 @@ The first byte picks the transport and the server's configuration:
 * TCP: a :class:`~coaptcp.transport.tcp.CoapProtocol` from a
 :class:`~coaptcp.transport.tcp.CoapFactory`
   on a ``StringTransport`` (flow control included: the protocol is the transport's producer);
-* WebSocket: a :class:`~coaptcp.transport.websocket.protocol.WebSocketChannel` over a
+* WebSocket: a :class:`~coaptcp.transport.websocket.common.WebSocketChannel` over a
 WebSocket-framed
   :class:`~coaptcp.core.connection.Connection`, writing one frame per message;
 
@@ -59,7 +59,7 @@ with instrumented(__name__):
     from coaptcp.server.resource import CoapError, Request, Resource, Response, Site
     from coaptcp.tap.demo import BigResource, make_demo_site
     from coaptcp.transport.tcp import CoapFactory, CoapProtocol
-    from coaptcp.transport.websocket.protocol import WebSocketChannel
+    from coaptcp.transport.websocket.common import WebSocketChannel
 
 CORPUS = "protocol"
 

@@ -22,7 +22,7 @@ The contract a connector must satisfy:
 - TLS connectors offer ALPN ``coap``, send SNI when ``host`` is a name, and check the
   server certificate against ``host`` unless ``options.tls.insecure`` (RFC 8323 section 9).
 - WebSocket connectors connect to :func:`coaptcp.core.uri.websocket_url` with subprotocol
-  ``coap`` and a Host header naming ``host`` (and ``port`` unless it is the default).
+  ``coap`` and a Host header naming ``host`` and ``port``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from twisted.internet.defer import Deferred, fail
 
 from coaptcp.core.codes import Code
-from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
+from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.options import EMPTY_OPTIONS, Options
 
@@ -188,21 +188,18 @@ def tcp_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -
     Uses :class:`~twisted.internet.endpoints.HostnameEndpoint`, so names resolve to IPv4
     and IPv6 addresses and the first to connect wins.
     """
-    from twisted.internet.endpoints import HostnameEndpoint
-
     from coaptcp.channel.limits import CLIENT_LIMITS
-    from coaptcp.transport.tcp import CoapFactory
+    from coaptcp.transport.tcp import connect_tcp
 
-    factory = CoapFactory(
-        None,
-        role=Role.INITIATOR,
-        max_message_size=options.max_message_size,
-        require_csm=options.require_csm,
-        reactor=reactor,
+    connected: Deferred[Any] = connect_tcp(
+        reactor,
+        host,
+        port,
         limits=CLIENT_LIMITS,
+        max_message_size=options.max_message_size,
+        timeout=options.connect_timeout,
+        require_csm=options.require_csm,
     )
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=options.connect_timeout)
-    connected: Deferred[Any] = endpoint.connect(factory)
     return connected
 
 
@@ -213,15 +210,15 @@ def ws_connector(reactor: Any, host: str, port: int, options: ConnectOptions) ->
     header names ``host``, which is the default Uri-Host (section 8.3).
     """
     from coaptcp.channel.limits import CLIENT_LIMITS
-    from coaptcp.core.uri import websocket_url
-    from coaptcp.transport.websocket.protocol import connect_websocket
+    from coaptcp.transport.websocket.client import connect_websocket
 
     connected: Deferred[Any] = connect_websocket(
         reactor,
-        websocket_url("coap+ws", host, port),
+        host,
+        port,
+        limits=CLIENT_LIMITS,
         max_message_size=options.max_message_size,
         timeout=options.connect_timeout,
-        limits=CLIENT_LIMITS,
     )
     return connected
 
@@ -246,10 +243,10 @@ def tls_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -
     """The ``coaps+tcp`` connector: CoAP over TLS (RFC 8323 sections 8.2 and 9).
 
     Verifies the server's certificate and name (or uses the PSK), sends SNI, offers ALPN
-    "coap" and insists on it on ports other than 5684; see :mod:`coaptcp.transport.tls.transport`.
+    "coap" and insists on it on ports other than 5684; see :mod:`coaptcp.transport.tls`.
     """
     from coaptcp.channel.limits import CLIENT_LIMITS
-    from coaptcp.transport.tls.transport import connect_tls
+    from coaptcp.transport.tls.connect import connect_tls
 
     try:
         settings = _tls_settings(options.tls)
@@ -259,10 +256,10 @@ def tls_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -
         reactor,
         host,
         port,
-        settings,
-        max_message_size=options.max_message_size,
-        connect_timeout=options.connect_timeout,
         limits=CLIENT_LIMITS,
+        max_message_size=options.max_message_size,
+        timeout=options.connect_timeout,
+        settings=settings,
     )
     return connected
 
@@ -276,7 +273,7 @@ def _websocket_tls_options(host: str, tls: TlsOptions) -> Any:
     if tls.psk_identity is not None:
         raise ValueError("pre-shared keys are not supported for coaps+ws; use coaps+tcp")
     if tls.insecure:
-        from coaptcp.transport.tls.transport import InsecureTLSWarning
+        from coaptcp.transport.tls.errors import InsecureTLSWarning
 
         warnings.warn(
             f"coaps+ws to {host}: the server's certificate is NOT verified (insecure)",
@@ -303,8 +300,7 @@ def _websocket_tls_options(host: str, tls: TlsOptions) -> Any:
 def wss_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -> Deferred[Any]:
     """The ``coaps+ws`` connector: CoAP over WebSockets over TLS (RFC 8323 section 4)."""
     from coaptcp.channel.limits import CLIENT_LIMITS
-    from coaptcp.core.uri import websocket_url
-    from coaptcp.transport.websocket.protocol import connect_websocket
+    from coaptcp.transport.websocket.client import connect_websocket
 
     try:
         tls_options = _websocket_tls_options(host, options.tls)
@@ -312,11 +308,13 @@ def wss_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -
         return fail(error)
     connected: Deferred[Any] = connect_websocket(
         reactor,
-        websocket_url("coaps+ws", host, port),
-        tls_options=tls_options,
+        host,
+        port,
+        limits=CLIENT_LIMITS,
         max_message_size=options.max_message_size,
         timeout=options.connect_timeout,
-        limits=CLIENT_LIMITS,
+        secure=True,
+        tls_options=tls_options,
     )
     return connected
 

@@ -22,8 +22,21 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.options import OptionNumber, Options
+from coaptcp.core.urisyntax import (
+    ARGUMENT_SAFE,
+    PATH_CHARS,
+    QUERY_CHARS,
+    REG_NAME_CHARS,
+    SEGMENT_SAFE,
+    UNRESERVED,
+    UriError,
+    check_chars,
+    iri_to_uri,
+    percent_decode,
+    percent_encode,
+    remove_dot_segments,
+)
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -68,33 +81,6 @@ DEFAULT_PORTS: Mapping[str, int] = {name: s.default_port for name, s in SCHEMES.
 
 _KNOWN = ", ".join(f"{name}://" for name in SCHEMES)
 
-
-class UriError(CoapTcpError, ValueError):
-    """A URI this package cannot use, with a message saying what is wrong with it.
-
-    :ivar uri: the text that was given.
-    """
-
-    def __init__(self, uri: str, problem: str) -> None:
-        super().__init__(f"bad URI {uri!r}: {problem}")
-        self.uri = uri
-        self.problem = problem
-
-
-# -- RFC 3986 character classes -------------------------------------------------------------
-
-_ALPHA_DIGIT = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_UNRESERVED = frozenset(_ALPHA_DIGIT + "-._~")
-_SUB_DELIMS = frozenset("!$&'()*+,;=")
-_PCHAR = _UNRESERVED | _SUB_DELIMS | frozenset(":@")
-_PATH_CHARS = _PCHAR | {"/"}
-_QUERY_CHARS = _PCHAR | frozenset("/?")
-_REG_NAME_CHARS = _UNRESERVED | _SUB_DELIMS
-#: Left unencoded when composing (RFC 7252 section 6.5 steps 6 and 8).
-_SEGMENT_SAFE = _PCHAR
-_ARGUMENT_SAFE = (_PCHAR - {"&"}) | frozenset("/?")
-_HEX = frozenset("0123456789abcdefABCDEF")
-
 #: RFC 3986 appendix B, the generic splitting of a URI reference.
 _SPLIT = re.compile(r"^(?:([^:/?#]+):)?(?://([^/?#]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?$", re.S)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
@@ -104,92 +90,6 @@ _IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\
 _MAX_HOST = 255
 _MAX_SEGMENT = 255
 _MAX_ARGUMENT = 255
-
-
-def _iri_to_uri(text: str) -> str:
-    """Percent-encode non-ASCII characters as UTF-8 (RFC 3987 section 3.1)."""
-    if text.isascii():
-        return text
-    return "".join(
-        c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in text
-    )
-
-
-def _check_chars(uri: str, text: str, allowed: frozenset[str], where: str) -> None:
-    """Every character is allowed in ``where`` or starts a well-formed %XX escape."""
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "%":
-            if len(text) < i + 3 or text[i + 1] not in _HEX or text[i + 2] not in _HEX:
-                raise UriError(uri, f"'%' in the {where} must start a %XX escape: {text[i:i+3]!r}")
-            i += 3
-            continue
-        if c not in allowed:
-            shown = repr(c) if c.isprintable() and c != " " else f"U+{ord(c):04X}"
-            hint = f" (write it as %{ord(c):02X})" if ord(c) < 128 and c not in "#" else ""
-            raise UriError(uri, f"{shown} is not allowed in the {where}{hint}")
-        i += 1
-
-
-def _percent_decode(uri: str, text: str, where: str) -> str:
-    """Decode %XX escapes to bytes and the bytes as UTF-8 (RFC 7252 section 6.4 steps 5, 8, 9).
-
-    Uri-Host, Uri-Path and Uri-Query are strings (RFC 7252 section 3.2), so the decoded
-    bytes must be UTF-8.
-    """
-    if "%" not in text:
-        return text
-    raw = bytearray()
-    i = 0
-    while i < len(text):
-        if text[i] == "%":
-            raw.append(int(text[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            raw.extend(text[i].encode("ascii"))
-            i += 1
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UriError(uri, f"the {where} {text!r} does not decode to UTF-8 text") from None
-
-
-def _percent_encode(text: str, safe: frozenset[str]) -> str:
-    return "".join(
-        c if c in safe else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in text
-    )
-
-
-def remove_dot_segments(path: str) -> str:
-    """Remove ``.`` and ``..`` segments from a path (RFC 3986 section 5.2.4)."""
-    output: list[str] = []
-    while path:
-        if path.startswith("../"):
-            path = path[3:]
-        elif path.startswith("./"):
-            path = path[2:]
-        elif path.startswith("/./"):
-            path = path[2:]
-        elif path == "/.":
-            path = "/"
-        elif path.startswith("/../"):
-            path = path[3:]
-            if output:
-                output.pop()
-        elif path == "/..":
-            path = "/"
-            if output:
-                output.pop()
-        elif path in (".", ".."):
-            path = ""
-        else:
-            end = path.find("/", 1)
-            if end < 0:
-                end = len(path)
-            output.append(path[:end])
-            path = path[end:]
-    return "".join(output)
 
 
 def _parse_ip(text: str) -> IPAddress | None:
@@ -335,7 +235,7 @@ def parse_uri(text: str) -> CoapUri:
     if not isinstance(text, str):
         raise TypeError(f"a URI is a str, not {type(text).__name__}")
     original = text
-    uri = _iri_to_uri(text)
+    uri = iri_to_uri(text)
     # Step 1: an absolute URI.
     match = _SPLIT.match(uri)
     assert match is not None  # the expression matches every string
@@ -361,9 +261,9 @@ def parse_uri(text: str) -> CoapUri:
     if "@" in authority:
         raise UriError(original, "userinfo ('user@') is not allowed in a CoAP URI")
     host_text, port_text = _split_authority(original, authority)
-    _check_chars(original, path, frozenset(_PATH_CHARS), "path")
+    check_chars(original, path, frozenset(PATH_CHARS), "path")
     if query is not None:
-        _check_chars(original, query, frozenset(_QUERY_CHARS), "query")
+        check_chars(original, query, frozenset(QUERY_CHARS), "query")
     # Step 2: reference resolution; for an absolute URI it removes dot segments.
     path = remove_dot_segments(path)
     # Step 5 (the part that needs no destination): the host, lowercase, then decoded.
@@ -374,9 +274,9 @@ def parse_uri(text: str) -> CoapUri:
     else:
         if not host_text:
             raise UriError(original, "the host is empty")
-        _check_chars(original, host_text, frozenset(_REG_NAME_CHARS), "host")
+        check_chars(original, host_text, frozenset(REG_NAME_CHARS), "host")
         ip = ipaddress.IPv4Address(host_text) if _IPV4.match(host_text) else None
-    uri_host = _percent_decode(original, host_text.lower(), "host")
+    uri_host = percent_decode(original, host_text.lower(), "host")
     if ip is None:
         if not uri_host:
             raise UriError(original, "the host is empty")
@@ -396,14 +296,14 @@ def parse_uri(text: str) -> CoapUri:
     # Step 8: the path; "" and "/" give no Uri-Path.
     segments: tuple[str, ...] = ()
     if path not in ("", "/"):
-        segments = tuple(_percent_decode(original, s, "path segment") for s in path[1:].split("/"))
+        segments = tuple(percent_decode(original, s, "path segment") for s in path[1:].split("/"))
         for segment in segments:
             if len(segment.encode("utf-8")) > _MAX_SEGMENT:
                 raise UriError(original, f"a path segment is longer than {_MAX_SEGMENT} bytes")
     # Step 9: the query, split at '&'.
     arguments: tuple[str, ...] = ()
     if query is not None:
-        arguments = tuple(_percent_decode(original, a, "query argument") for a in query.split("&"))
+        arguments = tuple(percent_decode(original, a, "query argument") for a in query.split("&"))
         for argument in arguments:
             if len(argument.encode("utf-8")) > _MAX_ARGUMENT:
                 raise UriError(original, f"a query argument is longer than {_MAX_ARGUMENT} bytes")
@@ -435,8 +335,8 @@ def _parse_ip_literal(uri: str, text: str) -> ipaddress.IPv6Address:
     if sep:
         if not zone:
             raise UriError(uri, f"the IPv6 zone identifier in {text} is empty")
-        _check_chars(uri, zone, frozenset(_UNRESERVED), "IPv6 zone identifier")
-        zone = _percent_decode(uri, zone, "IPv6 zone identifier")
+        check_chars(uri, zone, frozenset(UNRESERVED), "IPv6 zone identifier")
+        zone = percent_decode(uri, zone, "IPv6 zone identifier")
     try:
         address = ipaddress.IPv6Address(address_text)
     except ValueError:
@@ -452,7 +352,7 @@ def _compose_host(host: str) -> str:
     Non-ASCII characters are percent-encoded; the result must be a reg-name, an
     IPv4address or an IP-literal, otherwise :class:`ValueError`.
     """
-    encoded = _iri_to_uri(host)
+    encoded = iri_to_uri(host)
     if encoded.startswith("[") and encoded.endswith("]"):
         address_text, _, zone = encoded[1:-1].partition("%")
         try:
@@ -463,7 +363,7 @@ def _compose_host(host: str) -> str:
     if not encoded:
         raise ValueError("an empty Uri-Host is not a valid host")
     try:
-        _check_chars(host, encoded, frozenset(_REG_NAME_CHARS), "host")
+        check_chars(host, encoded, frozenset(REG_NAME_CHARS), "host")
     except UriError as error:
         raise ValueError(f"Uri-Host {host!r} is not a valid reg-name: {error.problem}") from None
     return encoded
@@ -519,27 +419,29 @@ def _compose(
     url = f"{scheme}://{host}"
     if port != SCHEMES[scheme].default_port:
         url += f":{port}"
-    resource = "".join("/" + _percent_encode(s, _SEGMENT_SAFE) for s in path)
+    resource = "".join("/" + percent_encode(s, SEGMENT_SAFE) for s in path)
     if not resource:
         resource = "/"
     for i, argument in enumerate(query):
-        resource += ("?" if i == 0 else "&") + _percent_encode(argument, _ARGUMENT_SAFE)
+        resource += ("?" if i == 0 else "&") + percent_encode(argument, ARGUMENT_SAFE)
     return url + resource
 
 
-def websocket_url(scheme: str, host: str, port: int) -> str:
+def websocket_url(scheme: str, host: str, port: int, path: str = WEBSOCKET_PATH) -> str:
     """The ``ws``/``wss`` URL of the CoAP endpoint for a WebSocket scheme (RFC 8323 8.3, 8.4).
 
     ``host`` is a name or an IP address (IPv6 without brackets); the port is left out
     when it is the default of ``ws`` (80) or ``wss`` (443), which are also the defaults
-    of ``coap+ws`` and ``coaps+ws``.
+    of ``coap+ws`` and ``coaps+ws``.  ``path`` is the HTTP request target of the opening
+    handshake: ``/.well-known/coap`` (section 8.3), unless a server is mounted elsewhere.
     """
     info = SCHEMES.get(scheme.lower())
     if info is None or not info.websocket:
         raise ValueError(f"{scheme!r} is not a CoAP-over-WebSockets scheme")
+    if not path.startswith("/"):
+        raise ValueError(f"the WebSocket path must start with '/', not {path!r}")
     address = _parse_ip(host)
     host_text = _ip_text(address) if address is not None else host
     ws = "wss" if info.secure else "ws"
-    default = 443 if info.secure else 80
-    authority = host_text if port == default else f"{host_text}:{port}"
-    return f"{ws}://{authority}{WEBSOCKET_PATH}"
+    authority = host_text if port == info.default_port else f"{host_text}:{port}"
+    return f"{ws}://{authority}{path}"

@@ -5,8 +5,7 @@ server endpoint description (repeatable), so IPv6, UNIX sockets, systemd sockets
 ``haproxy:`` wrapper work as they do for ``twistd web``.  ``--ws`` (repeatable) serves CoAP
 over WebSockets at ``/.well-known/coap`` and the browser client at ``/`` on one port
 (``tcp:`` for coap+ws, ``ssl:`` for coaps+ws; see :mod:`coaptcp.tap.websocket`).
-:func:`makeService`
-returns a service an application can add to its own ``Application``.
+:func:`makeService` returns a service an application can add to its own ``Application``.
 """
 
 from __future__ import annotations
@@ -19,14 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import Logger
 from twisted.python import usage
 
 from coaptcp.channel.limits import DEFAULT_LIMITS, Limits
+from coaptcp.channel.reactor import default_reactor
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from coaptcp.server.resource import Resource, Site
+from coaptcp.tap.service import CoapService
 from coaptcp.tap.tls import (
     TLS_OPT_FLAGS,
     TLS_OPT_PARAMETERS,
@@ -394,31 +393,14 @@ def _check_upload_limits(limits: Limits, max_body_size: int) -> None:
 
 def _check_endpoint(description: str) -> None:
     """Parse an endpoint description now, so a typo is a usage error, not a traceback."""
-    from twisted.internet import endpoints, reactor
+    from twisted.internet import endpoints
 
     try:
-        endpoints.serverFromString(reactor, description)
+        endpoints.serverFromString(default_reactor(), description)
     except Exception as error:
         # Not only ValueError & co.: ssl: endpoints read their key and certificate files
         # while parsing (OSError, OpenSSL errors), and those are usage errors too.
         raise usage.UsageError(f"bad endpoint description {description!r}: {error}")
-
-
-class CoapService(MultiService):
-    """Listeners for one :class:`CoapFactory`; on stop, stops listening, then sends
-    Release on every open connection and waits for them to close (RFC 8323 section 5.5).
-    """
-
-    log = Logger()
-
-    def __init__(self, factory: CoapFactory) -> None:
-        super().__init__()
-        self.factory = factory
-
-    def stopService(self) -> Deferred[Any]:
-        stopped = maybeDeferred(super().stopService)
-        stopped.addCallback(lambda _: self.factory.release_all())
-        return stopped
 
 
 def makeService(options: Options | dict[str, Any]) -> MultiService:
@@ -428,8 +410,7 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
     to fit it (:func:`~coaptcp.transport.admission.fit_descriptor_limit`); all listeners count
     their connections together, from accept.
     """
-    from twisted.internet import reactor
-
+    reactor = default_reactor()
     if options.get("workers"):
         return make_worker_pool(options)  # type: ignore[arg-type]
 

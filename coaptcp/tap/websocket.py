@@ -2,9 +2,9 @@
 
 One ``twisted.web`` site per ``--ws`` listener serves the browser client (``coaptcp/tap/web/``:
 plain HTML and a JavaScript module) at ``/`` and CoAP over WebSockets at
-``/.well-known/coap`` (RFC 8323 sections 4 and 8.3).  :class:`WebSocketService` owns the
-listeners; when it stops, it stops listening and then releases every open CoAP connection
-(RFC 8323 section 5.5), as :class:`~coaptcp.tap.plugin.CoapService` does for TCP.
+``/.well-known/coap`` (RFC 8323 sections 4 and 8.3).  A
+:class:`~coaptcp.tap.service.CoapService` owns the listeners; when it stops, it stops
+listening and then releases every open CoAP connection (RFC 8323 section 5.5).
 
 The HTTP side is bounded as the CoAP side is (:class:`CoapWebSite`): every connection is
 counted against the connection limits from the moment it is accepted, and it has
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -33,15 +32,16 @@ from coaptcp.channel.limits import DEFAULT_LIMITS, Limits
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE, UploadBudget
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from coaptcp.server.resource import Site
+from coaptcp.tap.service import CoapService
 from coaptcp.transport.admission import ConnectionGate
 from coaptcp.transport.listeners import DEFAULT_LISTEN_BACKLOG, add_listener
-from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory, websocket_resource
+from coaptcp.transport.websocket.resource import websocket_resource
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 __all__ = [
     "WEB_CLIENT_DIR",
     "CoapHTTPChannel",
     "CoapWebSite",
-    "WebSocketService",
     "add_websocket_listeners",
     "make_web_site",
     "web_client_root",
@@ -213,21 +213,6 @@ def make_web_site(
     return web_site, factory
 
 
-class WebSocketService(MultiService):
-    """The ``--ws`` listeners; on stop, stops listening, then sends Release on every open
-    CoAP-over-WebSockets connection and waits for them to close (RFC 8323 section 5.5).
-    """
-
-    def __init__(self, factory: CoapWebSocketServerFactory) -> None:
-        super().__init__()
-        self.factory = factory
-
-    def stopService(self) -> Deferred[Any]:
-        stopped = maybeDeferred(super().stopService)
-        stopped.addCallback(lambda _: self.factory.release_all())
-        return stopped
-
-
 def add_websocket_listeners(
     parent: MultiService,
     descriptions: Iterable[str],
@@ -240,13 +225,12 @@ def add_websocket_listeners(
     upload_budget: UploadBudget | None = None,
     gate: ConnectionGate | None = None,
     backlog: int = DEFAULT_LISTEN_BACKLOG,
-) -> WebSocketService:
+) -> CoapService[CoapWebSocketServerFactory]:
     """Listen on each endpoint description (``tcp:`` for coap+ws, ``ssl:`` for coaps+ws);
     ``gate`` counts the connections (shared with the server's other listeners). Give
     ``upload_budget`` the TCP/TLS factory's: partial Block1 uploads on every listener then
     share one server-wide budget."""
     import txaio
-    from twisted.internet import reactor
 
     # autobahn logs every handshake's options at debug level; twistd logs every level.
     txaio.set_global_log_level("info")  # type: ignore[attr-defined]
@@ -259,8 +243,8 @@ def add_websocket_listeners(
         upload_budget=upload_budget,
         gate=gate,
     )
-    service = WebSocketService(factory)
+    service = CoapService(factory)
     for description in descriptions:
-        add_listener(service, description, web_site, reactor, backlog, factory.gate)
+        add_listener(service, description, web_site, factory.reactor, backlog, factory.gate)
     service.setServiceParent(parent)
     return service

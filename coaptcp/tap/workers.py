@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from coaptcp.channel.reactor import default_reactor
 from coaptcp.transport.listeners import DEFAULT_LISTEN_BACKLOG, with_backlog
 from coaptcp.workers.pool import WorkerPool, WorkerProcessProtocol
 from coaptcp.workers.sockets import (
@@ -146,10 +147,7 @@ class WorkerPoolService(MultiService):
 
     def __init__(self, options: usage.Options, reactor: Any = None) -> None:
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+        reactor = default_reactor(reactor)
         self.options = options
         self.reactor = reactor
         self.count: int = options["workers"]

@@ -17,7 +17,7 @@ refused connection still holds its descriptor until it is closed, so beyond
 limit (``RLIMIT_NOFILE``), so the limit answers before descriptors run out.
 
 The factories (:class:`~coaptcp.transport.tcp.CoapFactory`,
-:class:`~coaptcp.transport.websocket.protocol.CoapWebSocketServerFactory`) mix in
+:class:`~coaptcp.transport.websocket.server.CoapWebSocketServerFactory`) mix in
 :class:`ConnectionAdmission`.
 """
 
@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
@@ -241,7 +242,7 @@ class ConnectionAdmission:
     The factory provides ``limits`` and calls :meth:`_init_admission` in its ``__init__``
     (with the server's shared :class:`ConnectionGate`, or none to count alone).
     :attr:`connections` holds this factory's protocols whose CoAP connection has begun
-    (for ``release_all``); :attr:`gate` counts the connections.
+    (:meth:`release_all` releases them); :attr:`gate` counts the connections.
     """
 
     limits: Limits
@@ -261,6 +262,11 @@ class ConnectionAdmission:
         """Forget a closed connection (nothing happens for one never admitted)."""
         self.connections.discard(protocol)
         self.gate.discharge(protocol)
+
+    def release_all(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
+        """Release every open connection; fires when all have closed (RFC 8323 section 5.5)."""
+        closing = [protocol.release(diagnostic) for protocol in list(self.connections)]
+        return DeferredList(closing, consumeErrors=True)
 
 
 def _raise_soft_limit(resource: Any, soft: int, hard: int) -> int:

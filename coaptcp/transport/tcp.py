@@ -11,7 +11,7 @@ Listening::
 
 Connecting::
 
-    protocol = await connect_tcp(clientFromString(reactor, "tcp:host:5683"))
+    protocol = await connect_tcp(reactor, "coap.example", 5683)
     response = await protocol.request(Code.GET, Options.build(uri_path=["hello"]))
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
@@ -36,13 +36,20 @@ from coaptcp.channel.limits import DEFAULT_LIMITS, Limits, make_blockwise_server
 from coaptcp.channel.reactor import default_reactor
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE, UploadBudget
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
+from coaptcp.core.uri import DEFAULT_PORTS
 from coaptcp.server.resource import Resource, Site
 from coaptcp.transport.admission import ConnectionAdmission, ConnectionGate, host_of
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
 
-__all__ = ["CoapFactory", "CoapProtocol", "connect_tcp"]
+__all__ = ["COAP_TCP_PORT", "DEFAULT_CONNECT_TIMEOUT", "CoapFactory", "CoapProtocol", "connect_tcp"]
+
+#: The default port of ``coap+tcp`` (RFC 8323 section 8.1).
+COAP_TCP_PORT = DEFAULT_PORTS["coap+tcp"]
+#: Seconds the ``connect_*`` functions wait for the TCP connection (and, over WebSockets,
+#: the opening handshake) by default.
+DEFAULT_CONNECT_TIMEOUT = 30.0
 
 
 @implementer(IHandshakeListener, IHalfCloseableProtocol)
@@ -185,7 +192,7 @@ class CoapFactory(ConnectionAdmission, Factory):
         :attr:`Role.INITIATOR` for connecting ones.
     :param max_message_size: our Max-Message-Size (RFC 8323 section 5.3.1).
     :param require_csm: abort peers whose first message is not a CSM (the default); set
-        false to accept peers that send none (see INTEROP notes on Californium).
+        false to accept peers that send none, as Californium (RFC 8323 section 5.3).
     :param reactor: the reactor for timers; the global one when ``None``.
     :param max_body_size: the largest Block1 upload reassembled for a resource; more is
         answered 4.13 with Size1 (RFC 7959 section 2.9.3).
@@ -226,31 +233,49 @@ class CoapFactory(ConnectionAdmission, Factory):
         self.upload_budget = upload_budget
         self.reactor = default_reactor(reactor)
 
-    def release_all(self, diagnostic: str = "server shutting down") -> Deferred[Any]:
-        """Release every open connection; fires when all have closed (section 5.5)."""
-        closing = [protocol.release(diagnostic) for protocol in list(self.connections)]
-        return DeferredList(closing, consumeErrors=True)
-
 
 def connect_tcp(
-    endpoint: IStreamClientEndpoint,
-    site: Site | Resource | None = None,
+    reactor: Any,
+    host: str,
+    port: int = COAP_TCP_PORT,
     *,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    reactor: IReactorTime | None = None,
+    site: Site | Resource | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    endpoint: IStreamClientEndpoint | None = None,
+    require_csm: bool = True,
 ) -> Deferred[CoapProtocol]:
-    """Connect to a CoAP-over-TCP (or TLS) server through ``endpoint``.
+    """Open a CoAP-over-TCP connection (RFC 8323 sections 3 and 8.1); fire with its protocol.
+
+    :param reactor: the reactor (``None``: the global one).
+    :param host: the server's name or IP address (an IPv6 literal with or without
+        brackets); a name resolves to IPv4 and IPv6 addresses, the first to connect wins.
+    :param port: the TCP port, 5683 by default.
+    :param site: resources this side serves to the server (section 3.3 lets either side
+        send requests); ``None`` answers 5.01.
+    :param limits: timeouts and bounds of the connection (:mod:`coaptcp.channel.limits`).
+    :param max_message_size: our Max-Message-Size, sent in our CSM (section 5.3.1).
+    :param timeout: seconds to wait for the TCP connection.
+    :param endpoint: connect through this stream client endpoint instead of one to
+        ``host``:``port`` (``clientFromString(reactor, "unix:...")``, say).
+    :param require_csm: abort a server whose first message is not a CSM (section 3.3).
 
     The returned protocol has already sent its CSM; requests may be sent at once
     (RFC 8323 section 3.3 lets the initiator go ahead without the acceptor's CSM).
     """
+    from twisted.internet.endpoints import HostnameEndpoint
+
+    reactor = default_reactor(reactor)
     factory = CoapFactory(
         site,
         role=Role.INITIATOR,
         max_message_size=max_message_size,
+        require_csm=require_csm,
         reactor=reactor,
         limits=limits,
     )
+    if endpoint is None:
+        endpoint = HostnameEndpoint(reactor, host.strip("[]"), port, timeout=timeout)
     connected: Deferred[CoapProtocol] = endpoint.connect(factory)  # type: ignore[assignment]
     return connected

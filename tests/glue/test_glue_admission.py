@@ -165,7 +165,7 @@ def test_tcp_connection_over_the_limit_gets_csm_and_abort_far_over_nothing() -> 
 
 
 def test_tcp_and_websocket_factories_can_share_a_gate() -> None:
-    from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
+    from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
     clock = MemoryReactorClock()
     gate = ConnectionGate(Limits(max_connections=1))
@@ -263,9 +263,9 @@ def test_make_service_fits_the_limit(monkeypatch) -> None:
     room = 1024 - DESCRIPTOR_RESERVE - REFUSAL_MARGIN
     assert service.factory.limits.max_connections == room
     # One gate for all listeners, with the fitted limits.
-    from coaptcp.tap.websocket import WebSocketService
+    from coaptcp.tap.service import CoapService
 
-    (ws_service,) = [child for child in service if isinstance(child, WebSocketService)]
+    (ws_service,) = [child for child in service if isinstance(child, CoapService)]
     assert ws_service.factory.gate is service.factory.gate
     assert service.factory.gate.limits.max_connections == room
 

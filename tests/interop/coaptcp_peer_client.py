@@ -18,7 +18,6 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.defer import gatherResults
-from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from coaptcp import Code, Options, connect_tcp
 
@@ -33,8 +32,7 @@ def describe(response: Any) -> dict[str, Any]:
 
 
 async def main(reactor: Any, port: str, command: str, *args: str) -> None:
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(port), timeout=10)
-    protocol = await connect_tcp(endpoint, reactor=reactor)
+    protocol = await connect_tcp(reactor, "127.0.0.1", int(port), timeout=10)
     report: dict[str, Any]
     if command == "request":
         method, path, *rest = args

@@ -23,8 +23,9 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from coaptcp import Code, Options
+from coaptcp.transport.tls.connect import connect_tls
+from coaptcp.transport.tls.errors import InsecureTLSWarning
 from coaptcp.transport.tls.settings import ClientTLSSettings
-from coaptcp.transport.tls.transport import InsecureTLSWarning, connect_tls
 
 
 async def main(reactor: Any, arguments: argparse.Namespace) -> None:
@@ -42,8 +43,8 @@ async def main(reactor: Any, arguments: argparse.Namespace) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InsecureTLSWarning)
         try:
-            protocol = await connect_tls(reactor, arguments.host, arguments.port, settings,
-                                            connect_timeout=10)
+            protocol = await connect_tls(reactor, arguments.host, arguments.port,
+                                         settings=settings, timeout=10)
         except Exception as error:
             print(json.dumps({"error": type(error).__name__, "message": str(error)}), flush=True)
             return

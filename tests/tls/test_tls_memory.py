@@ -39,18 +39,16 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import Options
 from coaptcp.server.resource import Site
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
-from coaptcp.transport.tls.settings import ClientTLSSettings, ServerTLSSettings
-from coaptcp.transport.tls.transport import (
+from coaptcp.transport.tls.connect import connect_tls, listen_tls
+from coaptcp.transport.tls.errors import (
     ALPNNotNegotiated,
     CertificateRejected,
     HandshakeFailed,
     HandshakeTimeout,
     InsecureTLSWarning,
-    connect_tls,
-    listen_tls,
-    tls_client_factory,
-    tls_server_factory,
 )
+from coaptcp.transport.tls.settings import ClientTLSSettings, ServerTLSSettings
+from coaptcp.transport.tls.transport import tls_client_factory, tls_server_factory
 
 PSK_KEYS = {b"sensor-17": b"\x8f\x1b\x3c\x5d\x7e\x9f\xa0\xb2\xc4\xd6", b"gateway": b"battery"}
 
@@ -545,7 +543,7 @@ def test_connect_coap_tls_through_endpoints(pki: PKI) -> None:
     assert listening and not isinstance(listening[0], Failure)
     results: list[Any] = []
     connect_tls(
-        clock, "localhost", 5684, trusting_client(pki),
+        clock, "localhost", 5684, settings=trusting_client(pki),
         endpoint=TCP4ClientEndpoint(clock, "127.0.0.1", 5684),
     ).addBoth(results.append)
     pump = ConnectionCompleter(clock).succeedOnce()
@@ -582,7 +580,7 @@ def test_connect_coap_tls_can_be_cancelled_during_the_handshake(pki: PKI) -> Non
     clock = MemoryReactorClock()
     results: list[Any] = []
     d = connect_tls(
-        clock, "localhost", 5684, trusting_client(pki),
+        clock, "localhost", 5684, settings=trusting_client(pki),
         endpoint=TCP4ClientEndpoint(clock, "127.0.0.1", 5684),
     )
     d.addBoth(results.append)

@@ -33,7 +33,11 @@ from coaptcp.server.resource import Resource, Site
 from coaptcp.testing.certs import CertificateAuthority, Issued
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 from coaptcp.transport.tls.settings import ClientTLSSettings, ServerTLSSettings
-from coaptcp.transport.tls.transport import CoapTLSTransport, tls_client_factory, tls_server_factory
+from coaptcp.transport.tls.transport import (
+    CoapTLSTransport,
+    tls_client_factory,
+    tls_server_factory,
+)
 
 SERVER_PORT = 5684
 OTHER_PORT = 15684

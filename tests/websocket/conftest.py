@@ -17,7 +17,7 @@ from ws_helpers import WsPeer
 
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
-from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 
 @pytest.fixture

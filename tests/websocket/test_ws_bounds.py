@@ -39,13 +39,13 @@ from coaptcp.core.codes import Code
 from coaptcp.core.framing import encode_ws_frame
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
-from coaptcp.transport.websocket.protocol import (
+from coaptcp.transport.websocket.common import (
     CLOSE_INVALID_PAYLOAD,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
-    CoapWebSocketServerFactory,
     valid_close_code,
 )
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 LIMITS = Limits(ws_handshake_timeout=4.0, frame_timeout=6.0, keepalive_interval=None)
 

@@ -21,16 +21,14 @@ from coaptcp.core.options import Options
 from coaptcp.server.request import Request, Response
 from coaptcp.server.resource import Resource
 from coaptcp.tap.demo import make_demo_site
-from coaptcp.transport.websocket.protocol import (
-    WELL_KNOWN_COAP,
+from coaptcp.transport.websocket.client import (
     CoapWebSocketClientFactory,
     CoapWebSocketClientProtocol,
-    CoapWebSocketServerFactory,
     WebSocketConnectError,
-    WebSocketTarget,
     connect_websocket,
-    parse_websocket_uri,
 )
+from coaptcp.transport.websocket.common import WELL_KNOWN_COAP
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 SERVER = IPv4Address("TCP", "127.0.0.1", 8080)
 CLIENT = IPv4Address("TCP", "127.0.0.1", 50000)
@@ -61,8 +59,8 @@ def server_factory(clock) -> CoapWebSocketServerFactory:
     return CoapWebSocketServerFactory(make_demo_site(), reactor=clock)
 
 
-def client_factory(clock, uri: str = "coap+ws://example.org:8080", **kwargs: Any):
-    return CoapWebSocketClientFactory(parse_websocket_uri(uri), reactor=clock, **kwargs)
+def client_factory(clock, host: str = "example.org", port: int = 8080, **kwargs: Any):
+    return CoapWebSocketClientFactory(host, port, reactor=clock, **kwargs)
 
 
 def test_request_ping_and_release_over_websockets(clock, server_factory) -> None:
@@ -129,7 +127,7 @@ def test_server_abort_fails_pending_requests(clock, server_factory) -> None:
 
 
 def test_wrong_path_is_reported_as_404(clock, server_factory) -> None:
-    factory = client_factory(clock, "ws://example.org:8080/elsewhere")
+    factory = client_factory(clock, path="/elsewhere")
     opened = results(factory.opened)
     connect_pair(server_factory, factory)
     (failure,) = opened
@@ -158,30 +156,38 @@ def test_server_that_does_not_select_coap_is_refused(clock) -> None:
 
 
 @pytest.mark.parametrize(
-    ("uri", "target"),
+    ("kwargs", "url", "port"),
     [
-        ("coap+ws://example.org", WebSocketTarget(False, "example.org", 80)),
-        ("coaps+ws://example.org", WebSocketTarget(True, "example.org", 443)),
-        ("coap+ws://example.org:8683/a/b?c", WebSocketTarget(False, "example.org", 8683)),
-        ("COAPS+WS://[2001:db8::1]:9", WebSocketTarget(True, "2001:db8::1", 9)),
-        ("ws://h:1/x/coap?k=v", WebSocketTarget(False, "h", 1, "/x/coap?k=v")),
-        ("wss://h/", WebSocketTarget(True, "h", 443, WELL_KNOWN_COAP)),
+        ({"host": "example.org"}, "ws://example.org/.well-known/coap", 80),
+        ({"host": "example.org", "secure": True}, "wss://example.org/.well-known/coap", 443),
+        ({"host": "example.org", "port": 8683}, "ws://example.org:8683/.well-known/coap", 8683),
+        (
+            {"host": "2001:db8::1", "port": 9, "secure": True},
+            "wss://[2001:db8::1]:9/.well-known/coap",
+            9,
+        ),
+        ({"host": "h", "port": 1, "path": "/x/coap?k=v"}, "ws://h:1/x/coap?k=v", 1),
     ],
 )
-def test_parse_websocket_uri(uri: str, target: WebSocketTarget) -> None:
-    assert parse_websocket_uri(uri) == target
+def test_client_factory_builds_the_endpoint_url(
+    clock, kwargs: dict[str, Any], url: str, port: int
+) -> None:
+    factory = CoapWebSocketClientFactory(reactor=clock, **kwargs)
+    assert factory.url == factory.endpoint_url == url
+    assert factory.server_port == port
+    assert WELL_KNOWN_COAP == "/.well-known/coap"
 
 
-def test_target_url_brackets_ipv6() -> None:
-    assert WebSocketTarget(False, "::1", 8080).url == "ws://[::1]:8080/.well-known/coap"
+def test_client_factory_brackets_ipv6_in_the_host_header(clock) -> None:
+    factory = CoapWebSocketClientFactory("::1", 8080, reactor=clock)
+    assert factory.url == "ws://[::1]:8080/.well-known/coap"
+    assert factory.host == "[::1]"  # autobahn writes the Host header from this
 
 
-@pytest.mark.parametrize(
-    "uri", ["coap+tcp://h", "http://h/", "coap+ws://", "coap+ws://h:port", "h:8080"]
-)
-def test_parse_websocket_uri_rejects(uri: str) -> None:
+@pytest.mark.parametrize("path", ["", "x", ".well-known/coap"])
+def test_client_factory_rejects_a_relative_path(clock, path: str) -> None:
     with pytest.raises(ValueError):
-        parse_websocket_uri(uri)
+        CoapWebSocketClientFactory("h", path=path, reactor=clock)
 
 
 # -- connect_websocket ---------------------------------------------------------------
@@ -221,8 +227,7 @@ class RefusingEndpoint:
 
 def test_connect_coap_websocket_through_an_endpoint(clock, server_factory) -> None:
     endpoint = PumpEndpoint(server_factory)
-    connected = results(connect_websocket(clock, "coap+ws://sensor.example:8080/x",
-                                             endpoint=endpoint))
+    connected = results(connect_websocket(clock, "sensor.example", 8080, endpoint=endpoint))
     (protocol,) = connected
     assert isinstance(protocol, CoapWebSocketClientProtocol)
     info = results(protocol.request(Code.GET, Options.build(uri_path=["info"])))
@@ -232,7 +237,7 @@ def test_connect_coap_websocket_through_an_endpoint(clock, server_factory) -> No
 
 def test_connect_coap_websocket_can_be_cancelled(clock) -> None:
     endpoint = HangingEndpoint()
-    connecting = connect_websocket(clock, "coap+ws://h", endpoint=endpoint)
+    connecting = connect_websocket(clock, "h", endpoint=endpoint)
     outcome = results(connecting)
     connecting.cancel()
     assert endpoint.cancelled
@@ -241,15 +246,15 @@ def test_connect_coap_websocket_can_be_cancelled(clock) -> None:
 
 
 def test_connect_coap_websocket_reports_connection_errors(clock) -> None:
-    (failure,) = results(connect_websocket(clock, "coap+ws://h", endpoint=RefusingEndpoint()))
+    (failure,) = results(connect_websocket(clock, "h", endpoint=RefusingEndpoint()))
     assert isinstance(failure, Failure) and failure.check(WebSocketConnectError)
-    assert "cannot connect to coap+ws://h" in failure.value.reason
+    assert "cannot connect to ws://h/.well-known/coap" in failure.value.reason
     assert "nobody home" in failure.value.reason
 
 
-def test_connect_coap_websocket_rejects_other_schemes(clock) -> None:
+def test_connect_coap_websocket_rejects_a_relative_path(clock) -> None:
     with pytest.raises(ValueError):
-        connect_websocket(clock, "coap+tcp://h")
+        connect_websocket(clock, "h", path="coap")
 
 
 def test_neither_side_sends_websocket_pings_or_fragments(clock, server_factory) -> None:

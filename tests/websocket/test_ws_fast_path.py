@@ -48,14 +48,14 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import Options
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
-from coaptcp.transport.websocket.frames import encode_frames, mask_payload, next_frame
-from coaptcp.transport.websocket.protocol import (
+from coaptcp.transport.websocket.common import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
-    CoapWebSocketServerFactory,
 )
+from coaptcp.transport.websocket.frames import encode_frames, mask_payload, next_frame
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 # -- coaptcp.transport.websocket.frames on its own -------------------------------------------------
 
@@ -497,14 +497,12 @@ def test_client_and_server_understand_each_other_with_either_side_fast(
     from twisted.internet.address import IPv4Address
     from twisted.test import iosim
 
-    from coaptcp.transport.websocket.protocol import CoapWebSocketClientFactory, parse_websocket_uri
+    from coaptcp.transport.websocket.client import CoapWebSocketClientFactory
 
     server_address = IPv4Address("TCP", "127.0.0.1", 8080)
     client_address = IPv4Address("TCP", "127.0.0.1", 50000)
     server_factory = CoapWebSocketServerFactory(make_demo_site(clock), reactor=clock)
-    client_factory = CoapWebSocketClientFactory(
-        parse_websocket_uri("coap+ws://example.org:8080"), reactor=clock
-    )
+    client_factory = CoapWebSocketClientFactory("example.org", 8080, reactor=clock)
     server = server_factory.buildProtocol(client_address)
     client = client_factory.buildProtocol(server_address)
     server.coap_fast_path = server_fast

@@ -18,7 +18,7 @@ from coaptcp.core.codes import Code
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.transport.admission import REFUSAL_MARGIN
-from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 
 def opened(peer: WsPeer) -> list:

@@ -35,7 +35,7 @@ from ws_wire import (
 from coaptcp.core.codes import Code
 from coaptcp.tap.demo import LargeResource
 from coaptcp.tap.websocket import WEB_CLIENT_DIR
-from coaptcp.transport.websocket.protocol import (
+from coaptcp.transport.websocket.common import (
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
@@ -309,7 +309,7 @@ def test_our_client_against_our_server(ws_server: RunningPeer) -> None:
 
 
 def test_our_client_reports_a_refused_upgrade(ws_server: RunningPeer) -> None:
-    report = ws_client(f"ws://127.0.0.1:{ws_server.port}/not-coap", "ping")
+    report = ws_client(ws_uri(ws_server, ""), "ping", "--path", "/not-coap")
     assert report["returncode"] == 3
     assert "404" in str(report["error"])
 

@@ -35,14 +35,14 @@ from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from coaptcp.core.framing import encode_ws_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.transport.websocket.protocol import (
+from coaptcp.transport.websocket.common import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
-    CoapWebSocketServerFactory,
     uri_host_from_header,
 )
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 
 def opened(peer: WsPeer, host: str = "example.org:8080") -> list[Frame]:

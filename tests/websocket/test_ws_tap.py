@@ -19,8 +19,9 @@ from coaptcp.core.codes import Code
 from coaptcp.server.resource import Site
 from coaptcp.tap import plugin as tap
 from coaptcp.tap.demo import make_demo_site
-from coaptcp.tap.websocket import WebSocketService
-from coaptcp.transport.websocket.protocol import CoapWebSocketResource, CoapWebSocketServerFactory
+from coaptcp.tap.service import CoapService
+from coaptcp.transport.websocket.resource import CoapWebSocketResource
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 
 def parse(*args: str) -> tap.Options:
@@ -64,7 +65,7 @@ def test_make_service_adds_a_websocket_service() -> None:
     service = tap.makeService(options)
     children = list(service)
     assert isinstance(children[0], StreamServerEndpointService)  # the TCP listener
-    (ws_service,) = [c for c in children if isinstance(c, WebSocketService)]
+    (ws_service,) = [c for c in children if isinstance(c, CoapService)]
     listeners = list(ws_service)
     assert len(listeners) == 2
     assert all(isinstance(listener, StreamServerEndpointService) for listener in listeners)
@@ -82,7 +83,7 @@ def test_make_service_adds_a_websocket_service() -> None:
 
 def test_make_service_without_ws_has_no_websocket_service() -> None:
     service = tap.makeService(parse("--tcp", "tcp:0"))
-    assert not any(isinstance(c, WebSocketService) for c in service)
+    assert not any(isinstance(c, CoapService) for c in service)
 
 
 class SlowListener(Service):
@@ -96,7 +97,7 @@ class SlowListener(Service):
 
 def test_stopping_releases_websocket_connections_after_listeners_stop(clock) -> None:
     factory = CoapWebSocketServerFactory(Site(make_demo_site()), reactor=clock)
-    service = WebSocketService(factory)
+    service = CoapService(factory)
     listener = SlowListener()
     listener.setServiceParent(service)
     service.startService()

@@ -18,7 +18,7 @@ from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.transport.tcp import CoapFactory
-from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 KIB = 1024
 

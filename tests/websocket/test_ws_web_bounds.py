@@ -23,7 +23,7 @@ from coaptcp.tap.demo import make_demo_site
 from coaptcp.tap.websocket import CoapHTTPChannel, make_web_site
 from coaptcp.transport.admission import ConnectionGate
 from coaptcp.transport.tcp import CoapFactory
-from coaptcp.transport.websocket.protocol import websocket_resource
+from coaptcp.transport.websocket.resource import websocket_resource
 
 LIMITS = Limits(ws_handshake_timeout=4.0, max_connections=2)
 

@@ -20,11 +20,8 @@ from coaptcp.core.codes import Code
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.tap.websocket import make_web_site
-from coaptcp.transport.websocket.protocol import (
-    CoapWebSocketResource,
-    CoapWebSocketServerFactory,
-    websocket_resource,
-)
+from coaptcp.transport.websocket.resource import CoapWebSocketResource, websocket_resource
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 
 def http_get(site: WebSite, path: str) -> tuple[int, dict[str, str], bytes]:

@@ -2,12 +2,14 @@
 
 Usage::
 
-    python ws_client_peer.py URI request METHOD PATH [PAYLOAD [CONTENT_FORMAT]] [--ca PEM]
-    python ws_client_peer.py URI pipeline COUNT PATH [--ca PEM]
-    python ws_client_peer.py URI ping [--ca PEM]
+    python ws_client_peer.py URI request METHOD PATH [PAYLOAD [CONTENT_FORMAT]] [OPTIONS]
+    python ws_client_peer.py URI pipeline COUNT PATH [OPTIONS]
+    python ws_client_peer.py URI ping [OPTIONS]
 
-Connects with :func:`coaptcp.transport.websocket.protocol.connect_websocket`, prints one JSON line
-(the
+URI is ``coap+ws://host[:port]`` or ``coaps+ws://...``; OPTIONS are ``--ca PEM`` (the CA
+to trust for coaps+ws) and ``--path PATH`` (the handshake's path instead of
+``/.well-known/coap``).  Connects with
+:func:`coaptcp.transport.websocket.client.connect_websocket`, prints one JSON line (the
 response, or the round trip), then releases the connection.  A failure to connect prints
 ``{"error": ...}`` and exits with status 3.
 """
@@ -22,7 +24,9 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 
 from coaptcp import Code, Options
-from coaptcp.transport.websocket.protocol import WebSocketConnectError, connect_websocket
+from coaptcp.core.uri import parse_uri
+from coaptcp.transport.websocket.client import WebSocketConnectError, connect_websocket
+from coaptcp.transport.websocket.common import WELL_KNOWN_COAP
 
 
 def describe(response: Any) -> dict[str, Any]:
@@ -49,9 +53,18 @@ async def main(reactor: Any, argv: list[str]) -> None:
         with open(argv[at + 1], "rb") as pem:
             trust_root = Certificate.loadPEM(pem.read())
         del argv[at : at + 2]
-    uri, command, *args = argv
+    path = WELL_KNOWN_COAP
+    if "--path" in argv:
+        at = argv.index("--path")
+        path = argv[at + 1]
+        del argv[at : at + 2]
+    text, command, *args = argv
+    uri = parse_uri(text)
     try:
-        protocol = await connect_websocket(reactor, uri, trust_root=trust_root, timeout=10)
+        protocol = await connect_websocket(
+            reactor, uri.host, uri.port, secure=uri.secure, path=path, trust_root=trust_root,
+            timeout=10,
+        )
     except WebSocketConnectError as error:
         print(json.dumps({"error": error.reason}), flush=True)
         raise SystemExit(3) from None

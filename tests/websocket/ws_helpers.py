@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.server import Site as WebSite
 from ws_wire import Frame, HttpResponse, handshake, parse_frames, parse_http
 
-from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
+from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
 
 PEER_ADDRESS = IPv4Address("TCP", "192.0.2.9", 41000)
 HOST_ADDRESS = IPv4Address("TCP", "198.51.100.3", 8080)

@@ -1,9 +1,20 @@
 """CoAP over TLS, coaps+tcp (RFC 8323 sections 8.2 and 9): settings, certificate and PSK
-contexts, and the TLS transport under :class:`~coaptcp.transport.tcp.CoapProtocol`.
+contexts (``settings``, ``psk``), the TLS transport under
+:class:`~coaptcp.transport.tcp.CoapProtocol` (``transport``), its failures (``errors``), and
+``listen_tls``/``connect_tls`` (``connect``).
 """
 
 from __future__ import annotations
 
+from coaptcp.transport.tls.connect import connect_tls, listen_tls
+from coaptcp.transport.tls.errors import (
+    ALPNNotNegotiated,
+    CertificateRejected,
+    HandshakeFailed,
+    HandshakeTimeout,
+    InsecureTLSWarning,
+    TLSFailure,
+)
 from coaptcp.transport.tls.psk import (
     PSKUnavailable,
 )
@@ -13,18 +24,7 @@ from coaptcp.transport.tls.settings import (
     ServerTLSSettings,
     TLSConfigurationError,
 )
-from coaptcp.transport.tls.transport import (
-    ALPNNotNegotiated,
-    CertificateRejected,
-    HandshakeFailed,
-    HandshakeTimeout,
-    InsecureTLSWarning,
-    TLSFailure,
-    connect_tls,
-    listen_tls,
-    tls_client_factory,
-    tls_server_factory,
-)
+from coaptcp.transport.tls.transport import tls_client_factory, tls_server_factory
 
 __all__ = [
     "ALPNNotNegotiated",

@@ -1,9 +1,9 @@
-"""CoAP over TLS for Twisted: coaps+tcp listeners and connections (RFC 8323 sections 8.2, 9).
+"""The TLS layer under a coaps+tcp connection (RFC 8323 sections 8.2 and 9).
 
 TLS is an endpoint concern: the same :class:`~coaptcp.transport.tcp.CoapProtocol` runs inside
 Twisted's TLS layer (:class:`~twisted.protocols.tls.TLSMemoryBIOProtocol`), over any stream
-endpoint (``tcp:``, ``tcp6:``, ``unix:``, ``systemd:``).  This module adds what CoAP needs
-around it:
+endpoint (``tcp:``, ``tcp6:``, ``unix:``, ``systemd:``).  :class:`CoapTLSTransport` adds what
+CoAP needs around it:
 
 - the handshake must finish within a timeout, or the connection is dropped (a peer that
   sends garbage or stalls costs nothing lasting);
@@ -13,16 +13,10 @@ around it:
   (:class:`~coaptcp.server.tlsinfo.TLSInfo`), and the SNI name becomes their default Uri-Host
   (RFC 8323 section 8.5).
 
-Serving::
-
-    settings = ServerTLSSettings(certificate="server.pem", private_key="server.key")
-    await listen_tls(serverFromString(reactor, "tcp:5684"), CoapFactory(root), settings)
-
-Connecting::
-
-    protocol = await connect_tls(reactor, "coap.example", 5684,
-                                    ClientTLSSettings(ca_file="ca.pem"))
-    response = await protocol.request(Code.GET, Options.build(uri_path=["hello"]))
+:func:`tls_server_factory` and :func:`tls_client_factory` wrap a
+:class:`~coaptcp.transport.tcp.CoapFactory` in it; :mod:`coaptcp.transport.tls.connect` has
+``listen_tls`` and ``connect_tls`` on top, and :mod:`coaptcp.transport.tls.errors` the
+failures.
 """
 
 from __future__ import annotations
@@ -49,13 +43,19 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from coaptcp.channel.limits import DEFAULT_LIMITS, Limits
-from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
-from coaptcp.core.errors import CoapTcpError
-from coaptcp.server.resource import Resource, Site
 from coaptcp.server.tlsinfo import TLSInfo
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 from coaptcp.transport.tls import psk
+from coaptcp.transport.tls.errors import (
+    ALPNNotNegotiated,
+    CertificateRejected,
+    HandshakeFailed,
+    HandshakeTimeout,
+    InsecureTLSWarning,
+    TLSFailure,
+    as_tls_failure,
+    verify_error_text,
+)
 from coaptcp.transport.tls.settings import (
     ALPN_COAP,
     COAPS_TCP_PORT,
@@ -65,83 +65,16 @@ from coaptcp.transport.tls.settings import (
 )
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import (
-        IDelayedCall,
-        IListeningPort,
-        IReactorTime,
-        IStreamClientEndpoint,
-        IStreamServerEndpoint,
-    )
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = [
-    "ALPNNotNegotiated",
-    "CertificateRejected",
     "CoapTLSFactory",
     "CoapTLSTransport",
-    "HandshakeFailed",
-    "HandshakeTimeout",
-    "InsecureTLSWarning",
-    "TLSFailure",
-    "connect_tls",
-    "listen_tls",
     "tls_client_factory",
     "tls_server_factory",
 ]
 
-#: Seconds :func:`connect_tls` waits for the TCP connection itself.
-DEFAULT_CONNECT_TIMEOUT = 30.0
-
 log = Logger()
-
-
-class TLSFailure(CoapTcpError):
-    """A coaps+tcp connection could not be set up (the subclasses say why)."""
-
-
-class HandshakeTimeout(TLSFailure):
-    """The TLS handshake did not finish within the handshake timeout."""
-
-
-class HandshakeFailed(TLSFailure):
-    """OpenSSL ended the handshake (an alert from the peer, no shared cipher or ALPN
-    protocol, a wrong PSK, a rejected client certificate) or the peer closed during it."""
-
-
-class CertificateRejected(TLSFailure):
-    """The server's certificate did not verify: untrusted issuer, expired, or issued for
-    another name (checked with ``service_identity``, RFC 6125)."""
-
-
-class ALPNNotNegotiated(TLSFailure):
-    """ALPN did not select "coap" where RFC 8323 section 8.2 requires it."""
-
-
-class InsecureTLSWarning(UserWarning):
-    """A client was configured not to verify servers (``ClientTLSSettings(insecure=True)``)."""
-
-
-# OpenSSL's X509_V_ERR_* numbers for the failures people meet in practice.
-_VERIFY_ERRORS = {
-    2: "unable to get the issuer certificate",
-    9: "the certificate is not yet valid",
-    10: "the certificate has expired",
-    18: "the certificate is self-signed and not trusted",
-    19: "a self-signed certificate in the chain is not trusted",
-    20: "its issuer is not a trusted CA",
-    21: "unable to verify the first certificate",
-    26: "the certificate is not meant for this purpose",
-}
-
-
-def _as_tls_failure(reason: Failure) -> Failure:
-    if reason.check(TLSFailure):
-        return reason
-    if reason.check(SSL.Error):
-        assert reason.value is not None
-        return Failure(HandshakeFailed(f"TLS handshake failed: {describe_ssl_error(reason.value)}"))
-    return Failure(
-        HandshakeFailed(f"connection closed during the TLS handshake: {reason.getErrorMessage()}")
-    )
 
 
 def _is_ip_address(name: str) -> bool:
@@ -202,7 +135,7 @@ class _ClientCreator:
             try:
                 if not ok:
                     subject = certificate.to_cryptography().subject.rfc4514_string()
-                    reason = _VERIFY_ERRORS.get(errno, f"verification error {errno}")
+                    reason = verify_error_text(errno)
                     transport.failVerification(
                         Failure(CertificateRejected(f"certificate {subject!r}: {reason}"))
                     )
@@ -398,12 +331,12 @@ class CoapTLSTransport(BufferingTLSTransport):
             log.info(
                 "TLS handshake with {peer} failed: {error}",
                 peer=self.getPeer(),
-                error=_as_tls_failure(failure).getErrorMessage(),
+                error=as_tls_failure(failure).getErrorMessage(),
             )
         super().connectionLost(reason)
         result = self.handshake_result
         if result is not None and not result.called:
-            result.errback(_as_tls_failure(failure))
+            result.errback(as_tls_failure(failure))
 
 
 class CoapTLSFactory(TLSMemoryBIOFactory):
@@ -473,69 +406,3 @@ def tls_client_factory(
         handshake_timeout=settings.handshake_timeout,
         policy=_ClientPolicy(settings, creator, port),
     )
-
-
-def listen_tls(
-    endpoint: IStreamServerEndpoint,
-    coap_factory: CoapFactory,
-    settings: ServerTLSSettings,
-) -> Deferred[IListeningPort]:
-    """Serve ``coap_factory`` over TLS on ``endpoint`` (e.g. ``serverFromString(reactor,
-    "tcp:5684")``); fires with the listening port."""
-    listening: Deferred[IListeningPort] = endpoint.listen(
-        tls_server_factory(coap_factory, settings)
-    )
-    return listening
-
-
-def connect_tls(
-    reactor: Any,
-    host: str,
-    port: int = COAPS_TCP_PORT,
-    settings: ClientTLSSettings | None = None,
-    *,
-    endpoint: IStreamClientEndpoint | None = None,
-    site: Site | Resource | None = None,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    limits: Limits = DEFAULT_LIMITS,
-) -> Deferred[CoapProtocol]:
-    """Open a coaps+tcp connection (RFC 8323 section 8.2) and fire with its protocol.
-
-    The Deferred fires once the TLS handshake succeeded and the server passed the checks:
-    its certificate chain (system trust store, or ``settings.ca_file``) and name (RFC 6125,
-    the host or ``settings.server_name``, also sent as SNI), or its PSK; and ALPN "coap"
-    where required.  It fails with a :class:`TLSFailure` otherwise, or with the TCP
-    connection's error.  Our CSM is already queued; requests may be sent at once.
-
-    :param reactor: the reactor (``None`` for the global one).
-    :param endpoint: a stream client endpoint to the server, to use instead of a
-        ``HostnameEndpoint(reactor, host, port)``; TLS is added on top of it.
-    :param site: resources to serve to the server's requests (RFC 8323 section 3.3).
-    """
-    from twisted.internet.endpoints import HostnameEndpoint
-
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
-    settings = settings if settings is not None else ClientTLSSettings()
-    host = host.strip("[]")  # an IPv6 literal as written in a URI
-    coap_factory = CoapFactory(
-        site,
-        role=Role.INITIATOR,
-        max_message_size=max_message_size,
-        reactor=reactor,
-        limits=limits,
-    )
-    factory = tls_client_factory(coap_factory, settings, host, port, clock=reactor)
-    if endpoint is None:
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout)
-    connecting: Deferred[Any] = endpoint.connect(factory)
-
-    def handshake(transport: CoapTLSTransport) -> Deferred[CoapProtocol]:
-        result = transport.handshake_result
-        assert result is not None  # set in makeConnection, before the endpoint fires
-        return result
-
-    return connecting.addCallback(handshake)

@@ -3,8 +3,7 @@
 CoAP over WebSockets (RFC 8323 section 4.2) sends every CoAP message alone in one binary
 WebSocket message, and we never fragment, so after the opening handshake nearly every
 frame on the wire is a final (FIN), binary, extension-free data frame.  This module
-encodes and parses exactly those frames; :mod:`coaptcp.transport.websocket.protocol` uses it as a
-fast path
+encodes and parses exactly those frames; :mod:`coaptcp.transport.websocket.fastpath` uses it
 beside autobahn, and hands autobahn every frame that is not this common case (control
 frames, text, fragments, RSV bits, bad masking, lengths over our limit, incomplete
 frames), so that autobahn's handling of those is unchanged.
@@ -16,14 +15,20 @@ from __future__ import annotations
 
 import os
 
+# autobahn 26.x (autobahn.websocket.xormasker, not in its documented API): the masker
+# autobahn masks its own frames with, a C extension (wsaccel or NVX) when available.
 from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
 
 __all__ = [
     "FIN_BINARY",
+    "WEBSOCKET_VERSION",
     "encode_frames",
     "mask_payload",
     "next_frame",
 ]
+
+#: The only WebSocket version we speak (RFC 6455 sections 4.1 and 4.4).
+WEBSOCKET_VERSION = 13
 
 #: The first byte of a final, unfragmented binary frame without RSV bits (section 5.2).
 FIN_BINARY = 0x82

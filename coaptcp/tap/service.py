@@ -1,0 +1,42 @@
+"""The service of ``twistd coaptcp``'s listeners: stop listening, then release every
+connection (RFC 8323 section 5.5).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Protocol, TypeVar
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
+
+__all__ = ["CoapService", "ReleasingFactory"]
+
+
+class ReleasingFactory(Protocol):
+    """A factory that can release all its connections: ``CoapFactory`` (TCP and TLS) and
+    ``CoapWebSocketServerFactory`` are."""
+
+    def release_all(self, diagnostic: str = ...) -> Deferred[Any]:
+        """Send Release on every open connection; fire when all are closed (section 5.5)."""
+        ...
+
+
+FactoryT = TypeVar("FactoryT", bound=ReleasingFactory)
+
+
+class CoapService(MultiService, Generic[FactoryT]):
+    """Listeners for one CoAP factory (TCP, TLS or WebSockets); on stop, stops listening,
+    then sends Release on every open connection and waits for them to close (RFC 8323
+    section 5.5).
+
+    :ivar factory: the factory whose connections are released.
+    """
+
+    def __init__(self, factory: FactoryT) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def stopService(self) -> Deferred[Any]:
+        stopped = maybeDeferred(super().stopService)
+        stopped.addCallback(lambda _: self.factory.release_all())
+        return stopped
