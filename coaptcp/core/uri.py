@@ -59,17 +59,22 @@ WEBSOCKET_PATH = "/.well-known/coap"
 
 @dataclass(frozen=True)
 class Scheme:
-    """One URI scheme of RFC 8323 section 8: its default port and transport."""
+    """One URI scheme (RFC 7252 section 6, RFC 8323 section 8): its default port and
+    transport."""
 
     name: str
     default_port: int
     secure: bool
     websocket: bool
+    datagram: bool = False
 
 
-#: The four schemes (RFC 8323 sections 8.1-8.4).  RFC 8323 moved the default port of
+#: The schemes: ``coap`` and ``coaps`` over UDP and DTLS (RFC 7252 sections 6.1, 6.2),
+#: and the four of RFC 8323 (sections 8.1-8.4).  RFC 8323 moved the default port of
 #: ``coaps+tcp`` from 443 (draft -07) to 5684 (draft -09 onwards).
 SCHEMES: Mapping[str, Scheme] = {
+    "coap": Scheme("coap", 5683, secure=False, websocket=False, datagram=True),
+    "coaps": Scheme("coaps", 5684, secure=True, websocket=False, datagram=True),
     "coap+tcp": Scheme("coap+tcp", 5683, secure=False, websocket=False),
     "coaps+tcp": Scheme("coaps+tcp", 5684, secure=True, websocket=False),
     "coap+ws": Scheme("coap+ws", 80, secure=False, websocket=True),
@@ -152,6 +157,11 @@ class CoapUri:
     def websocket(self) -> bool:
         """Whether the scheme is one of the WebSocket ones (RFC 8323 section 4)."""
         return SCHEMES[self.scheme].websocket
+
+    @property
+    def datagram(self) -> bool:
+        """Whether the scheme runs over UDP (``coap``) or DTLS (``coaps``), RFC 7252 6."""
+        return SCHEMES[self.scheme].datagram
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -242,17 +252,10 @@ def parse_uri(text: str) -> CoapUri:
     scheme_text, authority, path, query, fragment = match.groups()
     if scheme_text is None or not _SCHEME.match(scheme_text):
         raise UriError(original, f"not an absolute URI; write scheme://host/path ({_KNOWN})")
-    # Step 3 (RFC 8323 section 8.5): one of the four schemes.
+    # Step 3 (RFC 7252 section 6.4, RFC 8323 section 8.5): one of the schemes we speak.
     scheme = scheme_text.lower()
     if scheme not in SCHEMES:
-        if scheme in ("coap", "coaps"):
-            problem = (
-                f"{scheme}:// is CoAP over UDP (RFC 7252), which coaptcp does not speak; "
-                f"use {scheme}+tcp:// or {scheme}+ws://"
-            )
-        else:
-            problem = f"unknown scheme {scheme_text!r}; coaptcp speaks {_KNOWN}"
-        raise UriError(original, problem)
+        raise UriError(original, f"unknown scheme {scheme_text!r}; coaptcp speaks {_KNOWN}")
     # Step 4: no fragment.
     if fragment is not None:
         raise UriError(original, "a fragment ('#...') is not allowed in a CoAP URI")

@@ -39,7 +39,6 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["coap://h/"], "CoAP over UDP"),
         (["coap+tcp://h/#x"], "fragment"),
         (["not a uri"], "not an absolute URI"),
         (["http://example.com/"], "unknown scheme 'http'"),

@@ -486,7 +486,7 @@ def test_bad_uri_and_method_fail_without_connecting() -> None:
     failure(result_of(client.request("GET", "http://h/")), UriError)
     failure(result_of(client.request("BREW", HELLO)), ValueError)
     failure(result_of(client.request(Code.CONTENT, HELLO)), ValueError)
-    failure(result_of(client.ping("coap://h")), UriError)
+    failure(result_of(client.ping("coap+udp://h")), UriError)
     assert network.attempts == []
 
 
