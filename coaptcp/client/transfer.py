@@ -17,19 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from coaptcp.core.blockwise import (
-    Block,
-    BlockError,
-    BodySender,
-    Download,
-    TransferError,
-    block2_control,
-    choose_block1,
-)
+from coaptcp.core.blocks import block2_control, choose_block1, decode_block
+from coaptcp.core.blocktransfer import BodySender, Download, TransferError
 from coaptcp.core.codes import Code
 from coaptcp.core.events import BASE_MAX_MESSAGE_SIZE
 from coaptcp.core.message import Message
-from coaptcp.core.options import OptionNumber, Options, decode_uint
+from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.resource import Response
 
 if TYPE_CHECKING:
@@ -97,16 +90,6 @@ def _needs_blocks(channel: Channel, code: Code, options: Options, payload: bytes
     if settings.block_size is not None and len(payload) > settings.block_size:
         return True
     return _header_size(channel, code, options) + len(payload) > limit
-
-
-def _option_block(response: Response, number: int) -> Block | None:
-    raw = response.options.get(number)
-    if raw is None:
-        return None
-    try:
-        return Block.decode(decode_uint(raw))
-    except BlockError:
-        return None
 
 
 async def exchange(
@@ -178,7 +161,7 @@ async def upload(
         if sender.offset == 0:
             message_options = message_options.replace(OptionNumber.SIZE1, len(body))
         response = await send(code, message_options, chunk)
-        echo = _option_block(response, OptionNumber.BLOCK1)
+        echo = decode_block(response.options.get(OptionNumber.BLOCK1))
         keep_going = block.more and (
             response.code == Code.CONTINUE
             # A non-atomic server acknowledges each block with a success and the echo.
@@ -211,7 +194,7 @@ async def download_rest(
     the request's method and options (no Observe, no Block1, and no payload except for
     FETCH, whose payload is part of the request's key).
     """
-    block = _option_block(first, OptionNumber.BLOCK2)
+    block = decode_block(first.options.get(OptionNumber.BLOCK2))
     if block is None or not first.code.is_successful:
         return first
     if not block.more and block.num == 0:
@@ -234,7 +217,7 @@ async def download_rest(
             code, request_options.replace(OptionNumber.BLOCK2, following.encode()),
             request_payload,
         )
-        got = _option_block(response, OptionNumber.BLOCK2)
+        got = decode_block(response.options.get(OptionNumber.BLOCK2))
         if not response.code.is_successful:
             return response  # the server's answer to a block request, e.g. 4.02 or 4.04
         if got is None:
