@@ -499,7 +499,7 @@ async def _request(
     if settings.verbose:
         name = "iPATCH" if settings.method == Code.IPATCH else settings.method.name
         err.write(f"-> {name} {uri}\n")
-        options = client.request_options(uri, settings.options)
+        options = client.request_options(uri, options=settings.options)
         _show_options(err, options)
         if settings.payload:
             err.write(f"   ({len(settings.payload)} bytes of payload)\n")
@@ -507,8 +507,8 @@ async def _request(
     bar = _ProgressBar(err) if _isatty(err) else None
     try:
         response = await client.request(
-            settings.method, uri, settings.payload, settings.options, settings.timeout,
-            progress=bar,
+            settings.method, uri, settings.payload, options=settings.options,
+            timeout=settings.timeout, progress=bar,
         )
     finally:
         if bar is not None:
@@ -613,8 +613,8 @@ async def _observe(
     uri = settings.uri
     if settings.verbose:
         err.write(f"-> GET {uri} (Observe: 0, register)\n")
-        _show_options(err, client.request_options(uri, settings.options))
-    observation = client.observe(uri, settings.options, timeout=settings.timeout)
+        _show_options(err, client.request_options(uri, options=settings.options))
+    observation = client.observe(uri, options=settings.options, timeout=settings.timeout)
     if interrupt is not None:
         interrupt.addCallback(lambda _: observation.cancel())
     timer = None
@@ -656,7 +656,7 @@ async def _observe(
 async def _pings(client: Client, settings: Settings, out: IO[bytes]) -> int:
     uri = settings.uri
     for _ in range(settings.count):
-        rtt = await client.ping(uri, settings.timeout)
+        rtt = await client.ping(uri, timeout=settings.timeout)
         out.write(f"pong from {uri.origin_uri}: time={rtt * 1000:.3f} ms\n".encode())
         out.flush()
     return EXIT_OK
@@ -704,7 +704,7 @@ async def _ping_series(
     try:
         while not stopped:
             sent = reactor.seconds()
-            ok, rtt = await step(client.ping(uri, settings.timeout))
+            ok, rtt = await step(client.ping(uri, timeout=settings.timeout))
             if not ok:
                 break
             sequence += 1
