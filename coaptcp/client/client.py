@@ -36,16 +36,13 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.logger import Logger
 
-from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
+from coaptcp.channel.errors import ConnectionClosedError
 from coaptcp.channel.observing import ChannelObservation
 from coaptcp.channel.reactor import default_reactor
 from coaptcp.client.connectors import (
     ClientConnection,
-    ClientError,
-    ConnectFailed,
     ConnectOptions,
     Connector,
-    SchemeNotAvailable,
     TlsOptions,
     default_connectors,
 )
@@ -60,7 +57,7 @@ from coaptcp.client.pool import (
     PooledConnection,
     PoolState,
 )
-from coaptcp.client.targets import METHODS, parse_method, resolve_target
+from coaptcp.client.targets import parse_method, resolve_target
 from coaptcp.client.timeouts import with_idle_timeout, with_timeout
 from coaptcp.client.transfer import (
     DEFAULT_MAX_BODY_SIZE,
@@ -69,36 +66,12 @@ from coaptcp.client.transfer import (
     download_rest,
     exchange,
 )
-from coaptcp.core.blockwise import TransferError
 from coaptcp.core.codes import Code
 from coaptcp.core.options import EMPTY_OPTIONS, Options, OptionValue
-from coaptcp.core.uri import SCHEMES, CoapUri, UriError, parse_uri
+from coaptcp.core.uri import SCHEMES, CoapUri, parse_uri
 from coaptcp.server.resource import Response
 
-# Besides Client and parse_method, the names a caller of the client meets (its defaults
-# and the errors its methods fail with), so that one import gives them all.
-__all__ = [
-    "DEFAULT_IDLE_TIMEOUT",
-    "DEFAULT_KEEPALIVE",
-    "DEFAULT_MAX_BODY_SIZE",
-    "DEFAULT_PING_TIMEOUT",
-    "METHODS",
-    "Client",
-    "ClientClosed",
-    "ClientError",
-    "ConnectFailed",
-    "ConnectOptions",
-    "ConnectionClosedError",
-    "ConnectionTimings",
-    "Observation",
-    "RequestNotSent",
-    "RequestTimeout",
-    "SchemeNotAvailable",
-    "TlsOptions",
-    "TransferError",
-    "UriError",
-    "parse_method",
-]
+__all__ = ["Client"]
 
 _DEFAULT: Any = object()
 
@@ -111,7 +84,8 @@ class Client:
     :param connectors: connectors to use instead of (or besides) the defaults, by scheme
         name (:mod:`coaptcp.client.connectors`): this is how tests use in-memory connections.
     :param connect_options: what every connector is given (TLS settings, our
-        Max-Message-Size, the connect timeout); :class:`ConnectOptions` defaults if ``None``.
+        Max-Message-Size, the connect timeout);
+        :class:`~coaptcp.client.connectors.ConnectOptions` defaults if ``None``.
     :param tls: shorthand for ``connect_options.tls``.
     :param idle_timeout: seconds without requests before a connection is released
         (RFC 8323 section 5.5); ``None`` keeps connections until :meth:`close`.
@@ -122,7 +96,7 @@ class Client:
         or unresponsive connection still fails the request).  For a block-wise transfer
         it bounds each exchange of a block, not the whole transfer.
     :param max_body_size: the largest response body reassembled from Block2 blocks
-        (RFC 7959); a larger one fails with :class:`TransferError`.
+        (RFC 7959); a larger one fails with :class:`~coaptcp.core.blockwise.TransferError`.
     :param block_size: ``None`` sends bodies whole when they fit the peer's
         Max-Message-Size and in the largest blocks that fit otherwise (BERT when the peer
         allows it, RFC 8323 section 6); 16 to 1024 uses blocks of that size (Block1 for
@@ -189,18 +163,22 @@ class Client:
         6): the Deferred fires with the whole body.  Errors the server answers during an
         upload (4.08, 4.13 with Size1, ...) are the response.
 
-        Fails with :class:`~coaptcp.core.uri.UriError` (a bad URI), :class:`SchemeNotAvailable`,
-        :class:`ConnectFailed`, :class:`ConnectionClosedError` (the connection was lost,
-        aborted or released before the response), :class:`RequestNotSent` (too large for
-        the peer), :class:`RequestTimeout`, :class:`TransferError` (blocks that do not
-        make a body: see :class:`~coaptcp.core.blockwise.Download`), or
+        Fails with :class:`~coaptcp.core.uri.UriError` (a bad URI),
+        :class:`~coaptcp.client.connectors.SchemeNotAvailable`,
+        :class:`~coaptcp.client.connectors.ConnectFailed`,
+        :class:`~coaptcp.channel.errors.ConnectionClosedError` (the connection was lost,
+        aborted or released before the response),
+        :class:`~coaptcp.channel.errors.RequestNotSent` (too large for the peer),
+        :class:`~coaptcp.client.errors.RequestTimeout`,
+        :class:`~coaptcp.core.blockwise.TransferError` (blocks that do not make a body:
+        see :class:`~coaptcp.core.blockwise.Download`), or
         ``CancelledError`` when cancelled (which frees the token; a late response is
         ignored).
 
         :param method: a :class:`~coaptcp.core.codes.Code` or a name such as ``"get"``.
-        :param timeout: seconds until :class:`RequestTimeout`, counting the connection
-            set-up; the client's default when not given, ``None`` for no limit.  In a
-            block-wise transfer each block's answer restarts it.
+        :param timeout: seconds until :class:`~coaptcp.client.errors.RequestTimeout`,
+            counting the connection set-up; the client's default when not given, ``None``
+            for no limit.  In a block-wise transfer each block's answer restarts it.
         :param progress: called as ``progress(done, total)`` after each block of a
             block-wise transfer: the bytes moved so far and the whole size (``None``
             when the server gave no Size2).
@@ -255,12 +233,12 @@ class Client:
         ``observation.cancel()`` deregisters with GET Observe=1 and the same token
         (section 7.4).  The observation ends when the server sends a response without
         Observe or an error (delivered, then the iteration stops), or when the
-        connection is lost (:class:`ConnectionClosedError`); with ``reregister`` a lost
-        connection is replaced and the GET registered again instead.
+        connection is lost (:class:`~coaptcp.channel.errors.ConnectionClosedError`); with
+        ``reregister`` a lost connection is replaced and the GET registered again instead.
 
-        Raises :class:`~coaptcp.core.uri.UriError` for a bad URI; other failures (connecting,
-        :class:`RequestTimeout` when no first response comes within ``timeout``) end
-        the observation with that error.
+        Raises :class:`~coaptcp.core.uri.UriError` for a bad URI; other failures
+        (connecting, :class:`~coaptcp.client.errors.RequestTimeout` when no first response
+        comes within ``timeout``) end the observation with that error.
         """
         target, request_options = resolve_target(uri, options)
         if timeout is _DEFAULT:
@@ -319,7 +297,7 @@ class Client:
 
         Observations are cancelled first (deregistered, RFC 8323 section 7.4).  Requests
         in flight are still answered (up to the Channel's release timeout); new requests
-        fail with :class:`ClientClosed`.
+        fail with :class:`~coaptcp.client.errors.ClientClosed`.
         """
         self._closed = True
         self._pool.clear()

@@ -16,7 +16,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectionRefusedError
 
 from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
-from coaptcp.client.client import (
+from coaptcp.client import (
     Client,
     ClientClosed,
     ConnectFailed,
