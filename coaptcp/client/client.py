@@ -302,7 +302,6 @@ class Client:
         self._closed = True
         self._pool.clear()
         cancelled = [observation.cancel() for observation in list(self._observations)]
-
         done: Deferred[Any] = DeferredList(cancelled, consumeErrors=True)
         return done.addCallback(lambda _: self._pool.shutdown()).addCallback(lambda _: None)
 
