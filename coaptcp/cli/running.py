@@ -39,7 +39,7 @@ from coaptcp.cli.output import (
 from coaptcp.client.client import Client
 from coaptcp.client.connectors import ClientError, ConnectFailed, SchemeNotAvailable
 from coaptcp.client.errors import RequestTimeout
-from coaptcp.core.blockwise import TransferError
+from coaptcp.core.blocktransfer import TransferError
 from coaptcp.core.options import OptionNumber
 from coaptcp.server.resource import Response
 

@@ -96,7 +96,7 @@ class Client:
         or unresponsive connection still fails the request).  For a block-wise transfer
         it bounds each exchange of a block, not the whole transfer.
     :param max_body_size: the largest response body reassembled from Block2 blocks
-        (RFC 7959); a larger one fails with :class:`~coaptcp.core.blockwise.TransferError`.
+        (RFC 7959); a larger one fails with :class:`~coaptcp.core.blocktransfer.TransferError`.
     :param block_size: ``None`` sends bodies whole when they fit the peer's
         Max-Message-Size and in the largest blocks that fit otherwise (BERT when the peer
         allows it, RFC 8323 section 6); 16 to 1024 uses blocks of that size (Block1 for
@@ -170,8 +170,8 @@ class Client:
         aborted or released before the response),
         :class:`~coaptcp.channel.errors.RequestNotSent` (too large for the peer),
         :class:`~coaptcp.client.errors.RequestTimeout`,
-        :class:`~coaptcp.core.blockwise.TransferError` (blocks that do not make a body:
-        see :class:`~coaptcp.core.blockwise.Download`), or
+        :class:`~coaptcp.core.blocktransfer.TransferError` (blocks that do not make a body:
+        see :class:`~coaptcp.core.blocktransfer.Download`), or
         ``CancelledError`` when cancelled (which frees the token; a late response is
         ignored).
 

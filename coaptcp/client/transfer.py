@@ -8,7 +8,8 @@ Max-Message-Size above 1152, RFC 8323 sections 5.3.2 and 6; otherwise blocks of 
 following block and reassembled.  The caller sees one request and one response.
 
 The pure parts (choosing block sizes, cutting and reassembling bodies) are in
-:mod:`coaptcp.core.blockwise`; this module only sends the messages.
+:mod:`coaptcp.core.blocks` and :mod:`coaptcp.core.blocktransfer`; this module only sends
+the messages.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ async def exchange(
 ) -> Response:
     """One request as the application sees it, block-wise on the wire where needed.
 
-    Fails with :class:`~coaptcp.core.blockwise.TransferError` when a Block2 download
+    Fails with :class:`~coaptcp.core.blocktransfer.TransferError` when a Block2 download
     cannot be reassembled (see there), besides whatever ``send`` fails with.
     """
     if payload and _needs_blocks(channel, code, options, payload, settings,
