@@ -17,7 +17,7 @@ from coaptcp.cli.pretty import describe_option, pretty_payload
 from coaptcp.core.codes import Code
 from coaptcp.core.options import Options
 from coaptcp.core.uri import CoapUri
-from coaptcp.server.resource import Response
+from coaptcp.server.request import Response
 
 if TYPE_CHECKING:
     from coaptcp.client.client import Client

@@ -41,7 +41,7 @@ from coaptcp.client.connectors import ClientError, ConnectFailed, SchemeNotAvail
 from coaptcp.client.errors import RequestTimeout
 from coaptcp.core.blocktransfer import TransferError
 from coaptcp.core.options import OptionNumber
-from coaptcp.server.resource import Response
+from coaptcp.server.request import Response
 
 __all__ = ["make_client", "run"]
 

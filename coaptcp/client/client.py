@@ -69,7 +69,7 @@ from coaptcp.client.transfer import (
 from coaptcp.core.codes import Code
 from coaptcp.core.options import EMPTY_OPTIONS, Options, OptionValue
 from coaptcp.core.uri import SCHEMES, CoapUri, parse_uri
-from coaptcp.server.resource import Response
+from coaptcp.server.request import Response
 
 __all__ = ["Client"]
 
@@ -152,7 +152,7 @@ class Client:
         timeout: float | None = _DEFAULT,
         progress: Progress | None = None,
     ) -> Deferred[Response]:
-        """Send a request to ``uri``; fires with its :class:`~coaptcp.server.resource.Response`.
+        """Send a request to ``uri``; fires with its :class:`~coaptcp.server.request.Response`.
 
         The URI gives Uri-Host, Uri-Port, Uri-Path and Uri-Query (RFC 7252 section 6.4,
         RFC 8323 section 8.5); an option of one of those numbers in ``options`` replaces

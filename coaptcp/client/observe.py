@@ -23,7 +23,7 @@ from coaptcp.core.blocks import Block, BlockError
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-    from coaptcp.server.resource import Response
+    from coaptcp.server.request import Response
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",

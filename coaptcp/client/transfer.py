@@ -24,7 +24,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.events import BASE_MAX_MESSAGE_SIZE
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.server.resource import Response
+from coaptcp.server.request import Response
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
