@@ -6,10 +6,6 @@ from __future__ import annotations
 
 from coaptcp.client.client import (
     Client,
-    ClientClosed,
-    ConnectionTimings,
-    RequestTimeout,
-    parse_method,
 )
 from coaptcp.client.connectors import (
     ClientError,
@@ -18,8 +14,18 @@ from coaptcp.client.connectors import (
     SchemeNotAvailable,
     TlsOptions,
 )
+from coaptcp.client.errors import (
+    ClientClosed,
+    RequestTimeout,
+)
 from coaptcp.client.observe import (
     Observation,
+)
+from coaptcp.client.pool import (
+    ConnectionTimings,
+)
+from coaptcp.client.targets import (
+    parse_method,
 )
 from coaptcp.client.transfer import (
     Progress,

@@ -18,12 +18,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from coaptcp.channel.observing import DEFAULT_DEREGISTER_TIMEOUT, ChannelObservation
-from coaptcp.core.blockwise import Block, BlockError
+from coaptcp.core.blocks import Block, BlockError
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-    from coaptcp.server.resource import Response
+    from coaptcp.server.request import Response
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",

@@ -8,7 +8,8 @@ Max-Message-Size above 1152, RFC 8323 sections 5.3.2 and 6; otherwise blocks of 
 following block and reassembled.  The caller sees one request and one response.
 
 The pure parts (choosing block sizes, cutting and reassembling bodies) are in
-:mod:`coaptcp.core.blockwise`; this module only sends the messages.
+:mod:`coaptcp.core.blocks` and :mod:`coaptcp.core.blocktransfer`; this module only sends
+the messages.
 """
 
 from __future__ import annotations
@@ -17,20 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from coaptcp.core.blockwise import (
-    Block,
-    BlockError,
-    BodySender,
-    Download,
-    TransferError,
-    block2_control,
-    choose_block1,
-)
+from coaptcp.core.blocks import block2_control, choose_block1, decode_block
+from coaptcp.core.blocktransfer import BodySender, Download, TransferError
 from coaptcp.core.codes import Code
 from coaptcp.core.events import BASE_MAX_MESSAGE_SIZE
 from coaptcp.core.message import Message
-from coaptcp.core.options import OptionNumber, Options, decode_uint
-from coaptcp.server.resource import Response
+from coaptcp.core.options import OptionNumber, Options
+from coaptcp.server.request import Response
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -99,16 +93,6 @@ def _needs_blocks(channel: Channel, code: Code, options: Options, payload: bytes
     return _header_size(channel, code, options) + len(payload) > limit
 
 
-def _option_block(response: Response, number: int) -> Block | None:
-    raw = response.options.get(number)
-    if raw is None:
-        return None
-    try:
-        return Block.decode(decode_uint(raw))
-    except BlockError:
-        return None
-
-
 async def exchange(
     channel: Channel,
     send: Send,
@@ -120,7 +104,7 @@ async def exchange(
 ) -> Response:
     """One request as the application sees it, block-wise on the wire where needed.
 
-    Fails with :class:`~coaptcp.core.blockwise.TransferError` when a Block2 download
+    Fails with :class:`~coaptcp.core.blocktransfer.TransferError` when a Block2 download
     cannot be reassembled (see there), besides whatever ``send`` fails with.
     """
     if payload and _needs_blocks(channel, code, options, payload, settings,
@@ -178,7 +162,7 @@ async def upload(
         if sender.offset == 0:
             message_options = message_options.replace(OptionNumber.SIZE1, len(body))
         response = await send(code, message_options, chunk)
-        echo = _option_block(response, OptionNumber.BLOCK1)
+        echo = decode_block(response.options.get(OptionNumber.BLOCK1))
         keep_going = block.more and (
             response.code == Code.CONTINUE
             # A non-atomic server acknowledges each block with a success and the echo.
@@ -211,7 +195,7 @@ async def download_rest(
     the request's method and options (no Observe, no Block1, and no payload except for
     FETCH, whose payload is part of the request's key).
     """
-    block = _option_block(first, OptionNumber.BLOCK2)
+    block = decode_block(first.options.get(OptionNumber.BLOCK2))
     if block is None or not first.code.is_successful:
         return first
     if not block.more and block.num == 0:
@@ -234,7 +218,7 @@ async def download_rest(
             code, request_options.replace(OptionNumber.BLOCK2, following.encode()),
             request_payload,
         )
-        got = _option_block(response, OptionNumber.BLOCK2)
+        got = decode_block(response.options.get(OptionNumber.BLOCK2))
         if not response.code.is_successful:
             return response  # the server's answer to a block request, e.g. 4.02 or 4.04
         if got is None:

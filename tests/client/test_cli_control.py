@@ -15,15 +15,15 @@ from typing import Any
 from client_helpers import Link, MemoryNetwork, decode_stream, make_client, result_of, success
 from twisted.internet.defer import Deferred
 
-from coaptcp.cli.main import (
+from coaptcp.cli.arguments import (
     EXIT_INTERRUPTED,
     EXIT_NO_RESPONSE,
     EXIT_OK,
     Settings,
     parse_args,
-    run,
 )
-from coaptcp.cli.main import make_client as cli_make_client
+from coaptcp.cli.running import make_client as cli_make_client
+from coaptcp.cli.running import run
 from coaptcp.core.codes import Code
 from coaptcp.tap.demo import ClockResource
 

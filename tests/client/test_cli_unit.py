@@ -1,5 +1,5 @@
 """The command line in process: argument checking (usage errors, exit code 2) and
-:func:`coaptcp.cli.main.run` over in-memory connections (output and exit codes)."""
+:func:`coaptcp.cli.running.run` over in-memory connections (output and exit codes)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from client_helpers import MemoryNetwork, make_client, result_of, success
 from twisted.internet.defer import Deferred
 
-from coaptcp.cli.main import (
+from coaptcp.cli.arguments import (
     EXIT_ERROR_RESPONSE,
     EXIT_NO_RESPONSE,
     EXIT_OK,
@@ -18,8 +18,8 @@ from coaptcp.cli.main import (
     Settings,
     build_parser,
     parse_args,
-    run,
 )
+from coaptcp.cli.running import run
 from coaptcp.client.client import Client
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options

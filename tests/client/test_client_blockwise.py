@@ -15,9 +15,9 @@ import pytest
 from client_helpers import MemoryNetwork, failure, make_client, result_of, success
 from raw_peer import RawPeer, csm
 
-from coaptcp.client.client import Client, RequestTimeout, TransferError
+from coaptcp.client import Client, RequestTimeout
 from coaptcp.client.connectors import ConnectOptions
-from coaptcp.core.blockwise import BERT_SZX, Block
+from coaptcp.core.blockwise import BERT_SZX, Block, TransferError
 from coaptcp.core.codes import Code
 from coaptcp.core.events import RequestReceived
 from coaptcp.core.message import Message

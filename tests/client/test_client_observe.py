@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 
 from coaptcp.channel.errors import ConnectionClosedError
 from coaptcp.channel.observing import ObservationState
-from coaptcp.client.client import Client, ConnectFailed, RequestTimeout
+from coaptcp.client import Client, ConnectFailed, RequestTimeout
 from coaptcp.client.connectors import ConnectOptions
 from coaptcp.client.observe import Observation
 from coaptcp.core.codes import Code

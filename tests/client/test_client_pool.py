@@ -16,7 +16,7 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectionRefusedError
 
 from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
-from coaptcp.client.client import (
+from coaptcp.client import (
     Client,
     ClientClosed,
     ConnectFailed,
@@ -102,7 +102,7 @@ def test_options_as_pairs_and_payload() -> None:
     network = MemoryNetwork()
     client = make_client(network)
     results = result_of(
-        client.request("post", "coap+tcp://127.0.0.1/seen", b"body", [(12, 42)])
+        client.request("post", "coap+tcp://127.0.0.1/seen", b"body", options=[(12, 42)])
     )
     network.flush()
     response = success(results)
@@ -666,7 +666,7 @@ def test_connection_for_and_request_options() -> None:
     success(results)
     connection = client.connection_for("coap+tcp://127.0.0.1:5683/other")
     assert connection is network.links[0].client
-    options = client.request_options("coap+tcp://example.com/a?b", [(17, 50)])
+    options = client.request_options("coap+tcp://example.com/a?b", options=[(17, 50)])
     assert options == Options([(3, "example.com"), (11, "a"), (15, "b"), (17, 50)])
 
 
