@@ -28,8 +28,9 @@ from coaptcp.core.options import OptionNumber, Options
 from coaptcp.core.proxying import ForwardedRequest, ProxyRefusal, forward_request
 from coaptcp.core.uri import SCHEMES, CoapUri, UriError, parse_uri
 from coaptcp.proxy.cache import ResponseCache
-from coaptcp.proxy.policy import ProxyPolicy, resolve_host
+from coaptcp.proxy.policy import ProxyPolicy
 from coaptcp.server import Request, Response
+from coaptcp.transport.udp.address import resolve_host
 
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",

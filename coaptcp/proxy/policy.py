@@ -10,14 +10,9 @@ connection goes to the checked address (no second resolution an attacker could c
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IResolutionReceiver
-from zope.interface import implementer
-
-__all__ = ["ANY", "ProxyPolicy", "resolve_host"]
+__all__ = ["ANY", "ProxyPolicy"]
 
 #: The ``--proxy`` value that allows every destination.
 ANY = "any"
@@ -59,36 +54,3 @@ class ProxyPolicy:
         if self.any:
             return "any destination"
         return ", ".join(str(network) for network in self.networks) or "no destination"
-
-
-@implementer(IResolutionReceiver)
-class _Addresses:
-    def __init__(self) -> None:
-        self.found: list[str] = []
-        self.done: Deferred[list[str]] = Deferred()
-
-    def resolutionBegan(self, resolutionInProgress: Any) -> None:
-        pass
-
-    def addressResolved(self, address: Any) -> None:
-        host = getattr(address, "host", None)
-        if isinstance(host, str) and host not in self.found:
-            self.found.append(host)
-
-    def resolutionComplete(self) -> None:
-        self.done.callback(self.found)
-
-
-def resolve_host(reactor: Any, host: str, port: int = 0) -> Deferred[Sequence[str]]:
-    """The IP addresses of ``host`` (itself when it is an address), through the reactor's
-    name resolver: a Deferred firing with a possibly empty list."""
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        pass
-    else:
-        return succeed([host])
-    receiver = _Addresses()
-    reactor.nameResolver.resolveHostName(receiver, host, port)
-    result: Deferred[Sequence[str]] = receiver.done  # type: ignore[assignment]
-    return result

@@ -1,12 +1,18 @@
-"""The address of a CoAP-over-UDP peer as resources see it (``request.peer``)."""
+"""Addresses of CoAP-over-UDP peers: as resources see them (``request.peer``), and from
+host names (RFC 7252 section 6.1: a ``coap`` URI names a host to resolve)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import ipaddress
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IResolutionReceiver
+from zope.interface import implementer
 
-__all__ = ["peer_address"]
+__all__ = ["peer_address", "resolve_host"]
 
 
 def peer_address(peer: Hashable) -> IPv4Address | IPv6Address | None:
@@ -18,3 +24,36 @@ def peer_address(peer: Hashable) -> IPv4Address | IPv6Address | None:
     if ":" in host:
         return IPv6Address("UDP", host, port)
     return IPv4Address("UDP", host, port)
+
+
+@implementer(IResolutionReceiver)
+class _Addresses:
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self.done: Deferred[list[str]] = Deferred()
+
+    def resolutionBegan(self, resolutionInProgress: Any) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        host = getattr(address, "host", None)
+        if isinstance(host, str) and host not in self.found:
+            self.found.append(host)
+
+    def resolutionComplete(self) -> None:
+        self.done.callback(self.found)
+
+
+def resolve_host(reactor: Any, host: str, port: int = 0) -> Deferred[Sequence[str]]:
+    """The IP addresses of ``host`` (itself when it is an address), through the reactor's
+    name resolver: a Deferred firing with a possibly empty list."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    else:
+        return succeed([host])
+    receiver = _Addresses()
+    reactor.nameResolver.resolveHostName(receiver, host, port)
+    result: Deferred[Sequence[str]] = receiver.done  # type: ignore[assignment]
+    return result

@@ -22,7 +22,7 @@ MAX_TRANSMIT_WAIT.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -67,6 +67,11 @@ _BLOCK1_OR_LATER = 23  # Block2 (23), Block1 (27), Size2 (28), Size1 (60)
 _BLOCK2 = 23
 
 
+#: Callbacks of :meth:`CoapDatagramProtocol.send`.
+OnResponse = Callable[[Response], None]
+OnFailure = Callable[[BaseException], None]
+
+
 class RequestTimedOut(CoapTcpError, TimeoutError):
     """A CON request got no answer within MAX_TRANSMIT_WAIT, or a Reset (RFC 7252 4.2)."""
 
@@ -108,7 +113,7 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._make_blockwise = blockwise if blockwise is not None else BlockwiseServer
         self._block2 = BlockwiseServer()  # cuts responses; holds no state for that
         self._uploads: dict[Hashable, BlockwiseServer] = {}
-        self._waiting: dict[OutgoingRequest, Deferred[Response]] = {}
+        self._handlers: dict[OutgoingRequest, tuple[OnResponse, OnFailure]] = {}
         self._pings: dict[tuple[Hashable, int], tuple[Deferred[float], float]] = {}
         self._timer: Any = None
         self._upload_timer: Any = None
@@ -139,9 +144,9 @@ class CoapDatagramProtocol(DatagramProtocol):
         for upload in self._uploads.values():
             upload.drop_uploads()
         self._uploads.clear()
-        waiting, self._waiting = self._waiting, {}
-        for answer in waiting.values():
-            answer.errback(Failure(ConnectionClosedError("the UDP socket was closed")))
+        handlers, self._handlers = self._handlers, {}
+        for _, on_failure in handlers.values():
+            on_failure(ConnectionClosedError("the UDP socket was closed"))
         pings, self._pings = self._pings, {}
         for pong, _ in pings.values():
             pong.errback(Failure(ConnectionClosedError("the UDP socket was closed")))
@@ -152,6 +157,41 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._flush()
 
     # -- the client side ------------------------------------------------------------------
+
+    def send(
+        self,
+        message: Message,
+        peer: tuple[str, int],
+        on_response: OnResponse,
+        on_failure: OnFailure,
+        *,
+        confirmable: bool = True,
+    ) -> OutgoingRequest:
+        """Send the request ``message`` (its token chosen by the caller) to ``peer``.
+
+        ``on_response`` gets each response: one, or for an observation (a GET with
+        Observe 0, RFC 7641) each fresh notification, until one without Observe or an
+        error.  ``on_failure`` gets :class:`RequestTimedOut` when a CON went unanswered
+        (or got a Reset) and :class:`ConnectionClosedError` when the socket closes.  Raises
+        :class:`RequestNotSent` at a bound of the message layer, for a token in use, or
+        for a message larger than a datagram may be.
+        """
+        try:
+            sent = self.endpoint.send_request(
+                message, peer, self.reactor.seconds(), confirmable=confirmable
+            )
+        except (LimitError, MessageTooLarge, LocalProtocolError) as error:
+            raise RequestNotSent(str(error)) from None
+        self._handlers[sent] = (on_response, on_failure)
+        self._flush()
+        return sent
+
+    def cancel(self, sent: OutgoingRequest) -> None:
+        """Forget a request: no more retransmissions or callbacks; a later answer gets a
+        Reset (which, for an observation, cancels it at the server: RFC 7641 3.6)."""
+        if self._handlers.pop(sent, None) is not None:
+            self.endpoint.cancel_request(sent, self.reactor.seconds())
+            self._flush()
 
     def request(
         self,
@@ -172,15 +212,22 @@ class CoapDatagramProtocol(DatagramProtocol):
         message layer or for a message larger than a datagram may be.
         """
         message = Message(Code(method), os.urandom(4), options, payload)
+        sent: list[OutgoingRequest] = []
+        d: Deferred[Response] = Deferred(lambda _: self.cancel(sent[0]))
+
+        def answered(response: Response) -> None:
+            self.cancel(sent[0])  # an observation's later notifications are not wanted
+            if not d.called:
+                d.callback(response)
+
+        def failed(error: BaseException) -> None:
+            if not d.called:
+                d.errback(Failure(error))
+
         try:
-            sent = self.endpoint.send_request(
-                message, peer, self.reactor.seconds(), confirmable=confirmable
-            )
-        except (LimitError, MessageTooLarge, LocalProtocolError) as error:
-            return fail(RequestNotSent(str(error)))
-        d: Deferred[Response] = Deferred(lambda _: self._cancel(sent))
-        self._waiting[sent] = d
-        self._flush()
+            sent.append(self.send(message, peer, answered, failed, confirmable=confirmable))
+        except RequestNotSent as error:
+            return fail(error)
         return d
 
     def ping(self, peer: tuple[str, int]) -> Deferred[float]:
@@ -196,11 +243,6 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._flush()
         return d
 
-    def _cancel(self, sent: OutgoingRequest) -> None:
-        if self._waiting.pop(sent, None) is not None:
-            self.endpoint.cancel_request(sent, self.reactor.seconds())
-            self._flush()
-
     # -- events from the message layer ----------------------------------------------------
 
     def _dispatch(self, events: list[UdpEvent]) -> None:
@@ -208,14 +250,17 @@ class CoapDatagramProtocol(DatagramProtocol):
             if type(event) is UdpRequestReceived:
                 self._serve(event.request)
             elif type(event) is UdpResponseReceived:
-                d = self._waiting.pop(event.request, None)
-                if d is not None:
+                sent = event.request
+                handlers = self._handlers.get(sent)
+                if handlers is not None:
+                    if sent.done:
+                        del self._handlers[sent]
                     message = event.message
-                    d.callback(Response(message.code, message.payload, options=message.options))
+                    handlers[0](Response(message.code, message.payload, options=message.options))
             elif type(event) is RequestFailed:
-                d = self._waiting.pop(event.request, None)
-                if d is not None:
-                    d.errback(Failure(RequestTimedOut(f"no answer: {event.reason}")))
+                handlers = self._handlers.pop(event.request, None)
+                if handlers is not None:
+                    handlers[1](RequestTimedOut(f"no answer: {event.reason}"))
             elif type(event) is UdpPongReceived or type(event) is PingFailed:
                 entry = self._pings.pop((event.peer, event.message_id), None)
                 if entry is not None:
