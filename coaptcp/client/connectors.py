@@ -41,15 +41,20 @@ from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.options import EMPTY_OPTIONS, Options
 
 if TYPE_CHECKING:
-    from coaptcp.channel.channel import Channel
+    from coaptcp.channel.observing import ChannelObservation
+    from coaptcp.core.connection import State
+    from coaptcp.core.events import PeerSettings
+    from coaptcp.core.message import Message
     from coaptcp.server.resource import Response
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
+    "ClientChannel",
     "ClientConnection",
     "ClientError",
     "ConnectFailed",
     "ConnectOptions",
+    "ConnectionView",
     "Connector",
     "SchemeNotAvailable",
     "TlsOptions",
@@ -139,6 +144,68 @@ class ConnectOptions:
     require_csm: bool = True
 
 
+class ConnectionView(Protocol):
+    """What the client reads of a connection's state (a stream's
+    :class:`~coaptcp.core.connection.Connection`, or a UDP peer's stand-in)."""
+
+    @property
+    def state(self) -> State:
+        """OPEN until the connection closes (RFC 8323 section 5.5)."""
+        ...
+
+    @property
+    def release_sent(self) -> bool:
+        """Whether we sent Release (no new requests then)."""
+        ...
+
+    @property
+    def release_received(self) -> bool:
+        """Whether the peer sent Release."""
+        ...
+
+    @property
+    def peer(self) -> PeerSettings:
+        """The peer's Max-Message-Size and BERT capability (RFC 8323 section 5.3)."""
+        ...
+
+    def encoded_size(self, message: Message) -> int:
+        """The size of ``message`` on the wire."""
+        ...
+
+
+class ClientChannel(Protocol):
+    """What the client uses of a connection's driver: a stream's
+    :class:`~coaptcp.channel.Channel`, or :class:`~coaptcp.client.udp.UdpPeer` itself."""
+
+    @property
+    def connection(self) -> ConnectionView:
+        """The connection's state and the peer's limits."""
+        ...
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why it closed, once it has."""
+        ...
+
+    def when_closed(self) -> Deferred[None]:
+        """Fires when the connection has closed."""
+        ...
+
+    def when_csm_received(self) -> Deferred[None]:
+        """Fires once the peer's limits are known (RFC 8323 section 5.3)."""
+        ...
+
+    def observe(
+        self,
+        options: Options,
+        *,
+        on_notification: Callable[[Response], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> ChannelObservation:
+        """Register an observation (RFC 7641 section 3.1)."""
+        ...
+
+
 class ClientConnection(Protocol):
     """What a connector's Deferred fires with: one connected CoAP peer.
 
@@ -150,7 +217,7 @@ class ClientConnection(Protocol):
     """
 
     @property
-    def channel(self) -> Channel:
+    def channel(self) -> ClientChannel:
         """The Channel driving this connection."""
         ...
 
@@ -331,9 +398,14 @@ def scheme_not_available(scheme: str, reason: str) -> Connector:
 def default_connectors() -> Mapping[str, Connector]:
     """The connector for each scheme in this build.
 
-    All four schemes of RFC 8323 section 8.
+    ``coap`` (UDP, RFC 7252) and the four schemes of RFC 8323 section 8; ``coaps``
+    (DTLS) fails with :class:`SchemeNotAvailable`.
     """
+    from coaptcp.client.udp import UdpConnector
+
     return {
+        "coap": UdpConnector(),
+        "coaps": scheme_not_available("coaps", "DTLS (coaps://) is not supported yet"),
         "coap+tcp": tcp_connector,
         "coaps+tcp": tls_connector,
         "coap+ws": ws_connector,

@@ -29,7 +29,7 @@ from coaptcp.server.request import Response
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from coaptcp.channel.channel import Channel
+    from coaptcp.client.connectors import ClientChannel
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -81,12 +81,12 @@ class TransferSettings:
             raise ValueError("block_size must be at least 16 bytes")
 
 
-def _header_size(channel: Channel, code: Code, options: Options) -> int:
+def _header_size(channel: ClientChannel, code: Code, options: Options) -> int:
     """The size on the wire of a request with ``options`` and no payload, plus slack."""
     return channel.connection.encoded_size(Message(code, _TOKEN, options)) + _FRAME_SLACK
 
 
-def _needs_blocks(channel: Channel, code: Code, options: Options, payload: bytes,
+def _needs_blocks(channel: ClientChannel, code: Code, options: Options, payload: bytes,
                   settings: TransferSettings, limit: int) -> bool:
     if settings.block_size is not None and len(payload) > settings.block_size:
         return True
@@ -94,7 +94,7 @@ def _needs_blocks(channel: Channel, code: Code, options: Options, payload: bytes
 
 
 async def exchange(
-    channel: Channel,
+    channel: ClientChannel,
     send: Send,
     code: Code,
     options: Options,

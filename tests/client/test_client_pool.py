@@ -449,9 +449,16 @@ def test_connect_options_reach_the_connector() -> None:
     assert network.attempts[0][0] is network.clock
 
 
-def test_every_rfc8323_scheme_has_a_real_connector_by_default() -> None:
+def test_every_scheme_has_a_real_connector_by_default() -> None:
     from coaptcp.client import connectors
-    assert dict(connectors.default_connectors()) == {
+    from coaptcp.client.udp import UdpConnector
+
+    made = dict(connectors.default_connectors())
+    assert isinstance(made.pop("coap"), UdpConnector)
+    coaps = made.pop("coaps")  # DTLS: not yet, and it says so
+    failed = result_of(coaps(None, "h", 5684, connectors.ConnectOptions()))
+    assert "DTLS" in str(failure(failed, connectors.SchemeNotAvailable))
+    assert made == {
         "coap+tcp": connectors.tcp_connector,
         "coaps+tcp": connectors.tls_connector,
         "coap+ws": connectors.ws_connector,
