@@ -3,7 +3,7 @@
 Garbage instead of a ClientHello, half a ClientHello, and a connection that never starts
 its handshake must cost the server nothing lasting: it closes them (garbage at once; the
 stalled ones after ``--tls-handshake-timeout``, one second here) and keeps serving good TLS
-clients meanwhile.  The exact timeout is tested in memory (tests/tls/test_tls_memory.py);
+clients meanwhile.  The exact timeout is tested in memory (tests/transport/tls/test_tls_memory.py);
 here every wait is only bounded by a socket timeout.  At the end the server's log must show
 no traceback.
 """

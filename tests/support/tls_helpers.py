@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import (
@@ -307,3 +308,9 @@ def raw_coap_server(clock: MemoryReactorClock, pki: PKI, *, alpn: bytes | None) 
     return TLSMemoryBIOFactory(
         RawServerCreator(context), False, CoapFactory(Site(demo_root()), reactor=clock), clock
     )
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    """CA, server, client, expired, wrongly named and untrusted certificates (PEM files)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

@@ -5,13 +5,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+import txaio
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.server import Site as WebSite
 from ws_wire import Frame, HttpResponse, handshake, parse_frames, parse_http
 
+from coaptcp.server.resource import Site
+from coaptcp.tap.demo import make_demo_site
 from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
 
 PEER_ADDRESS = IPv4Address("TCP", "192.0.2.9", 41000)
@@ -110,3 +115,27 @@ class WebPeer:
         from twisted.python.failure import Failure
 
         self.transport.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+# -- fixtures (the conftests of the WebSocket and tap tests import them) ---------------
+
+
+@pytest.fixture
+def clock() -> Iterator[MemoryReactorClock]:
+    clock = MemoryReactorClock()
+    previous = txaio.config.loop
+    txaio.config.loop = clock
+    try:
+        yield clock
+    finally:
+        txaio.config.loop = previous
+
+
+@pytest.fixture
+def ws_factory(clock: MemoryReactorClock) -> CoapWebSocketServerFactory:
+    return CoapWebSocketServerFactory(Site(make_demo_site()), reactor=clock)
+
+
+@pytest.fixture
+def peer(ws_factory: CoapWebSocketServerFactory) -> WsPeer:
+    return WsPeer(ws_factory)

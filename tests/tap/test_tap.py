@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import childproc
-import glue_tap_resources
 import pytest
+import tap_resources
 from glue_helpers import Harness, get, result_of, success
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService, Service
@@ -114,19 +114,19 @@ def test_bad_endpoint_among_good_ones():
 
 
 def test_resource_instance():
-    options = parse("--resource", "glue_tap_resources.ROOT")
-    assert options["root"] is glue_tap_resources.ROOT
+    options = parse("--resource", "tap_resources.ROOT")
+    assert options["root"] is tap_resources.ROOT
 
 
 def test_resource_class_is_instantiated():
-    root = parse("-r", "glue_tap_resources.RootClass")["root"]
-    assert isinstance(root, glue_tap_resources.RootClass)
-    assert root is not glue_tap_resources.ROOT
+    root = parse("-r", "tap_resources.RootClass")["root"]
+    assert isinstance(root, tap_resources.RootClass)
+    assert root is not tap_resources.ROOT
 
 
 def test_resource_callable_is_called():
-    root = parse("--resource=glue_tap_resources:make_root")["root"]
-    assert isinstance(root, glue_tap_resources.RootClass)
+    root = parse("--resource=tap_resources:make_root")["root"]
+    assert isinstance(root, tap_resources.RootClass)
     assert "made" in root.children
 
 
@@ -134,10 +134,10 @@ def test_resource_callable_is_called():
     ("spec", "needle"),
     [
         ("no_such_module_xyz.ROOT", "cannot import"),
-        ("glue_tap_resources.MISSING", "MISSING"),
-        ("glue_tap_resources.NOT_A_RESOURCE", "not a Resource"),
-        ("glue_tap_resources.returns_wrong", "not a Resource"),
-        ("glue_tap_resources.explodes", "factory exploded"),
+        ("tap_resources.MISSING", "MISSING"),
+        ("tap_resources.NOT_A_RESOURCE", "not a Resource"),
+        ("tap_resources.returns_wrong", "not a Resource"),
+        ("tap_resources.explodes", "factory exploded"),
         ("justaname", "module.attribute"),
     ],
 )
@@ -185,7 +185,7 @@ def test_make_service_lenient_csm():
 
 
 def test_make_service_from_a_plain_dict():
-    root = glue_tap_resources.make_root()
+    root = tap_resources.make_root()
     service = tap.makeService({"root": root, "tcp": ["tcp:0"], "max-message-size": "1500"})
     assert service.factory.max_message_size == 1500
     assert service.factory.require_csm is True
@@ -194,7 +194,7 @@ def test_make_service_from_a_plain_dict():
 
 
 def test_made_factory_serves_the_configured_root():
-    service = tap.makeService(parse("--resource", "glue_tap_resources.make_root"))
+    service = tap.makeService(parse("--resource", "tap_resources.make_root"))
     h = Harness(factory=service.factory, clock=MemoryReactorClock())
     h.open()
     h.feed(get(b"m", "made"))
@@ -218,7 +218,7 @@ class FakeListener(Service):
 
 def test_stop_service_stops_listeners_then_releases_connections():
     clock = MemoryReactorClock()
-    factory = CoapFactory(Site(glue_tap_resources.make_root()), reactor=clock)
+    factory = CoapFactory(Site(tap_resources.make_root()), reactor=clock)
     service = tap.CoapService(factory)
     log: list[str] = []
     listener = FakeListener(log)
@@ -242,7 +242,7 @@ def test_stop_service_stops_listeners_then_releases_connections():
 
 def test_stop_service_release_bytes_on_the_wire():
     clock = MemoryReactorClock()
-    factory = CoapFactory(Site(glue_tap_resources.make_root()), reactor=clock)
+    factory = CoapFactory(Site(tap_resources.make_root()), reactor=clock)
     service = tap.CoapService(factory)
     service.startService()
     h = Harness(factory=factory, clock=clock)
@@ -268,7 +268,7 @@ def test_stop_service_waits_for_in_flight_answer():
         def render_GET(self, request):
             return self.d
 
-    root = glue_tap_resources.make_root()
+    root = tap_resources.make_root()
     later = Later()
     root.putChild("later", later)
     clock = MemoryReactorClock()

@@ -3,7 +3,7 @@ PSK, what resources see, and handshake timeouts (RFC 8323 sections 8.2 and 9).
 
 Both ends are real OpenSSL connections inside Twisted's TLS layer, joined by an iosim pump
 on a MemoryReactorClock: no sockets, no sleeps.  Certificates come from the session's
-throwaway PKI (tests/tls/conftest.py).
+throwaway PKI (tests/support/tls_helpers.py).
 """
 
 from __future__ import annotations

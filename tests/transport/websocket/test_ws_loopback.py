@@ -41,7 +41,7 @@ from coaptcp.transport.websocket.protocol import (
     CLOSE_UNSUPPORTED_DATA,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "interop"))
 from datetime import UTC
 
 from peers import (
