@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from glue_helpers import PEER_ADDRESS, Harness, csm, failure, result_of, success
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from sites import Held
+from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.internet.testing import MemoryReactorClock
-from twisted.test.iosim import connectedServerAndClient
 
 from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
 from coaptcp.core.codes import Code
@@ -16,45 +15,32 @@ from coaptcp.core.connection import Role
 from coaptcp.core.events import BASE_MAX_MESSAGE_SIZE
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.server.resource import Response, Site
 from coaptcp.tap.demo import make_demo_site
+from coaptcp.testing import Harness, connected_pair, csm, failure, result_of, success
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 
 
-class Echo(Resource):
-    """GET /echo?x answers later with the query, in whatever order the test likes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[tuple[Request, Deferred[Response]]] = []
-
-    def render_GET(self, request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        self.waiting.append((request, d))
-        return d
-
-    def answer(self, index: int) -> None:
-        request, d = self.waiting.pop(index)
-        d.callback(Response.text("&".join(request.query)))
-
-
 class Pair:
+    """Our two protocols in memory; the server has the demo site and /echo, answered when
+    the test says so (:class:`Held`)."""
+
     def __init__(self, *, client_site=None, greet: bool = True, **server_kwargs) -> None:
         self.clock = MemoryReactorClock()
         root = make_demo_site()
-        self.echo = Echo()
+        self.echo = Held()
         root.putChild("echo", self.echo)
         self.server_factory = CoapFactory(Site(root), reactor=self.clock, **server_kwargs)
         self.client_factory = CoapFactory(client_site, role=Role.INITIATOR, reactor=self.clock)
-        client, server, pump = connectedServerAndClient(
-            lambda: self.server_factory.buildProtocol(PEER_ADDRESS),
-            lambda: self.client_factory.buildProtocol(PEER_ADDRESS),
-            greet=greet,
+        link = connected_pair(
+            server_factory=self.server_factory,
+            client_factory=self.client_factory,
             clock=self.clock,
+            greet=greet,
         )
-        self.client: CoapProtocol = client
-        self.server: CoapProtocol = server
-        self.pump = pump
+        self.client: CoapProtocol = link.client
+        self.server: CoapProtocol = link.server
+        self.pump = link.pump
 
     def flush(self) -> None:
         self.pump.flush()
@@ -287,11 +273,10 @@ def test_responses_go_back_on_each_connection():
     pairs = []
     for _ in range(2):
         client_factory = CoapFactory(role=Role.INITIATOR, reactor=clock)
-        c, _s, pump = connectedServerAndClient(
-            lambda: server_factory.buildProtocol(PEER_ADDRESS),
-            lambda f=client_factory: f.buildProtocol(PEER_ADDRESS),
-            clock=clock,
+        link = connected_pair(
+            server_factory=server_factory, client_factory=client_factory, clock=clock
         )
+        c, _s, pump = link.client, link.server, link.pump
         pairs.append((c, pump))
     assert len(server_factory.connections) == 2
     results = [result_of(c.request(Code.GET, hello())) for c, _ in pairs]

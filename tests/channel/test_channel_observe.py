@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from glue_helpers import Harness, csm, failure, result_of
 from twisted.internet.defer import Deferred
 
 from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
@@ -18,6 +17,7 @@ from coaptcp.core.connection import Role
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.resource import Response
+from coaptcp.testing import Harness, csm, failure, result_of
 
 OBSERVE = OptionNumber.OBSERVE
 PATH = Options.build(uri_path=["temp"])

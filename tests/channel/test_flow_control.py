@@ -9,18 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from glue_helpers import (
-    HOST_ADDRESS,
-    PEER_ADDRESS,
-    Harness,
-    RecordingTransport,
-    csm,
-    custody_ping,
-    decode_all,
-    frames,
-    get,
-    slow_site,
-)
+from sites import slow_site
 from twisted.internet.testing import MemoryReactorClock
 
 from coaptcp.channel.limits import Limits
@@ -30,6 +19,17 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import Options, PingPongOption
 from coaptcp.server.resource import Response, Site
 from coaptcp.tap.demo import make_demo_site
+from coaptcp.testing import (
+    HOST_ADDRESS,
+    PEER_ADDRESS,
+    Harness,
+    RecordingTransport,
+    csm,
+    custody_ping,
+    decode_all,
+    frames,
+    get,
+)
 
 HIGH_WATER = 65536  # Twisted's FileDescriptor.bufferSize
 

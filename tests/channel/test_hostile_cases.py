@@ -3,7 +3,7 @@ behaviour RFC 8323 asks for, and the connection (or a second one) keeps being se
 
 from __future__ import annotations
 
-from glue_helpers import Harness, get, slow_site
+from sites import slow_site
 
 from coaptcp.core.codes import Code
 from coaptcp.core.framing import encode_frame
@@ -11,6 +11,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.resource import Response, Site
 from coaptcp.tap.demo import make_demo_site
+from coaptcp.testing import Harness, get
 
 
 def test_ping_flood_gets_one_pong_each_and_the_connection_still_serves():

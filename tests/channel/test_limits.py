@@ -5,15 +5,7 @@ All timers run on a MemoryReactorClock: no real time passes.
 
 from __future__ import annotations
 
-from glue_helpers import (
-    Harness,
-    RecordingTransport,
-    decode_all,
-    failure,
-    get,
-    result_of,
-    slow_site,
-)
+from sites import slow_site
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
@@ -27,6 +19,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import Options
 from coaptcp.server.resource import Response, Site
 from coaptcp.tap.demo import make_demo_site
+from coaptcp.testing import Harness, RecordingTransport, decode_all, failure, get, result_of
 from coaptcp.transport.tcp import CoapFactory
 
 # -- CSM timeout (RFC 8323 section 3.3) ------------------------------------------------------

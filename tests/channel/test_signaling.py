@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from glue_helpers import (
-    PEER_ADDRESS,
-    Harness,
-    Slow,
-    custody_ping,
-    decode_all,
-    failure,
-    frames,
-    get,
-    result_of,
-    slow_site,
-    success,
-)
+from sites import Slow, slow_site
 from twisted.internet.defer import TimeoutError
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
-from twisted.test.iosim import connectedServerAndClient
 
 from coaptcp.channel.channel import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -36,6 +23,17 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import Options, PingPongOption
 from coaptcp.server.resource import Resource, Response, Site
 from coaptcp.tap.demo import make_demo_site
+from coaptcp.testing import (
+    Harness,
+    connected_pair,
+    custody_ping,
+    decode_all,
+    failure,
+    frames,
+    get,
+    result_of,
+    success,
+)
 from coaptcp.transport.tcp import CoapFactory
 
 # -- Ping ----------------------------------------------------------------------------------
@@ -142,11 +140,10 @@ def test_channel_custody_ping_round_trip_over_iosim():
     site, slow = slow_site()
     server_factory = CoapFactory(site, reactor=clock)
     client_factory = CoapFactory(role=Role.INITIATOR, reactor=clock)
-    client, _server, pump = connectedServerAndClient(
-        lambda: server_factory.buildProtocol(PEER_ADDRESS),
-        lambda: client_factory.buildProtocol(PEER_ADDRESS),
-        clock=clock,
+    link = connected_pair(
+        server_factory=server_factory, client_factory=client_factory, clock=clock
     )
+    client, _server, pump = link.client, link.server, link.pump
     request = result_of(client.request(Code.GET, Options.build(uri_path=["slow"])))
     pong = result_of(client.channel.ping(custody=True))
     pump.flush()
@@ -283,11 +280,10 @@ def test_release_over_iosim_both_sides_close():
     clock = MemoryReactorClock()
     server_factory = CoapFactory(Site(make_demo_site()), reactor=clock)
     client_factory = CoapFactory(role=Role.INITIATOR, reactor=clock)
-    client, _server, pump = connectedServerAndClient(
-        lambda: server_factory.buildProtocol(PEER_ADDRESS),
-        lambda: client_factory.buildProtocol(PEER_ADDRESS),
-        clock=clock,
+    link = connected_pair(
+        server_factory=server_factory, client_factory=client_factory, clock=clock
     )
+    client, _server, pump = link.client, link.server, link.pump
     done = result_of(server_factory.release_all())
     pump.flush()
     success(done)
@@ -351,11 +347,10 @@ def test_peer_abort_over_iosim():
     root.putChild("slow", slow)
     server_factory = CoapFactory(Site(root), reactor=clock)
     client_factory = CoapFactory(role=Role.INITIATOR, reactor=clock)
-    client, server, pump = connectedServerAndClient(
-        lambda: server_factory.buildProtocol(PEER_ADDRESS),
-        lambda: client_factory.buildProtocol(PEER_ADDRESS),
-        clock=clock,
+    link = connected_pair(
+        server_factory=server_factory, client_factory=client_factory, clock=clock
     )
+    client, server, pump = link.client, link.server, link.pump
     results = result_of(client.request(Code.GET, Options.build(uri_path=["slow"])))
     pump.flush()
     server.abort("server had enough")
@@ -421,11 +416,10 @@ def test_violation_over_iosim_peer_receives_the_abort():
     clock = MemoryReactorClock()
     server_factory = CoapFactory(Site(make_demo_site()), reactor=clock)
     client_factory = CoapFactory(role=Role.INITIATOR, reactor=clock)
-    client, server, pump = connectedServerAndClient(
-        lambda: server_factory.buildProtocol(PEER_ADDRESS),
-        lambda: client_factory.buildProtocol(PEER_ADDRESS),
-        clock=clock,
+    link = connected_pair(
+        server_factory=server_factory, client_factory=client_factory, clock=clock
     )
+    client, server, pump = link.client, link.server, link.pump
     results = result_of(client.request(Code.GET, Options()))  # answered: root
     pump.flush()
     with capturedLogs():

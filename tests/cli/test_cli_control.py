@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from client_helpers import Link, MemoryNetwork, decode_stream, make_client, result_of, success
+from client_helpers import Link, MemoryNetwork, make_client
 from twisted.internet.defer import Deferred
 
 from coaptcp.cli.main import (
@@ -26,6 +26,7 @@ from coaptcp.cli.main import (
 from coaptcp.cli.main import make_client as cli_make_client
 from coaptcp.core.codes import Code
 from coaptcp.tap.demo import ClockResource
+from coaptcp.testing import decode_all, result_of, success
 
 
 class Started:
@@ -99,7 +100,7 @@ def test_ctrl_c_with_a_ping_outstanding_is_130() -> None:
     network.hold = True
     started = Started(network, ["--ping", "coap+tcp://127.0.0.1"])
     link = frozen_link(network)
-    assert [m.code for m in decode_stream(link.from_client)] == [Code.CSM, Code.PING]
+    assert [m.code for m in decode_all(link.from_client)] == [Code.CSM, Code.PING]
     started.advance(2)
     assert started.results == []
     started.ctrl_c()
@@ -204,7 +205,7 @@ def test_observe_timeout_without_an_answer_exits_at_once() -> None:
     )
     assert link.closed
     # The deregistration still followed the registration on the stream, then Release.
-    sent = [(m.code, m.options.observe) for m in decode_stream(link.from_client)]
+    sent = [(m.code, m.options.observe) for m in decode_all(link.from_client)]
     assert sent == [(Code.CSM, None), (Code.GET, 0), (Code.GET, 1), (Code.RELEASE, None)]
 
 

@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 import pytest
-from client_helpers import MemoryNetwork, make_client, result_of, success
+from client_helpers import MemoryNetwork, make_client
 from twisted.internet.defer import Deferred
 
 from coaptcp.cli.main import (
@@ -23,6 +23,7 @@ from coaptcp.cli.main import (
 from coaptcp.client.client import Client
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
+from coaptcp.testing import result_of, success
 
 
 def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

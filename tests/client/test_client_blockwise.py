@@ -12,7 +12,7 @@ import hashlib
 from typing import Any
 
 import pytest
-from client_helpers import MemoryNetwork, failure, make_client, result_of, success
+from client_helpers import MemoryNetwork, make_client
 from raw_peer import RawPeer, csm
 
 from coaptcp.client.client import Client, RequestTimeout, TransferError
@@ -24,6 +24,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.resource import Request, Response
 from coaptcp.tap.demo import BigResource, LargeResource, StoreResource
+from coaptcp.testing import failure, result_of, success
 
 MIB = 1 << 20
 BIG = BigResource().body

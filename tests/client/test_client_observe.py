@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from client_helpers import MemoryNetwork, failure, make_client, result_of, success
+from client_helpers import MemoryNetwork, make_client
 from raw_peer import RawPeer, csm
 from twisted.internet.defer import Deferred
 
@@ -24,6 +24,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.observe import ObservableResource
 from coaptcp.server.resource import CoapError, Request, Response
+from coaptcp.testing import failure, result_of, success
 
 OBSERVE = OptionNumber.OBSERVE
 URI = "coap+tcp://127.0.0.1/counter"

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-from glue_helpers import Harness
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
@@ -15,6 +14,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.tap import plugin as tap
 from coaptcp.tap.demo import make_demo_site
+from coaptcp.testing import Harness
 from coaptcp.transport.tcp import CoapFactory
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from glue_helpers import Harness, get
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 
@@ -21,6 +20,7 @@ from coaptcp.core.options import OptionNumber, Options, decode_uint
 from coaptcp.server.observe import SEQUENCE_MODULUS, ObservableResource, Observer
 from coaptcp.server.resource import CoapError, Request, Resource, Response, Site
 from coaptcp.tap.demo import ClockResource, make_demo_site
+from coaptcp.testing import Harness, get
 
 OBSERVE = OptionNumber.OBSERVE
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from glue_helpers import Harness, Slow, csm, decode_all, frames, get
+from sites import Slow
 from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs
 
@@ -12,6 +12,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.resource import CoapError, Request, Resource, Response, Site
 from coaptcp.tap.demo import LargeResource, make_demo_site
+from coaptcp.testing import Harness, csm, decode_all, frames, get
 
 
 class AsyncRes(Resource):

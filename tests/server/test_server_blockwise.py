@@ -13,7 +13,6 @@ import functools
 import hashlib
 
 import pytest
-from glue_helpers import Harness, get
 from twisted.internet.testing import MemoryReactorClock
 
 from coaptcp.core.blockwise import Block, BlockwiseServer
@@ -24,6 +23,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import CsmOption, OptionNumber, Options, decode_uint
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import BigResource, make_demo_site
+from coaptcp.testing import Harness, get
 
 BLOCK1, BLOCK2 = OptionNumber.BLOCK1, OptionNumber.BLOCK2
 SIZE1, SIZE2 = OptionNumber.SIZE1, OptionNumber.SIZE2

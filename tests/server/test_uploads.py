@@ -13,7 +13,6 @@ Release.
 from __future__ import annotations
 
 import pytest
-from glue_helpers import Harness, get
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
@@ -33,6 +32,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.tap import plugin as tap
 from coaptcp.tap.demo import make_demo_site
+from coaptcp.testing import Harness, get
 from coaptcp.transport.tcp import CoapFactory
 
 KIB = 1024

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from glue_helpers import Harness, get
-
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
 from coaptcp.server.resource import Request, Resource, Response, Site
 from coaptcp.tap.demo import make_demo_site
+from coaptcp.testing import Harness, get
 
 
 class Sensor(Resource):

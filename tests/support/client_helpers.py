@@ -11,100 +11,57 @@ from __future__ import annotations
 
 from typing import Any
 
+from sites import Held, Seen
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.test.iosim import FakeTransport, IOPump, connect
 
-from coaptcp.channel.limits import CLIENT_LIMITS, Limits
+from coaptcp.channel.limits import Limits
 from coaptcp.client.client import Client
 from coaptcp.client.connectors import ConnectOptions
-from coaptcp.core.codes import Code
-from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
-from coaptcp.core.framing import StreamDecoder
+from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from coaptcp.core.message import Message
-from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
-from coaptcp.transport.tcp import CoapFactory, CoapProtocol
-
-
-class Held(Resource):
-    """GET answers only when the test calls :meth:`answer`, with the request's query."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[tuple[Request, Deferred[Response]]] = []
-
-    def render_GET(self, request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        self.waiting.append((request, d))
-        return d
-
-    def answer(self, index: int) -> None:
-        request, d = self.waiting.pop(index)
-        d.callback(Response.text("&".join(request.query)))
-
-
-class Seen(Resource):
-    """GET answers at once and records the request's options."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: list[Request] = []
-
-    def render_GET(self, request: Request) -> Response:
-        self.requests.append(request)
-        return Response.text("seen")
-
-    def render_POST(self, request: Request) -> Response:
-        self.requests.append(request)
-        return Response(Code.CHANGED, request.payload)
-
-
-def decode_stream(data: bytes) -> list[Message]:
-    decoder = StreamDecoder(1 << 30)
-    decoder.feed(data)
-    out: list[Message] = []
-    while (message := decoder.next_message()) is not None:
-        out.append(message)
-    return out
+from coaptcp.testing import connected_pair
+from coaptcp.transport.tcp import CoapProtocol
 
 
 class Link:
-    """One in-memory connection: a server protocol, a client protocol, a pump."""
+    """One in-memory connection (see :func:`coaptcp.testing.connected_pair`) that can also
+    play a dead peer (:meth:`freeze`)."""
 
     def __init__(self, network: MemoryNetwork, host: str, port: int,
                  options: ConnectOptions) -> None:
         self.host, self.port, self.options = host, port, options
-        clock = network.clock
         # The server keeps idle connections here, so that what the tests see of idle
         # release and keepalive is the Client's own doing.
-        server_factory = CoapFactory(network.site, reactor=clock,
-                                     max_message_size=network.server_max_message_size,
-                                     limits=Limits(idle_timeout=None))
-        client_factory = CoapFactory(None, role=Role.INITIATOR, reactor=clock,
-                                     max_message_size=options.max_message_size,
-                                     limits=CLIENT_LIMITS)
-        address = IPv4Address("TCP", "127.0.0.1", port)
-        client_address = IPv4Address("TCP", "127.0.0.1", 40000 + len(network.links))
-        self.server: CoapProtocol = server_factory.buildProtocol(client_address)
-        self.client: CoapProtocol = client_factory.buildProtocol(address)
-        self.server_io = FakeTransport(self.server, True, address, client_address)
-        self.client_io = FakeTransport(self.client, False, client_address, address)
-        self.pump: IOPump = connect(self.server, self.server_io, self.client, self.client_io,
-                                    greet=False, clock=clock)
+        self.pair = connected_pair(
+            network.site,
+            clock=network.clock,
+            limits=Limits(idle_timeout=None),
+            max_message_size=network.server_max_message_size,
+            client_max_message_size=options.max_message_size,
+            server_address=IPv4Address("TCP", "127.0.0.1", port),
+            client_address=IPv4Address("TCP", "127.0.0.1", 40000 + len(network.links)),
+            greet=False,
+        )
+        self.server: CoapProtocol = self.pair.server
+        self.client: CoapProtocol = self.pair.client
+        self.server_io, self.client_io = self.pair.server_io, self.pair.client_io
+        self.pump = self.pair.pump
         self.frozen = False
         self.from_client = b""  # what the client wrote while the link was frozen
 
     def client_output(self) -> list[Message]:
         """Decode what the client has written and nobody has delivered yet (no pumping)."""
-        return decode_stream(b"".join(self.client_io.stream))
+        return self.pair.client_output()
 
     def flush(self) -> bool:
         if not self.frozen:
-            return self.pump.flush()
+            return self.pair.flush()
         # A dead peer: it reads nothing and says nothing; only our own close completes.
         data = self.client_io.getOutBuffer() or b""
         self.from_client += data
@@ -120,13 +77,11 @@ class Link:
 
     def drop(self) -> None:
         """The network loses the connection: both sides see connectionLost."""
-        self.client_io.disconnected = self.server_io.disconnected = True
-        self.client.connectionLost(Failure(ConnectionDone()))
-        self.server.connectionLost(Failure(ConnectionDone()))
+        self.pair.drop()
 
     @property
     def closed(self) -> bool:
-        return bool(self.client_io.disconnected)
+        return self.pair.closed
 
 
 class MemoryNetwork:
@@ -193,25 +148,3 @@ def make_client(network: MemoryNetwork, **kwargs: Any) -> Client:
     connectors = {"coap+tcp": network.connector, "coap+ws": network.connector}
     connectors.update(kwargs.pop("connectors", {}))
     return Client(network.clock, connectors=connectors, **kwargs)
-
-
-def result_of(d: Deferred[Any]) -> list[Any]:
-    results: list[Any] = []
-    d.addBoth(results.append)
-    return results
-
-
-def success(results: list[Any]) -> Any:
-    assert len(results) == 1, f"expected one result, got {results!r}"
-    value = results[0]
-    assert not isinstance(value, Failure), value.getTraceback()
-    return value
-
-
-def failure(results: list[Any], *types: type[BaseException]) -> Failure:
-    assert len(results) == 1, f"expected one result, got {results!r}"
-    value = results[0]
-    assert isinstance(value, Failure), f"expected a failure, got {value!r}"
-    if types:
-        assert value.check(*types), value.getTraceback()
-    return value

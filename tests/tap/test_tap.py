@@ -10,7 +10,6 @@ from pathlib import Path
 import childproc
 import pytest
 import tap_resources
-from glue_helpers import Harness, get, result_of, success
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -23,6 +22,7 @@ from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
 from coaptcp.server.resource import Site
 from coaptcp.tap import plugin as tap
 from coaptcp.tap.demo import HelloResource
+from coaptcp.testing import Harness, get, result_of, success
 from coaptcp.transport.tcp import CoapFactory
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from ipaddress import ip_address
 
-from glue_helpers import RecordingTransport, csm, decode_all, frames, get
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock
@@ -21,6 +20,7 @@ from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
+from coaptcp.testing import RecordingTransport, csm, decode_all, frames, get
 from coaptcp.transport.tcp import CoapFactory
 
 BALANCER = IPv4Address("TCP", "127.0.0.1", 45000)
