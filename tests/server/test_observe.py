@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from sites import Slow
 from twisted.internet.testing import MemoryReactorClock
 
 from coaptcp.core.codes import Code
@@ -60,17 +60,8 @@ class OwnMaxAge(ObservableResource):
         return Response(Code.CONTENT, b"cached", options=Options([(OptionNumber.MAX_AGE, 5)]))
 
 
-class Deferring(ObservableResource):
-    """Each render returns a Deferred the test fires."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[Deferred[Response]] = []
-
-    def render_GET(self, request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        self.waiting.append(d)
-        return d
+class Deferring(Slow, ObservableResource):
+    """Each render returns a Deferred the test fires (``waiting``), and it is observable."""
 
 
 class Big(ObservableResource):

@@ -13,8 +13,9 @@ import txaio
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.server import Site as WebSite
-from ws_wire import Frame, HttpResponse, handshake, parse_frames, parse_http
+from ws_wire import Frame, HttpResponse, coap, csm, handshake, parse_frames, parse_http
 
+from coaptcp.core.codes import Code
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.transport.websocket.protocol import CoapWebSocketServerFactory
@@ -91,6 +92,15 @@ class WsPeer:
         from twisted.python.failure import Failure
 
         self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def opened(factory: CoapWebSocketServerFactory) -> WsPeer:
+    """A WsPeer past the upgrade and the CSM exchange (RFC 8323 sections 4.1 and 3.3)."""
+    peer = WsPeer(factory)
+    assert peer.upgrade(handshake()).status == 101
+    peer.send(coap(csm()))
+    assert [f.coap().code for f in peer.frames()] == [Code.CSM]
+    return peer
 
 
 class WebPeer:

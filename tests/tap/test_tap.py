@@ -10,6 +10,7 @@ from pathlib import Path
 import childproc
 import pytest
 import tap_resources
+from tap_options import parse, usage_error
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -26,18 +27,6 @@ from coaptcp.testing import Harness, get, result_of, success
 from coaptcp.transport.tcp import CoapFactory
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def parse(*args: str) -> tap.Options:
-    options = tap.Options()
-    options.parseOptions(list(args))
-    return options
-
-
-def usage_error(*args: str) -> str:
-    with pytest.raises(usage.UsageError) as info:
-        parse(*args)
-    return str(info.value)
 
 
 # -- Options ----------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import childproc
 import pytest
+from tap_options import parse, usage_error
 from tls_helpers import PKI, connect_pair
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
-from twisted.python import usage
 
 from coaptcp.tap import plugin as tap
 from coaptcp.transport.tcp import CoapProtocol
@@ -24,18 +24,6 @@ from coaptcp.transport.tls.settings import ClientTLSSettings
 from coaptcp.transport.tls.transport import CoapTLSFactory
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def parse(*args: str) -> tap.Options:
-    options = tap.Options()
-    options.parseOptions(list(args))
-    return options
-
-
-def usage_error(*args: str) -> str:
-    with pytest.raises(usage.UsageError) as info:
-        parse(*args)
-    return str(info.value)
 
 
 @pytest.fixture

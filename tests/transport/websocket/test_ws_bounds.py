@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from ws_helpers import WsPeer
+from ws_helpers import WsPeer, opened
 from ws_wire import (
     OP_BINARY,
     OP_CLOSE,
@@ -27,7 +27,6 @@ from ws_wire import (
     OP_PING,
     Frame,
     coap,
-    csm,
     frame,
     frame_header,
     get,
@@ -57,14 +56,6 @@ def factory(request, clock) -> CoapWebSocketServerFactory:
         "Protocol", (made.protocol,), {"coap_fast_path": request.param}
     )
     return made
-
-
-def opened(factory: CoapWebSocketServerFactory) -> WsPeer:
-    peer = WsPeer(factory)
-    assert peer.upgrade(handshake()).status == 101
-    peer.send(coap(csm()))
-    assert [f.coap().code for f in peer.frames()] == [Code.CSM]
-    return peer
 
 
 def abort_and_close(frames: list[Frame]) -> str:

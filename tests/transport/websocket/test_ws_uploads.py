@@ -7,8 +7,8 @@ TLS and WebSocket listeners) is shared, and the upload timer runs on the reactor
 from __future__ import annotations
 
 from twisted.internet.testing import MemoryReactorClock
-from ws_helpers import WsPeer
-from ws_wire import coap, csm, handshake
+from ws_helpers import WsPeer, opened
+from ws_wire import coap
 
 from coaptcp.channel.limits import Limits
 from coaptcp.core.blockwise import Block, UploadBudget
@@ -28,14 +28,6 @@ def part(num: int, *, more: bool = True, size: int = KIB) -> Message:
         [(OptionNumber.URI_PATH, "store"), (OptionNumber.BLOCK1, Block(num, more, 6).encode())]
     )
     return Message(Code.PUT, bytes([num]), options, b"w" * size)  # type: ignore[arg-type]
-
-
-def opened(factory: CoapWebSocketServerFactory) -> WsPeer:
-    peer = WsPeer(factory)
-    assert peer.upgrade(handshake()).status == 101
-    peer.send(coap(csm()))
-    assert [f.coap().code for f in peer.frames()] == [Code.CSM]
-    return peer
 
 
 def answers(peer: WsPeer, *messages: Message) -> list[Code]:
