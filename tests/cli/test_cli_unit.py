@@ -144,13 +144,21 @@ def test_help_lists_the_options() -> None:
 # -- run() over in-memory connections ----------------------------------------------------------
 
 
-def cli_run(network: MemoryNetwork, argv: list[str], *, pretty: bool = False,
-            client: Client | None = None) -> tuple[int, bytes, str]:
+def start(network: MemoryNetwork, argv: list[str], *, pretty: bool = False,
+          client: Client | None = None, err: io.StringIO | None = None,
+          **client_kwargs: Any) -> tuple[list[Any], io.BytesIO, io.StringIO]:
+    """Start :func:`run` on ``argv`` (what it fires with, its stdout and stderr)."""
     settings: Settings = parse_args(argv)
-    out, err = io.BytesIO(), io.StringIO()
-    client = client or make_client(network, timeout=settings.timeout)
+    out, err = io.BytesIO(), err if err is not None else io.StringIO()
+    client = client or make_client(network, timeout=settings.timeout, **client_kwargs)
     results = result_of(Deferred.fromCoroutine(
         run(network.clock, client, settings, out, err, pretty)))
+    return results, out, err
+
+
+def cli_run(network: MemoryNetwork, argv: list[str], *, pretty: bool = False,
+            client: Client | None = None) -> tuple[int, bytes, str]:
+    results, out, err = start(network, argv, pretty=pretty, client=client)
     for _ in range(5):
         network.flush()
         network.clock.advance(0)
@@ -262,10 +270,7 @@ def test_scheme_not_available_is_a_usage_error() -> None:
 
 def test_lost_connection_is_exit_3() -> None:
     network = MemoryNetwork()
-    settings = parse_args(["coap+tcp://127.0.0.1/held"])
-    out, err = io.BytesIO(), io.StringIO()
-    results = result_of(Deferred.fromCoroutine(
-        run(network.clock, make_client(network), settings, out, err, False)))
+    results, _, err = start(network, ["coap+tcp://127.0.0.1/held"], client=make_client(network))
     network.flush()
     network.links[0].drop()
     network.flush()
@@ -302,11 +307,7 @@ class Terminal(io.StringIO):
 
 def run_with(network: MemoryNetwork, argv: list[str], err: io.StringIO,
              **client_kwargs: Any) -> tuple[int, bytes]:
-    settings = parse_args(argv)
-    out = io.BytesIO()
-    client = make_client(network, timeout=settings.timeout, **client_kwargs)
-    results = result_of(Deferred.fromCoroutine(
-        run(network.clock, client, settings, out, err, False)))
+    results, out, _ = start(network, argv, err=err, **client_kwargs)
     for _ in range(5):
         network.flush()
     return success(results), out.getvalue()
@@ -425,10 +426,9 @@ def test_observe_an_error() -> None:
 
 def test_observe_connection_lost_is_exit_3() -> None:
     network, _ = observed_network()
-    settings = parse_args(["--observe", "coap+tcp://127.0.0.1/time"])
-    out, err = io.BytesIO(), io.StringIO()
-    results = result_of(Deferred.fromCoroutine(
-        run(network.clock, make_client(network), settings, out, err, False)))
+    results, out, err = start(
+        network, ["--observe", "coap+tcp://127.0.0.1/time"], client=make_client(network)
+    )
     network.flush()
     network.links[0].drop()
     network.flush()

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 
 from coaptcp.channel.limits import CLIENT_LIMITS
+from coaptcp.client.client import Client
 from coaptcp.client.connectors import ConnectOptions
 from coaptcp.core.connection import Role
 from coaptcp.core.message import Message
@@ -33,6 +34,10 @@ class RawPeer:
         self.clock = clock if clock is not None else MemoryReactorClock()
         self.harness: Harness | None = None
         self.connections = 0
+
+    def make_client(self, **kwargs: Any) -> Client:
+        """A Client (on this peer's clock) whose coap+tcp connections come to this peer."""
+        return Client(self.clock, connectors={"coap+tcp": self.connector}, **kwargs)
 
     @property
     def protocol(self) -> CoapProtocol | None:

@@ -9,7 +9,15 @@ In memory: real OpenSSL on both ends, an iosim pump, a MemoryReactorClock.
 
 from __future__ import annotations
 
-from tls_helpers import PKI, SERVER_PORT, connect_pair, raw_client_context, raw_tls_client
+from tls_helpers import (
+    PKI,
+    SERVER_PORT,
+    Pair,
+    Recorder,
+    connect_pair,
+    raw_client_context,
+    raw_tls_client,
+)
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
 
@@ -19,7 +27,8 @@ from coaptcp.core.message import Message
 from coaptcp.transport.tls.settings import ServerTLSSettings
 
 
-def test_release_from_the_peer_closes_the_tls_connection_without_waiting(pki: PKI) -> None:
+def opened(pki: PKI) -> tuple[Pair, Recorder]:
+    """Our coaps+tcp server and a raw TLS client that has sent its CSM, in memory."""
     clock = MemoryReactorClock()
     client_factory, recorder = raw_tls_client(clock, raw_client_context(pki.ca, [b"coap"]))
     settings = ServerTLSSettings(certificate=pki.server, private_key=pki.server_key)
@@ -27,6 +36,11 @@ def test_release_from_the_peer_closes_the_tls_connection_without_waiting(pki: PK
     pair.pump.flush()
     pair.client_tls.write(encode_frame(Message(Code.CSM)))
     pair.pump.flush()
+    return pair, recorder
+
+
+def test_release_from_the_peer_closes_the_tls_connection_without_waiting(pki: PKI) -> None:
+    pair, recorder = opened(pki)
     pair.client_tls.write(encode_frame(Message(Code.RELEASE)))
     pair.pump.flush()
     decoder = StreamDecoder(1 << 20)
@@ -39,13 +53,7 @@ def test_release_from_the_peer_closes_the_tls_connection_without_waiting(pki: PK
 
 
 def test_our_release_over_tls_closes_once_the_peer_closes(pki: PKI) -> None:
-    clock = MemoryReactorClock()
-    client_factory, recorder = raw_tls_client(clock, raw_client_context(pki.ca, [b"coap"]))
-    settings = ServerTLSSettings(certificate=pki.server, private_key=pki.server_key)
-    pair = connect_pair(settings, client_factory, port=SERVER_PORT, clock=clock)
-    pair.pump.flush()
-    pair.client_tls.write(encode_frame(Message(Code.CSM)))
-    pair.pump.flush()
+    pair, recorder = opened(pki)
     closed: list[object] = []
     pair.server_coap.release("shutting down").addBoth(closed.append)
     pair.pump.flush()
