@@ -155,13 +155,9 @@ def connected_pair(
             site, reactor=clock, limits=limits, max_message_size=max_message_size
         )
     if client_factory is None:
-        client_factory = CoapFactory(
-            client_site,
-            role=Role.INITIATOR,
-            reactor=clock,
-            limits=client_limits,
-            max_message_size=client_max_message_size,
-        )
+        client_factory = CoapFactory(client_site, role=Role.INITIATOR, reactor=clock,
+                                     limits=client_limits,
+                                     max_message_size=client_max_message_size)
     server: Any = server_factory.buildProtocol(client_address)
     client: Any = client_factory.buildProtocol(server_address)
     link = join(server, client, clock=clock, server_address=server_address,
