@@ -56,6 +56,7 @@ from peers import (
 pytestmark = pytest.mark.interop
 
 HERE = Path(__file__).resolve().parent
+INTEROP = HERE.parents[1] / "interop"
 IO_TIMEOUT = 10.0  # seconds any single socket operation may block
 AIOCOAP_BIG = bytes(range(32, 127)) * 42 + b"!" * 10
 
@@ -82,15 +83,16 @@ def ws_server() -> Iterator[RunningPeer]:
 @pytest.fixture(scope="module")
 def aiocoap_ws_server() -> Iterator[RunningPeer]:
     port = free_port()
-    while port < 3000 + 1024:  # aiocoap binds PORT + 3000 (see aiocoap_ws_peer.py)
+    while port < 3000 + 1024:  # aiocoap binds PORT + 3000 (see interop/aiocoap_peer.py)
         port = free_port()
-    with run_server([sys.executable, str(HERE / "aiocoap_ws_peer.py"), str(port)], port) as peer:
+    argv = [sys.executable, str(INTEROP / "aiocoap_peer.py"), str(port), "ws"]
+    with run_server(argv, port) as peer:
         yield peer
 
 
 def ws_client(uri: str, *args: str) -> dict[str, object]:
     """Our client (ws_client_peer.py) in its own process; its JSON report."""
-    result = run([sys.executable, str(HERE / "ws_client_peer.py"), uri, *args])
+    result = run([sys.executable, str(INTEROP / "ws_client_peer.py"), uri, *args])
     lines = result.stdout.decode().strip().splitlines()
     assert lines, f"no report ({result.returncode}):\n{result.stderr.decode()}"
     report: dict[str, object] = json.loads(lines[-1])
