@@ -6,15 +6,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import txaio
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.web.server import Site as WebSite
 from ws_wire import Frame, HttpResponse, coap, csm, handshake, parse_frames, parse_http
 
+from coaptcp import testing
 from coaptcp.core.codes import Code
 from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
@@ -24,26 +24,9 @@ PEER_ADDRESS = IPv4Address("TCP", "192.0.2.9", 41000)
 HOST_ADDRESS = IPv4Address("TCP", "198.51.100.3", 8080)
 
 
-class RecordingTransport(StringTransport):
-    """Records writes, graceful closes and aborts (a forced drop loses unsent data)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls: list[str] = []
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self.calls.append("write")
-        super().write(data)
-
-    def loseConnection(self) -> None:
-        self.calls.append("loseConnection")
-        super().loseConnection()
-
-    def abortConnection(self) -> None:
-        self.calls.append("abortConnection")
-        self.aborted = True
-        self.disconnecting = True
+class RecordingTransport(testing.RecordingTransport):
+    """Records writes, graceful closes and aborts (a forced drop loses unsent data), and
+    TCP_NODELAY; a second unregisterProducer is harmless, as on a socket transport."""
 
     def setTcpNoDelay(self, enabled: bool) -> None:
         self.calls.append("setTcpNoDelay")
