@@ -5,22 +5,25 @@
 
 from __future__ import annotations
 
-from coaptcp.channel.channel import (
-    Channel,
-    ConnectionClosedError,
-    RequestNotSent,
-)
+from coaptcp.channel.channel import Channel
+from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
 from coaptcp.channel.limits import (
     CLIENT_LIMITS,
     DEFAULT_LIMITS,
     Limits,
 )
+from coaptcp.channel.observing import ChannelObservation
+from coaptcp.channel.owner import ChannelOwner
+from coaptcp.channel.watchdog import Watchdog
 
 __all__ = [
     "CLIENT_LIMITS",
     "DEFAULT_LIMITS",
     "Channel",
+    "ChannelObservation",
+    "ChannelOwner",
     "ConnectionClosedError",
     "Limits",
     "RequestNotSent",
+    "Watchdog",
 ]

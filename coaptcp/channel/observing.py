@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -24,12 +24,12 @@ from coaptcp.core.options import OptionNumber, Options
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-    from coaptcp.channel.channel import Channel
-    from coaptcp.server.resource import Response
+    from coaptcp.server.request import Response
 
 __all__ = [
     "DEFAULT_DEREGISTER_TIMEOUT",
     "ChannelObservation",
+    "ObservationChannel",
     "ObservationState",
     "is_notification",
 ]
@@ -54,8 +54,21 @@ class ObservationState(enum.Enum):
     ENDED = "ended"  # the token is free
 
 
+class ObservationChannel(Protocol):
+    """What a :class:`ChannelObservation` needs from its connection (a
+    :class:`~coaptcp.channel.Channel`)."""
+
+    def send_observe(self, observation: ChannelObservation, value: int) -> None:
+        """Send the observation's GET with Observe=``value`` (0 registers, 1 cancels);
+        raises :class:`RequestNotSent` or :class:`ConnectionClosedError`."""
+
+    def forget_observation(self, observation: ChannelObservation) -> None:
+        """Free the observation's token."""
+
+
 class ChannelObservation:
-    """One observation held on one connection; made by :meth:`Channel.observe`.
+    """One observation held on one connection; made by
+    :meth:`~coaptcp.channel.Channel.observe`.
 
     :ivar token: the token of the registration, reused by the deregistration.
     :ivar options: the registration's options (without Observe).
@@ -67,7 +80,7 @@ class ChannelObservation:
 
     def __init__(
         self,
-        channel: Channel,
+        channel: ObservationChannel,
         token: bytes,
         options: Options,
         on_notification: Callable[[Response], None],

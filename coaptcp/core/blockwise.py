@@ -1,16 +1,14 @@
 """Block-wise transfer (RFC 7959) with BERT over reliable transports (RFC 8323 section 6).
 
-Pure helpers: the Block1/Block2 option value, choosing a block size that fits the peer's
-Max-Message-Size, cutting a representation into blocks, and reassembling a Block1 upload
-(the server side, with the byte budgets of :class:`UploadBudget`); reassembling a Block2
-download and cutting a Block1 upload (the client side, :class:`Download` and
-:class:`BodySender`).  Nothing here knows about connections or clocks; callers pass the
-time in, and ask :meth:`BlockwiseServer.next_expiry` when to call back.
+This module holds the server side of one connection and re-exports the rest, so that
+``from coaptcp.core.blockwise import ...`` reaches every block-wise name: the option value
+and block arithmetic (:mod:`coaptcp.core.blocks`) and the client side
+(:mod:`coaptcp.core.blocktransfer`).
 
-A Block option value is ``NUM << 4 | M << 3 | SZX``; the block size is ``2 ** (SZX + 4)``.
-SZX 7 is BERT: blocks of 1024 bytes, several of them in one message, NUM counting 1024-byte
-blocks (RFC 8323 section 6).  A BERT payload is a multiple of 1024 bytes, except in the last
-message, which adds a partial block of less than 1024 (RFC 8323 section 6, as of -10).
+:class:`BlockwiseServer` reassembles Block1 uploads, bounded in count, size and age, with
+the byte budgets of :class:`UploadBudget` shared across connections, and cuts Block2
+responses to the peer's limit.  Nothing here knows about connections or clocks; callers
+pass the time in and ask :meth:`BlockwiseServer.next_expiry` when to call back.
 """
 
 from __future__ import annotations
@@ -18,6 +16,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from coaptcp.core.blocks import (
+    BERT_SZX,
+    BERT_UNIT,
+    MAX_NUM,
+    Block,
+    BlockError,
+    block2_control,
+    choose_block1,
+    choose_block2,
+    decode_block,
+    slice_block,
+    szx_for_size,
+)
+from coaptcp.core.blocktransfer import BodySender, Download, TransferError
 from coaptcp.core.codes import Code
 from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.message import Message
@@ -25,8 +37,10 @@ from coaptcp.core.options import Options, decode_uint
 
 __all__ = [
     "BERT_SZX",
+    "BERT_UNIT",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_CONNECTION_UPLOAD_BYTES",
+    "DEFAULT_MAX_UPLOADS",
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_UPLOAD_LIFETIME",
     "MAX_NUM",
@@ -44,109 +58,10 @@ __all__ = [
     "block2_control",
     "choose_block1",
     "choose_block2",
+    "decode_block",
     "slice_block",
     "szx_for_size",
 ]
-
-#: SZX value that means BERT on reliable transports (RFC 8323 section 6).
-BERT_SZX = 7
-#: NUM is at most 20 bits (RFC 7959 section 2.2).
-MAX_NUM = (1 << 20) - 1
-_BERT_UNIT = 1024
-
-
-class BlockError(CoapTcpError, ValueError):
-    """A Block option value that cannot be honoured (RFC 7959 section 2.2)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    """A decoded Block1 or Block2 option value (RFC 7959 section 2.2)."""
-
-    num: int
-    more: bool
-    szx: int
-
-    @classmethod
-    def decode(cls, value: int) -> Block:
-        """Decode the option's uint; raises :class:`BlockError` beyond 3 bytes."""
-        if value < 0 or value > 0xFFFFFF:
-            raise BlockError(f"Block option value {value} does not fit in 3 bytes")
-        return cls(value >> 4, bool(value & 0x08), value & 0x07)
-
-    def encode(self) -> int:
-        """The option's uint value."""
-        if not 0 <= self.num <= MAX_NUM:
-            raise BlockError(f"block number {self.num} does not fit in 20 bits")
-        return self.num << 4 | (0x08 if self.more else 0) | self.szx
-
-    @property
-    def is_bert(self) -> bool:
-        """SZX 7: a BERT block (RFC 8323 section 6)."""
-        return self.szx == BERT_SZX
-
-    @property
-    def size(self) -> int:
-        """The block size in bytes; 1024 for BERT (the unit NUM counts)."""
-        return _BERT_UNIT if self.szx == BERT_SZX else 1 << (self.szx + 4)
-
-    @property
-    def offset(self) -> int:
-        """The byte offset of this block in the whole body."""
-        return self.num * self.size
-
-
-def szx_for_size(size: int) -> int:
-    """The largest non-BERT SZX whose block size is at most ``size`` (0 for < 32)."""
-    szx = 6
-    while szx > 0 and (1 << (szx + 4)) > size:
-        szx -= 1
-    return szx
-
-
-def choose_block2(
-    *,
-    room: int,
-    requested: Block | None,
-    peer_bert: bool,
-) -> tuple[int, int]:
-    """Choose ``(szx, payload_limit)`` for a Block2 response.
-
-    :param room: the payload bytes that fit in one message to the peer (its
-        Max-Message-Size less our header, token and options).
-    :param requested: the Block2 option of the request, if any.  Its SZX is an upper
-        bound (RFC 7959 section 2.4); a BERT option there also says the client handles
-        BERT (RFC 8323 section 6, control usage).
-    :param peer_bert: whether the peer's CSM announced BERT (Block-Wise-Transfer and a
-        Max-Message-Size above 1152, RFC 8323 section 5.3.2).
-    :returns: the SZX to use and how many payload bytes one response carries.
-    """
-    bert_ok = requested.is_bert if requested is not None else peer_bert
-    if bert_ok and room >= 2 * _BERT_UNIT:
-        return BERT_SZX, (room // _BERT_UNIT) * _BERT_UNIT
-    szx = szx_for_size(max(room, 16))
-    if requested is not None and not requested.is_bert:
-        szx = min(szx, requested.szx)
-    return szx, 1 << (szx + 4)
-
-
-def slice_block(body: bytes, offset: int, szx: int, payload_limit: int) -> tuple[bytes, Block]:
-    """Cut the block at byte ``offset`` out of ``body``, with the Block2 value to send.
-
-    ``offset`` comes from the request's Block2 option (NUM times its block size) and must
-    be a multiple of our block size.  For BERT the payload takes as many whole 1024-byte
-    blocks as ``payload_limit`` allows.  Raises :class:`BlockError` when ``offset`` lies
-    past the end or inside one of our blocks.
-    """
-    unit = _BERT_UNIT if szx == BERT_SZX else 1 << (szx + 4)
-    if offset % unit:
-        raise BlockError(f"offset {offset} is not on a {unit}-byte block boundary")
-    if offset > 0 and offset >= len(body):
-        raise BlockError(f"offset {offset} lies past the end of a {len(body)}-byte body")
-    length = max(unit, (payload_limit // unit) * unit) if szx == BERT_SZX else unit
-    chunk = body[offset : offset + length]
-    more = offset + len(chunk) < len(body)
-    return chunk, Block(offset // unit, more, szx)
 
 
 class UploadError(CoapTcpError):
@@ -194,7 +109,7 @@ class Upload:
             )
         if block.more:
             if block.is_bert:
-                if not payload or len(payload) % _BERT_UNIT:
+                if not payload or len(payload) % BERT_UNIT:
                     raise UploadError(
                         0x88, f"a BERT block of {len(payload)} bytes is not a multiple of 1024"
                     )
@@ -210,16 +125,6 @@ class Upload:
         self.data += payload
         self.last_seen = now
         return not block.more
-
-
-def _decode_block(raw: bytes | None) -> Block | None:
-    """A request's Block option, or ``None`` when absent or longer than 3 bytes."""
-    if raw is None:
-        return None
-    try:
-        return Block.decode(decode_uint(raw))
-    except BlockError:
-        return None
 
 
 # -- the server side of one connection ----------------------------------------------------
@@ -525,12 +430,12 @@ class BlockwiseServer:
         if none) is sent, with Size2 on the first block (RFC 7959 sections 2.4 and 4).
         """
         options = response.options
-        final = _decode_block(request.options.get(_BLOCK1))
+        final = decode_block(request.options.get(_BLOCK1))
         if final is not None and response.code != _CONTINUE:
             options = options.replace(_BLOCK1, Block(final.num, False, final.szx).encode())
             response = response.replace(options=options)
         # An undecodable Block2 was already answered 4.02 by the Site: send that whole.
-        requested = _decode_block(request.options.get(_BLOCK2))
+        requested = decode_block(request.options.get(_BLOCK2))
         if (
             requested is None
             and len(response.payload) < peer_max_message_size
@@ -551,173 +456,3 @@ class BlockwiseServer:
         if block.num == 0:
             options = options.replace(_SIZE2, len(body))
         return response.replace(options=options, payload=chunk)
-
-
-# -- the client side ----------------------------------------------------------------------
-
-
-class TransferError(CoapTcpError, ValueError):
-    """A block-wise transfer the client cannot complete (RFC 7959 sections 2.4, 2.5, 4).
-
-    Raised for a block that does not continue the body where it stands, a non-final block
-    of the wrong size, a representation that changed during the transfer (another ETag),
-    a body longer or shorter than its Size2, and a body above the client's limit.
-    """
-
-
-def choose_block1(
-    *,
-    room: int,
-    peer_bert: bool,
-    block_size: int | None = None,
-) -> tuple[int, int]:
-    """Choose ``(szx, payload_limit)`` for the Block1 messages of an upload.
-
-    :param room: the payload bytes that fit in one message to the peer (its
-        Max-Message-Size less our header, token and options).
-    :param peer_bert: whether the peer's CSM announced Block-Wise-Transfer and a
-        Max-Message-Size above 1152 (RFC 8323 section 5.3.2): only then do we send BERT
-        blocks (SZX 7, RFC 8323 section 6; INTEROP-NOTES 5).
-    :param block_size: the caller's preference: ``None`` for the largest that fits; 16 to
-        1024 for that block size (rounded down to a power of two); above 1024 for BERT
-        messages of at most that many bytes (when the peer allows BERT).
-    """
-    if peer_bert and (block_size is None or block_size >= 2 * _BERT_UNIT):
-        limit = room if block_size is None else min(room, block_size)
-        if limit >= 2 * _BERT_UNIT:
-            return BERT_SZX, (limit // _BERT_UNIT) * _BERT_UNIT
-    limit = room if block_size is None else min(room, block_size)
-    szx = szx_for_size(max(limit, 16))
-    return szx, 1 << (szx + 4)
-
-
-def block2_control(block_size: int) -> Block:
-    """The Block2 option for the first request of a download that asks for ``block_size``.
-
-    Control usage (RFC 7959 section 2.4): block 0 of at most that size; above 1024, a
-    BERT option, which says that we handle BERT blocks (RFC 8323 section 6).
-    """
-    if block_size >= 2 * _BERT_UNIT:
-        return Block(0, False, BERT_SZX)
-    return Block(0, False, szx_for_size(max(block_size, 16)))
-
-
-@dataclass
-class Download:
-    """A Block2 body being reassembled by the client (RFC 7959 section 2.4, BERT RFC 8323 6).
-
-    Feed each response's Block2 option and payload to :meth:`add`; it returns the Block2
-    option of the next request (the next NUM, in the block size the server chose), or
-    ``None`` once the body is complete.
-
-    :param max_body_size: the largest body accepted; more is a :class:`TransferError`.
-    """
-
-    max_body_size: int
-    data: bytearray = field(default_factory=bytearray)
-    size2: int | None = None
-    etag: bytes | None = None
-    blocks: int = 0
-
-    def add(
-        self,
-        block: Block,
-        payload: bytes,
-        *,
-        size2: int | None = None,
-        etag: bytes | None = None,
-    ) -> Block | None:
-        """Append one block; returns the next block to ask for, ``None`` when complete.
-
-        :param size2: the response's Size2 option, if any (RFC 7959 section 4).
-        :param etag: the response's ETag, if any: every block must carry the ETag of
-            the first (the representation must not change under us, section 2.4).
-        """
-        if block.offset != len(self.data):
-            raise TransferError(
-                f"block {block.num} (offset {block.offset}) does not continue the body at "
-                f"offset {len(self.data)}"
-            )
-        if self.blocks == 0:
-            self.etag = etag
-        elif etag != self.etag:
-            raise TransferError(
-                "the representation changed during the transfer (ETag "
-                f"{_hex(self.etag)} became {_hex(etag)})"
-            )
-        if size2 is not None:
-            if self.size2 is not None and size2 != self.size2:
-                raise TransferError(f"Size2 changed from {self.size2} to {size2}")
-            if size2 > self.max_body_size:
-                raise TransferError(
-                    f"the body of {size2} bytes (Size2) exceeds the limit of "
-                    f"{self.max_body_size} bytes"
-                )
-            self.size2 = size2
-        if block.more:
-            if block.is_bert:
-                if not payload or len(payload) % _BERT_UNIT:
-                    raise TransferError(
-                        f"a non-final BERT block of {len(payload)} bytes is not a multiple "
-                        "of 1024"
-                    )
-            elif len(payload) != block.size:
-                raise TransferError(
-                    f"non-final block {block.num} has {len(payload)} bytes, not {block.size}"
-                )
-        total = len(self.data) + len(payload)
-        if total > self.max_body_size:
-            raise TransferError(f"the body exceeds the limit of {self.max_body_size} bytes")
-        short = not block.more and total != self.size2
-        if self.size2 is not None and (total > self.size2 or short):
-            raise TransferError(f"the body has {total} bytes but Size2 said {self.size2}")
-        self.data += payload
-        self.blocks += 1
-        if not block.more:
-            return None
-        return Block(total // block.size, False, block.szx)
-
-
-def _hex(value: bytes | None) -> str:
-    return "none" if value is None else value.hex()
-
-
-class BodySender:
-    """Cuts a request body into Block1 messages for the client (RFC 7959 section 2.5).
-
-    :meth:`current` gives the Block1 option and payload to send next; after a 2.31
-    Continue call :meth:`acknowledge` with the Block1 option the server echoed: a smaller
-    SZX there is followed from then on (the block number scaled to it, RFC 7959 section
-    2.5); a larger one is ignored.  BERT (SZX 7) sends several 1024-byte blocks in one
-    message, ``payload_limit`` bytes at most (RFC 8323 section 6).
-    """
-
-    def __init__(self, body: bytes, szx: int, payload_limit: int) -> None:
-        if not 0 <= szx <= BERT_SZX:
-            raise BlockError(f"SZX {szx} is not 0-7")
-        self.body = body
-        self.szx = szx
-        self.payload_limit = payload_limit
-        self.offset = 0
-
-    @property
-    def total(self) -> int:
-        """The body's length."""
-        return len(self.body)
-
-    def current(self) -> tuple[Block, bytes]:
-        """The Block1 option and the payload of the next message."""
-        chunk, block = slice_block(self.body, self.offset, self.szx, self.payload_limit)
-        return block, chunk
-
-    def acknowledge(self, echo: Block | None) -> bool:
-        """The server took the current block; returns whether more remain to send.
-
-        ``echo`` is the Block1 option of its 2.31 Continue response, if any.
-        """
-        _, chunk = self.current()
-        self.offset += len(chunk)
-        if echo is not None and echo.szx < self.szx:
-            self.szx = echo.szx
-            self.payload_limit = 1 << (echo.szx + 4)
-        return self.offset < len(self.body)

@@ -10,13 +10,16 @@ from coaptcp.server.observe import (
     ObservableResource,
     ObservationRegistry,
     Observer,
+    ObserverConnection,
 )
-from coaptcp.server.resource import (
+from coaptcp.server.request import (
     CoapError,
     RenderResult,
     Request,
-    Resource,
     Response,
+)
+from coaptcp.server.resource import (
+    Resource,
     Site,
     WellKnownCore,
 )
@@ -29,6 +32,7 @@ __all__ = [
     "ObservableResource",
     "ObservationRegistry",
     "Observer",
+    "ObserverConnection",
     "RenderResult",
     "Request",
     "Resource",

@@ -7,7 +7,8 @@ token deregisters (RFC 8323 section 7.4), an error response ends the observation
 closed connection removes all of its observations.
 
 Notifications always carry an Observe value that increases (and is never empty on the
-wire: INTEROP-NOTES 2 shows deployed clients drop empty ones) and a Max-Age.  A slow reader
+wire, although RFC 8323 section 7.1 allows it: deployed clients drop empty ones) and a
+Max-Age (RFC 7641 section 4.2).  A slow reader
 is not sent a queue of old states: while its transport cannot take more, its observations
 are only marked stale, and it gets the latest state once it catches up.
 """
@@ -16,17 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber
-from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource
 
 if TYPE_CHECKING:
-    from coaptcp.channel.channel import Channel
+    from twisted.internet.defer import Deferred
+
+    from coaptcp.core.message import Message
+    from coaptcp.server.resource import Site
 
 __all__ = [
     "DEFAULT_MAX_OBSERVERS",
@@ -34,6 +37,7 @@ __all__ = [
     "ObservableResource",
     "ObservationRegistry",
     "Observer",
+    "ObserverConnection",
     "mark_notification",
     "observe_request",
 ]
@@ -45,12 +49,23 @@ SEQUENCE_MODULUS = 1 << 24
 DEFAULT_MAX_OBSERVERS = 10_000
 
 
+class ObserverConnection(Protocol):
+    """What an :class:`Observer` needs from its connection (a
+    :class:`~coaptcp.channel.Channel`, which keeps it by token)."""
+
+    def make_request(self, message: Message) -> Request:
+        """A :class:`Request` for ``message`` as received on this connection."""
+
+    def notify(self, observation: Observer) -> None:
+        """Send ``observation`` a fresh notification (RFC 7641 section 4.2)."""
+
+
 @dataclass(eq=False)
 class Observer:
     """One observer: the registering GET, on its connection, for one resource."""
 
     resource: ObservableResource
-    channel: Channel
+    channel: ObserverConnection
     message: Message
     rendering: bool = False
     stale: bool = False
@@ -99,7 +114,7 @@ class ObservableResource(Resource):
         self._sequence = self._sequence % (SEQUENCE_MODULUS - 1) + 1
         return self._sequence
 
-    def add_observer(self, channel: Channel, message: Message) -> Observer | None:
+    def add_observer(self, channel: ObserverConnection, message: Message) -> Observer | None:
         """Register the GET ``message`` on ``channel``; ``None`` when declined (full)."""
         key = (id(channel), message.token)
         if key not in self._observations and len(self._observations) >= self.max_observers:
@@ -117,7 +132,7 @@ class ObservableResource(Resource):
         self.observer_added(observation)
         return observation
 
-    def remove_observer(self, channel: Channel, token: bytes) -> Observer | None:
+    def remove_observer(self, channel: ObserverConnection, token: bytes) -> Observer | None:
         """Deregister one observation; returns it, or ``None`` if it was not registered."""
         observation = self._observations.pop((id(channel), token), None)
         if observation is not None:
@@ -135,9 +150,16 @@ class ObservableResource(Resource):
         for observation in self.observations():
             observation.channel.notify(observation)
 
+    def handle_observe(
+        self, site: Site, request: Request, observe: int
+    ) -> Response | Deferred[Response]:
+        """Register on Observe=0, deregister on Observe=1; see :func:`observe_request`."""
+        return observe_request(site, self, request, observe)
+
 
 class ObservationRegistry:
-    """What a connection must offer for observations: the :class:`Channel` implements it."""
+    """What a connection must offer for observations: the
+    :class:`~coaptcp.channel.Channel` implements it."""
 
     __slots__ = ()
 

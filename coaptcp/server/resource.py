@@ -6,31 +6,29 @@ A :class:`Resource` answers ``render_GET``, ``render_POST``, ``render_PUT``,
 ``async def``.  Raise :class:`CoapError` to answer with an error code and a diagnostic
 payload.  :class:`Site` walks the tree for each request and turns every outcome into a
 response: 4.04, 4.05 (for methods the resource lacks), 4.02 (an unrecognized critical
-option), 5.05 (proxy options) and 5.00 (an exception, which is logged).
+option), 5.05 (proxy options) and 5.00 (an exception, which is logged).  A GET with
+Observe goes to :meth:`Resource.handle_observe`, which
+:class:`~coaptcp.server.observe.ObservableResource` overrides (RFC 7641).
+
+:class:`Request`, :class:`Response`, :class:`CoapError` and :data:`RenderResult` are
+defined in :mod:`coaptcp.server.request` and importable from here too.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Awaitable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import ClassVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from coaptcp.core.codes import Code
-from coaptcp.core.errors import CoapTcpError
 from coaptcp.core.linkformat import LINK_FORMAT, AttributeValue, Link, filter_links, format_links
-from coaptcp.core.message import Message
-from coaptcp.core.options import EMPTY_OPTIONS, OptionNumber, Options
+from coaptcp.core.options import OptionNumber
 from coaptcp.core.validation import PROXY_OPTIONS, CriticalOptionCheck
-
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress
-
-    from coaptcp.server.tlsinfo import TLSInfo
+from coaptcp.server.request import CoapError, RenderResult, Request, Response
 
 __all__ = [
     "UNDERSTOOD_OPTIONS",
@@ -43,9 +41,6 @@ __all__ = [
     "WellKnownCore",
 ]
 
-#: Content-Format numbers used by the helpers below (RFC 7252 section 12.3).
-TEXT_PLAIN = 0
-APPLICATION_JSON = 50
 
 #: Request options the dispatcher processes itself or hands to resources; any other
 #: critical option in a request gets 4.02 (RFC 7252 section 5.4.1).
@@ -87,230 +82,12 @@ _METHOD_NAMES: Mapping[Code, str] = {
     Code.IPATCH: "iPATCH",
 }
 
-
-#: Option lists holding only a Content-Format, for the formats used most.
-_CONTENT_FORMAT_ONLY: dict[int, Options] = {
-    number: EMPTY_OPTIONS.replace(OptionNumber.CONTENT_FORMAT, number)
-    for number in (TEXT_PLAIN, 40, 42, APPLICATION_JSON, 60)
-}
-
-
-_TEXT_PLAIN_ONLY = _CONTENT_FORMAT_ONLY[TEXT_PLAIN]
-_new_object = object.__new__
-
 _RENDER_ATTRIBUTES: Mapping[Code, str] = {
     code: f"render_{name}" for code, name in _METHOD_NAMES.items()
 }
 
-
-class Response:
-    """A CoAP response: a code, options and a payload (RFC 7252 section 5.9).
-
-    :param content_format: sets the Content-Format option when given.
-    """
-
-    __slots__ = ("code", "options", "payload")
-
-    def __init__(
-        self,
-        code: Code = Code.CONTENT,
-        payload: bytes = b"",
-        *,
-        content_format: int | None = None,
-        options: Options = EMPTY_OPTIONS,
-    ) -> None:
-        self.code = code if type(code) is Code else Code(code)
-        self.payload = payload
-        if content_format is not None:
-            if options is EMPTY_OPTIONS and content_format in _CONTENT_FORMAT_ONLY:
-                options = _CONTENT_FORMAT_ONLY[content_format]  # the common case, prebuilt
-            else:
-                options = options.replace(OptionNumber.CONTENT_FORMAT, content_format)
-        self.options = options
-
-    @classmethod
-    def text(cls, text: str, code: Code = Code.CONTENT) -> Response:
-        """A ``text/plain;charset=utf-8`` response."""
-        if cls is not Response or type(code) is not Code:
-            return cls(code, text.encode("utf-8"), options=_TEXT_PLAIN_ONLY)
-        response = _new_object(cls)  # what __init__ would do, without two calls
-        response.code = code
-        response.payload = text.encode()
-        response.options = _TEXT_PLAIN_ONLY
-        return response
-
-    @classmethod
-    def json(cls, value: Any, code: Code = Code.CONTENT) -> Response:
-        """An ``application/json`` response."""
-        body = json.dumps(value, separators=(",", ":")).encode("utf-8")
-        return cls(code, body, content_format=APPLICATION_JSON)
-
-    @property
-    def content_format(self) -> int | None:
-        """The Content-Format option, if any."""
-        return self.options.content_format
-
-    def __repr__(self) -> str:
-        return f"Response({self.code}, {self.options!r}, payload={self.payload[:40]!r})"
-
-
-class CoapError(CoapTcpError):
-    """Raise from a render method to answer with ``code`` and a diagnostic payload.
-
-    The diagnostic payload is UTF-8 text for humans (RFC 7252 section 5.5.2).
-    """
-
-    def __init__(self, code: Code, diagnostic: str = "") -> None:
-        super().__init__(f"{Code(code)}: {diagnostic}" if diagnostic else str(Code(code)))
-        self.code = Code(code)
-        self.diagnostic = diagnostic
-
-    def response(self) -> Response:
-        """The error response this exception stands for."""
-        return Response(self.code, self.diagnostic.encode("utf-8"))
-
-
-_URI_HOST, _URI_PATH, _URI_QUERY = 3, 11, 15
 _PROXY_URI = 35  # Proxy-Uri (35) and Proxy-Scheme (39) come after every other option
 _GET = Code.GET  # a global: an Enum attribute costs ten times as much to look up
-
-
-class Request:
-    """A request as a resource sees it.
-
-    :ivar method: the request code (:attr:`Code.GET`, ...).
-    :ivar path: the Uri-Path segments; :ivar prepath: the ones already walked;
-        :ivar postpath: the ones still to walk (as in ``twisted.web``).
-    :ivar query: the Uri-Query arguments.
-    :ivar host: Uri-Host, or the transport's default (the destination IP, the SNI name
-        or the WebSocket Host header, RFC 8323 section 8).
-    :ivar peer: the peer's address; :ivar secure: whether the connection uses TLS.
-    :ivar tls: on TLS, who the peer is (:class:`~coaptcp.server.tlsinfo.TLSInfo`: its certificate's
-        subject and SAN, or its PSK identity; the SNI name), for authorization
-        (RFC 8323 section 9); ``None`` otherwise.
-
-    Apps may set attributes of their own on a request (it has a ``__dict__``); the
-    ones above are slots, as one request is made for every message received.
-    """
-
-    __slots__ = (
-        "__dict__",
-        "channel",
-        "host",
-        "message",
-        "method",
-        "options",
-        "path",
-        "payload",
-        "peer",
-        "postpath",
-        "prepath",
-        "query",
-        "secure",
-        "tls",
-        "token",
-    )
-
-    def __init__(
-        self,
-        method: Code,
-        token: bytes,
-        options: Options,
-        payload: bytes,
-        *,
-        peer: IAddress | None = None,
-        default_host: str | None = None,
-        secure: bool = False,
-        tls: TLSInfo | None = None,
-        channel: object = None,
-        message: Message | None = None,
-    ) -> None:
-        self.message = message if message is not None else Message(method, token, options, payload)
-        self.method = method
-        self.token = token
-        self.options = options
-        self.payload = payload
-        self.peer = peer
-        self.secure = secure
-        self.tls = tls
-        self.channel = channel
-        self._take_uri(options, default_host)
-
-    @classmethod
-    def received(
-        cls,
-        message: Message,
-        peer: IAddress | None,
-        default_host: str | None,
-        secure: bool,
-        tls: TLSInfo | None,
-        channel: object,
-    ) -> Request:
-        """The request for ``message`` as received from ``peer`` on ``channel``.
-
-        The same as the constructor with those arguments, without keyword arguments:
-        the channel makes one request for every message it receives, and a call with
-        keywords costs twice as much.
-        """
-        self = _new_object(cls)
-        self.message = message
-        self.method = message.code
-        self.token = message.token
-        self.options = options = message.options
-        self.payload = message.payload
-        self.peer = peer
-        self.secure = secure
-        self.tls = tls
-        self.channel = channel
-        self._take_uri(options, default_host)
-        return self
-
-    def _take_uri(self, options: Options, default_host: str | None) -> None:
-        path: list[str] = []
-        query: list[str] = []
-        host = None
-        for number, value in options.items:  # one pass over the options
-            if number == _URI_PATH:
-                path.append(value.decode())
-            elif number == _URI_QUERY:
-                query.append(value.decode())
-            elif number == _URI_HOST and host is None:
-                host = value.decode()
-        self.path: tuple[str, ...] = tuple(path)
-        self.query: tuple[str, ...] = tuple(query) if query else ()
-        self.host = host or default_host
-        self.prepath: list[str] = []
-        self.postpath: list[str] = path
-
-    @property
-    def content_format(self) -> int | None:
-        """The request's Content-Format option."""
-        return self.options.content_format
-
-    @property
-    def accept(self) -> int | None:
-        """The request's Accept option."""
-        return self.options.accept
-
-    def text(self) -> str:
-        """The payload decoded as UTF-8 (raises :class:`CoapError` 4.00 if it is not)."""
-        try:
-            return self.payload.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise CoapError(Code.BAD_REQUEST, f"payload is not UTF-8: {error}") from None
-
-    def json(self) -> Any:
-        """The payload parsed as JSON (raises :class:`CoapError` 4.00 if it is not)."""
-        try:
-            return json.loads(self.payload)
-        except ValueError as error:
-            raise CoapError(Code.BAD_REQUEST, f"payload is not JSON: {error}") from None
-
-    def __repr__(self) -> str:
-        return f"<Request {self.method} /{'/'.join(self.path)} token={self.token.hex()}>"
-
-
-RenderResult = Union[Response, "Deferred[Response]", Awaitable[Response]]
 
 
 class Resource:
@@ -367,6 +144,16 @@ class Resource:
             )
         result: RenderResult = handler(request)
         return result
+
+    def handle_observe(
+        self, site: Site, request: Request, observe: int
+    ) -> Response | Deferred[Response]:
+        """Answer a GET carrying Observe=``observe`` (RFC 7641 section 2).
+
+        A resource that cannot be observed renders it as a plain GET;
+        :class:`~coaptcp.server.observe.ObservableResource` registers and deregisters.
+        """
+        return site.render_resource(self, request)
 
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Resource]]:
         """Yield ``(path, resource)`` for this resource's static subtree (for discovery)."""
@@ -471,9 +258,7 @@ class Site:
         observe = request.options.observe
         if observe is None:
             return self.render_resource(resource, request)
-        from coaptcp.server.observe import observe_request  # observe builds on this module
-
-        return observe_request(self, resource, request, observe)
+        return resource.handle_observe(self, request, observe)
 
     def render_resource(
         self, resource: Resource, request: Request

@@ -34,6 +34,7 @@ from coaptcp.tap.tls import (
     check_tls_options,
     tls_requested,
 )
+from coaptcp.tap.udp import add_udp_listeners, parse_udp_description
 from coaptcp.tap.workers import WORKER_OPT_PARAMETERS, check_worker_options, make_worker_pool
 from coaptcp.transport.admission import ConnectionGate, fit_descriptor_limit
 from coaptcp.transport.listeners import DEFAULT_LISTEN_BACKLOG, add_listener
@@ -232,7 +233,7 @@ class Options(usage.Options):
         "Serve CoAP over TCP (RFC 8323, draft-ietf-core-coap-tcp-tls) with a resource tree. "
         "With no --resource, a demo site is served: /, /big, /hello, /info, /large, "
         "/store, /time and /.well-known/core. "
-        "With no --tcp, --ws or TLS option, it listens on tcp:5683. "
+        "With no --tcp, --ws, --udp or TLS option, it listens on tcp:5683. "
         "--tls serves coaps+tcp (RFC 8323 section 9) with --certificate and/or --psk-file; "
         "credentials without --tls listen on tcp:5684."
     )
@@ -285,6 +286,7 @@ class Options(usage.Options):
         self["tcp"] = []
         self["ws"] = []
         self["tls"] = []
+        self["udp"] = []
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """Parse, keeping the arguments as given (``--workers`` hands them to workers)."""
@@ -301,6 +303,11 @@ class Options(usage.Options):
         on a Twisted endpoint description: tcp:8080 for coap+ws, or for coaps+ws
         ssl:8443:privateKey=KEY:certKey=CERT (PEM files; repeatable)."""
         self["ws"].append(description)
+
+    def opt_udp(self, description: str) -> None:
+        """Listen for CoAP over UDP (coap://, RFC 7252) on udp:PORT, optionally with
+        :interface=ADDRESS (IPv6 colons escaped: udp:5683:interface=\\:\\:1; repeatable)."""
+        self["udp"].append(description)
 
     def opt_tls(self, description: str) -> None:
         """Listen for CoAP over TLS (coaps+tcp) on a Twisted endpoint description, e.g.
@@ -347,12 +354,20 @@ class Options(usage.Options):
                 f"--listen-backlog must be between 1 and 65535, not {self['listen-backlog']!r}"
             )
         self["listen-backlog"] = backlog
-        if not self["tcp"] and not self["ws"] and not tls_requested(self):
+        if not self["tcp"] and not self["ws"] and not self["udp"] and not tls_requested(self):
             self["tcp"] = [DEFAULT_TCP_ENDPOINT]
+        for description in self["udp"]:
+            parse_udp_description(description)
         for description in [*self["tcp"], *self["ws"]]:
             _check_endpoint(description)
         check_tls_options(self, _check_endpoint)
         check_worker_options(self)
+        if self["udp"] and self.get("workers"):
+            raise usage.UsageError(
+                "--udp cannot be combined with --workers: a worker keeps the message layer "
+                "of its clients (deduplication, retransmission), which a shared UDP port "
+                "would spread over the workers; run UDP in a server of its own"
+            )
         if self["resource"] is not None:
             self["root"] = load_resource(self["resource"])
         else:
@@ -453,4 +468,5 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
             backlog=backlog,
         )
     add_tls_listeners(service, factory, options, reactor, backlog, gate)
+    add_udp_listeners(service, options.get("udp", []), site, reactor)
     return service

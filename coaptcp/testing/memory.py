@@ -31,7 +31,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Role
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.server.resource import Resource, Response, Site
+from coaptcp.server.request import Response
+from coaptcp.server.resource import Resource, Site
 from coaptcp.testing.frames import decode_all
 from coaptcp.testing.transports import HOST_ADDRESS, PEER_ADDRESS
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol

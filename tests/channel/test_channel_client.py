@@ -15,7 +15,8 @@ from coaptcp.core.connection import Role
 from coaptcp.core.events import BASE_MAX_MESSAGE_SIZE
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.server.resource import Response, Site
+from coaptcp.server.request import Response
+from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.testing import Harness, connected_pair, csm, failure, result_of, success
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
@@ -143,7 +144,7 @@ def test_timeout_does_not_fire_after_the_response():
     assert len(results) == 1
     # Only the connections' idle watchdogs remain; the request's timeout is gone.
     remaining = [call.func.__name__ for call in pair.clock.getDelayedCalls()]
-    assert set(remaining) <= {"_watchdog"}
+    assert set(remaining) <= {"_timer_fired"}  # Watchdog._timer_fired
 
 
 def test_request_larger_than_base_mms_waits_for_peer_csm():

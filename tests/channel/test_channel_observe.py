@@ -16,7 +16,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.server.resource import Response
+from coaptcp.server.request import Response
 from coaptcp.testing import Harness, csm, failure, result_of
 
 OBSERVE = OptionNumber.OBSERVE

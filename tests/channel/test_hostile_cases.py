@@ -9,7 +9,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.server.resource import Response, Site
+from coaptcp.server.request import Response
+from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.testing import Harness, get
 

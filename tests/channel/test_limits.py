@@ -17,7 +17,8 @@ from coaptcp.core.connection import Role
 from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.server.resource import Response, Site
+from coaptcp.server.request import Response
+from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.testing import Harness, RecordingTransport, decode_all, failure, get, result_of
 from coaptcp.transport.tcp import CoapFactory

@@ -21,7 +21,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options, PingPongOption
-from coaptcp.server.resource import Resource, Response, Site
+from coaptcp.server.request import Response
+from coaptcp.server.resource import Resource, Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.testing import (
     Harness,

@@ -22,7 +22,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.events import RequestReceived
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.server.resource import Request, Response
+from coaptcp.server.request import Request, Response
 from coaptcp.tap.demo import BigResource, LargeResource, StoreResource
 from coaptcp.testing import failure, result_of, success
 

@@ -23,7 +23,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.observe import ObservableResource
-from coaptcp.server.resource import CoapError, Request, Response
+from coaptcp.server.request import CoapError, Request, Response
 from coaptcp.testing import failure, result_of, success
 
 OBSERVE = OptionNumber.OBSERVE

@@ -21,7 +21,7 @@ from coaptcp.client.connectors import ConnectOptions, TlsOptions
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.core.uri import UriError
-from coaptcp.server.resource import Response
+from coaptcp.server.request import Response
 from coaptcp.testing import decode_all, failure, result_of, success
 
 HELLO = "coap+tcp://127.0.0.1/hello"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 
-from coaptcp.server.resource import Request, Resource, Response
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource
 from coaptcp.tap.demo import make_demo_site
 
 

@@ -7,7 +7,8 @@ The demo site plus ``GET /observers``: JSON with how many observers the demo clo
 from __future__ import annotations
 
 from coaptcp.server.observe import ObservableResource
-from coaptcp.server.resource import Request, Resource, Response
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource
 from coaptcp.tap.demo import make_demo_site
 
 

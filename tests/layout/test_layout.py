@@ -27,6 +27,7 @@ LAYERS = {
     "transport": 3,
     "client": 4,
     "workers": 5,
+    "proxy": 5,
     "tap": 6,
     "cli": 6,
     "testing": 7,

@@ -18,7 +18,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options, decode_uint
 from coaptcp.server.observe import SEQUENCE_MODULUS, ObservableResource, Observer
-from coaptcp.server.resource import CoapError, Request, Resource, Response, Site
+from coaptcp.server.request import CoapError, Request, Response
+from coaptcp.server.resource import Resource, Site
 from coaptcp.tap.demo import ClockResource, make_demo_site
 from coaptcp.testing import Harness, get
 

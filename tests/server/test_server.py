@@ -10,7 +10,8 @@ from coaptcp.core.codes import Code
 from coaptcp.core.framing import encode_frame
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
-from coaptcp.server.resource import CoapError, Request, Resource, Response, Site
+from coaptcp.server.request import CoapError, Request, Response
+from coaptcp.server.resource import Resource, Site
 from coaptcp.tap.demo import LargeResource, make_demo_site
 from coaptcp.testing import Harness, csm, decode_all, frames, get
 

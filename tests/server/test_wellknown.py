@@ -5,7 +5,8 @@ from __future__ import annotations
 from coaptcp.core.codes import Code
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource, Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.testing import Harness, get
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 
 from coaptcp.core.codes import Code
-from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource, Site
 from coaptcp.tap.demo import make_demo_site
 
 

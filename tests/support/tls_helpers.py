@@ -29,7 +29,8 @@ from zope.interface import implementer
 from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
 from coaptcp.core.options import Options
-from coaptcp.server.resource import Request, Resource, Response, Site
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource, Site
 from coaptcp.testing.certs import CertificateAuthority, Issued
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 from coaptcp.transport.tls.settings import ClientTLSSettings, ServerTLSSettings

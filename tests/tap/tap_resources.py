@@ -1,6 +1,7 @@
 """Targets for ``--resource`` in the tap tests."""
 
-from coaptcp.server.resource import Request, Resource, Response
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource
 
 
 class RootClass(Resource):

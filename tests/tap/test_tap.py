@@ -247,7 +247,8 @@ def test_stop_service_release_bytes_on_the_wire():
 
 
 def test_stop_service_waits_for_in_flight_answer():
-    from coaptcp.server.resource import Resource, Response
+    from coaptcp.server.request import Response
+    from coaptcp.server.resource import Resource
 
     class Later(Resource):
         def __init__(self):

@@ -18,7 +18,8 @@ from coaptcp.channel.errors import ConnectionClosedError
 from coaptcp.channel.limits import Limits
 from coaptcp.core.codes import Code
 from coaptcp.core.options import Options
-from coaptcp.server.resource import Request, Resource, Response
+from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import Resource
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.transport.websocket.protocol import (
     WELL_KNOWN_COAP,
