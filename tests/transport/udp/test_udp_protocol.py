@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sites import Slow
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from coaptcp.core.blockwise import Block
@@ -63,17 +63,6 @@ class Store(Resource):
     def render_PUT(self, request: Request) -> Response:
         self.value = request.payload
         return Response(Code.CHANGED)
-
-
-class Slow(Resource):
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: list[Deferred[Response]] = []
-
-    def render_GET(self, request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        self.pending.append(d)
-        return d
 
 
 def make_server(**kwargs: Any) -> tuple[CoapDatagramProtocol, RecordingUdpTransport, Clock, Any]:
@@ -141,7 +130,7 @@ def test_a_slow_answer_gets_an_empty_ack_then_a_separate_con_retransmitted() -> 
     clock.advance(1.0)  # not answered within 1 s: the Empty ACK (RFC 7252 section 5.2.2)
     [(ack, _)] = transport.take()
     assert ack.mtype is MessageType.ACK and ack.message.code == Code.EMPTY
-    slow.pending.pop().callback(Response(Code.CONTENT, b"late"))
+    slow.waiting.pop().callback(Response(Code.CONTENT, b"late"))
     [(separate, _)] = transport.take()
     assert separate.mtype is MessageType.CON and separate.message.payload == b"late"
     clock.advance(3.0)  # ACK_TIMEOUT * ACK_RANDOM_FACTOR at most: retransmitted
