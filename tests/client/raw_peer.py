@@ -1,43 +1,30 @@
 """A connector whose far end is the test itself: it reads every message the client wrote
 and writes back whatever frames it likes (odd Observe values, a smaller SZX, 4.08, ...).
 
-No sockets and no sleeps: a StringTransport and the test's MemoryReactorClock.
+Each connection is a :class:`coaptcp.testing.Harness` in the initiator role: no sockets
+and no sleeps, a recording transport and the test's MemoryReactorClock.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
+from twisted.internet.testing import MemoryReactorClock
 
 from coaptcp.channel.limits import CLIENT_LIMITS
+from coaptcp.client.client import Client
 from coaptcp.client.connectors import ConnectOptions
-from coaptcp.core.codes import Code
 from coaptcp.core.connection import Role
-from coaptcp.core.framing import StreamDecoder, encode_frame
 from coaptcp.core.message import Message
-from coaptcp.core.options import Options
-from coaptcp.transport.tcp import CoapFactory, CoapProtocol
-
-SERVER = IPv4Address("TCP", "127.0.0.1", 5683)
-
-
-class RawTransport(StringTransport):
-    """A StringTransport that can also be aborted."""
-
-    def abortConnection(self) -> None:
-        self.disconnecting = True
+from coaptcp.testing import Harness
+from coaptcp.testing import csm as _csm
+from coaptcp.transport.tcp import CoapProtocol
 
 
 def csm(max_message_size: int = 1152, block_wise: bool = False) -> Message:
-    items: list[tuple[int, Any]] = [(2, max_message_size)]
-    if block_wise:
-        items.append((4, None))
-    return Message(Code.CSM, options=Options(items))
+    """The server's CSM, always with Max-Message-Size (RFC 8323 section 5.3.1)."""
+    return _csm(max_message_size, block_wise=block_wise)
 
 
 class RawPeer:
@@ -45,44 +32,38 @@ class RawPeer:
 
     def __init__(self, clock: MemoryReactorClock | None = None) -> None:
         self.clock = clock if clock is not None else MemoryReactorClock()
-        self.protocol: CoapProtocol | None = None
-        self.transport: RawTransport | None = None
+        self.harness: Harness | None = None
         self.connections = 0
-        self._decoder = StreamDecoder(1 << 30)
+
+    def make_client(self, **kwargs: Any) -> Client:
+        """A Client (on this peer's clock) whose coap+tcp connections come to this peer."""
+        return Client(self.clock, connectors={"coap+tcp": self.connector}, **kwargs)
+
+    @property
+    def protocol(self) -> CoapProtocol | None:
+        return None if self.harness is None else self.harness.protocol
 
     def connector(
         self, reactor: Any, host: str, port: int, options: ConnectOptions
     ) -> Deferred[CoapProtocol]:
-        factory = CoapFactory(None, role=Role.INITIATOR, reactor=self.clock,
-                              max_message_size=options.max_message_size,
-                              limits=CLIENT_LIMITS)
-        protocol = factory.buildProtocol(SERVER)
-        transport = RawTransport(peerAddress=SERVER)
-        protocol.makeConnection(transport)
-        self.protocol, self.transport = protocol, transport
-        self._decoder = StreamDecoder(1 << 30)
+        self.harness = Harness(role=Role.INITIATOR, clock=self.clock,
+                               max_message_size=options.max_message_size,
+                               limits=CLIENT_LIMITS)
         self.connections += 1
-        return succeed(protocol)
+        return succeed(self.harness.protocol)
 
     def received(self) -> list[Message]:
         """The messages the client wrote since the last call."""
-        assert self.transport is not None
-        data = self.transport.value()
-        self.transport.clear()
-        self._decoder.feed(data)
-        out: list[Message] = []
-        while (message := self._decoder.next_message()) is not None:
-            out.append(message)
-        return out
+        assert self.harness is not None
+        return self.harness.sent()
 
     def send(self, *messages: Message) -> None:
         """Deliver ``messages`` to the client, then let its timers at zero run."""
-        assert self.protocol is not None
-        self.protocol.dataReceived(b"".join(encode_frame(m) for m in messages))
-        self.clock.advance(0)
+        assert self.harness is not None
+        self.harness.feed(*messages)
 
     def lose(self) -> None:
         """The connection goes away."""
-        assert self.protocol is not None
-        self.protocol.connectionLost(Failure(ConnectionDone()))
+        assert self.harness is not None
+        self.harness.lose()
         self.clock.advance(0)

@@ -12,7 +12,7 @@ import hashlib
 from typing import Any
 
 import pytest
-from client_helpers import MemoryNetwork, failure, make_client, result_of, success
+from client_helpers import MemoryNetwork, make_client
 from raw_peer import RawPeer, csm
 
 from coaptcp.client import Client, RequestTimeout
@@ -24,6 +24,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.request import Request, Response
 from coaptcp.tap.demo import BigResource, LargeResource, StoreResource
+from coaptcp.testing import failure, result_of, success
 
 MIB = 1 << 20
 BIG = BigResource().body
@@ -191,7 +192,7 @@ def test_a_single_block_response_is_returned_whole() -> None:
 
 def raw_client(**kwargs: Any) -> tuple[RawPeer, Client]:
     peer = RawPeer()
-    return peer, Client(peer.clock, connectors={"coap+tcp": peer.connector}, **kwargs)
+    return peer, peer.make_client(**kwargs)
 
 
 def block2_response(token: bytes, block: Block, payload: bytes, **extra: Any) -> Message:
@@ -200,13 +201,20 @@ def block2_response(token: bytes, block: Block, payload: bytes, **extra: Any) ->
     return Message(Code.CONTENT, token, Options(items), payload)
 
 
-def test_a_changed_etag_fails_the_download() -> None:
+def second_block_request(**first: Any) -> tuple[RawPeer, list[Any], Message]:
+    """A download of /x whose first block (1024 bytes, more to come, options ``first``)
+    the peer has sent; the client's request for the second block."""
     peer, client = raw_client()
     results = result_of(client.request("GET", "coap+tcp://127.0.0.1/x"))
     peer.clock.advance(0)
-    _, first = peer.received()
-    peer.send(csm(), block2_response(first.token, Block(0, True, 6), bytes(1024), etag=b"v1"))
+    _, request = peer.received()
+    peer.send(csm(), block2_response(request.token, Block(0, True, 6), bytes(1024), **first))
     (second,) = peer.received()
+    return peer, results, second
+
+
+def test_a_changed_etag_fails_the_download() -> None:
+    peer, results, second = second_block_request(etag=b"v1")
     assert block_of(second, BLOCK2) == Block(1, False, 6)
     assert second.options.uri_path == ("x",)
     peer.send(block2_response(second.token, Block(1, False, 6), bytes(10), etag=b"v2"))
@@ -215,24 +223,14 @@ def test_a_changed_etag_fails_the_download() -> None:
 
 
 def test_a_block_at_the_wrong_offset_fails_the_download() -> None:
-    peer, client = raw_client()
-    results = result_of(client.request("GET", "coap+tcp://127.0.0.1/x"))
-    peer.clock.advance(0)
-    _, first = peer.received()
-    peer.send(csm(), block2_response(first.token, Block(0, True, 6), bytes(1024)))
-    (second,) = peer.received()
+    peer, results, second = second_block_request()
     peer.send(block2_response(second.token, Block(2, False, 6), bytes(10)))
     error = failure(results, TransferError)
     assert "does not continue the body at offset 1024" in str(error.value)
 
 
 def test_an_error_for_a_later_block_is_the_response() -> None:
-    peer, client = raw_client()
-    results = result_of(client.request("GET", "coap+tcp://127.0.0.1/x"))
-    peer.clock.advance(0)
-    _, first = peer.received()
-    peer.send(csm(), block2_response(first.token, Block(0, True, 6), bytes(1024)))
-    (second,) = peer.received()
+    peer, results, second = second_block_request()
     peer.send(Message(Code.NOT_FOUND, second.token, payload=b"gone"))
     response = success(results)
     assert (response.code, response.payload) == (Code.NOT_FOUND, b"gone")

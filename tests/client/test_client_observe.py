@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from client_helpers import MemoryNetwork, failure, make_client, result_of, success
+from client_helpers import MemoryNetwork, make_client
 from raw_peer import RawPeer, csm
 from twisted.internet.defer import Deferred
 
@@ -24,6 +24,7 @@ from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.observe import ObservableResource
 from coaptcp.server.request import CoapError, Request, Response
+from coaptcp.testing import failure, result_of, success
 
 OBSERVE = OptionNumber.OBSERVE
 URI = "coap+tcp://127.0.0.1/counter"
@@ -282,7 +283,7 @@ def test_observe_values_are_ignored_on_reliable_transports() -> None:
     # RFC 8323 section 7.1: the value may be empty and MUST be ignored; decreasing and
     # repeated values are delivered in arrival order (INTEROP-NOTES 2).
     peer = RawPeer()
-    client = Client(peer.clock, connectors={"coap+tcp": peer.connector})
+    client = peer.make_client()
     seen: list[Response] = []
     client.observe(URI, callback=seen.append)
     peer.clock.advance(0)
@@ -298,14 +299,19 @@ def test_observe_values_are_ignored_on_reliable_transports() -> None:
     assert seen[1].options.get(OBSERVE) == b""  # an empty Observe still counts
 
 
-def test_deregistration_answer_frees_the_token_even_if_it_is_an_error() -> None:
+def cancelled_observation() -> tuple[RawPeer, Message, list[Any]]:
+    """An observation the peer has answered once, then cancelled by the client: the
+    peer, the registration request and what the cancel's Deferred fired with."""
     peer = RawPeer()
-    client = Client(peer.clock, connectors={"coap+tcp": peer.connector})
-    observation = client.observe(URI)
+    observation = peer.make_client().observe(URI)
     peer.clock.advance(0)
     _, register = peer.received()
     peer.send(csm(), Message(Code.CONTENT, register.token, Options([(OBSERVE, 1)]), b"x"))
-    done = result_of(observation.cancel())
+    return peer, register, result_of(observation.cancel())
+
+
+def test_deregistration_answer_frees_the_token_even_if_it_is_an_error() -> None:
+    peer, register, done = cancelled_observation()
     (cancel,) = peer.received()
     assert (cancel.token, cancel.options.observe) == (register.token, 1)
     peer.send(Message(Code.CONTENT, register.token, Options([(OBSERVE, 2)]), b"late"))
@@ -316,13 +322,7 @@ def test_deregistration_answer_frees_the_token_even_if_it_is_an_error() -> None:
 
 
 def test_deregistration_times_out_and_frees_the_token() -> None:
-    peer = RawPeer()
-    client = Client(peer.clock, connectors={"coap+tcp": peer.connector})
-    observation = client.observe(URI)
-    peer.clock.advance(0)
-    _, register = peer.received()
-    peer.send(csm(), Message(Code.CONTENT, register.token, Options([(OBSERVE, 1)]), b"x"))
-    done = result_of(observation.cancel())
+    peer, _register, done = cancelled_observation()
     peer.clock.advance(4.9)
     assert done == []
     peer.clock.advance(0.2)

@@ -4,14 +4,7 @@ connection loss, timeouts and cancellation (RFC 8323 sections 3.3, 3.4, 5.4, 5.5
 from __future__ import annotations
 
 import pytest
-from client_helpers import (
-    MemoryNetwork,
-    decode_stream,
-    failure,
-    make_client,
-    result_of,
-    success,
-)
+from client_helpers import MemoryNetwork, make_client
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectionRefusedError
 
@@ -29,6 +22,7 @@ from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.core.uri import UriError
 from coaptcp.server.request import Response
+from coaptcp.testing import decode_all, failure, result_of, success
 
 HELLO = "coap+tcp://127.0.0.1/hello"
 
@@ -330,7 +324,7 @@ def test_a_dead_peer_fails_requests_in_flight_and_is_replaced() -> None:
     assert "coap+tcp://127.0.0.1:5683" in str(error)
     assert "no Pong within 5 s" in str(error)
     assert link.closed
-    written = [m.code for m in decode_stream(link.from_client)]
+    written = [m.code for m in decode_all(link.from_client)]
     assert written == [Code.GET, Code.PING, Code.ABORT]
     # The next request opens a new connection and succeeds.
     again = result_of(client.request("GET", HELLO))

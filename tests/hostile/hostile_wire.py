@@ -7,6 +7,7 @@ a bug in the encoder cannot hide a bug in the decoder.  What the server wrote is
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,35 @@ HELLO_TEXT = b"Hello, world!"
 
 #: Our own Max-Message-Size (coaptcp.core.connection.DEFAULT_MAX_MESSAGE_SIZE), written out.
 SERVER_MAX_MESSAGE_SIZE = 64 * 1024 + 512
+
+
+def open_connection(port: int, timeout: float) -> socket.socket:
+    """A plain TCP connection to the server on 127.0.0.1, every operation bounded."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.settimeout(timeout)
+    return sock
+
+
+def read_until_eof(sock: socket.socket, *, reset_is_eof: bool = False) -> bytes:
+    """Everything the server sends until it closes; fails if it keeps the link open past
+    the socket's timeout.  With ``reset_is_eof`` a reset ends the read too (a TLS server
+    that drops a connection mid-handshake may reset it)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            got = b"".join(chunks)
+            raise AssertionError(
+                f"server did not close within {sock.gettimeout()}s; got {got!r}"
+            ) from None
+        except ConnectionResetError:
+            if not reset_is_eof:
+                raise
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _nibble(n: int, ext: bytearray) -> int:

@@ -186,14 +186,16 @@ def test_custody_pings_behind_slow_requests_do_not_freeze_the_server(server):
 def short_keepalive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(
         tmp_path_factory.mktemp("keepalive"),
-        # Long enough for the 157 attackers to register all their observations (the
-        # test checks the slots are taken before it waits for them to be freed).
+        # Long enough for the 157 attackers to register all their observations, even on
+        # a loaded machine (the test checks the slots are taken before it waits for them
+        # to be freed; with a 2 s write timeout the first attackers were aborted for
+        # leaving their notifications unread before the last had registered).
         "--keepalive",
-        "10",
+        "15",
         "--pong-timeout",
         "1",
         "--write-timeout",
-        "2",
+        "15",
     ) as running:
         yield running
 
@@ -223,7 +225,7 @@ def test_observers_that_never_read_are_dropped_and_free_their_slots(short_keepal
         time.sleep(0.2)  # the server is still reading the attackers' registrations
     # ... then the keepalive Pings they never answer end them (Abort "no Pong within
     # 1 s"), and the slots are free again.
-    deadline = time.monotonic() + ANSWER_WAIT + 11  # the keepalive and its Pong timeout
+    deadline = time.monotonic() + ANSWER_WAIT + 16  # the keepalive and its Pong timeout
     while not registers():
         assert time.monotonic() < deadline, "the observation slots were never freed"
         time.sleep(0.5)  # the attackers' keepalive has not run out yet

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import socket
 
+import hostile_wire
 import pytest
 from hostile_wire import (
     ABORT,
@@ -31,6 +32,7 @@ from hostile_wire import (
     get,
     log_problems,
     option_bytes,
+    read_until_eof,
 )
 
 from coaptcp.core.framing import StreamDecoder
@@ -41,22 +43,7 @@ IO_TIMEOUT = 5.0  # seconds any single socket operation may block
 
 
 def open_connection(server: Server) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=IO_TIMEOUT)
-    sock.settimeout(IO_TIMEOUT)
-    return sock
-
-
-def read_until_eof(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes; fails if it keeps the link open."""
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            pytest.fail(f"server did not close within {IO_TIMEOUT}s; got {b''.join(chunks)!r}")
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+    return hostile_wire.open_connection(server.port, IO_TIMEOUT)
 
 
 def read_messages(sock: socket.socket, count: int) -> list:

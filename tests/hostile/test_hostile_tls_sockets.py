@@ -3,7 +3,7 @@
 Garbage instead of a ClientHello, half a ClientHello, and a connection that never starts
 its handshake must cost the server nothing lasting: it closes them (garbage at once; the
 stalled ones after ``--tls-handshake-timeout``, one second here) and keeps serving good TLS
-clients meanwhile.  The exact timeout is tested in memory (tests/tls/test_tls_memory.py);
+clients meanwhile.  The exact timeout is tested in memory (tests/transport/tls/test_tls_memory.py);
 here every wait is only bounded by a socket timeout.  At the end the server's log must show
 no traceback.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from hostile_server import free_port, twistd
-from hostile_wire import Server
+from hostile_wire import Server, open_connection
+from hostile_wire import read_until_eof as wire_read_until_eof
 
 from coaptcp.core.codes import Code
 from coaptcp.core.framing import StreamDecoder, encode_frame
@@ -45,23 +46,11 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
 
 
 def raw_connection(server: Server) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=IO_TIMEOUT)
-    sock.settimeout(IO_TIMEOUT)
-    return sock
+    return open_connection(server.port, IO_TIMEOUT)
 
 
 def read_until_eof(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            pytest.fail(f"server did not close within {IO_TIMEOUT}s")
-        except ConnectionResetError:
-            return b"".join(chunks)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+    return wire_read_until_eof(sock, reset_is_eof=True)
 
 
 def get_hello(server: Server, ca: Path) -> Message:

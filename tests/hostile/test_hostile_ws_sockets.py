@@ -14,7 +14,7 @@ most 128 connections, and 300 connections at once get answers (or a prompt close
 descriptor shortage.
 
 Every wait is bounded by a socket timeout or a deadline; no test asserts how long anything
-took.  The exact timeouts are tested in memory (tests/websocket/test_ws_bounds.py,
+took.  The exact timeouts are tested in memory (tests/transport/websocket/test_ws_bounds.py,
 test_ws_web_bounds.py).
 """
 
@@ -25,7 +25,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,10 +34,6 @@ import childproc
 import pytest
 from hostile_server import Twistd, free_port, twistd
 from hostile_wire import CONTENT, EMPTY_CSM, HELLO_TEXT, decode_all, get
-
-from coaptcp.testing.certs import write_test_setup
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "websocket"))
 from ws_wire import (
     OP_BINARY,
     OP_CLOSE,
@@ -53,6 +48,8 @@ from ws_wire import (
     parse_http,
 )
 from ws_wire import get as ws_get
+
+from coaptcp.testing.certs import write_test_setup
 
 pytestmark = pytest.mark.hostile
 

@@ -15,6 +15,7 @@ import sys
 
 import aiocoap
 import aiocoap.resource as resource
+from aiocoap_peer import serve
 
 MIB = bytes(i * 7 % 251 for i in range(1 << 20))
 
@@ -77,13 +78,7 @@ async def main(port: int) -> None:
     site.add_resource(["observers"], Observers(time))
     site.add_resource(["mib"], Mib())
     site.add_resource(["store"], Store())
-    context = await aiocoap.Context.create_server_context(
-        site, bind=("127.0.0.1", port), transports=["tcpserver"]
-    )
-    try:
-        await asyncio.get_running_loop().create_future()
-    finally:
-        await context.shutdown()
+    await serve(site, port, "tcpserver")
 
 
 if __name__ == "__main__":

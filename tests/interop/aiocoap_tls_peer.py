@@ -12,28 +12,14 @@ import asyncio
 import ssl
 import sys
 
-import aiocoap
-import aiocoap.resource as resource
-from aiocoap_peer import Big, Echo, Hello
+from aiocoap_peer import make_site, serve
 
 
 async def main(port: int, certificate: str, key: str) -> None:
-    site = resource.Site()
-    site.add_resource([".well-known", "core"],
-                      resource.WKCResource(site.get_resources_as_linkheader))
-    site.add_resource(["hello"], Hello())
-    site.add_resource(["echo"], Echo())
-    site.add_resource(["big"], Big())
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(certfile=certificate, keyfile=key)
     tls.set_alpn_protocols(["coap"])
-    context = await aiocoap.Context.create_server_context(
-        site, bind=("127.0.0.1", port - 1), transports=["tlsserver"], _ssl_context=tls
-    )
-    try:
-        await asyncio.get_running_loop().create_future()
-    finally:
-        await context.shutdown()
+    await serve(make_site(), port - 1, "tlsserver", _ssl_context=tls)
 
 
 if __name__ == "__main__":

@@ -31,20 +31,28 @@ def describe(response: Any) -> dict[str, Any]:
     }
 
 
-async def main(reactor: Any, port: str, command: str, *args: str) -> None:
-    protocol = await connect_tcp(reactor, "127.0.0.1", int(port), timeout=10)
+def path_options(path: str, content_format: int | None = None) -> Options:
+    return Options.build(
+        uri_path=[p for p in path.strip("/").split("/") if p], content_format=content_format
+    )
+
+
+async def run_command(protocol: Any, command: str, args: list[str]) -> dict[str, Any]:
+    """``request METHOD PATH [PAYLOAD [CONTENT_FORMAT]]``, ``pipeline COUNT PATH`` or
+    ``ping`` on a connected protocol (ws_client_peer.py runs the same commands)."""
     report: dict[str, Any]
     if command == "request":
         method, path, *rest = args
         payload = rest[0].encode() if rest else b""
-        options = Options.build(uri_path=[p for p in path.strip("/").split("/") if p])
-        response = await protocol.request(Code[method], options, payload, timeout=10)
+        content_format = int(rest[1]) if len(rest) > 1 else None
+        response = await protocol.request(
+            Code[method], path_options(path, content_format), payload, timeout=10
+        )
         report = describe(response)
     elif command == "pipeline":
         count, path = int(args[0]), args[1]
-        options = Options.build(uri_path=[p for p in path.strip("/").split("/") if p])
         responses = await gatherResults(
-            [protocol.request(Code.GET, options, timeout=10) for _ in range(count)]
+            [protocol.request(Code.GET, path_options(path), timeout=10) for _ in range(count)]
         )
         report = {"codes": [r.code.dotted for r in responses],
                   "payloads": sorted({r.payload.decode() for r in responses})}
@@ -53,6 +61,12 @@ async def main(reactor: Any, port: str, command: str, *args: str) -> None:
     else:
         raise SystemExit(f"unknown command {command!r}")
     report["peer_max_message_size"] = protocol.channel.connection.peer.max_message_size
+    return report
+
+
+async def main(reactor: Any, port: str, command: str, *args: str) -> None:
+    protocol = await connect_tcp(reactor, "127.0.0.1", int(port), timeout=10)
+    report = await run_command(protocol, command, list(args))
     print(json.dumps(report), flush=True)
     await protocol.release()
 

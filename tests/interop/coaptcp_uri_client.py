@@ -19,20 +19,12 @@ import json
 import sys
 from typing import Any
 
+from coaptcp_peer_client import describe
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThread
 
 from coaptcp.client.client import Client
-
-
-def describe(response: Any) -> dict[str, Any]:
-    return {
-        "code": response.code.dotted,
-        "payload": response.payload.decode("utf-8", errors="replace"),
-        "payload_length": len(response.payload),
-        "options": [[number, value.hex()] for number, value in response.options],
-    }
 
 
 async def main(reactor: Any, command: str, *args: str) -> None:

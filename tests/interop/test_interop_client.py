@@ -227,7 +227,7 @@ def test_cli_sends_csm_and_request_without_waiting_for_the_peer() -> None:
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("coap://127.0.0.1/hello", "CoAP over UDP"),
+        ("coap+udp://127.0.0.1/hello", "unknown scheme 'coap+udp'"),
         ("coap+tcp://127.0.0.1/hello#top", "fragment"),
         ("http://127.0.0.1/", "unknown scheme 'http'"),
         ("127.0.0.1/hello", "not an absolute URI"),
