@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from coaptcp.channel.errors import ConnectionClosedError
+from coaptcp.channel.watchdog import Watchdog
 from coaptcp.client.connectors import (
     ClientConnection,
     ClientError,
@@ -141,14 +142,24 @@ class PooledConnection:
         self.state = PoolState.CONNECTING
         self.connection: ClientConnection | None = None
         self.in_flight = 0
-        self.last_heard = self.settings.reactor.seconds()
-        self.started_at = self.last_heard
+        self.started_at = self.settings.reactor.seconds()
         self.ready_at: float | None = None
         self._waiters: list[Deferred[PooledConnection]] = []
         self._attempt: Deferred[Any] | None = None
-        self._idle_call: Any = None
-        self._keepalive_call: Any = None
         self._error: BaseException | None = None
+        # The same watchdog as a server's connections: idle release and keepalive Ping.
+        self.watchdog = Watchdog(
+            self,
+            self.settings.reactor,
+            idle_timeout=self.settings.idle_timeout,
+            keepalive_interval=self.settings.keepalive,
+            pong_timeout=self.settings.ping_timeout,
+        )
+
+    @property
+    def last_heard(self) -> float:
+        """When the peer last answered, or the connection was last used."""
+        return self.watchdog.last_activity
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -164,16 +175,14 @@ class PooledConnection:
         self._attempt = None
         self.connection = connection
         self.state = PoolState.OPEN
-        self.last_heard = self.ready_at = self.settings.reactor.seconds()
+        self.watchdog.last_activity = self.ready_at = self.settings.reactor.seconds()
         self.pool.connections_made += 1
         self.log.debug("Connected to {endpoint}", endpoint=self.endpoint)
         connection.channel.when_closed().addCallback(self._closed)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(self)
-        self._schedule_keepalive()
-        if self.in_flight == 0:
-            self._schedule_idle()
+        self.watchdog.start()
 
     def connect_failed(self, failure: Failure) -> None:
         """The connection could not be made: fail everyone waiting for it."""
@@ -235,69 +244,51 @@ class PooledConnection:
 
     def heard(self) -> None:
         """Note that the peer just answered (a response or a Pong)."""
-        self.last_heard = self.settings.reactor.seconds()
+        self.watchdog.last_activity = self.settings.reactor.seconds()
 
     def begin(self) -> None:
         """A request (or observation) starts using the connection: no idle release."""
         self.in_flight += 1
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = None
 
     def end(self) -> None:
-        """A request (or observation) is done with the connection."""
+        """A request (or observation) is done with the connection: idle from now."""
         self.in_flight -= 1
-        if self.in_flight == 0 and self.state is PoolState.OPEN:
-            self._schedule_idle()
+        self.watchdog.last_activity = self.settings.reactor.seconds()
 
-    def _schedule_idle(self) -> None:
-        timeout = self.settings.idle_timeout
-        if timeout is None:
-            return
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = self.settings.reactor.callLater(timeout, self._idle)
+    # -- what the watchdog asks (coaptcp.channel.watchdog.Watched) -------------------------
 
-    def _idle(self) -> None:
-        self._idle_call = None
-        if self.state is not PoolState.OPEN or self.in_flight or self.connection is None:
+    def watchdog_busy(self) -> bool:
+        """Requests or observations are using the connection."""
+        return self.in_flight > 0
+
+    def watchdog_may_ping(self) -> bool:
+        """A keepalive Ping may go while the connection is open and not releasing."""
+        return self.state is PoolState.OPEN and self.usable
+
+    def ping(self, *, timeout: float | None = None) -> Deferred[float]:
+        """The keepalive Ping (RFC 8323 section 5.4); a Pong counts as hearing the peer."""
+        assert self.connection is not None
+        return self.connection.ping(timeout=timeout).addCallback(self._pong)
+
+    def _pong(self, rtt: float) -> float:
+        self.heard()
+        return rtt
+
+    def watchdog_idle(self, idle: float) -> None:
+        """Unused for ``idle_timeout``: release it (RFC 8323 section 5.5)."""
+        if self.state is not PoolState.OPEN or self.connection is None:
             return
         self.log.debug("Releasing idle connection to {endpoint}", endpoint=self.endpoint)
         self.pool.forget(self)
         self.connection.release("idle")
 
-    def _schedule_keepalive(self, delay: float | None = None) -> None:
-        interval = self.settings.keepalive
-        if interval is None or self.state is not PoolState.OPEN:
-            return
-        self._keepalive_call = self.settings.reactor.callLater(
-            interval if delay is None else delay, self._keepalive
-        )
-
-    def _keepalive(self) -> None:
-        self._keepalive_call = None
-        interval = self.settings.keepalive
-        if self.state is not PoolState.OPEN or self.connection is None or interval is None:
-            return
-        silence = self.settings.reactor.seconds() - self.last_heard
-        if silence < interval:
-            self._schedule_keepalive(interval - silence)
-            return
-        timeout = self.settings.ping_timeout
-        ping = self.connection.ping(timeout=timeout)
-
-        def answered(rtt: float) -> None:
-            self.heard()
-            self._schedule_keepalive()
-
-        def unanswered(failure: Failure) -> None:
-            if failure.check(TimeoutError):
-                self._dead(f"the peer is unresponsive: no Pong within {timeout:g} s")
-            # Any other failure is the connection closing: _closed handles it.
-
-        ping.addCallbacks(answered, unanswered)
+    def watchdog_no_pong(self, timeout: float) -> None:
+        """The keepalive Ping went unanswered: the peer is gone."""
+        if self.state is PoolState.OPEN:
+            self._dead(f"the peer is unresponsive: no Pong within {timeout:g} s")
 
     def _dead(self, reason: str) -> None:
+        self.watchdog.stop()
         self.log.info("Dropping connection to {endpoint}: {reason}", endpoint=self.endpoint,
                       reason=reason)
         self.state = PoolState.DEAD
@@ -307,10 +298,7 @@ class PooledConnection:
 
     def _closed(self, _: object) -> None:
         self.state = PoolState.CLOSED
-        for call in (self._idle_call, self._keepalive_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._idle_call = self._keepalive_call = None
+        self.watchdog.stop()
         self.pool.forget(self)
         self.log.debug("Connection to {endpoint} closed", endpoint=self.endpoint)
 
