@@ -249,24 +249,29 @@ class ClientConnection(Protocol):
 Connector = Callable[[Any, str, int, ConnectOptions], "Deferred[Any]"]
 
 
+def _shared(options: ConnectOptions) -> dict[str, Any]:
+    """The keyword arguments every ``connect_*`` function takes, from ``options``: the
+    client's limits (its pool keeps connections alive, not the Channel), the message size
+    it announces, the connect timeout and whether the peer must send its CSM first."""
+    from coaptcp.channel.limits import CLIENT_LIMITS
+
+    return {
+        "limits": CLIENT_LIMITS,
+        "max_message_size": options.max_message_size,
+        "timeout": options.connect_timeout,
+        "require_csm": options.require_csm,
+    }
+
+
 def tcp_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -> Deferred[Any]:
     """The ``coap+tcp`` connector: CoAP over plain TCP (RFC 8323 section 3).
 
     Uses :class:`~twisted.internet.endpoints.HostnameEndpoint`, so names resolve to IPv4
     and IPv6 addresses and the first to connect wins.
     """
-    from coaptcp.channel.limits import CLIENT_LIMITS
     from coaptcp.transport.tcp import connect_tcp
 
-    connected: Deferred[Any] = connect_tcp(
-        reactor,
-        host,
-        port,
-        limits=CLIENT_LIMITS,
-        max_message_size=options.max_message_size,
-        timeout=options.connect_timeout,
-        require_csm=options.require_csm,
-    )
+    connected: Deferred[Any] = connect_tcp(reactor, host, port, **_shared(options))
     return connected
 
 
@@ -276,17 +281,9 @@ def ws_connector(reactor: Any, host: str, port: int, options: ConnectOptions) ->
     Opens ``ws://host:port/.well-known/coap`` offering the subprotocol ``coap``; the Host
     header names ``host``, which is the default Uri-Host (section 8.3).
     """
-    from coaptcp.channel.limits import CLIENT_LIMITS
     from coaptcp.transport.websocket.client import connect_websocket
 
-    connected: Deferred[Any] = connect_websocket(
-        reactor,
-        host,
-        port,
-        limits=CLIENT_LIMITS,
-        max_message_size=options.max_message_size,
-        timeout=options.connect_timeout,
-    )
+    connected: Deferred[Any] = connect_websocket(reactor, host, port, **_shared(options))
     return connected
 
 
@@ -312,7 +309,6 @@ def tls_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -
     Verifies the server's certificate and name (or uses the PSK), sends SNI, offers ALPN
     "coap" and insists on it on ports other than 5684; see :mod:`coaptcp.transport.tls`.
     """
-    from coaptcp.channel.limits import CLIENT_LIMITS
     from coaptcp.transport.tls.connect import connect_tls
 
     try:
@@ -320,13 +316,7 @@ def tls_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -
     except Exception as error:  # a bad file or combination: fail this attempt clearly
         return fail(error)
     connected: Deferred[Any] = connect_tls(
-        reactor,
-        host,
-        port,
-        limits=CLIENT_LIMITS,
-        max_message_size=options.max_message_size,
-        timeout=options.connect_timeout,
-        settings=settings,
+        reactor, host, port, settings=settings, **_shared(options)
     )
     return connected
 
@@ -366,7 +356,6 @@ def _websocket_tls_options(host: str, tls: TlsOptions) -> Any:
 
 def wss_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -> Deferred[Any]:
     """The ``coaps+ws`` connector: CoAP over WebSockets over TLS (RFC 8323 section 4)."""
-    from coaptcp.channel.limits import CLIENT_LIMITS
     from coaptcp.transport.websocket.client import connect_websocket
 
     try:
@@ -374,14 +363,7 @@ def wss_connector(reactor: Any, host: str, port: int, options: ConnectOptions) -
     except Exception as error:
         return fail(error)
     connected: Deferred[Any] = connect_websocket(
-        reactor,
-        host,
-        port,
-        limits=CLIENT_LIMITS,
-        max_message_size=options.max_message_size,
-        timeout=options.connect_timeout,
-        secure=True,
-        tls_options=tls_options,
+        reactor, host, port, secure=True, tls_options=tls_options, **_shared(options)
     )
     return connected
 
