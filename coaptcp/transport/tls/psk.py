@@ -140,11 +140,7 @@ def use_psk_server(
                 log.error("PSK for {identity!r} has a bad length {length}", identity=name,
                           length=len(key))
                 return 0
-            ffi.memmove(psk, key, len(key))
-            connection = _connection_for(ssl)
-            if connection is not None:
-                _identities[connection] = name
-            return len(key)
+            return _hand_over(ffi, ssl, psk, key, name)
         except Exception:
             log.failure("PSK server callback failed")
             return 0
@@ -156,6 +152,16 @@ def use_psk_server(
     if hint is not None:
         if getattr(lib, _HINT_SETTER)(context._context, hint) != 1:
             raise ValueError(f"OpenSSL refused the PSK identity hint {hint!r}")
+
+
+def _hand_over(ffi: Any, ssl: Any, psk: Any, key: bytes, identity: bytes) -> int:
+    """Copy ``key`` into OpenSSL's buffer and remember who the connection's peer is (its
+    PSK identity, for :func:`psk_identity`); the key's length is the callback's answer."""
+    ffi.memmove(psk, key, len(key))
+    connection = _connection_for(ssl)
+    if connection is not None:
+        _identities[connection] = identity
+    return len(key)
 
 
 def use_psk_client(context: SSL.Context, identity: bytes, key: bytes) -> None:
@@ -175,11 +181,7 @@ def use_psk_client(context: SSL.Context, identity: bytes, key: bytes) -> None:
                 log.error("PSK identity or key too long for this OpenSSL")
                 return 0
             ffi.memmove(identity_out, identity + b"\0", len(identity) + 1)
-            ffi.memmove(psk, key, len(key))
-            connection = _connection_for(ssl)
-            if connection is not None:
-                _identities[connection] = identity
-            return len(key)
+            return _hand_over(ffi, ssl, psk, key, identity)
         except Exception:
             log.failure("PSK client callback failed")
             return 0
