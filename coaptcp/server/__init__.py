@@ -19,6 +19,7 @@ from coaptcp.server.request import (
     Response,
 )
 from coaptcp.server.resource import (
+    ProxyHandler,
     Resource,
     Site,
     WellKnownCore,
@@ -33,6 +34,7 @@ __all__ = [
     "ObservationRegistry",
     "Observer",
     "ObserverConnection",
+    "ProxyHandler",
     "RenderResult",
     "Request",
     "Resource",

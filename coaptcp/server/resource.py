@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Iterator, Mapping
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -199,17 +199,31 @@ _WELL_KNOWN_CORE = (".well-known", "core")
 _GET_CHILD_WITH_DEFAULT = Resource.getChildWithDefault
 
 
+class ProxyHandler(Protocol):
+    """What answers the requests with Proxy-Uri or Proxy-Scheme a :class:`Site` gets
+    (RFC 7252 section 5.7; :class:`coaptcp.proxy.ForwardProxy` is one)."""
+
+    def handle(self, request: Request) -> Response | Deferred[Response]:
+        """Answer a proxy request."""
+        ...
+
+
 class Site:
     """Routes requests into a resource tree and turns every outcome into a response.
 
     :param root: the tree's root (answers for the empty path).
     :param well_known_core: serve ``/.well-known/core`` unless the tree has its own.
+    :param proxy: answers requests with Proxy-Uri or Proxy-Scheme; without one they get
+        5.05 Proxying Not Supported (RFC 7252 section 5.10.2).
     """
 
     log = Logger()
 
-    def __init__(self, root: Resource, *, well_known_core: bool = True) -> None:
+    def __init__(
+        self, root: Resource, *, well_known_core: bool = True, proxy: ProxyHandler | None = None
+    ) -> None:
         self.root = root
+        self.proxy = proxy
         self._well_known: WellKnownCore | None = WellKnownCore(root) if well_known_core else None
 
     def resolve(self, request: Request) -> Resource | None:
@@ -243,6 +257,8 @@ class Site:
             if items and items[-1][0] >= _PROXY_URI:
                 for number in PROXY_OPTIONS:
                     if number in request.options:
+                        if self.proxy is not None:
+                            return self.proxy.handle(request)
                         return Response(
                             Code.PROXYING_NOT_SUPPORTED, b"this server is not a proxy"
                         )

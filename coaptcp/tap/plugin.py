@@ -25,6 +25,7 @@ from coaptcp.channel.reactor import default_reactor
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from coaptcp.server.resource import Resource, Site
+from coaptcp.tap.proxy import check_proxy_options, make_proxy
 from coaptcp.tap.service import CoapService
 from coaptcp.tap.tls import (
     TLS_OPT_FLAGS,
@@ -286,6 +287,7 @@ class Options(usage.Options):
         self["ws"] = []
         self["tls"] = []
         self["udp"] = []
+        self["proxy"] = []
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """Parse, keeping the arguments as given (``--workers`` hands them to workers)."""
@@ -307,6 +309,11 @@ class Options(usage.Options):
         """Listen for CoAP over UDP (coap://, RFC 7252) on udp:PORT, optionally with
         :interface=ADDRESS (IPv6 colons escaped: udp:5683:interface=\\:\\:1; repeatable)."""
         self["udp"].append(description)
+
+    def opt_proxy(self, network: str) -> None:
+        """Act as a forward proxy (Proxy-Uri, Proxy-Scheme) to destinations in NETWORK,
+        e.g. 127.0.0.0/8 or fd00::/8, or any (repeatable; without it, no proxying)."""
+        self["proxy"].append(network)
 
     def opt_tls(self, description: str) -> None:
         """Listen for CoAP over TLS (coaps+tcp) on a Twisted endpoint description, e.g.
@@ -357,6 +364,7 @@ class Options(usage.Options):
             self["tcp"] = [DEFAULT_TCP_ENDPOINT]
         for description in self["udp"]:
             parse_udp_description(description)
+        self["proxy-policy"] = check_proxy_options(self["proxy"])
         for description in [*self["tcp"], *self["ws"]]:
             _check_endpoint(description)
         check_tls_options(self, _check_endpoint)
@@ -415,7 +423,8 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
         return make_worker_pool(options)  # type: ignore[arg-type]
 
     root = options["root"]
-    site = Site(root)
+    policy = options.get("proxy-policy") or check_proxy_options(options.get("proxy", []))
+    site = Site(root, proxy=make_proxy(policy, reactor) if policy is not None else None)
     limits = options.get("limits") or limits_from_options(options)
     # Every connection holds a descriptor from accept: the limit must answer first.
     limits = fit_descriptor_limit(limits, reactor=reactor)
