@@ -8,12 +8,8 @@ Proxy-Uri (``-P``), aiocoap's sends Proxy-Scheme with Uri-Host and Uri-Port
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
-import childproc
 import pytest
 from peers import (
     RunningPeer,
@@ -25,9 +21,8 @@ from peers import (
     libcoap_server_argv,
     run,
     run_server,
-    twistd_path,
 )
-from test_interop_udp import big_body, free_udp_port, wait_for_udp
+from test_interop_udp import big_body, running_udp_server
 
 pytestmark = pytest.mark.interop
 
@@ -41,19 +36,8 @@ def libcoap_udp() -> Iterator[RunningPeer]:
 
 @pytest.fixture(scope="module")
 def coaptcp_udp() -> Iterator[RunningPeer]:
-    port = free_udp_port()
-    workdir = tempfile.mkdtemp(prefix="coaptcp-upstream-")
-    log = Path(workdir) / "server.log"
-    argv = [twistd_path(), "--nodaemon", "--pidfile=", "coaptcp",
-            "--udp", f"udp:{port}:interface=127.0.0.1"]
-    with log.open("wb") as sink:
-        process = childproc.popen(argv, stdout=sink, stderr=subprocess.STDOUT, cwd=workdir)
-    try:
-        wait_for_udp(port, process, log)
-        yield RunningPeer(port, process, log)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with running_udp_server() as peer:
+        yield peer
 
 
 @pytest.fixture(scope="module")

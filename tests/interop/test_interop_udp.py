@@ -63,13 +63,15 @@ def wait_for_udp(port: int, process: subprocess.Popen[bytes], log: Path) -> None
     raise RuntimeError(f"no answer to a ping on UDP {port}:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="module")
-def udp_server() -> Iterator[RunningPeer]:
+@contextlib.contextmanager
+def running_udp_server(*extra: str) -> Iterator[RunningPeer]:
+    """``twistd coaptcp --udp`` with the demo site on a free port, ready once it answers
+    a ping; stopped afterwards, and its log must show no traceback."""
     port = free_udp_port()
     workdir = tempfile.mkdtemp(prefix="coaptcp-udp-")
     log = Path(workdir) / "server.log"
     argv = [twistd_path(), "--nodaemon", "--pidfile=", "coaptcp",
-            "--udp", f"udp:{port}:interface=127.0.0.1"]
+            "--udp", f"udp:{port}:interface=127.0.0.1", *extra]
     with log.open("wb") as sink:
         process = childproc.popen(argv, stdout=sink, stderr=subprocess.STDOUT, cwd=workdir)
     try:
@@ -80,6 +82,12 @@ def udp_server() -> Iterator[RunningPeer]:
         process.wait(timeout=10)
     text = log.read_text()
     assert "Traceback" not in text and "Unhandled" not in text, text
+
+
+@pytest.fixture(scope="module")
+def udp_server() -> Iterator[RunningPeer]:
+    with running_udp_server() as peer:
+        yield peer
 
 
 class LossyRelay:
