@@ -140,3 +140,18 @@ def test_the_checker_sees_function_level_and_type_checking_imports(tmp_path: Pat
 def test_module_is_small(name: str) -> None:
     lines = len(modules()[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{name} has {lines} lines (at most {MAX_LINES})"
+
+
+def test_every_package_is_installed() -> None:
+    """setup.cfg lists packages by name (twisted.plugins must not be found by a search,
+    or it would shadow Twisted's own): every coaptcp package must be in the list."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(PACKAGE.parent / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    found = {
+        ".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)
+    assert "twisted.plugins" in listed
