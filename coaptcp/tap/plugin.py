@@ -25,7 +25,12 @@ from coaptcp.channel.reactor import default_reactor
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from coaptcp.server.resource import Resource, Site
-from coaptcp.tap.proxy import check_proxy_options, make_proxy
+from coaptcp.tap.proxy import (
+    PROXY_OPT_PARAMETERS,
+    ProxySettings,
+    check_proxy_options,
+    make_proxy,
+)
 from coaptcp.tap.service import CoapService
 from coaptcp.tap.tls import (
     TLS_OPT_FLAGS,
@@ -270,6 +275,7 @@ class Options(usage.Options):
         ],
         *TLS_OPT_PARAMETERS,
         *WORKER_OPT_PARAMETERS,
+        *PROXY_OPT_PARAMETERS,
     ]
     optFlags = [
         [
@@ -365,6 +371,7 @@ class Options(usage.Options):
         for description in self["udp"]:
             parse_udp_description(description)
         self["proxy-policy"] = check_proxy_options(self["proxy"])
+        self["proxy-settings"] = ProxySettings(self)
         for description in [*self["tcp"], *self["ws"]]:
             _check_endpoint(description)
         check_tls_options(self, _check_endpoint)
@@ -424,7 +431,11 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
 
     root = options["root"]
     policy = options.get("proxy-policy") or check_proxy_options(options.get("proxy", []))
-    site = Site(root, proxy=make_proxy(policy, reactor) if policy is not None else None)
+    proxy = None
+    if policy is not None:
+        settings = options.get("proxy-settings") or ProxySettings(dict(options))
+        proxy = make_proxy(policy, settings, reactor)
+    site = Site(root, proxy=proxy)
     limits = options.get("limits") or limits_from_options(options)
     # Every connection holds a descriptor from accept: the limit must answer first.
     limits = fit_descriptor_limit(limits, reactor=reactor)

@@ -1,0 +1,59 @@
+"""``twistd coaptcp --proxy`` and its bounds: parsed, checked, and given to the proxy."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.python import usage
+
+from coaptcp.core.codes import Code
+from coaptcp.core.options import OptionNumber, Options
+from coaptcp.proxy import ForwardProxy
+from coaptcp.server import Request, Response
+from coaptcp.tap import plugin
+
+
+def parse(*argv: str) -> plugin.Options:
+    options = plugin.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def site_of(options: plugin.Options) -> object:
+    service = plugin.makeService(options)
+    return service.factory.site  # type: ignore[attr-defined]
+
+
+def test_without_proxy_a_proxy_request_gets_5_05() -> None:
+    site = site_of(parse("--tcp", "tcp:0"))
+    assert site.proxy is None  # type: ignore[attr-defined]
+    request = Request(Code.GET, b"t", Options([(OptionNumber.PROXY_URI, "coap://h/")]), b"")
+    answer = site.handle(request)  # type: ignore[attr-defined]
+    assert isinstance(answer, Response) and answer.code == Code.PROXYING_NOT_SUPPORTED
+
+
+def test_the_networks_and_bounds_reach_the_proxy() -> None:
+    options = parse("--tcp", "tcp:0", "--proxy", "127.0.0.0/8", "--proxy", "fd00::/8",
+                    "--proxy-timeout", "7.5", "--proxy-max-in-flight", "10",
+                    "--proxy-max-in-flight-per-peer", "2", "--proxy-cache-bytes", "0")
+    proxy = site_of(options).proxy  # type: ignore[attr-defined]
+    assert isinstance(proxy, ForwardProxy)
+    assert proxy.policy.allows("127.0.0.5") and proxy.policy.allows("fd00::1")
+    assert not proxy.policy.allows("192.0.2.1")
+    assert (proxy.timeout, proxy.max_in_flight, proxy.max_in_flight_per_peer) == (7.5, 10, 2)
+    assert proxy.cache is None
+    assert site_of(parse("--tcp", "tcp:0", "--proxy", "any")).proxy.cache is not None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--proxy", "10.0.0.0/33"], "bad --proxy network"),
+        (["--proxy", "somewhere"], "bad --proxy network"),
+        (["--proxy", "any", "--proxy-timeout", "0"], "--proxy-timeout must be positive"),
+        (["--proxy", "any", "--proxy-max-in-flight", "x"], "--proxy-max-in-flight must be"),
+        (["--proxy", "any", "--proxy-cache-bytes", "-1"], "--proxy-cache-bytes must be"),
+    ],
+)
+def test_bad_proxy_options_are_usage_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(usage.UsageError, match=message):
+        parse("--tcp", "tcp:0", *argv)
