@@ -28,7 +28,7 @@ from coaptcp.core.events import PeerSettings
 from coaptcp.core.message import Message
 from coaptcp.core.options import EMPTY_OPTIONS, OptionNumber, Options
 from coaptcp.core.udp.blockwise import UDP_MAX_MESSAGE_SIZE
-from coaptcp.core.udp.framing import MessageType, encode_datagram
+from coaptcp.core.udp.framing import datagram_size
 from coaptcp.core.udp.state import OutgoingRequest
 from coaptcp.server import Response
 from coaptcp.transport.udp import CoapDatagramProtocol
@@ -53,7 +53,7 @@ class _PeerState:
     @staticmethod
     def encoded_size(message: Message) -> int:
         """The size of ``message`` in one datagram (RFC 7252 section 3)."""
-        return len(encode_datagram(MessageType.CON, 0, message))
+        return datagram_size(message)
 
 
 class UdpSockets:

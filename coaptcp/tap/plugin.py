@@ -469,5 +469,5 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
             backlog=backlog,
         )
     add_tls_listeners(service, factory, options, reactor, backlog, gate)
-    add_udp_listeners(service, options.get("udp", []), site, reactor)
+    add_udp_listeners(service, options.get("udp", []), factory, reactor)
     return service

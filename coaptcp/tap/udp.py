@@ -16,7 +16,7 @@ from twisted.application.internet import UDPServer
 from twisted.application.service import MultiService
 from twisted.python import usage
 
-from coaptcp.server import Site
+from coaptcp.transport.tcp import CoapFactory
 from coaptcp.transport.udp import CoapDatagramProtocol
 
 __all__ = ["DEFAULT_UDP_PORT", "UdpListener", "add_udp_listeners", "parse_udp_description"]
@@ -77,13 +77,20 @@ def parse_udp_description(description: str) -> UdpListener:
 
 
 def add_udp_listeners(
-    service: MultiService, descriptions: list[str], site: Site, reactor: Any = None
+    service: MultiService, descriptions: list[str], factory: CoapFactory, reactor: Any = None
 ) -> list[CoapDatagramProtocol]:
-    """Add one UDP listener per description to ``service``, each serving ``site``."""
+    """Add one UDP listener per description to ``service``, each serving the site of the
+    stream listeners' ``factory`` with its upload bounds and its server-wide budget."""
     protocols = []
     for description in descriptions:
         listener = parse_udp_description(description)
-        protocol = CoapDatagramProtocol(site, reactor=reactor)
+        protocol = CoapDatagramProtocol(
+            factory.site,
+            reactor=reactor,
+            upload_limits=factory.limits,
+            upload_budget=factory.upload_budget,
+            max_body_size=factory.max_body_size,
+        )
         server = UDPServer(
             listener.port, protocol, interface=listener.interface, reactor=reactor
         )

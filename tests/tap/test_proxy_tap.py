@@ -57,3 +57,15 @@ def test_the_networks_and_bounds_reach_the_proxy() -> None:
 def test_bad_proxy_options_are_usage_errors(argv: list[str], message: str) -> None:
     with pytest.raises(usage.UsageError, match=message):
         parse("--tcp", "tcp:0", *argv)
+
+
+def test_udp_listeners_share_the_stream_listeners_site_and_upload_budget() -> None:
+    from twisted.application.internet import UDPServer
+
+    service = plugin.makeService(parse("--tcp", "tcp:0", "--udp", "udp:0"))
+    factory = service.factory  # type: ignore[attr-defined]
+    [udp] = [s for s in service if isinstance(s, UDPServer)]  # type: ignore[attr-defined]
+    protocol = udp.args[1]
+    assert protocol.site is factory.site
+    assert protocol._upload_budget is factory.upload_budget
+    assert protocol._max_body_size == factory.max_body_size

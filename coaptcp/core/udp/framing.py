@@ -28,6 +28,7 @@ __all__ = [
     "MessageType",
     "UdpFormatError",
     "UdpMessage",
+    "datagram_size",
     "decode_datagram",
     "empty_ack",
     "encode_datagram",
@@ -156,6 +157,12 @@ def encode_datagram(mtype: MessageType, message_id: int, message: Message) -> by
             message.payload,
         )
     return b"%c%c%c%c%b%b" % (first, code, message_id >> 8, message_id & 0xFF, token, options)
+
+
+def datagram_size(message: Message) -> int:
+    """The size of ``message`` in one datagram (RFC 7252 section 3): what a message size
+    limit of RFC 7252 section 4.6 is compared with."""
+    return len(encode_datagram(MessageType.CON, 0, message))
 
 
 def empty_ack(message_id: int) -> bytes:

@@ -31,8 +31,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
+from coaptcp.channel.limits import DEFAULT_LIMITS, Limits, make_blockwise_server
 from coaptcp.channel.reactor import default_reactor
-from coaptcp.core.blockwise import BlockwiseServer
+from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE, BlockwiseServer, UploadBudget
 from coaptcp.core.codes import Code
 from coaptcp.core.errors import CoapTcpError, LocalProtocolError, MessageTooLarge
 from coaptcp.core.message import Message
@@ -50,7 +51,7 @@ from coaptcp.core.udp.events import (
     UdpRequestReceived,
     UdpResponseReceived,
 )
-from coaptcp.core.udp.framing import MessageType, encode_datagram
+from coaptcp.core.udp.framing import datagram_size
 from coaptcp.core.udp.messaging import LimitError, UdpEndpoint
 from coaptcp.core.udp.state import IncomingRequest, OutgoingRequest
 from coaptcp.server import Request, Resource, Response, Site
@@ -76,11 +77,6 @@ class RequestTimedOut(CoapTcpError, TimeoutError):
     """A CON request got no answer within MAX_TRANSMIT_WAIT, or a Reset (RFC 7252 4.2)."""
 
 
-def _encoded_size(message: Message) -> int:
-    """The size of ``message`` in one datagram (RFC 7252 section 3)."""
-    return len(encode_datagram(MessageType.ACK, 0, message))
-
-
 class CoapDatagramProtocol(DatagramProtocol):
     """CoAP over UDP on one socket: serves ``site`` and sends requests (RFC 7252).
 
@@ -89,8 +85,11 @@ class CoapDatagramProtocol(DatagramProtocol):
     :param reactor: the reactor for the clock and timers (``None``: the global one).
     :param parameters: RFC 7252 section 4.8 transmission parameters.
     :param limits: bounds of the message layer (peers, deduplication, pending requests).
-    :param blockwise: makes the Block1 reassembler of one client address (bounded like a
-        connection's, RFC 7959 section 2.5); ``None`` for the defaults.
+    :param upload_limits: the upload timeout and per-address byte budget of Block1
+        reassembly, as a connection's (RFC 7959 section 2.5).
+    :param upload_budget: the server-wide budget of partial uploads, shared with the
+        server's other listeners.
+    :param max_body_size: the largest body reassembled; more is answered 4.13.
     """
 
     log = Logger()
@@ -103,14 +102,18 @@ class CoapDatagramProtocol(DatagramProtocol):
         reactor: Any = None,
         parameters: TransmissionParameters | None = None,
         limits: UdpLimits | None = None,
-        blockwise: Any = None,
+        upload_limits: Limits = DEFAULT_LIMITS,
+        upload_budget: UploadBudget | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         max_upload_peers: int = DEFAULT_MAX_UPLOAD_PEERS,
     ) -> None:
         self.site = Site(site) if isinstance(site, Resource) else site
         self.reactor = default_reactor(reactor)
         self.endpoint = UdpEndpoint(parameters=parameters, limits=limits)
         self.max_upload_peers = max_upload_peers
-        self._make_blockwise = blockwise if blockwise is not None else BlockwiseServer
+        self._upload_limits = upload_limits
+        self._upload_budget = upload_budget
+        self._max_body_size = max_body_size
         self._block2 = BlockwiseServer()  # cuts responses; holds no state for that
         self._uploads: dict[Hashable, BlockwiseServer] = {}
         self._handlers: dict[OutgoingRequest, tuple[OnResponse, OnFailure]] = {}
@@ -364,7 +367,7 @@ class CoapDatagramProtocol(DatagramProtocol):
             message,
             peer_max_message_size=UDP_MAX_MESSAGE_SIZE,
             peer_bert=False,
-            encoded_size=_encoded_size,
+            encoded_size=datagram_size,
         )
         try:
             self.endpoint.send_notification(peer, message, self.reactor.seconds())
@@ -389,7 +392,9 @@ class CoapDatagramProtocol(DatagramProtocol):
             self._send(incoming, Message(Code.SERVICE_UNAVAILABLE, token, busy,
                                          b"too many uploads in progress; retry later"))
             return None
-        uploads = self._make_blockwise()
+        uploads = make_blockwise_server(
+            self._upload_limits, self._upload_budget, self._max_body_size
+        )
         self._uploads[incoming.peer] = uploads
         return uploads
 
@@ -424,7 +429,7 @@ class CoapDatagramProtocol(DatagramProtocol):
             message,
             peer_max_message_size=UDP_MAX_MESSAGE_SIZE,
             peer_bert=False,
-            encoded_size=_encoded_size,
+            encoded_size=datagram_size,
         )
         self._send(incoming, message)
         self._flush()

@@ -304,3 +304,23 @@ def test_observations_per_address_are_bounded_and_closing_drops_them() -> None:
     assert sum(a.message.options.observe is not None for a, _ in answers) == 64
     protocol.stopProtocol()
     assert counter.observer_count == 0
+
+
+def test_uploads_count_against_the_server_wide_budget_shared_with_other_listeners() -> None:
+    from coaptcp.core.blockwise import UploadBudget
+
+    budget = UploadBudget(2048)  # what a TCP listener of the same server would share
+    budget.take(1024)  # a stream connection's partial upload holds half of it
+    protocol, transport, _, _ = make_server(upload_budget=budget)
+    block = Options([*path("store"), (OptionNumber.BLOCK1, Block(0, True, 6).encode())])
+    protocol.datagramReceived(datagram(MessageType.CON, 1, Code.PUT, b"a", block, bytes(1024)),
+                              CLIENT)
+    assert transport.take()[0][0].message.code == Code.CONTINUE
+    assert budget.held == 2048
+    protocol.datagramReceived(datagram(MessageType.CON, 2, Code.PUT, b"b", block, bytes(1024)),
+                              OTHER)
+    [(refused, _)] = transport.take()
+    assert refused.message.code == Code.SERVICE_UNAVAILABLE  # the budget is spent
+    assert refused.message.options.get_uint(OptionNumber.MAX_AGE)
+    protocol.stopProtocol()
+    assert budget.held == 1024  # the UDP upload's bytes went back on closing
