@@ -30,6 +30,7 @@ __all__ = [
     "ProxyRefusal",
     "forward_request",
     "is_proxy_request",
+    "travelling_options",
 ]
 
 #: The Hop-Limit a proxy puts on a request that carried none (RFC 8768 section 3).
@@ -98,6 +99,17 @@ def forward_request(options: Options) -> ForwardedRequest:
         if scheme is None:
             raise ProxyRefusal(Code.BAD_REQUEST, "neither Proxy-Uri nor Proxy-Scheme")
         uri = _uri_from_parts(scheme, options)
+    return ForwardedRequest(uri, travelling_options(options))
+
+
+def travelling_options(options: Options) -> Options:
+    """The options a proxied request carries upstream (forward or reverse proxy): every
+    option but those naming the target and the hop-by-hop ones, with Hop-Limit
+    decremented (RFC 7252 section 5.7.1, RFC 8768 section 3).
+
+    :raises ProxyRefusal: 5.02 for an unrecognised unsafe option, 5.08 when the
+        Hop-Limit is used up.
+    """
     hop_limit = options.get_uint(_HOP_LIMIT)
     remaining = (DEFAULT_HOP_LIMIT if hop_limit is None else hop_limit) - 1
     if remaining <= 0:
@@ -110,7 +122,7 @@ def forward_request(options: Options) -> ForwardedRequest:
             raise ProxyRefusal(Code.BAD_GATEWAY, f"unsafe option {number} is not recognised")
         forwarded.append((number, value))
     forwarded.append((_HOP_LIMIT, remaining))
-    return ForwardedRequest(uri, Options(forwarded))
+    return Options(forwarded)
 
 
 def _uri_from_parts(scheme: str, options: Options) -> str:

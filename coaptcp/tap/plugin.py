@@ -29,7 +29,10 @@ from coaptcp.tap.proxy import (
     PROXY_OPT_PARAMETERS,
     ProxySettings,
     check_proxy_options,
+    check_reverse_options,
     make_proxy,
+    make_upstream,
+    mount_reverse,
 )
 from coaptcp.tap.service import CoapService
 from coaptcp.tap.tls import (
@@ -294,6 +297,7 @@ class Options(usage.Options):
         self["tls"] = []
         self["udp"] = []
         self["proxy"] = []
+        self["reverse"] = []
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """Parse, keeping the arguments as given (``--workers`` hands them to workers)."""
@@ -320,6 +324,11 @@ class Options(usage.Options):
         """Act as a forward proxy (Proxy-Uri, Proxy-Scheme) to destinations in NETWORK,
         e.g. 127.0.0.0/8 or fd00::/8, or any (repeatable; without it, no proxying)."""
         self["proxy"].append(network)
+
+    def opt_reverse(self, mount: str) -> None:
+        """Act as a reverse proxy: requests under /PATH go to the base URI, on any scheme,
+        e.g. /plant=coap://[fd00::17]/ (repeatable)."""
+        self["reverse"].append(mount)
 
     def opt_tls(self, description: str) -> None:
         """Listen for CoAP over TLS (coaps+tcp) on a Twisted endpoint description, e.g.
@@ -372,6 +381,7 @@ class Options(usage.Options):
             parse_udp_description(description)
         self["proxy-policy"] = check_proxy_options(self["proxy"])
         self["proxy-settings"] = ProxySettings(self)
+        self["reverse-mounts"] = check_reverse_options(self["reverse"])
         for description in [*self["tcp"], *self["ws"]]:
             _check_endpoint(description)
         check_tls_options(self, _check_endpoint)
@@ -431,10 +441,14 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
 
     root = options["root"]
     policy = options.get("proxy-policy") or check_proxy_options(options.get("proxy", []))
+    mounts = options.get("reverse-mounts") or check_reverse_options(options.get("reverse", []))
     proxy = None
-    if policy is not None:
+    if policy is not None or mounts:
         settings = options.get("proxy-settings") or ProxySettings(dict(options))
-        proxy = make_proxy(policy, settings, reactor)
+        upstream = make_upstream(settings, reactor)
+        if policy is not None:
+            proxy = make_proxy(policy, settings, reactor, upstream)
+        mount_reverse(root, mounts, upstream)
     site = Site(root, proxy=proxy)
     limits = options.get("limits") or limits_from_options(options)
     # Every connection holds a descriptor from accept: the limit must answer first.

@@ -1,10 +1,15 @@
-"""The proxy part of ``twistd coaptcp``: ``--proxy NETWORK`` (RFC 7252 section 5.7).
+"""The proxy part of ``twistd coaptcp``: ``--proxy NETWORK`` and ``--reverse PATH=URI``
+(RFC 7252 section 5.7).
 
 Without ``--proxy`` a request with Proxy-Uri or Proxy-Scheme gets 5.05, as before.  Each
 ``--proxy`` names a network (``127.0.0.0/8``, ``fd00::/8``, one address) the forward
 proxy may send requests to, or ``any``; requests for other destinations get 5.05 with a
 diagnostic, and nothing is sent.  The proxy accepts requests on every listener (TCP, TLS,
 WebSockets, UDP) and forwards to every scheme the client speaks.
+
+Each ``--reverse /PATH=URI`` mounts a :class:`~coaptcp.proxy.reverse.ReverseProxy` at
+PATH of the resource tree: requests below it go to the base URI.  The forward and the
+reverse proxy share one upstream side (client, bounds, cache, observations).
 """
 
 from __future__ import annotations
@@ -12,18 +17,37 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from twisted.logger import Logger
 from twisted.python import usage
 
 from coaptcp.client import Client
-from coaptcp.proxy import ForwardProxy, ProxyPolicy, ResponseCache
+from coaptcp.core.uri import SCHEMES, CoapUri, UriError, parse_uri
+from coaptcp.proxy import ForwardProxy, ProxyPolicy, ResponseCache, Upstream
 from coaptcp.proxy.cache import DEFAULT_CACHE_BYTES
-from coaptcp.proxy.forward import (
+from coaptcp.proxy.observe import DEFAULT_MAX_OBSERVATIONS
+from coaptcp.proxy.reverse import ReverseProxy
+from coaptcp.proxy.upstream import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_IN_FLIGHT_PER_PEER,
     DEFAULT_UPSTREAM_TIMEOUT,
 )
+from coaptcp.server import Resource
+from coaptcp.server.observe import DEFAULT_MAX_OBSERVERS
 
-__all__ = ["PROXY_OPT_PARAMETERS", "ProxySettings", "check_proxy_options", "make_proxy"]
+__all__ = [
+    "PROXY_OPT_PARAMETERS",
+    "ProxySettings",
+    "ReverseMount",
+    "check_proxy_options",
+    "check_reverse_options",
+    "make_proxy",
+    "make_upstream",
+    "mount_reverse",
+]
+
+#: Where a ``--reverse`` mounts (the path segments) and the base URI it stands for.
+ReverseMount = tuple[tuple[str, ...], CoapUri]
+_log = Logger()
 
 #: ``twistd coaptcp`` options of the proxy: (option, default, kind, help).
 _PROXY_OPTIONS: list[tuple[str, object, type, str]] = [
@@ -35,6 +59,11 @@ _PROXY_OPTIONS: list[tuple[str, object, type, str]] = [
      "Upstream requests in flight for one downstream address; more get 5.03."),
     ("proxy-cache-bytes", DEFAULT_CACHE_BYTES, int,
      "Bytes of fresh responses the proxy's cache holds (0: no cache)."),
+    ("proxy-max-observations", DEFAULT_MAX_OBSERVATIONS, int,
+     "Upstream observations the proxy keeps at once; more get 5.03 with Max-Age."),
+    ("proxy-max-observers", DEFAULT_MAX_OBSERVERS, int,
+     "Downstream observers sharing one upstream observation; more are answered "
+     "without being registered."),
 ]
 PROXY_OPT_PARAMETERS = [[name, None, str(default), text] for name, default, _, text in
                         _PROXY_OPTIONS]
@@ -59,6 +88,8 @@ class ProxySettings:
         self.max_in_flight = int(values["proxy-max-in-flight"])
         self.max_in_flight_per_peer = int(values["proxy-max-in-flight-per-peer"])
         self.cache_bytes = int(values["proxy-cache-bytes"])
+        self.max_observations = int(values["proxy-max-observations"])
+        self.max_observers = int(values["proxy-max-observers"])
 
 
 def check_proxy_options(networks: list[str]) -> ProxyPolicy | None:
@@ -72,18 +103,74 @@ def check_proxy_options(networks: list[str]) -> ProxyPolicy | None:
         raise usage.UsageError(f"bad --proxy network: {error}")
 
 
-def make_proxy(
-    policy: ProxyPolicy, settings: ProxySettings | None = None, reactor: Any = None
-) -> ForwardProxy:
-    """A forward proxy with its own client (one pool of upstream connections) and a cache."""
+def check_reverse_options(specs: list[str]) -> list[ReverseMount]:
+    """The mounts the ``--reverse /PATH=URI`` values give; a malformed one, a scheme this
+    build cannot reach, or a path given twice is a usage error."""
+    mounts: list[ReverseMount] = []
+    seen: set[tuple[str, ...]] = set()
+    for spec in specs:
+        path_text, equals, uri_text = spec.partition("=")
+        if not equals or not path_text.startswith("/"):
+            raise usage.UsageError(
+                f"bad --reverse {spec!r}: write /PATH=URI, e.g. /plant=coap://[fd00::17]/"
+            )
+        path = tuple(segment for segment in path_text.split("/") if segment)
+        if not path:
+            raise usage.UsageError(f"bad --reverse {spec!r}: the path must not be empty")
+        if path in seen:
+            raise usage.UsageError(f"bad --reverse {spec!r}: {path_text} is mounted twice")
+        seen.add(path)
+        try:
+            base = parse_uri(uri_text)
+        except UriError as error:
+            raise usage.UsageError(f"bad --reverse {spec!r}: {error}")
+        if SCHEMES[base.scheme].datagram and base.secure:
+            raise usage.UsageError(
+                f"bad --reverse {spec!r}: coaps:// (DTLS) is not available in this build"
+            )
+        mounts.append((path, base))
+    return mounts
+
+
+def make_upstream(settings: ProxySettings | None = None, reactor: Any = None) -> Upstream:
+    """The upstream side of the proxies: its own client (one pool of upstream
+    connections) and a cache."""
     settings = settings if settings is not None else ProxySettings({})
     cache = ResponseCache(settings.cache_bytes) if settings.cache_bytes else None
-    return ForwardProxy(
+    return Upstream(
         Client(reactor),
-        policy,
         reactor=reactor,
         cache=cache,
         timeout=settings.timeout,
         max_in_flight=settings.max_in_flight,
         max_in_flight_per_peer=settings.max_in_flight_per_peer,
+        max_observations=settings.max_observations,
+        max_observers=settings.max_observers,
     )
+
+
+def mount_reverse(root: Resource, mounts: list[ReverseMount], upstream: Upstream) -> None:
+    """Put a :class:`~coaptcp.proxy.reverse.ReverseProxy` at each mount of ``root``,
+    making the resources on the way where the tree has none."""
+    for path, base in mounts:
+        parent = root
+        for segment in path[:-1]:
+            child = parent.children.get(segment)
+            if child is None:
+                child = Resource()
+                parent.putChild(segment, child)
+            parent = child
+        if path[-1] in parent.children:
+            _log.info("--reverse /{path} replaces the resource there", path="/".join(path))
+        parent.putChild(path[-1], ReverseProxy(base, upstream))
+
+
+def make_proxy(
+    policy: ProxyPolicy,
+    settings: ProxySettings | None = None,
+    reactor: Any = None,
+    upstream: Upstream | None = None,
+) -> ForwardProxy:
+    """A forward proxy on ``upstream`` (by default a new one, see :func:`make_upstream`)."""
+    upstream = upstream if upstream is not None else make_upstream(settings, reactor)
+    return ForwardProxy(upstream.client, policy, upstream=upstream)

@@ -15,8 +15,10 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from coaptcp.client import ConnectFailed, RequestTimeout
+from coaptcp.client.targets import resolve_target
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
+from coaptcp.core.uri import CoapUri
 from coaptcp.proxy import ForwardProxy, ProxyPolicy, ResponseCache
 from coaptcp.server import Request, Response
 
@@ -28,9 +30,13 @@ class RecordingClient:
         self.sent: list[tuple[Code, str, bytes, Options, float | None]] = []
         self.answers: list[Deferred[Response]] = []
 
-    def request(self, method: Code, uri: str, payload: bytes = b"", *, options: Options,
+    def request(self, method: Code, uri: CoapUri, payload: bytes = b"", *, options: Options,
                 timeout: float | None = None) -> Deferred[Response]:
-        self.sent.append((method, uri, payload, options, timeout))
+        # What goes on the wire: where the client connects, the resource, and the
+        # options (the URI's Uri-Host and the given ones).
+        _, sent = resolve_target(uri, options)
+        resource = "".join("/" + segment for segment in uri.path) or "/"
+        self.sent.append((method, uri.origin_uri + resource, payload, sent, timeout))
         d: Deferred[Response] = Deferred()
         self.answers.append(d)
         return d
@@ -79,7 +85,7 @@ def test_a_request_to_an_allowed_address_goes_upstream_and_comes_back() -> None:
     [(method, uri, _, options, timeout)] = client.sent
     assert method == Code.GET and uri == "coap://127.0.0.1:5683/hello"
     assert options.get_uint(N.ACCEPT) == 0 and options.get_uint(N.HOP_LIMIT) == 15
-    assert timeout == proxy.timeout
+    assert timeout == proxy.upstream.timeout
     upstream = Options([(N.CONTENT_FORMAT, 0), (N.BLOCK2, 0x06), (N.MAX_AGE, 30)])
     client.answers[0].callback(Response(Code.CONTENT, b"hi", options=upstream))
     response = answer_of(pending)

@@ -39,8 +39,12 @@ def test_the_networks_and_bounds_reach_the_proxy() -> None:
     assert isinstance(proxy, ForwardProxy)
     assert proxy.policy.allows("127.0.0.5") and proxy.policy.allows("fd00::1")
     assert not proxy.policy.allows("192.0.2.1")
-    assert (proxy.timeout, proxy.max_in_flight, proxy.max_in_flight_per_peer) == (7.5, 10, 2)
+    upstream = proxy.upstream
+    assert (upstream.timeout, upstream.max_in_flight, upstream.max_in_flight_per_peer) == (
+        7.5, 10, 2)
     assert proxy.cache is None
+    table = upstream.observations
+    assert (table.max_observations, table.max_observers) == (1024, 10_000)
     assert site_of(parse("--tcp", "tcp:0", "--proxy", "any")).proxy.cache is not None  # type: ignore[attr-defined]
 
 
@@ -52,6 +56,14 @@ def test_the_networks_and_bounds_reach_the_proxy() -> None:
         (["--proxy", "any", "--proxy-timeout", "0"], "--proxy-timeout must be positive"),
         (["--proxy", "any", "--proxy-max-in-flight", "x"], "--proxy-max-in-flight must be"),
         (["--proxy", "any", "--proxy-cache-bytes", "-1"], "--proxy-cache-bytes must be"),
+        (["--proxy", "any", "--proxy-max-observations", "0"], "--proxy-max-observations must"),
+        (["--proxy-max-observers", "many"], "--proxy-max-observers must be a number"),
+        (["--reverse", "plant=coap://[fd00::17]/"], "write /PATH=URI"),
+        (["--reverse", "/plant"], "write /PATH=URI"),
+        (["--reverse", "/=coap://h/"], "the path must not be empty"),
+        (["--reverse", "/a=coap://h/", "--reverse", "/a/=coap://g/"], "mounted twice"),
+        (["--reverse", "/a=http://h/"], "unknown scheme"),
+        (["--reverse", "/a=coaps://h/"], "DTLS"),
     ],
 )
 def test_bad_proxy_options_are_usage_errors(argv: list[str], message: str) -> None:
@@ -69,3 +81,28 @@ def test_udp_listeners_share_the_stream_listeners_site_and_upload_budget() -> No
     assert protocol.site is factory.site
     assert protocol._upload_budget is factory.upload_budget
     assert protocol._max_body_size == factory.max_body_size
+
+
+def test_reverse_mounts_a_proxy_in_the_tree_and_shares_the_upstream_side() -> None:
+    from coaptcp.proxy.reverse import ReverseProxy
+
+    options = parse("--tcp", "tcp:0", "--proxy", "127.0.0.0/8",
+                    "--reverse", "/plant=coap://[fd00::17]/",
+                    "--reverse", "/site/b=coap+tcp://127.0.0.1:5700/api",
+                    "--proxy-max-observations", "3", "--proxy-max-observers", "4")
+    site = site_of(options)
+    root = site.root  # type: ignore[attr-defined]
+    plant = root.children["plant"]
+    nested = root.children["site"].children["b"]
+    assert isinstance(plant, ReverseProxy) and isinstance(nested, ReverseProxy)
+    assert plant.upstream is nested.upstream is site.proxy.upstream  # type: ignore[attr-defined]
+    assert str(plant.base) == "coap://[fd00::17]/"
+    assert (plant.upstream.observations.max_observations,
+            plant.upstream.observations.max_observers) == (3, 4)
+    assert "hello" in root.children  # the demo site is still there
+
+
+def test_reverse_alone_does_not_make_a_forward_proxy() -> None:
+    site = site_of(parse("--tcp", "tcp:0", "--reverse", "/plant=coap://127.0.0.1:5799/"))
+    assert site.proxy is None  # type: ignore[attr-defined]
+    assert "plant" in site.root.children  # type: ignore[attr-defined]
