@@ -1,6 +1,7 @@
 """An aiocoap 0.4.17 server for the client's Observe and block-wise interop tests.
 
-Usage: ``python aiocoap_observed_peer.py PORT``.  CoAP over TCP only, on 127.0.0.1.
+Usage: ``python aiocoap_observed_peer.py PORT [udp]``.  CoAP over TCP on 127.0.0.1; with
+``udp``, CoAP over UDP on the same port too (the TCP port still says when it is ready).
 Resources:
 
 - ``GET /time``: observable; a notification every 0.2 s while observed (aiocoap numbers
@@ -71,15 +72,18 @@ class Store(resource.Resource):
         return aiocoap.Message(code=aiocoap.CHANGED)
 
 
-async def main(port: int) -> None:
+async def main(port: int, udp: bool) -> None:
     site = resource.Site()
     time = Time()
     site.add_resource(["time"], time)
     site.add_resource(["observers"], Observers(time))
     site.add_resource(["mib"], Mib())
     site.add_resource(["store"], Store())
-    await serve(site, port, "tcpserver")
+    if udp:
+        await serve(site, port, "tcpserver", extra_transports=["udp6"])
+    else:
+        await serve(site, port, "tcpserver")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2:] == ["udp"]))

@@ -52,10 +52,13 @@ def make_site(hello: bytes = b"hello from aiocoap") -> resource.Site:
     return site
 
 
-async def serve(site: resource.Site, port: int, transport: str, **kwargs) -> None:
-    """Serve ``site`` on 127.0.0.1 with the one aiocoap ``transport``, until killed."""
+async def serve(
+    site: resource.Site, port: int, transport: str, extra_transports=(), **kwargs
+) -> None:
+    """Serve ``site`` on 127.0.0.1 with the aiocoap ``transport`` (and any
+    ``extra_transports``), until killed."""
     context = await aiocoap.Context.create_server_context(
-        site, bind=("127.0.0.1", port), transports=[transport], **kwargs
+        site, bind=("127.0.0.1", port), transports=[transport, *extra_transports], **kwargs
     )
     try:
         await asyncio.get_running_loop().create_future()

@@ -8,15 +8,20 @@ section 7), and the reverse proxy (RFC 7252 section 5.7.3).
   deregistration (RFC 7641 section 3.6).
 - libcoap's client reads, writes and observes a UDP server's resources through a
   ``--reverse`` mount, sending no Proxy-Uri at all.
+- aiocoap's client observes aiocoap's UDP server through us (Proxy-Scheme); when it goes,
+  aiocoap's count of observers falls to 0.  libcoap's client PUTs to it and GETs 1 MiB.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from peers import (
@@ -178,3 +183,53 @@ def test_libcoap_uses_a_udp_server_through_a_reverse_mount(proxy: RunningPeer) -
     observed = libcoap_client("-s", "3", f"{base}/time")
     assert observed.returncode == 0, observed.stderr
     assert observed.stdout.count(b"T") >= 2, observed.stdout  # ISO times, one a second
+
+
+@pytest.fixture(scope="module")
+def aiocoap_udp() -> Iterator[RunningPeer]:
+    port = free_port()  # aiocoap serves UDP and TCP on the port; TCP says when it is ready
+    argv = [sys.executable, str(Path(__file__).with_name("aiocoap_observed_peer.py")),
+            str(port), "udp"]
+    with run_server(argv, port) as peer:
+        yield peer
+
+
+def test_aiocoap_observes_aiocoap_over_udp_through_us_and_leaving_deregisters(
+    proxy: RunningPeer, aiocoap_udp: RunningPeer
+) -> None:
+    origin = f"coap://127.0.0.1:{aiocoap_udp.port}"
+    observer = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("aiocoap_observer.py")),
+         f"{origin}/time", "1000", "60", f"coap+tcp://127.0.0.1:{proxy.port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert observer.stdout is not None
+        lines = [json.loads(observer.stdout.readline()) for _ in range(4)]
+        assert all(line.get("code") == "2.05 Content" for line in lines), lines
+        ticks = [int(line["payload"].split()[1]) for line in lines]
+        assert ticks == sorted(ticks) and len(set(ticks)) == 4, ticks
+        observes = [line["observe"] for line in lines]
+        assert None not in observes and observes == sorted(observes), observes
+        assert libcoap_client(f"{origin}/observers").stdout == b"1"  # we observe upstream
+    finally:
+        observer.kill()
+        observer.wait()
+    # The downstream connection is gone: the proxy deregisters from aiocoap.
+    deadline = time.monotonic() + 10
+    while libcoap_client(f"{origin}/observers").stdout != b"0":
+        assert time.monotonic() < deadline, "the upstream observation was not cancelled"
+        time.sleep(0.2)
+
+
+def test_libcoap_puts_and_gets_a_mebibyte_from_aiocoap_over_udp_through_us(
+    proxy: RunningPeer, aiocoap_udp: RunningPeer
+) -> None:
+    origin = f"coap://127.0.0.1:{aiocoap_udp.port}"
+    via = f"coap+tcp://127.0.0.1:{proxy.port}"
+    put = libcoap_client("-m", "put", "-e", "relayed to aiocoap", "-P", via, f"{origin}/store")
+    assert put.returncode == 0, put.stderr
+    assert libcoap_client(f"{origin}/store").stdout == b"relayed to aiocoap"  # directly
+    mib = libcoap_client("-B", "60", "-P", via, f"{origin}/mib")
+    assert mib.returncode == 0, mib.stderr
+    assert mib.stdout == bytes(i * 7 % 251 for i in range(1 << 20))
