@@ -14,7 +14,10 @@ section 7), and a slow reader gets the latest state when it catches up.
 
 An error from upstream ends every downstream observation with that error; a lost
 upstream (no first answer in time, a failed re-registration) ends them with 5.04 or
-5.02.  When the last downstream observer leaves, the upstream observation is cancelled
+5.02.  When no notification comes within the Max-Age of the last one (and a few seconds
+more), the proxy registers upstream again (RFC 7641 section 3.3.1); a device that has
+gone then shows as 5.04 downstream rather than as silence.  When the last downstream
+observer leaves, the upstream observation is cancelled
 (GET with Observe=1 on reliable transports, RFC 8323 section 7.4; a Reset over UDP,
 RFC 7641 section 3.6).  Upstream observations are bounded in number (5.03 beyond), and
 the downstream observers of one by ``max_observers`` (beyond, a GET is answered without
@@ -48,10 +51,18 @@ if TYPE_CHECKING:
     from coaptcp.core.uri import CoapUri
     from coaptcp.proxy.cache import CacheKey
 
-__all__ = ["DEFAULT_MAX_OBSERVATIONS", "ObservationTable", "ProxiedObservation", "relayed"]
+__all__ = [
+    "DEFAULT_MAX_OBSERVATIONS",
+    "REREGISTER_GRACE",
+    "ObservationTable",
+    "ProxiedObservation",
+    "relayed",
+]
 
 #: Upstream observations the proxy keeps at once.
 DEFAULT_MAX_OBSERVATIONS = 1024
+#: Seconds past a notification's Max-Age before the proxy registers upstream again.
+REREGISTER_GRACE = 5
 #: Response options that belong to one side of the proxy (RFC 7959 section 2.10,
 #: RFC 7641 section 2: the Observe sequence is the proxy's own downstream).
 _HOP_BY_HOP = (
@@ -95,48 +106,85 @@ class ProxiedObservation(ObservableResource):
         #: How many notifications came from upstream (the first response included).
         self.received = 0
         self.upstream: Observation | None = None
+        #: How many times the resource was registered upstream again after a silence.
+        self.reregistrations = 0
         self._first: list[Deferred[None]] = []
         self._pending = 0
         self._full_logged = False
+        self._options = options
+        self._target: CoapUri | None = None
+        self._generation = 0
+        self._fresh_until: Any = None
         located: Deferred[Any] = maybeDeferred(locate)
-        located.addCallback(self._observe, options)
-        located.addErrback(self._lost)
+        located.addCallback(self._observe)
+        located.addErrback(self._lost, 0)
 
     # -- upstream -------------------------------------------------------------------------
 
-    def _observe(self, target: CoapUri, options: Options) -> None:
+    def _observe(self, target: CoapUri) -> None:
         if self.ended:
             return
+        self._target = target
+        self._generation += 1
+        generation = self._generation
         table = self.table
         self.upstream = table.client.observe(
-            target, options=options, callback=self._notified, reregister=True,
-            timeout=table.timeout,
+            target, options=self._options, reregister=True, timeout=table.timeout,
+            callback=lambda response: self._notified(response, generation),
         )
-        self.upstream.when_ended().addCallbacks(self._upstream_ended, self._lost)
+        self.upstream.when_ended().addCallbacks(
+            self._upstream_ended, self._lost, callbackArgs=(generation,),
+            errbackArgs=(generation,),
+        )
 
-    def _notified(self, response: Response) -> None:
+    def _notified(self, response: Response, generation: int) -> None:
+        if generation != self._generation or self.ended:
+            return
         self.received += 1
-        first = self.received == 1
         self.latest = relayed(response)
-        if first:
-            self.observing = (
-                response.code.is_successful and response.options.observe is not None
-            )
+        observing = response.code.is_successful and response.options.observe is not None
+        if self.received == 1:
+            self.observing = observing
+            if observing:
+                self._keep_fresh(response)
             self._first_known()
             return
-        if not self.observing or self.ended:
+        if not self.observing:
             return
-        if not response.code.is_successful or response.options.observe is None:
+        if not observing:
             # Upstream ends the observation with this response (RFC 7641 3.2, 3.3.2).
             self._end()
             if response.code.is_successful:
                 self._release_observers()
                 return
+        else:
+            self._keep_fresh(response)
         self.notify()
 
-    def _upstream_ended(self, _: object) -> None:
+    def _keep_fresh(self, response: Response) -> None:
+        """Register again if no notification comes within the Max-Age of this one (RFC
+        7641 section 3.3.1: upstream may have lost us, or gone without a word)."""
+        if self._fresh_until is not None and self._fresh_until.active():
+            self._fresh_until.cancel()
+        max_age = response.options.max_age
+        delay = (60 if max_age is None else max_age) + REREGISTER_GRACE
+        self._fresh_until = self.table.reactor.callLater(delay, self._register_again)
+
+    def _register_again(self) -> None:
+        self._fresh_until = None
+        if self.ended or self._target is None:
+            return
+        self.reregistrations += 1
+        stale = self.upstream
+        self._observe(self._target)  # a new generation: the old one is ignored from now
+        if stale is not None and not stale.ended:
+            stale.cancel()
+
+    def _upstream_ended(self, _: object, generation: int) -> None:
         """The upstream observation ended without an error: cancelled by us, or ended by
         upstream (an error response, or a response without Observe)."""
+        if generation != self._generation:
+            return
         self._end()
         latest = self.latest
         if latest is not None and not latest.code.is_successful:
@@ -144,7 +192,9 @@ class ProxiedObservation(ObservableResource):
         else:
             self._release_observers()
 
-    def _lost(self, failure: Failure) -> None:
+    def _lost(self, failure: Failure, generation: int) -> None:
+        if generation != self._generation or (self.ended and self.latest is not None):
+            return
         self._end()
         self.latest = self.table.failed(failure, self.uri)
         self._first_known()
@@ -154,6 +204,9 @@ class ProxiedObservation(ObservableResource):
         if not self.ended:
             self.ended = True
             self.table.forget(self)
+        if self._fresh_until is not None and self._fresh_until.active():
+            self._fresh_until.cancel()
+        self._fresh_until = None
 
     def _first_known(self) -> None:
         waiting, self._first = self._first, []

@@ -284,3 +284,31 @@ def test_the_reverse_proxy_forwards_every_method_below_its_mount() -> None:
     a.feed(Message(Code.GET, b"p2", Options.build(uri_path=("plant",)).add(0x7F1E, b"x")))
     refused = one(a)  # 0x7F1E: elective, unsafe (bit 1), unknown
     assert refused.code == Code.BAD_GATEWAY and len(s.client.requests) == 1
+
+
+def test_a_silent_upstream_is_registered_again_after_max_age() -> None:
+    s = Setup()
+    a = s.connect()
+    a.feed(observe(b"a1"))
+    [first] = s.client.observations
+    first.notify(b"v0", observe=1, max_age=20)
+    a.sent()
+    s.clock.advance(20 + 4)
+    assert len(s.client.observations) == 1  # still within Max-Age and the grace
+    s.clock.advance(2)
+    old, new = s.client.observations
+    assert old.cancelled == 1 and str(new.target) == str(first.target)
+    old.notify(b"late", observe=2)  # the old registration is ignored from now on
+    assert a.sent() == []
+    new.notify(b"v1", observe=7, max_age=20)
+    note = one(a)
+    assert note.payload == b"v1" and observe_value(note) is not None
+    assert s.table_size == 1 and a.channel.observation_count == 1
+    s.clock.advance(26)  # silent again, and this time the device does not answer
+    third = s.client.observations[2]
+    third.end(RequestTimeout("no response"))
+    gone = one(a)
+    assert gone.code == Code.GATEWAY_TIMEOUT and a.channel.observation_count == 0
+    assert s.table_size == 0
+    # No re-registration timer is left (the connection's own watchdog is).
+    assert all("Watchdog" in repr(call) for call in s.clock.getDelayedCalls())
