@@ -67,6 +67,7 @@ LOADGEN_FLAGS = {"tcp": [], "tls": ["-S"], "ws": ["-W"], "wss": ["-S", "-W"]}
 # loadgen links OpenSSL (TLS, and SHA-1/base64 for the WebSocket handshake):
 # Debian package libssl-dev
 LOADGEN_LIBS = ("-lssl", "-lcrypto")
+SERVER_NAMES = ("aiocoap", "coaptcp", "libcoap", "bare", "bare-eager", "base")
 LIBCOAP_BINARIES = ("coap-server-openssl", "coap-server-notls", "coap-server-gnutls",
                     "coap-server")
 
@@ -458,6 +459,25 @@ def make_servers(args, transport, certs, loadgen):
             extra = {"port_offset": 1, "also_free": (1,), "probe": probe}
         servers["libcoap"] = Server("libcoap", argv, PATH, PAYLOAD, setup=put_hello,
                                     transport=transport, note=note, **extra)
+    if transport == "tcp":
+        bare = [sys.executable, os.path.join(HERE, "bare_server.py"), "{port}"]
+        servers["bare"] = Server("bare", bare, PATH, PAYLOAD,
+                                 note="the bare Twisted ceiling (bare_server.py): frames "
+                                      "split, a constant 2.05, written by transport.write")
+        servers["bare-eager"] = Server("bare-eager", [*bare, "--eager"], PATH, PAYLOAD,
+                                       note="bare_server.py --eager: the same, sent from "
+                                            "dataReceived when Twisted holds nothing")
+    else:
+        for name in ("bare", "bare-eager"):
+            servers[name] = "the bare Twisted ceiling serves coap+tcp only"
+    if args.baseline:
+        base_cmd = cmd.replace("{listen}", COAPTCP_LISTEN[transport].format(
+            port="{port}", **{k: shlex.quote(v) for k, v in cert.items()}))
+        servers["base"] = Server("base", ["env", "-C", args.baseline,
+                                          f"PYTHONPATH={args.baseline}",
+                                          *shlex.split(base_cmd)],
+                                 PATH, PAYLOAD, transport=transport, probe=probe,
+                                 note=f"coaptcp from {args.baseline} (--baseline)")
     return servers
 
 
@@ -582,10 +602,18 @@ def print_table(results, servers_order, cells, skipped, notes, transports=("tcp"
                 label = "coaptcp/aiocoap (ours)" if name == "coaptcp" else f"{name}/aiocoap"
                 _ratio_rows(w, results, label, (name, None), ("aiocoap", None),
                             transports, cells)
-    if any(s == "libcoap" for s, _ in have) and any(s == "coaptcp" for s, _ in have):
+    if any(s == "libcoap" for s, _ in have) and any(s != "libcoap" for s, _ in have):
         w("\nratio to libcoap on the same transport\n" + head)
-        _ratio_rows(w, results, "coaptcp/libcoap (ours)", ("coaptcp", None),
-                    ("libcoap", None), transports, cells)
+        for name in servers_order:
+            if name not in ("libcoap", "aiocoap"):
+                label = "coaptcp/libcoap (ours)" if name == "coaptcp" else f"{name}/libcoap"
+                _ratio_rows(w, results, label, (name, None), ("libcoap", None),
+                            transports, cells)
+    for other in ("base", "bare-eager", "bare"):
+        if any(s == other for s, _ in have) and any(s == "coaptcp" for s, _ in have):
+            w(f"\nratio of ours to {other}\n" + head)
+            _ratio_rows(w, results, f"coaptcp/{other}", ("coaptcp", None), (other, None),
+                        transports, cells)
     others = [t for t in transports if t != "tcp"]
     if others and "tcp" in transports:
         w("\neach server on TLS/WebSockets relative to itself on coap+tcp\n" + head)
@@ -643,7 +671,9 @@ def parse_list(s):
 def main():
     ap = argparse.ArgumentParser(description="CoAP-over-TCP server benchmark runner")
     ap.add_argument("--servers", default="aiocoap,coaptcp,libcoap",
-                    help="comma-separated subset of aiocoap,coaptcp,libcoap (default: all)")
+                    help="comma-separated subset of " + ",".join(SERVER_NAMES) + " (default: "
+                         "aiocoap,coaptcp,libcoap; bare and bare-eager: the bare Twisted "
+                         "ceiling; base: coaptcp from --baseline)")
     ap.add_argument("--transports", default="tcp",
                     help="comma-separated subset of tcp,tls,ws,wss, or 'all' "
                          "(default: tcp)")
@@ -663,6 +693,10 @@ def main():
                     help="command for the coaptcp server; {port}, {python} and {listen} "
                          "(the listener options of the transport) are replaced; without "
                          "{listen} the command serves coap+tcp only (default: %(default)s)")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="server 'base': the coaptcp command with PYTHONPATH=DIR (another "
+                         "checkout, say `git archive main | tar -x -C DIR`), for before/after "
+                         "figures in one run")
     ap.add_argument("--libcoap-bin", help="libcoap server binary (default: the first found "
                     "of " + ", ".join(LIBCOAP_BINARIES) + ")")
     ap.add_argument("--retry-noisy", type=float, metavar="PCT",
@@ -676,8 +710,10 @@ def main():
 
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     for n in names:
-        if n not in ("aiocoap", "coaptcp", "libcoap"):
+        if n not in SERVER_NAMES:
             ap.error(f"unknown server {n!r}")
+    if "base" in names and not args.baseline:
+        ap.error("server 'base' needs --baseline DIR")
     transports = (list(TRANSPORTS) if args.transports.strip() == "all" else
                   [t.strip() for t in args.transports.split(",") if t.strip()])
     for t in transports:

@@ -17,6 +17,7 @@ Connecting::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -39,6 +40,7 @@ from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from coaptcp.core.uri import DEFAULT_PORTS
 from coaptcp.server.resource import Resource, Site
 from coaptcp.transport.admission import ConnectionAdmission, ConnectionGate, host_of
+from coaptcp.transport.eager import eager_writer
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
@@ -63,6 +65,7 @@ class CoapProtocol(ChannelOwner, Protocol):
 
     factory: CoapFactory
     channel: Channel
+    _send: Callable[[bytes], None]
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -82,6 +85,9 @@ class CoapProtocol(ChannelOwner, Protocol):
         if no_delay is not None:
             no_delay(True)
         secure = ISSLTransport.providedBy(transport)
+        # Answers go to the socket from the receive path when Twisted holds nothing
+        # unsent, not on the reactor's next turn (coaptcp.transport.eager).
+        self._send = eager_writer(transport)
         self.channel = Channel(
             connection,
             write=self._write_frames,
@@ -113,11 +119,9 @@ class CoapProtocol(ChannelOwner, Protocol):
             self.channel.abort(refusal.diagnostic)
 
     def _write_frames(self, frames: list[bytes]) -> None:
-        # One write of the joined frames: writeSequence would check and count each frame
-        # in Python, and Twisted joins its buffer before sending anyway.
-        transport = self.transport
-        assert transport is not None
-        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        # One write of the joined frames: one send, and writeSequence would check and
+        # count each frame in Python.
+        self._send(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _close_transport(self) -> None:
         """Close gracefully, no longer as the transport's producer: Twisted's TLS layer

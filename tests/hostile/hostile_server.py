@@ -67,11 +67,13 @@ def twistd(
     *,
     nofile: int | None = None,
     pythonpath: str | None = None,
+    reactor: str | None = None,
 ) -> Iterator[Twistd]:
     """``python -m twisted coaptcp ARGS`` in ``workdir``, once every port accepts.
 
     On exit it is stopped, and its whole log must show no traceback.  ``pythonpath``
-    lets ``--resource`` find a test module (the package is always the installed one).
+    lets ``--resource`` find a test module (the package is always the installed one);
+    ``reactor`` is twist's ``--reactor`` (``epoll``, ``poll``, ``select``).
     """
     log_path = workdir / "server.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -82,8 +84,8 @@ def twistd(
         process = childproc.popen(
             # ``python -m twisted`` is ``twist``: always in the foreground; text logs, as
             # twistd -n writes them, so that tracebacks show as text.
-            [sys.executable, "-m", "twisted", "--log-format=text", "--log-file=-", "coaptcp",
-             *args],
+            [sys.executable, "-m", "twisted", "--log-format=text", "--log-file=-",
+             *([f"--reactor={reactor}"] if reactor else []), "coaptcp", *args],
             cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, preexec_fn=lambda: _child_setup(nofile),
         )

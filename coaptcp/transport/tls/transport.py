@@ -39,11 +39,12 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from coaptcp.server.tlsinfo import TLSInfo
+from coaptcp.transport.eager import EagerTLSTransport
 from coaptcp.transport.tcp import CoapFactory, CoapProtocol
 from coaptcp.transport.tls import psk
 from coaptcp.transport.tls.errors import (
@@ -239,9 +240,12 @@ class _ClientPolicy:
 
 
 @implementer(ISSLTransport)
-class CoapTLSTransport(BufferingTLSTransport):
+class CoapTLSTransport(EagerTLSTransport):
     """Twisted's TLS layer for one coaps+tcp connection, with a handshake timeout and the
     checks of RFC 8323 section 8.2 once the handshake is done.
+
+    What it writes goes to the socket at once when it can
+    (:class:`~coaptcp.transport.eager.EagerTLSTransport`), not on the reactor's next turn.
 
     :ivar tls_info: the handshake's outcome once it succeeded (also ``request.tls``).
     :ivar handshake_result: client side only: fires with the

@@ -18,6 +18,7 @@ path and compares the bytes, so a change in autobahn shows there first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -25,6 +26,7 @@ from twisted.logger import Logger
 
 from coaptcp.channel.channel import EARLY_WRITE
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
+from coaptcp.transport.eager import eager_writer
 from coaptcp.transport.websocket.frames import WEBSOCKET_VERSION, encode_frames, next_frame
 
 if TYPE_CHECKING:
@@ -103,6 +105,7 @@ class AutobahnFastPath:
     _coap_max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     _frame_timeout: float | None = None
     _producer_registered = False
+    _coap_send: Callable[[bytes], None] | None = None  # our writes to the transport
 
     def _choose_fast_path(self) -> None:
         """Use our own reading and writing of data frames when nothing unusual is on.
@@ -194,7 +197,13 @@ class AutobahnFastPath:
         stats.outgoingOctetsAppLevel += size
         stats.outgoingOctetsWebSocketLevel += size
         stats.outgoingOctetsWireLevel += len(chunk)
-        self.transport.write(chunk)
+        send = self._coap_send
+        if send is None:
+            # Sent at once when Twisted holds nothing unsent (coaptcp.transport.eager);
+            # autobahn's own writes (handshake, control frames) still go through
+            # transport.write, so what they queued is never overtaken.
+            send = self._coap_send = eager_writer(self.transport)
+        send(chunk)
 
     def _flush_batch(self) -> None:
         """Write the answers held back while a read is parsed (before anything else)."""

@@ -1,0 +1,128 @@
+"""coaps+tcp writes at once (coaptcp.transport.eager.EagerTLSTransport): the server's
+handshake flights and its answers reach the socket within the call that received what
+they answer, through Twisted's real TCP transport over a fake socket (no network), and
+fall back to Twisted's buffer when the socket is full.
+
+The client is a bare pyOpenSSL connection on memory BIOs, pumped by hand.
+"""
+
+from __future__ import annotations
+
+from fake_socket import FakeSocket, fake_server, writing
+from OpenSSL import SSL
+from tls_helpers import PKI, demo_root, raw_client_context
+from twisted.internet import tcp
+from twisted.internet.testing import MemoryReactorClock
+
+from coaptcp.core.codes import Code
+from coaptcp.core.framing import StreamDecoder, encode_frame
+from coaptcp.core.message import Message
+from coaptcp.core.options import Options
+from coaptcp.server.resource import Site
+from coaptcp.transport.eager import unsent_bytes
+from coaptcp.transport.tcp import CoapFactory
+from coaptcp.transport.tls.settings import ServerTLSSettings
+from coaptcp.transport.tls.transport import CoapTLSTransport, tls_server_factory
+
+
+def messages(data: bytes) -> list[Message]:
+    decoder = StreamDecoder(1 << 20)
+    decoder.feed(data)
+    out = []
+    while (message := decoder.next_message()) is not None:
+        out.append(message)
+    return out
+
+
+class Client:
+    """A TLS client on memory BIOs; ``exchange`` hands its output to the server."""
+
+    def __init__(self, pki: PKI) -> None:
+        self.tls = SSL.Connection(raw_client_context(pki.ca, [b"coap"]), None)
+        self.tls.set_tlsext_host_name(b"localhost")
+        self.tls.set_connect_state()
+        self.plain = b""
+
+    def output(self) -> bytes:
+        try:
+            return self.tls.bio_read(1 << 20)
+        except SSL.WantReadError:
+            return b""
+
+    def input(self, data: bytes) -> None:
+        if data:
+            self.tls.bio_write(data)
+        try:
+            self.tls.do_handshake()
+        except SSL.WantReadError:
+            return
+        while True:
+            try:
+                self.plain += self.tls.recv(1 << 16)
+            except (SSL.WantReadError, SSL.ZeroReturnError):
+                return
+
+
+def server(pki: PKI, sock: FakeSocket) -> tuple[CoapTLSTransport, tcp.Server]:
+    clock = MemoryReactorClock()
+    settings = ServerTLSSettings(certificate=pki.server, private_key=pki.server_key)
+    factory = tls_server_factory(CoapFactory(Site(demo_root()), reactor=clock), settings,
+                                 clock=clock)
+    protocol = factory.buildProtocol(None)
+    assert isinstance(protocol, CoapTLSTransport)
+    transport = fake_server(sock, protocol)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def handshake(client: Client, protocol: CoapTLSTransport, sock: FakeSocket) -> None:
+    client.input(b"")
+    for _ in range(4):
+        out = client.output()
+        if out:
+            protocol.dataReceived(out)
+        client.input(sock.take())
+        if protocol._handshakeDone and client.plain:
+            return
+    raise AssertionError("the handshake did not finish")
+
+
+def test_handshake_flights_and_answers_are_sent_at_once(pki: PKI) -> None:
+    sock = FakeSocket()
+    protocol, transport = server(pki, sock)
+    client = Client(pki)
+    handshake(client, protocol, sock)
+    # The server's flights and its CSM went straight to the socket: Twisted never had
+    # to wait for the reactor to write them.
+    assert [m.code for m in messages(client.plain)] == [Code.CSM]
+    assert not writing(transport) and unsent_bytes(transport) == 0
+    client.plain = b""
+    client.tls.send(
+        encode_frame(Message(Code.CSM))
+        + encode_frame(Message(Code.GET, b"\x07", Options.build(uri_path=["whoami"])))
+    )
+    protocol.dataReceived(client.output())
+    client.input(sock.take())  # in this very call: no reactor turn
+    (answer,) = messages(client.plain)
+    assert answer.code == Code.CONTENT and answer.token == b"\x07"
+    assert not writing(transport)
+
+
+def test_a_full_socket_hands_the_ciphertext_to_twisted(pki: PKI) -> None:
+    sock = FakeSocket()
+    protocol, transport = server(pki, sock)
+    client = Client(pki)
+    handshake(client, protocol, sock)
+    client.plain = b""
+    sock.room = 5
+    client.tls.send(
+        encode_frame(Message(Code.CSM))
+        + encode_frame(Message(Code.GET, b"\x08", Options.build(uri_path=["whoami"])))
+    )
+    protocol.dataReceived(client.output())
+    assert len(sock.wire()) == 5 and unsent_bytes(transport) > 0 and writing(transport)
+    sock.room = None
+    transport.doWrite()
+    client.input(sock.take())
+    (answer,) = messages(client.plain)
+    assert answer.token == b"\x08" and not writing(transport)
