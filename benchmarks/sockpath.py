@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Instructions per request of a server on real sockets, counted by callgrind.
+"""Instructions per request (or per new connection) of a server on real sockets, by callgrind.
 
     python benchmarks/sockpath.py [--server coaptcp|base|bare|bare-eager]
         [--transport tcp|tls|ws] [--conns 16] [--inflight 1] [--requests 3000,9000]
@@ -71,13 +71,20 @@ def count(args: argparse.Namespace, loadgen: str, requests: int, certs: dict[str
                         break
                 except OSError:
                     time.sleep(0.5)
-            lg = [loadgen, "-h", run.HOST, "-p", str(port), "-c", str(args.conns),
-                  "-n", str(args.inflight), "-r", str(requests), "-w", "0", "-d", "600",
-                  "-t", "120", "-T", "120", "-u", run.PATH, "-e", run.PAYLOAD.decode(),
-                  *run.LOADGEN_FLAGS[args.transport]]
+            if args.connect:  # N new connections, each CSM + GET + Release (connload.c)
+                lg = [loadgen, "-h", run.HOST, "-p", str(port), "-c", str(args.conns),
+                      "-r", str(requests), "-w", "0", "-d", "600", "-t", "120",
+                      *(["-S"] if args.transport == "tls" else [])]
+                done_mark = f'"cycles_total":{requests},'
+            else:
+                lg = [loadgen, "-h", run.HOST, "-p", str(port), "-c", str(args.conns),
+                      "-n", str(args.inflight), "-r", str(requests), "-w", "0", "-d", "600",
+                      "-t", "120", "-T", "120", "-u", run.PATH, "-e", run.PAYLOAD.decode(),
+                      *run.LOADGEN_FLAGS[args.transport]]
+                done_mark = '"request_limit_reached"'
             out = subprocess.run(lg, capture_output=True, text=True, timeout=900)
             line = [x for x in out.stdout.splitlines() if x.startswith("{")]
-            done = line and '"request_limit_reached"' in line[-1] and '"errors":0' in line[-1]
+            done = line and done_mark in line[-1] and '"errors":0' in line[-1]
             if not done:
                 raise SystemExit(f"loadgen: {out.stdout[-500:]} {out.stderr[-500:]}")
         finally:
@@ -100,13 +107,20 @@ def main() -> None:
     parser.add_argument("--requests", default="3000,9000", help="N1,N2")
     parser.add_argument("--reactor", default="epoll", choices=["epoll", "poll", "select"])
     parser.add_argument("--baseline", help="another checkout, for --server base")
+    parser.add_argument("--connect", action="store_true",
+                        help="count per new connection (connload.c: connect, CSM, GET, "
+                             "Release, close; --requests are connections, --conns connectors)")
     args = parser.parse_args()
     if args.server == "base" and not args.baseline:
         parser.error("--server base needs --baseline DIR")
     if args.server.startswith("bare") and args.transport != "tcp":
         parser.error("the bare servers speak coap+tcp only")
     n1, n2 = (int(x) for x in args.requests.split(","))
-    loadgen = run.build_loadgen()
+    if args.connect:
+        from connsetup import build_connload
+        loadgen = build_connload()
+    else:
+        loadgen = run.build_loadgen()
     certs: dict[str, str] = {}
     if args.transport == "tls":
         from coaptcp.testing.certs import write_test_setup
@@ -115,8 +129,10 @@ def main() -> None:
     first = count(args, loadgen, n1, certs)
     second = count(args, loadgen, n2, certs)
     per = (second - first) / (n2 - n1)
-    print(f"{args.server} {args.transport} {args.conns}x{args.inflight} ({args.reactor}): "
-          f"{per:,.0f} instructions per request (N={n1}: {first:,}, N={n2}: {second:,})")
+    what = (f"{args.conns} connectors: {per:,.0f} instructions per connection" if args.connect
+            else f"{args.conns}x{args.inflight}: {per:,.0f} instructions per request")
+    print(f"{args.server} {args.transport} {what} ({args.reactor}; N={n1}: {first:,}, "
+          f"N={n2}: {second:,})")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,9 @@ class ChannelBase:
     max_observations: int
     _reactor: IReactorTime
     _write: Callable[[list[bytes]], None]
-    _close: Callable[[], None]
+    #: Closes the transport gracefully; true if it is sure to close within a reactor
+    #: turn (then no close timeout is armed).
+    _close: Callable[[], bool | None]
     _abort: Callable[[], None]
     _set_reading: Callable[[bool], None]
 

@@ -31,7 +31,7 @@ from coaptcp.channel.outgoing import Outgoing
 from coaptcp.channel.owner import ChannelOwner
 from coaptcp.channel.responder import EARLY_WRITE, NO_SERVER_RESPONSE, Responder
 from coaptcp.channel.serving import DEFAULT_MAX_OBSERVATIONS, ServedObservations
-from coaptcp.channel.watchdog import Watchdog
+from coaptcp.channel.watchdog import Watchdog, cancel_calls
 from coaptcp.core.events import (
     AbortReceived,
     ConnectionAborted,
@@ -76,7 +76,9 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
     :param connection: the sans-I/O core for this connection (not yet started).
     :param write: writes a list of frames (``transport.writeSequence`` for TCP/TLS; one
         binary WebSocket message per frame for WebSockets).
-    :param close: closes the transport gracefully (flushing pending writes first).
+    :param close: closes the transport gracefully (flushing pending writes first); it may
+        return true when the transport is sure to close within a reactor turn (nothing
+        unsent, no closing handshake): then no close timeout is armed.
     :param abort: drops the transport at once (used when a close does not complete).
     :param reactor: provides ``callLater`` and ``seconds`` for every timer.
     :param site: the resource tree; ``None`` means this side serves nothing (5.01).
@@ -93,7 +95,7 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
         connection: Connection,
         *,
         write: Callable[[list[bytes]], None],
-        close: Callable[[], None],
+        close: Callable[[], bool | None],
         abort: Callable[[], None],
         reactor: IReactorTime,
         site: Site | None = None,
@@ -168,13 +170,23 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
         self._write_call = None
 
     def start(self) -> None:
-        """Send our CSM and start the connection's timers; call from ``connectionMade``."""
+        """Send our CSM and start the connection's timers; call from ``connectionMade``.
+
+        One timer per connection while it is young: when the CSM timeout is shorter than
+        the watchdog's periods (as by default), the watchdog starts only once the CSM
+        timeout has passed (:meth:`_csm_timed_out`), from when the peer was last heard,
+        so its checks come when they would have; a connection that closes before then
+        (connect, one request, Release) never arms more than that one timer.
+        """
         self.connection.start()
         self._flush()
         limits = self.limits
-        if limits.csm_timeout is not None:
-            self._csm_call = self._reactor.callLater(limits.csm_timeout, self._csm_timed_out)
-        self._watchdog.start()
+        csm_timeout = limits.csm_timeout
+        if csm_timeout is not None:
+            self._csm_call = self._reactor.callLater(csm_timeout, self._csm_timed_out)
+        first_check = self._watchdog.first_check
+        if csm_timeout is None or (first_check is not None and first_check <= csm_timeout):
+            self._watchdog.start()
 
     # -- event dispatch -------------------------------------------------------------------
 
@@ -217,8 +229,10 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
 
     def _on_csm(self, event: CsmReceived) -> None:
         if event.first:
-            if self._csm_call is not None and self._csm_call.active():
-                self._csm_call.cancel()
-            self._csm_call = None
+            if not self._watchdog.started and self._watchdog.has_periods:
+                pass  # the CSM timer fires, finds the CSM and starts the watchdog (start)
+            elif self._csm_call is not None:
+                cancel_calls(self._csm_call)
+                self._csm_call = None
             self._send_waiting()
 

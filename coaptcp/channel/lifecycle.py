@@ -48,19 +48,23 @@ class Lifecycle(ChannelBase):
         self._input_ended = True
         if self.close_reason is None:
             self.close_reason = "the peer closed its side of the connection"
-        self._arm_release_timer()
         self._maybe_finish_release()
+        self._arm_release_timer()
 
     # -- timers (section 3.3 CSM, section 5.4 Ping, section 5.5 Release) ------------------
 
     def _csm_timed_out(self) -> None:
         self._csm_call = None
-        if not self.connection.peer_csm_received and not self._lost:
+        if self._lost:
+            return
+        if not self.connection.peer_csm_received:
             self._dispatch(
                 self.connection.abort_for_violation(
                     f"no CSM received within {self.limits.csm_timeout:g} s"
                 )
             )
+        elif not self._closing and not self._watchdog.started:
+            self._watchdog.check()  # the CSM timer hands over to the watchdog
 
     def watchdog_busy(self) -> bool:
         """Whether requests (ours or theirs) or observations (either way) are in flight."""
@@ -95,7 +99,8 @@ class Lifecycle(ChannelBase):
         if self._lost:
             return
         self._lost = True
-        self._drop_observations()  # RFC 8323 section 7.4: observations end with the link
+        if self._observations:
+            self._drop_observations()  # RFC 8323 section 7.4: they end with the link
         note = self.connection.connection_lost()
         if note:
             self.log.info("Peer {peer} closed the connection: {note}", peer=self.peer, note=note)
@@ -121,7 +126,14 @@ class Lifecycle(ChannelBase):
         self._write = self._close = self._abort = self._set_reading = transport_gone
         self._held_events = None
         self._ws_queue.clear()
-        self._fail_outgoing(ConnectionClosedError(self.close_reason))
+        if (
+            self._pending
+            or self._waiting_for_csm
+            or self._pings
+            or self._csm_waiters
+            or self._observing
+        ):
+            self._fail_outgoing(ConnectionClosedError(self.close_reason))
         waiters, self._closed_waiters = self._closed_waiters, []
         for w in waiters:
             w.callback(None)
@@ -144,8 +156,10 @@ class Lifecycle(ChannelBase):
         self._input_call = None
         self.blockwise.drop_uploads()  # no block of theirs will be processed now
         self._flush()
-        self._close()
-        self._close_call = self._reactor.callLater(self.close_timeout, self._force_close)
+        if not self._close():
+            # The close may wait for the peer (output it does not read, a TLS or
+            # WebSocket closing handshake): drop the link if it takes too long.
+            self._close_call = self._reactor.callLater(self.close_timeout, self._force_close)
 
     def _force_close(self) -> None:
         if not self._lost:
@@ -164,8 +178,8 @@ class Lifecycle(ChannelBase):
         if self.connection.state is not State.CLOSED and not self.connection.release_sent:
             self.connection.send_release(diagnostic)
             self._flush()
-        self._arm_release_timer()
         self._maybe_finish_release()
+        self._arm_release_timer()
         return closed
 
     def abort(self, diagnostic: str) -> None:
@@ -188,8 +202,9 @@ class Lifecycle(ChannelBase):
 
     def _arm_release_timer(self) -> None:
         """Bound the work in flight after a Release (sent or received) or a FIN: one
-        timer, whichever comes first and however many follow."""
-        if self._release_call is None:
+        timer, whichever comes first and however many follow; none once closing (the
+        work in flight was done at once)."""
+        if self._release_call is None and not self._closing and not self._lost:
             self._release_call = self._reactor.callLater(
                 self.release_timeout, self._release_timed_out
             )
@@ -221,8 +236,8 @@ class Lifecycle(ChannelBase):
         self.log.info(
             "Peer {peer} sent Release ({diagnostic})", peer=self.peer, diagnostic=event.diagnostic
         )
-        self._arm_release_timer()
         self._maybe_finish_release()
+        self._arm_release_timer()
 
     def _on_abort(self, event: AbortReceived) -> None:
         self.close_reason = f"the peer aborted the connection: {event.diagnostic}"

@@ -99,13 +99,28 @@ class Watchdog:
 
     def start(self) -> None:
         """Arm the timer (for the shorter period; nothing if both are off)."""
-        periods = [p for p in (self._idle_timeout, self._keepalive_interval) if p is not None]
-        if periods and self._watched is not None:
-            period = min(periods)
+        period = self.first_check
+        if period is not None and self._watched is not None:
             delay = period - (self._reactor.seconds() - self.last_activity)
             if delay <= 0:
                 delay = period  # overdue but busy: look again a whole period later
-            self._call = self._reactor.callLater(delay, self._timer_fired)
+            self._call = self._reactor.callLater(delay, self.check)
+
+    @property
+    def started(self) -> bool:
+        """Whether the timer is armed."""
+        return self._call is not None
+
+    @property
+    def first_check(self) -> float | None:
+        """Seconds from the last activity to the first check (``None``: both periods off)."""
+        periods = [p for p in (self._idle_timeout, self._keepalive_interval) if p is not None]
+        return min(periods) if periods else None
+
+    @property
+    def has_periods(self) -> bool:
+        """Whether there is anything to watch (an idle timeout or a keepalive)."""
+        return self._idle_timeout is not None or self._keepalive_interval is not None
 
     def stop(self) -> None:
         """No more checks: cancel the timer and let go of the connection.  A keepalive
@@ -115,7 +130,13 @@ class Watchdog:
         cancel_calls(self._call)
         self._call = None
 
-    def _timer_fired(self) -> None:
+    def check(self) -> None:
+        """Check now (what the timer does when it fires), then arm the timer again.
+
+        A watchdog started late (:meth:`start` looks a whole period ahead when already
+        overdue) should be started with this instead."""
+        if self._call is not None:
+            cancel_calls(self._call)
         self._call = None
         watched = self._watched
         if watched is None:

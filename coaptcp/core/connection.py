@@ -89,6 +89,12 @@ _AWAITING_CSM = State.AWAITING_CSM
 _new_object = object.__new__
 
 
+#: Our first CSM, encoded once per configuration (every connection sends one).  Bounded:
+#: a server has a few configurations, and one with more encodes the rest each time.
+_CSM_FRAMES: dict[tuple[int, bool, bool], bytes] = {}
+_CSM_FRAMES_BOUND = 16
+
+
 def _diagnostic(payload: bytes) -> str:
     return payload.decode("utf-8", errors="replace")
 
@@ -161,7 +167,13 @@ class Connection:
         self._started = True
         # At the front: an automatic Pong (or Abort) queued while an acceptor waited for
         # the initiator's CSM must not precede ours on the wire.
-        self._outgoing.insert(0, self._encode(self._csm_message()))
+        key = (self.max_message_size, self.block_wise_transfer, self.websocket)
+        frame = _CSM_FRAMES.get(key)
+        if frame is None:
+            frame = self._encode(self._csm_message())
+            if len(_CSM_FRAMES) < _CSM_FRAMES_BOUND:
+                _CSM_FRAMES[key] = frame
+        self._outgoing.insert(0, frame)
 
     def _csm_message(self) -> Message:
         items: list[tuple[int, bytes | int | None]] = [
@@ -381,10 +393,13 @@ class Connection:
             if self.require_csm:
                 raise RemoteProtocolError(f"expected a CSM as the first message, got {code.dotted}")
             self.state = State.CLOSING if self.release_sent else State.OPEN
-        if code.is_request:
-            events.append(RequestReceived(message))
-        elif code.is_response:
-            events.append(ResponseReceived(message))
+        if code < 0xE0:  # not signaling (class 7): a request or a response
+            if code.is_request:
+                events.append(RequestReceived(message))
+            elif code.is_response:
+                events.append(ResponseReceived(message))
+            else:
+                events.append(UnknownSignalReceived(message))  # as before: neither
         elif code == Code.CSM:
             self._on_csm(message, events)
         elif code == Code.PING:
@@ -401,6 +416,8 @@ class Connection:
             events.append(UnknownSignalReceived(message))
 
     def _check_signaling_options(self, message: Message) -> None:
+        if not message.options.items:
+            return  # the common CSM, Ping and Release: no options
         known = SIGNALING_OPTIONS.get(message.code, {})
         for number in message.options.numbers():
             if number not in known and is_critical(number):
@@ -414,7 +431,7 @@ class Connection:
         options = message.options
         max_message_size = self.peer.max_message_size
         block_wise = self.peer.block_wise_transfer
-        values = options.get_all(CsmOption.MAX_MESSAGE_SIZE)
+        values = options.get_all(CsmOption.MAX_MESSAGE_SIZE) if options.items else None
         if values:
             # A repeated non-repeatable elective option: the later ones are ignored.
             raw = values[0]
@@ -429,7 +446,7 @@ class Connection:
                     f"Max-Message-Size {max_message_size} is too small to carry a message",
                     bad_csm_option=CsmOption.MAX_MESSAGE_SIZE,
                 )
-        values = options.get_all(CsmOption.BLOCK_WISE_TRANSFER)
+        values = options.get_all(CsmOption.BLOCK_WISE_TRANSFER) if options.items else None
         if values:
             if values[0]:
                 raise RemoteProtocolError(
@@ -453,15 +470,19 @@ class Connection:
     def _on_release(self, message: Message, events: list[Event]) -> None:
         self._check_signaling_options(message)
         options = message.options
-        addresses = tuple(
-            value.decode("utf-8", errors="replace")
-            for value in options.get_all(ReleaseOption.ALTERNATIVE_ADDRESS)
-        )
-        hold_off = options.get_uint(ReleaseOption.HOLD_OFF)
+        addresses: tuple[str, ...] = ()
+        hold_off = None
+        if options.items:
+            addresses = tuple(
+                value.decode("utf-8", errors="replace")
+                for value in options.get_all(ReleaseOption.ALTERNATIVE_ADDRESS)
+            )
+            hold_off = options.get_uint(ReleaseOption.HOLD_OFF)
         self.release_received = True
         if self.state is not State.CLOSED:
             self.state = State.CLOSING
-        events.append(ReleaseReceived(addresses, hold_off, _diagnostic(message.payload)))
+        diagnostic = _diagnostic(message.payload) if message.payload else ""
+        events.append(ReleaseReceived(addresses, hold_off, diagnostic))
 
     def _on_abort(self, message: Message, events: list[Event]) -> None:
         # Never answer an Abort with an Abort, whatever options it carries.

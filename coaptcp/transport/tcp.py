@@ -40,7 +40,7 @@ from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from coaptcp.core.uri import DEFAULT_PORTS
 from coaptcp.server.resource import Resource, Site
 from coaptcp.transport.admission import ConnectionAdmission, ConnectionGate, host_of
-from coaptcp.transport.eager import eager_writer
+from coaptcp.transport.eager import eager_writer, sends_eagerly, unsent_bytes
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
@@ -123,13 +123,19 @@ class CoapProtocol(ChannelOwner, Protocol):
         # count each frame in Python.
         self._send(frames[0] if len(frames) == 1 else b"".join(frames))
 
-    def _close_transport(self) -> None:
+    def _close_transport(self) -> bool:
         """Close gracefully, no longer as the transport's producer: Twisted's TLS layer
-        holds back its close_notify, and so the close, while a producer is registered."""
+        holds back its close_notify, and so the close, while a producer is registered.
+
+        True when the close cannot wait for the peer: a TCP transport that holds nothing
+        unsent closes in the reactor's next turn (TLS waits for the peer's close_notify).
+        """
         transport = self.transport
-        if transport is not None:
-            transport.unregisterProducer()  # type: ignore[attr-defined]
-            transport.loseConnection()
+        if transport is None:
+            return True
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+        transport.loseConnection()
+        return sends_eagerly(transport) and unsent_bytes(transport) == 0
 
     _peer_settled = False
 

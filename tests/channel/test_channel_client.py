@@ -144,7 +144,7 @@ def test_timeout_does_not_fire_after_the_response():
     assert len(results) == 1
     # Only the connections' idle watchdogs remain; the request's timeout is gone.
     remaining = [call.func.__name__ for call in pair.clock.getDelayedCalls()]
-    assert set(remaining) <= {"_timer_fired"}  # Watchdog._timer_fired
+    assert set(remaining) <= {"check"}  # Watchdog.check
 
 
 def test_request_larger_than_base_mms_waits_for_peer_csm():
