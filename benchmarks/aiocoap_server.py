@@ -1,7 +1,8 @@
 """Minimal aiocoap server used as the benchmark baseline.
 
 One transport per process, bound to 127.0.0.1, serving ``GET /hello`` -> 2.05
-Content, text/plain, ``Hello, world!``:
+Content, text/plain, ``Hello, world!`` (and ``/obs``, observable, its state set by PUT,
+for fanout.py):
 
   tcp  aiocoap's ``tcpserver`` transport (coap+tcp) on PORT (the default)
   tls  ``tlsserver`` (coaps+tcp) on PORT; aiocoap binds "bind port + 1", so it is
@@ -40,6 +41,22 @@ class Hello(resource.Resource):
         )
 
 
+class State(resource.ObservableResource):
+    """``/obs`` (fanout.py): GET the last PUT's payload; a PUT notifies every observer."""
+
+    def __init__(self):
+        super().__init__()
+        self.value = b"0"
+
+    async def render_get(self, request):
+        return aiocoap.Message(code=aiocoap.CONTENT, payload=self.value)
+
+    async def render_put(self, request):
+        self.value = request.payload
+        self.updated_state()
+        return aiocoap.Message(code=aiocoap.CHANGED)
+
+
 def tls_context(cert, key, alpn):
     import ssl
 
@@ -53,6 +70,7 @@ def tls_context(cert, key, alpn):
 async def main(host: str, port: int, transport: str, cert, key) -> None:
     site = resource.Site()
     site.add_resource(["hello"], Hello())
+    site.add_resource(["obs"], State())
     # one server transport: no UDP, no client transports
     name, bind_port, ssl_ctx = {
         "tcp": ("tcpserver", port, None),

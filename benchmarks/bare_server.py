@@ -1,6 +1,6 @@
 """The bare Twisted ceiling: a CoAP-over-TCP server that does nothing but frame.
 
-    python benchmarks/bare_server.py PORT [--eager] [--reactor epoll|poll|select]
+    python benchmarks/bare_server.py PORT [--eager | --turn] [--reactor epoll|poll|select]
 
 It splits the stream into RFC 8323 section 3.2 frames and answers every request with the
 same 2.05 ``Hello, world!`` (its token echoed; no option is parsed, nothing is checked),
@@ -8,7 +8,8 @@ sends its CSM when connected, answers a Ping with a Pong and closes on a Release
 same reactor and transport cost with (almost) no CoAP work.  ``--eager`` sends each read's
 answers from ``dataReceived`` when Twisted holds nothing unsent (``socket.send``, the rest
 to ``transport.write``) instead of leaving them to the reactor's next turn: the ceiling of
-writing at once.  Not a CoAP implementation: for ``run.py``, ``connsetup.py`` only.
+writing at once; ``--turn`` holds them in Twisted's buffer and sends every connection's at
+the end of the turn (one ``callLater(0)``), before the reactor polls again.  Not a CoAP implementation: for ``run.py``, ``connsetup.py`` only.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def answer(token: bytes) -> bytes:
 
 class Bare(Protocol):
     eager = False
+    turn = False  # --turn: queue in Twisted's buffer, send all at the end of the turn
+    reactor = None
+    queued: list = []
+    call = None
 
     def connectionMade(self) -> None:
         self.buffer = b""
@@ -77,6 +82,16 @@ class Bare(Protocol):
         if not data:
             return
         transport = self.transport
+        if self.turn:
+            if not transport.dataBuffer and not transport._tempDataLen:
+                transport._tempDataBuffer.append(data)
+                transport._tempDataLen += len(data)
+                Bare.queued.append(transport)
+                if Bare.call is None:
+                    Bare.call = Bare.reactor.callLater(0, flush_turn)
+            else:
+                transport.write(data)
+            return
         if self.eager and not transport.dataBuffer and not transport._tempDataLen:
             try:
                 sent = transport.socket.send(data)
@@ -91,10 +106,23 @@ class Bare(Protocol):
         transport.write(data)
 
 
+def flush_turn() -> None:
+    Bare.call = None
+    queued, Bare.queued = Bare.queued, []
+    for transport in queued:
+        if transport.connected and not transport.disconnecting:
+            if transport.doWrite() is not None or transport._tempDataLen or transport.dataBuffer:
+                transport.startWriting()
+        else:
+            transport.startWriting()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int)
     parser.add_argument("--eager", action="store_true", help="send from dataReceived")
+    parser.add_argument("--turn", action="store_true",
+                        help="send at the end of the reactor's turn (one callLater(0))")
     parser.add_argument("--reactor", default="epoll", choices=["epoll", "poll", "select"])
     args = parser.parse_args()
     if args.reactor == "epoll":
@@ -107,6 +135,8 @@ def main() -> None:
     from twisted.internet import reactor
 
     Bare.eager = args.eager
+    Bare.turn = args.turn
+    Bare.reactor = reactor
     factory = Factory.forProtocol(Bare)
     factory.noisy = False
     reactor.listenTCP(args.port, factory, backlog=1024, interface="127.0.0.1")  # type: ignore[attr-defined]

@@ -30,14 +30,22 @@ classes serve every POSIX reactor (epoll, poll, select), so all of them take thi
 from __future__ import annotations
 
 import errno
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from OpenSSL import SSL
 from twisted.internet import tcp
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
-__all__ = ["EagerTLSTransport", "eager_writer", "sends_eagerly", "unsent_bytes"]
+__all__ = [
+    "BATCH_MESSAGES",
+    "EagerTLSTransport",
+    "EagerWrite",
+    "eager_writer",
+    "sends_eagerly",
+    "unsent_bytes",
+]
 
 # Twisted 26.x: tcp.Connection is the base of every socket transport of the POSIX
 # reactors (tcp.Server, tcp.Client; unix.Server and unix.Client subclass it with a
@@ -75,7 +83,144 @@ def unsent_bytes(transport: Any) -> int:
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
 
 
-def eager_writer(transport: Any) -> Callable[[bytes], None]:
+#: A write of this many CoAP messages or more (a read that carried as many requests) is
+#: sent at the end of the reactor's turn rather than at once: see :func:`eager_writer`.
+BATCH_MESSAGES = 8
+
+
+class EagerWrite(Protocol):
+    """What :func:`eager_writer` returns: ``write(data)``, or ``write(data, True)`` for
+    bytes that may wait for the end of the reactor's turn."""
+
+    def __call__(self, data: bytes, batch: bool = False) -> None:
+        """Write ``data``; see :func:`eager_writer`."""
+
+
+class _EndOfTurn:
+    """The writers of one reactor holding bytes for the end of its turn: flushed by one
+    ``callLater(0)``, which Twisted runs after the events of the current poll and before
+    it polls again."""
+
+    __slots__ = ("_call", "_reactor", "_writers", "sent")
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._writers: list[_TcpWriter] = []
+        self._call: Any = None
+        #: Whether a writer that asked (:meth:`_TcpWriter.after_others`) sent at once in
+        #: this turn.
+        self.sent = False
+
+    def add(self, writer: _TcpWriter) -> None:
+        self._writers.append(writer)
+        self.mark()
+
+    def mark(self) -> None:
+        """Make sure the end of this turn is seen (it resets :attr:`sent`)."""
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._call = None
+        self.sent = False
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.flush()
+
+
+#: One per reactor (bounded by the reactors alive: weak keys).
+_END_OF_TURN: weakref.WeakKeyDictionary[Any, _EndOfTurn] = weakref.WeakKeyDictionary()
+
+
+class _TcpWriter:
+    """The eager writer of one TCP transport (see :func:`eager_writer`)."""
+
+    __slots__ = ("_end_of_turn", "_later", "_send", "_transport", "queued")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._later = transport.write
+        self._send = transport.socket.send
+        reactor = transport.reactor
+        end_of_turn = _END_OF_TURN.get(reactor)
+        if end_of_turn is None:
+            end_of_turn = _END_OF_TURN[reactor] = _EndOfTurn(reactor)
+        self._end_of_turn = end_of_turn
+        #: Bytes wait in Twisted's buffer for the end of the turn (not yet watched for
+        #: writability by the reactor).
+        self.queued = False
+
+    def __call__(self, data: bytes, batch: bool = False) -> None:
+        # Twisted 26.x (abstract.FileDescriptor): ``dataBuffer`` and ``_tempDataLen``
+        # hold what is unsent (see unsent_bytes: an empty dataBuffer has offset 0);
+        # ``connected`` is false once lost, ``disconnecting`` is set by loseConnection
+        # and ``_writeDisconnecting`` by loseWriteConnection: then writes keep Twisted's
+        # order of things (its write drops bytes once the connection is lost).
+        t = self._transport
+        if not t.connected or t.disconnecting or t._writeDisconnecting:
+            self._later(data)
+            return
+        if self.queued:
+            self._hold(data)  # after the bytes waiting for the end of the turn
+            return
+        if t.dataBuffer or t._tempDataLen:
+            self._later(data)  # Twisted sends them when the socket takes more
+            return
+        if batch:
+            self._hold(data)
+            self.queued = True
+            self._end_of_turn.add(self)
+            return
+        try:
+            sent = self._send(data)  # PEP 475: an EINTR is retried by Python itself
+        except OSError as error:
+            if error.errno not in _TRY_LATER:
+                self._later(data)  # nothing was sent: Twisted's send finds the error again
+                return
+            sent = 0
+        if sent < len(data):
+            self._later(data[sent:])
+
+    def after_others(self, data: bytes) -> None:
+        """Write ``data`` at once if nothing else was sent so in this turn, else at its
+        end (for output that takes long to make, such as TLS records: see
+        :class:`EagerTLSTransport`)."""
+        end_of_turn = self._end_of_turn
+        if end_of_turn.sent:
+            self(data, True)
+            return
+        end_of_turn.sent = True
+        end_of_turn.mark()
+        self(data)
+
+    def _hold(self, data: bytes) -> None:
+        # Twisted 26.x: FileDescriptor.write without its startWriting: the bytes join
+        # _tempDataBuffer (counted in _tempDataLen, so that _maybePauseProducer pauses
+        # the producer over bufferSize, as write does), and the reactor is not asked to
+        # watch the socket: flush sends them at the end of the turn.
+        t = self._transport
+        t._tempDataBuffer.append(data)
+        t._tempDataLen += len(data)
+        t._maybePauseProducer()
+
+    def flush(self) -> None:
+        """Send what waited for the end of the turn; Twisted keeps what the socket
+        does not take (and the close, or the error, that came meanwhile)."""
+        self.queued = False
+        t = self._transport
+        if not t.connected:
+            return  # lost meanwhile: Twisted dropped the buffer
+        if t.disconnecting or t._writeDisconnecting:
+            t.startWriting()  # loseConnection came meanwhile: Twisted sends, then closes
+            return
+        # Twisted 26.x: doWrite sends the buffer (as when the reactor finds the socket
+        # writable) and returns None, or an exception once the connection is lost;
+        # either way, what is left is Twisted's to send, so the socket is watched.
+        if t.doWrite() is not None or unsent_bytes(t):
+            t.startWriting()
+
+
+def eager_writer(transport: Any) -> EagerWrite:
     """A function that writes bytes to ``transport``, sending them at once if it can.
 
     For a transport :func:`sends_eagerly` accepts, the bytes go to the socket in this
@@ -83,37 +228,24 @@ def eager_writer(transport: Any) -> Callable[[bytes], None]:
     socket does not take (a full send buffer) is handed to ``transport.write``, as is
     everything when Twisted holds bytes already (they go first), once the transport
     closes, or when the send fails (Twisted's own next send then finds the error and
-    loses the connection, as it would have).  Any other transport gets its ``write``.
+    loses the connection, as it would have).  Any other transport gets its ``write``
+    (and ignores ``batch``).
+
+    ``batch`` (a write of :data:`BATCH_MESSAGES` or more answers, of a busy peer) holds
+    the bytes in Twisted's buffer until the end of the reactor's turn, where they are
+    sent together with the other connections' held bytes: many sends spread over a turn
+    would each wake a peer that has gone back to sleep in the meantime, and on a busy
+    server those wake-ups cost more than the turn saves (measured in
+    ``benchmarks/README.md``).  Either way no second turn is waited for.
     """
     if not sends_eagerly(transport):
-        write: Callable[[bytes], None] = transport.write
+        plain = transport.write
+
+        def write(data: bytes, batch: bool = False) -> None:
+            plain(data)
+
         return write
-    later = transport.write
-    send = transport.socket.send
-
-    def write_now(data: bytes) -> None:
-        # Twisted 26.x (abstract.FileDescriptor): ``dataBuffer`` and ``_tempDataLen``
-        # hold what is unsent (see unsent_bytes: an empty dataBuffer has offset 0);
-        # ``connected`` is false once lost, ``disconnecting`` is set by loseConnection
-        # and ``_writeDisconnecting`` by loseWriteConnection: then writes keep Twisted's
-        # order of things (its write drops bytes once the connection is lost).
-        t = transport
-        if t.dataBuffer or t._tempDataLen or not t.connected or t.disconnecting or (
-            t._writeDisconnecting
-        ):
-            later(data)
-            return
-        try:
-            sent = send(data)  # PEP 475: an EINTR is retried by Python itself
-        except OSError as error:
-            if error.errno not in _TRY_LATER:
-                later(data)  # nothing was sent: Twisted's send finds the error again
-                return
-            sent = 0
-        if sent < len(data):
-            later(data[sent:])
-
-    return write_now
+    return _TcpWriter(transport)
 
 
 class EagerTLSTransport(TLSMemoryBIOProtocol):
@@ -130,7 +262,8 @@ class EagerTLSTransport(TLSMemoryBIOProtocol):
 
     def makeConnection(self, transport: Any) -> None:
         # Before Twisted's own makeConnection: a client's ClientHello is written from it.
-        self._send_now = eager_writer(transport)
+        writer = eager_writer(transport)
+        self._send_now = writer.after_others if isinstance(writer, _TcpWriter) else writer
         super().makeConnection(transport)
 
     def _flushSendBIO(self) -> None:

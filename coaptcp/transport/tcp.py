@@ -17,7 +17,6 @@ Connecting::
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -40,7 +39,13 @@ from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, Connection, Role
 from coaptcp.core.uri import DEFAULT_PORTS
 from coaptcp.server.resource import Resource, Site
 from coaptcp.transport.admission import ConnectionAdmission, ConnectionGate, host_of
-from coaptcp.transport.eager import eager_writer, sends_eagerly, unsent_bytes
+from coaptcp.transport.eager import (
+    BATCH_MESSAGES,
+    EagerWrite,
+    eager_writer,
+    sends_eagerly,
+    unsent_bytes,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IStreamClientEndpoint
@@ -65,7 +70,7 @@ class CoapProtocol(ChannelOwner, Protocol):
 
     factory: CoapFactory
     channel: Channel
-    _send: Callable[[bytes], None]
+    _send: EagerWrite
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -121,7 +126,10 @@ class CoapProtocol(ChannelOwner, Protocol):
     def _write_frames(self, frames: list[bytes]) -> None:
         # One write of the joined frames: one send, and writeSequence would check and
         # count each frame in Python.
-        self._send(frames[0] if len(frames) == 1 else b"".join(frames))
+        if len(frames) == 1:
+            self._send(frames[0])
+        else:
+            self._send(b"".join(frames), len(frames) >= BATCH_MESSAGES)
 
     def _close_transport(self) -> bool:
         """Close gracefully, no longer as the transport's producer: Twisted's TLS layer

@@ -15,7 +15,7 @@ from fake_socket import FakePort, FakeSocket, fake_server, writing
 from twisted.internet import main, tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
 
 from coaptcp.transport.eager import EagerTLSTransport, eager_writer, sends_eagerly, unsent_bytes
@@ -216,3 +216,89 @@ def test_subclasses_sending_otherwise_are_left_alone() -> None:
             FakeSocket(), Protocol(), ("127.0.0.1", 1), FakePort(), 1, MemoryReactor()
         )
         assert not sends_eagerly(transport)
+
+
+# -- batches: held until the end of the reactor's turn ----------------------------------
+
+
+def clocked(sock: FakeSocket) -> tuple[tcp.Server, MemoryReactorClock]:
+    clock = MemoryReactorClock()
+    return fake_server(sock, Protocol(), clock), clock
+
+
+def test_a_batch_waits_for_the_end_of_the_turn_then_goes_in_one_send() -> None:
+    sock_a, sock_b = FakeSocket(), FakeSocket()
+    a, clock = clocked(sock_a)
+    b = fake_server(sock_b, Protocol(), clock)
+    write_a, write_b = eager_writer(a), eager_writer(b)
+    write_a(b"a1", True)
+    write_b(b"b1", True)
+    write_a(b"a2")  # after a batch: behind it, not before
+    assert sock_a.sent == [] and sock_b.sent == []
+    assert not writing(a) and not writing(b)  # no epoll_ctl for them
+    assert unsent_bytes(a) == 4
+    assert len(clock.getDelayedCalls()) == 1  # one call for the whole turn
+    clock.advance(0)
+    assert sock_a.sent == [b"a1a2"] and sock_b.sent == [b"b1"]
+    assert not writing(a) and unsent_bytes(a) == 0
+    write_a(b"a3")  # a new turn: at once again
+    assert sock_a.sent == [b"a1a2", b"a3"]
+
+
+def test_a_batch_keeps_the_order_of_twisted_writes_between() -> None:
+    sock = FakeSocket()
+    transport, clock = clocked(sock)
+    write = eager_writer(transport)
+    write(b"first", True)
+    transport.write(b"second")  # autobahn's own write, say
+    write(b"third")
+    clock.advance(0)
+    assert sock.wire() == b"firstsecondthird"
+
+
+def test_what_the_socket_refuses_at_the_end_of_the_turn_is_twisteds() -> None:
+    sock = FakeSocket(room=3)
+    transport, clock = clocked(sock)
+    eager_writer(transport)(b"abcdef", True)
+    clock.advance(0)
+    assert sock.wire() == b"abc" and writing(transport) and unsent_bytes(transport) == 3
+    sock.room = None
+    transport.doWrite()
+    assert sock.wire() == b"abcdef" and not writing(transport)
+
+
+def test_a_close_during_the_turn_sends_the_batch_first() -> None:
+    sock = FakeSocket()
+    transport, clock = clocked(sock)
+    eager_writer(transport)(b"abort", True)
+    transport.loseConnection()
+    clock.advance(0)
+    assert writing(transport)
+    assert transport.doWrite() is main.CONNECTION_DONE
+    assert sock.wire() == b"abort"
+
+
+def test_a_connection_lost_during_the_turn_sends_nothing() -> None:
+    sock = FakeSocket()
+    transport, clock = clocked(sock)
+    eager_writer(transport)(b"late", True)
+    transport.connected = False
+    clock.advance(0)
+    assert sock.sent == [] and not writing(transport)
+
+
+def test_a_big_batch_pauses_the_producer_as_twisteds_write_would() -> None:
+    sock = FakeSocket()
+    transport, clock = clocked(sock)
+    producer = Producer()
+    transport.registerProducer(producer, True)
+    eager_writer(transport)(b"x" * (transport.bufferSize + 1), True)
+    assert producer.events == ["pause"]
+    clock.advance(0)
+    assert producer.events == ["pause", "resume"]
+
+
+def test_other_transports_ignore_batch() -> None:
+    transport = StringTransport()
+    eager_writer(transport)(b"abc", True)
+    assert transport.value() == b"abc"

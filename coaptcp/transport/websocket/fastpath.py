@@ -18,7 +18,6 @@ path and compares the bytes, so a change in autobahn shows there first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -26,7 +25,7 @@ from twisted.logger import Logger
 
 from coaptcp.channel.channel import EARLY_WRITE
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE
-from coaptcp.transport.eager import eager_writer
+from coaptcp.transport.eager import BATCH_MESSAGES, EagerWrite, eager_writer
 from coaptcp.transport.websocket.frames import WEBSOCKET_VERSION, encode_frames, next_frame
 
 if TYPE_CHECKING:
@@ -105,7 +104,7 @@ class AutobahnFastPath:
     _coap_max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     _frame_timeout: float | None = None
     _producer_registered = False
-    _coap_send: Callable[[bytes], None] | None = None  # our writes to the transport
+    _coap_send: EagerWrite | None = None  # our writes to the transport
 
     def _choose_fast_path(self) -> None:
         """Use our own reading and writing of data frames when nothing unusual is on.
@@ -203,7 +202,7 @@ class AutobahnFastPath:
             # autobahn's own writes (handshake, control frames) still go through
             # transport.write, so what they queued is never overtaken.
             send = self._coap_send = eager_writer(self.transport)
-        send(chunk)
+        send(chunk, count >= BATCH_MESSAGES)
 
     def _flush_batch(self) -> None:
         """Write the answers held back while a read is parsed (before anything else)."""

@@ -1,7 +1,8 @@
 """coaps+tcp writes at once (coaptcp.transport.eager.EagerTLSTransport): the server's
 handshake flights and its answers reach the socket within the call that received what
-they answer, through Twisted's real TCP transport over a fake socket (no network), and
-fall back to Twisted's buffer when the socket is full.
+they answer (the first of a reactor turn; later ones in the same turn at its end),
+through Twisted's real TCP transport over a fake socket (no network), and fall back to
+Twisted's buffer when the socket is full.
 
 The client is a bare pyOpenSSL connection on memory BIOs, pumped by hand.
 """
@@ -63,16 +64,22 @@ class Client:
                 return
 
 
-def server(pki: PKI, sock: FakeSocket) -> tuple[CoapTLSTransport, tcp.Server]:
-    clock = MemoryReactorClock()
+def server(
+    pki: PKI, sock: FakeSocket, clock: MemoryReactorClock | None = None
+) -> tuple[CoapTLSTransport, tcp.Server]:
+    clock = clock if clock is not None else MemoryReactorClock()
     settings = ServerTLSSettings(certificate=pki.server, private_key=pki.server_key)
     factory = tls_server_factory(CoapFactory(Site(demo_root()), reactor=clock), settings,
                                  clock=clock)
     protocol = factory.buildProtocol(None)
     assert isinstance(protocol, CoapTLSTransport)
-    transport = fake_server(sock, protocol)
+    transport = fake_server(sock, protocol, clock)
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+def end_of_turn(transport: tcp.Server) -> None:
+    transport.reactor.advance(0)  # type: ignore[attr-defined]
 
 
 def handshake(client: Client, protocol: CoapTLSTransport, sock: FakeSocket) -> None:
@@ -82,6 +89,7 @@ def handshake(client: Client, protocol: CoapTLSTransport, sock: FakeSocket) -> N
         if out:
             protocol.dataReceived(out)
         client.input(sock.take())
+        end_of_turn(protocol.transport)  # type: ignore[arg-type]
         if protocol._handshakeDone and client.plain:
             return
     raise AssertionError("the handshake did not finish")
@@ -106,6 +114,32 @@ def test_handshake_flights_and_answers_are_sent_at_once(pki: PKI) -> None:
     (answer,) = messages(client.plain)
     assert answer.code == Code.CONTENT and answer.token == b"\x07"
     assert not writing(transport)
+
+
+def test_a_second_connection_in_the_same_turn_sends_at_its_end(pki: PKI) -> None:
+    clock = MemoryReactorClock()
+    ends = []
+    for _ in range(2):
+        sock = FakeSocket()
+        protocol, transport = server(pki, sock, clock)
+        client = Client(pki)
+        handshake(client, protocol, sock)
+        client.plain = b""
+        ends.append((sock, protocol, transport, client))
+    for _, protocol, _, client in ends:
+        client.tls.send(
+            encode_frame(Message(Code.CSM))
+            + encode_frame(Message(Code.GET, b"\x09", Options.build(uri_path=["whoami"])))
+        )
+        protocol.dataReceived(client.output())
+    (first, *_), (second, _, second_transport, _) = ends
+    assert first.wire() and not second.wire()  # the first at once, the second held
+    assert unsent_bytes(second_transport) > 0 and not writing(second_transport)
+    clock.advance(0)  # the end of the turn
+    for sock, _, transport, client in ends:
+        client.input(sock.take())
+        (answer,) = messages(client.plain)
+        assert answer.token == b"\x09" and not writing(transport)
 
 
 def test_a_full_socket_hands_the_ciphertext_to_twisted(pki: PKI) -> None:
