@@ -225,7 +225,8 @@ class ResourceDirectory:
         self._bind(registration, request, connection, host)
         self._refresh(registration, query.lifetime or self.limits.default_lifetime)
         self.version += 1
-        self.log.info(
+        # A device's refresh by registering again is routine: only a new one is news.
+        (self.log.debug if existing is not None else self.log.info)(
             "Registered {endpoint} at {location} from {peer} (base {base}, lifetime {lt} s)",
             endpoint=endpoint, location=registration.location, peer=host or request.peer,
             base=registration.base, lt=registration.lifetime,
