@@ -20,7 +20,7 @@ ended).  :func:`~coaptcp.directory.install_directory` serves it at ``/rd`` and
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -111,6 +111,11 @@ class ResourceDirectory:
     def registrations(self) -> list[Registration]:
         """The registrations, oldest first."""
         return list(self._by_key.values())
+
+    def iter_registrations(self) -> Iterable[Registration]:
+        """The registrations, oldest first, without a copy: for a caller that neither
+        waits nor changes the directory while it iterates (a lookup)."""
+        return self._by_key.values()
 
     def find(self, endpoint: str, sector: str | None = None) -> Registration | None:
         """The registration of ``endpoint`` in ``sector``, if there is one."""

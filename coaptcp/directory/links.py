@@ -14,6 +14,7 @@ Everything here is pure Python: no Twisted, no I/O.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "format_links",
     "format_param",
     "is_absolute_uri",
+    "is_link_local",
     "param_values",
     "parse_links",
     "resolve_reference",
@@ -47,14 +49,18 @@ _PTOKEN_CHARS = frozenset(
     "!#$%&'()*+-./:<=>?@[]^_`{|}~"
     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
-#: ``parmname`` of RFC 5988 section 5 (a ``token`` without a few separators), plus ``*``
-#: for the ``ext-name-star`` form of RFC 8288 (``title*=UTF-8'de'...``).
-_PARMNAME_CHARS = frozenset(
-    "!#$&+-.^_`|~*0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
 #: Whitespace tolerated between links and parameters.  RFC 6690 allows none, but
 #: documents are often written one link per line (as in the RFCs' own examples).
-_SPACE = frozenset(" \t\r\n")
+_SPACES = re.compile(r"[ \t\r\n]*")
+#: ``parmname`` of RFC 5988 section 5 (a ``token`` without a few separators), plus ``*``
+#: for the ``ext-name-star`` form of RFC 8288 (``title*=UTF-8'de'...``), and
+#: ``ptoken``: expressions, so that the parser matches tokens, not characters, in Python.
+_PARMNAME = re.compile(r"[!#$&+\-.^_`|~*0-9A-Za-z]+")
+_PTOKEN = re.compile(r"[!#$%&'()*+\-./:<=>?@\[\]^_`{|}~0-9A-Za-z]+")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")
+_NOT_IN_REFERENCE = re.compile(r'[\x00-\x20\x7f<"]')
 #: Values written unquoted by :func:`format_param` (a plain token, as in ``ep=node1``).
 _PLAIN = re.compile(r"^[A-Za-z0-9._-]+$")
 #: RFC 3986 appendix B: the generic split of a URI reference.
@@ -145,19 +151,18 @@ def parse_links(text: str, *, max_links: int | None = None) -> list[StoredLink]:
 
 
 def _skip_space(text: str, i: int) -> int:
-    end = len(text)
-    while i < end and text[i] in _SPACE:
-        i += 1
+    if i < len(text) and text[i] in " \t\r\n":  # rare: most documents have no spaces
+        return _SPACES.match(text, i).end()  # type: ignore[union-attr]  # always matches
     return i
 
 
 def _check_reference(reference: str, offset: int) -> None:
-    for char in reference:
-        if char <= " " or char == "\x7f" or char in '<"':
-            raise LinkFormatError(
-                f"the link target at offset {offset} holds {char!r}, which a URI "
-                f"reference may not"
-            )
+    bad = _NOT_IN_REFERENCE.search(reference)
+    if bad is not None:
+        raise LinkFormatError(
+            f"the link target at offset {offset} holds {bad.group()!r}, which a URI "
+            f"reference may not"
+        )
 
 
 def _parse_params(text: str, i: int) -> tuple[int, tuple[LinkParam, ...]]:
@@ -169,13 +174,11 @@ def _parse_params(text: str, i: int) -> tuple[int, tuple[LinkParam, ...]]:
         if j == end or text[j] != ";":
             return j, tuple(params)
         i = _skip_space(text, j + 1)
-        start = i
-        while i < end and text[i] in _PARMNAME_CHARS:
-            i += 1
-        if i == start:
-            raise LinkFormatError(f"expected a parameter name at offset {start}")
-        name = text[start:i].lower()
-        i = _skip_space(text, i)
+        found = _PARMNAME.match(text, i)
+        if found is None:
+            raise LinkFormatError(f"expected a parameter name at offset {i}")
+        name = found.group().lower()
+        i = _skip_space(text, found.end())
         if i == end or text[i] != "=":
             params.append(LinkParam(name, None))
             continue
@@ -184,33 +187,25 @@ def _parse_params(text: str, i: int) -> tuple[int, tuple[LinkParam, ...]]:
             i, value = _parse_quoted(text, i)
             params.append(LinkParam(name, value, quoted=True))
             continue
-        start = i
-        while i < end and text[i] in _PTOKEN_CHARS:
-            i += 1
-        if i == start:
-            raise LinkFormatError(f"expected a value for {name!r} at offset {start}")
-        params.append(LinkParam(name, text[start:i]))
+        found = _PTOKEN.match(text, i)
+        if found is None:
+            raise LinkFormatError(f"expected a value for {name!r} at offset {i}")
+        params.append(LinkParam(name, found.group()))
+        i = found.end()
 
 
 def _parse_quoted(text: str, i: int) -> tuple[int, str]:
     """A ``quoted-string`` starting at the quote at ``i`` (RFC 2616 section 2.2)."""
-    value: list[str] = []
-    end = len(text)
-    i += 1
-    while i < end:
-        char = text[i]
-        if char == '"':
-            return i + 1, "".join(value)
-        if char == "\\":
-            i += 1
-            if i == end:
-                break
-            char = text[i]
-        elif char < " " and char != "\t":
-            raise LinkFormatError(f"a control character in a quoted value at offset {i}")
-        value.append(char)
-        i += 1
-    raise LinkFormatError("a quoted value lacks its closing '\"'")
+    found = _QUOTED.match(text, i)
+    if found is None:
+        raise LinkFormatError("a quoted value lacks its closing '\"'")
+    raw = found.group(1)
+    control = _CONTROL.search(raw)
+    if control is not None:
+        raise LinkFormatError(
+            f"a control character in a quoted value at offset {i + 1 + control.start()}")
+    value = _QUOTED_PAIR.sub(r"\1", raw) if "\\" in raw else raw
+    return found.end(), value
 
 
 # -- URI references (RFC 3986 section 5) --------------------------------------------------
@@ -231,6 +226,26 @@ def is_absolute_uri(reference: str) -> bool:
     """Whether ``reference`` is a URI with a scheme, not a relative reference."""
     scheme = split_reference(reference)[0]
     return scheme is not None and _SCHEME.match(scheme) is not None
+
+
+def is_link_local(base: str) -> bool:
+    """Whether the host of ``base`` is a link-local IP address (fe80::/10,
+    169.254.0.0/16): such a registration is shown only to lookups from a link-local
+    address (RFC 9176 sections 6.1 and 6.4)."""
+    authority = split_reference(base)[1]
+    if not authority:
+        return False
+    host = authority.rpartition("@")[2]
+    if host.startswith("["):
+        host = host[1:].partition("]")[0].partition("%")[0]
+    else:
+        host = host.partition(":")[0]
+    if ":" not in host:
+        return host.startswith("169.254.")  # IPv4 link-local, or a name: not link-local
+    try:
+        return ipaddress.ip_address(host).is_link_local
+    except ValueError:
+        return False
 
 
 def resolve_reference(base: str, reference: str) -> str:

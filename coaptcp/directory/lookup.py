@@ -12,19 +12,21 @@ resource links does (section 6.2).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from coaptcp.core.codes import Code
-from coaptcp.directory.links import StoredLink, format_link
-from coaptcp.directory.peers import is_link_local
+from coaptcp.directory.links import StoredLink
 from coaptcp.directory.registration import ENDPOINT_TYPE, Registration
 from coaptcp.server.request import CoapError
 
 __all__ = [
+    "LookupCache",
     "LookupQuery",
     "endpoint_lookup",
     "format_resource_links",
+    "is_link_local_host",
     "parse_lookup_query",
     "resource_lookup",
 ]
@@ -38,6 +40,11 @@ class LookupQuery:
     criteria: list[tuple[str, str | None]] = field(default_factory=list)
     page: int | None = None
     count: int | None = None
+
+    @property
+    def needed(self) -> int | None:
+        """How many results the page needs found (``None``: all of them)."""
+        return None if self.count is None else ((self.page or 0) + 1) * self.count
 
     def paginate(self, results: Sequence[object]) -> Sequence[object]:
         """The page asked for (section 6.2: links ``page * count`` onwards, at most
@@ -105,13 +112,14 @@ def _candidates(registrations: Iterable[Registration], criteria: Sequence[tuple[
             if name == "ep" and pattern is not None and not pattern.endswith("*"):
                 registrations = by_name(pattern)
                 break
-    local = _is_link_local_address(requester)
+    local = is_link_local_host(requester)
     for registration in registrations:
-        if local or not is_link_local(registration.base):
+        if local or not registration.link_local:
             yield registration
 
 
-def _is_link_local_address(host: str | None) -> bool:
+def is_link_local_host(host: str | None) -> bool:
+    """Whether ``host`` (a requester's address) is link-local."""
     if host is None:
         return False
     try:
@@ -127,8 +135,10 @@ def endpoint_lookup(
     by_name: Callable[[str], list[Registration]] | None = None,
     requester: str | None = None,
 ) -> list[Registration]:
-    """The registrations an endpoint lookup returns, in order, before paging (6.4)."""
-    found = []
+    """The registrations an endpoint lookup returns, in order, before paging (6.4);
+    it stops once the page asked for is complete."""
+    found: list[Registration] = []
+    needed = query.needed
     for registration in _candidates(registrations, query.criteria, by_name, requester):
         for name, pattern in query.criteria:
             if _matches(pattern, _endpoint_values(registration, name, own=True)):
@@ -140,6 +150,8 @@ def endpoint_lookup(
                 break
         else:
             found.append(registration)
+            if needed is not None and len(found) >= needed:
+                break
     return found
 
 
@@ -151,8 +163,9 @@ def resource_lookup(
     requester: str | None = None,
 ) -> list[tuple[Registration, int]]:
     """The links a resource lookup returns, as ``(registration, index)``, in order,
-    before paging (6.1)."""
-    found = []
+    before paging (6.1); it stops once the page asked for is complete."""
+    found: list[tuple[Registration, int]] = []
+    needed = query.needed
     for registration in _candidates(registrations, query.criteria, by_name, requester):
         # Criteria the endpoint itself meets hold for each of its links.
         open_criteria = [
@@ -163,11 +176,62 @@ def resource_lookup(
             if all(_matches(pattern, _link_values(registration, i, link, name))
                    for name, pattern in open_criteria):
                 found.append((registration, i))
+        if needed is not None and len(found) >= needed:
+            break
     return found
 
 
 def format_resource_links(results: Iterable[tuple[Registration, int]]) -> str:
     """The links of a resource lookup, targets and anchors resolved (6.1)."""
-    return ",".join(
-        format_link(registration.links[i], registration.base) for registration, i in results
-    )
+    return ",".join(registration.resolved_link(i) for registration, i in results)
+
+
+class LookupCache:
+    """The last lookup answers, for as long as no registration changed.
+
+    A large answer travels block by block, and over UDP every block is a request of its
+    own (RFC 7959 section 2.4) that would render the whole lookup again; so answers are
+    kept by query and by the directory's version, which every change of a registration
+    moves.  Bounded: ``max_entries`` answers, ``max_bytes`` in total, none larger than a
+    quarter of that (the least recently used go first).
+    """
+
+    def __init__(self, max_entries: int = 16, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[int, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the answers held."""
+        return self._bytes
+
+    def get(self, key: Hashable, version: int) -> bytes | None:
+        """The answer kept for ``key`` at ``version``, if any."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] != version:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: Hashable, version: int, payload: bytes) -> None:
+        """Keep ``payload`` as the answer for ``key`` at ``version``."""
+        self._drop(key)
+        if len(payload) > self.max_bytes // 4:
+            return
+        self._entries[key] = (version, payload)
+        self._bytes += len(payload)
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= len(entry[1])

@@ -14,14 +14,13 @@ import ipaddress
 from typing import TYPE_CHECKING, Any, cast
 
 from coaptcp.core.uri import DEFAULT_PORTS
-from coaptcp.directory.links import split_reference
 from coaptcp.transport.websocket.common import WebSocketChannel
 
 if TYPE_CHECKING:
     from coaptcp.directory.registration import EndpointConnection
     from coaptcp.server.request import Request
 
-__all__ = ["connection_of", "default_base", "is_link_local", "peer_host", "scheme_of"]
+__all__ = ["connection_of", "default_base", "peer_host", "scheme_of"]
 
 
 def connection_of(request: Request) -> EndpointConnection | None:
@@ -53,6 +52,8 @@ def peer_host(request: Request) -> str | None:
     host = getattr(request.peer, "host", None)
     if not isinstance(host, str) or not host:
         return None
+    if ":" not in host:
+        return host  # Twisted gives IPv4 peers as dotted quads: nothing to normalise
     host = host.partition("%")[0]
     try:
         address = ipaddress.ip_address(host)
@@ -75,21 +76,3 @@ def default_base(request: Request) -> str | None:
     if port != DEFAULT_PORTS[scheme]:
         authority += f":{port}"
     return f"{scheme}://{authority}"
-
-
-def is_link_local(base: str) -> bool:
-    """Whether the host of ``base`` is a link-local IP address (fe80::/10,
-    169.254.0.0/16): such a registration is shown only to lookups from a link-local
-    address (RFC 9176 sections 6.1 and 6.4)."""
-    authority = split_reference(base)[1]
-    if not authority:
-        return False
-    host = authority.rpartition("@")[2]
-    if host.startswith("["):
-        host = host[1:].partition("]")[0].partition("%")[0]
-    else:
-        host = host.partition(":")[0]
-    try:
-        return ipaddress.ip_address(host).is_link_local
-    except ValueError:
-        return False

@@ -26,6 +26,7 @@ from coaptcp.directory.links import (
     StoredLink,
     format_link,
     format_param,
+    is_link_local,
     resolve_reference,
 )
 from coaptcp.server.request import Response
@@ -81,7 +82,8 @@ class Registration:
     :ivar key: the last segment of its location (``/rd/<key>``); :ivar location: the
         whole path.
     :ivar base: the base URI its links are resolved against; :ivar base_given: whether
-        the registrant gave it (``base=``) or it was made from its address (section 5).
+        the registrant gave it (``base=``) or it was made from its address (section 5);
+        :ivar link_local: whether its host is a link-local address (section 6.1).
     :ivar lifetime: seconds it lives without an update; :ivar expires_at: when it ends,
         on the directory's reactor clock.
     :ivar links: its links as registered; :ivar attributes: its endpoint attributes
@@ -97,6 +99,7 @@ class Registration:
         "__weakref__",
         "_gone_waiters",
         "_resolved",
+        "_resolved_text",
         "attributes",
         "base",
         "base_given",
@@ -107,6 +110,7 @@ class Registration:
         "identity",
         "key",
         "lifetime",
+        "link_local",
         "links",
         "location",
         "peer",
@@ -121,6 +125,7 @@ class Registration:
         self.location = location
         self.base = ""
         self.base_given = False
+        self.link_local = False
         self.lifetime = 0
         self.expires_at: float = 0.0
         self.links: tuple[StoredLink, ...] = ()
@@ -131,6 +136,7 @@ class Registration:
         self.connection: EndpointConnection | None = None
         self.gone_reason: str | None = None
         self._resolved: tuple[str, ...] | None = None
+        self._resolved_text: tuple[str, ...] | None = None
         self._gone_waiters: list[Deferred[str]] = []
 
     def __repr__(self) -> str:
@@ -147,12 +153,13 @@ class Registration:
     def set_links(self, links: Iterable[StoredLink]) -> None:
         """Replace the links (a registration or an update with a payload)."""
         self.links = tuple(links)
-        self._resolved = None
+        self._resolved = self._resolved_text = None
 
     def set_base(self, base: str, given: bool) -> None:
         """Set the base URI; relative references are resolved anew (section 5.3.1)."""
         if base != self.base:
-            self._resolved = None
+            self._resolved = self._resolved_text = None
+            self.link_local = is_link_local(base)
         self.base = base
         self.base_given = given
 
@@ -163,6 +170,14 @@ class Registration:
             base = self.base
             self._resolved = tuple(resolve_reference(base, link.target) for link in self.links)
         return self._resolved
+
+    def resolved_link(self, index: int) -> str:
+        """Link ``index`` in link-format with its target and anchor resolved, as a
+        resource lookup shows it (section 6.1; written once per change)."""
+        if self._resolved_text is None:
+            base = self.base
+            self._resolved_text = tuple(format_link(link, base) for link in self.links)
+        return self._resolved_text[index]
 
     def resolved_anchor(self, link: StoredLink) -> str | None:
         """``link``'s anchor resolved against the base, if it has one."""

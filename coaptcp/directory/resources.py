@@ -26,8 +26,11 @@ from coaptcp.core.options import Options
 from coaptcp.directory.directory import ResourceDirectory
 from coaptcp.directory.links import LinkFormatError, StoredLink, parse_links
 from coaptcp.directory.lookup import (
+    LookupCache,
+    LookupQuery,
     endpoint_lookup,
     format_resource_links,
+    is_link_local_host,
     parse_lookup_query,
     resource_lookup,
 )
@@ -148,9 +151,28 @@ class RegistrationResource(Resource):
 
 
 class _Lookup(Resource):
+    """A lookup resource: its answers are kept while no registration changes."""
+
     def __init__(self, directory: ResourceDirectory) -> None:
         super().__init__()
         self.directory = directory
+        self.cache = LookupCache()
+
+    def render_GET(self, request: Request) -> Response:
+        _check_accept(request)
+        query = parse_lookup_query(request.query)
+        directory = self.directory
+        requester = peer_host(request)
+        key = (request.query, is_link_local_host(requester))
+        payload = self.cache.get(key, directory.version)
+        if payload is None:
+            payload = self.lookup(query, requester).encode("utf-8")
+            self.cache.put(key, directory.version, payload)
+        return Response(Code.CONTENT, payload, content_format=LINK_FORMAT)
+
+    def lookup(self, query: LookupQuery, requester: str | None) -> str:
+        """The answer to ``query``, in link-format."""
+        raise NotImplementedError
 
 
 class EndpointLookupResource(_Lookup):
@@ -158,14 +180,12 @@ class EndpointLookupResource(_Lookup):
 
     link_attributes = {"rt": "core.rd-lookup-ep", "ct": LINK_FORMAT}
 
-    def render_GET(self, request: Request) -> Response:
-        _check_accept(request)
-        query = parse_lookup_query(request.query)
+    def lookup(self, query: LookupQuery, requester: str | None) -> str:
         directory = self.directory
-        found = endpoint_lookup(directory.registrations(), query, by_name=directory.find_all,
-                                requester=peer_host(request))
+        found = endpoint_lookup(directory.iter_registrations(), query, by_name=directory.find_all,
+                                requester=requester)
         page: Any = query.paginate(found)
-        return _link_format(",".join(r.endpoint_link() for r in page))
+        return ",".join(r.endpoint_link() for r in page)
 
 
 class ResourceLookupResource(_Lookup):
@@ -173,14 +193,12 @@ class ResourceLookupResource(_Lookup):
 
     link_attributes = {"rt": "core.rd-lookup-res", "ct": LINK_FORMAT}
 
-    def render_GET(self, request: Request) -> Response:
-        _check_accept(request)
-        query = parse_lookup_query(request.query)
+    def lookup(self, query: LookupQuery, requester: str | None) -> str:
         directory = self.directory
-        found = resource_lookup(directory.registrations(), query, by_name=directory.find_all,
-                                requester=peer_host(request))
+        found = resource_lookup(directory.iter_registrations(), query, by_name=directory.find_all,
+                                requester=requester)
         page: Any = query.paginate(found)
-        return _link_format(format_resource_links(page))
+        return format_resource_links(page)
 
 
 def install_directory(

@@ -166,3 +166,35 @@ def test_link_local_registrations_are_shown_only_on_their_link(rd: DirectorySite
     assert _endpoints(rd, peer=("fe80::2", 1)) == ["local", "global"]
     assert _targets(rd, peer=("fe80::2", 1)) == ["coap://[fe80::1]/x", "coap://[2001:db8::1]/y"]
     assert _targets(rd, peer=("192.0.2.1", 1)) == ["coap://[2001:db8::1]/y"]
+
+
+def test_answers_are_kept_until_a_registration_changes(two: DirectorySite) -> None:
+    resource = two.root.children["rd-lookup"].children["res"]
+    first = two.request(Code.GET, "rd-lookup/res", "rt=light*").payload
+    assert two.request(Code.GET, "rd-lookup/res", "rt=light*").payload is first  # kept
+    assert len(resource.cache) == 1  # type: ignore[attr-defined]
+    two.register("ep=sensor3", payload=b"</l>;rt=light-lux")
+    again = two.request(Code.GET, "rd-lookup/res", "rt=light*").payload
+    assert again is not first and again.count(b"light-lux") == 3
+    lamp = two.directory.find("lamp", "floor-3")
+    assert lamp is not None
+    before = two.lookup("res", "d=floor-3")
+    assert before == two.lookup("res", "d=floor-3")
+    two.request(Code.POST, lamp.location, "base=coap://lamp.example")  # an update changes it
+    assert two.lookup("res", "d=floor-3").startswith("<coap://lamp.example/light>")
+
+
+def test_the_answer_cache_is_bounded() -> None:
+    from coaptcp.directory.lookup import LookupCache
+
+    cache = LookupCache(max_entries=2, max_bytes=400)
+    cache.put("a", 1, b"x" * 100)
+    cache.put("b", 1, b"y" * 100)
+    assert cache.get("a", 1) == b"x" * 100  # "a" is now the most recently used
+    cache.put("c", 1, b"z" * 100)
+    assert cache.get("b", 1) is None and len(cache) == 2 and cache.size == 200
+    cache.put("d", 1, b"w" * 101)  # more than a quarter of max_bytes: not kept
+    assert cache.get("d", 1) is None and cache.size == 200
+    assert cache.get("a", 2) is None and len(cache) == 1  # another version: dropped
+    cache.put("c", 1, b"")
+    assert cache.size == 0
