@@ -5,7 +5,8 @@ Our server runs ``twistd coaptcp --rd`` on coap+tcp and on UDP.  libcoap's
 for its lifetime) and over coap+tcp (it stays as long as the client's connection: a
 one-shot client's ends when it exits, one that keeps its connection with ``-G`` stays
 meanwhile); lookups over either transport return them, update and removal work on the
-location the directory gave.
+location the directory gave.  Over coaps+tcp the endpoint name must be the client's PSK
+identity or a name of its certificate (RFC 9176 section 8.2).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from peers import (
     run_server,
 )
 from test_interop_udp import free_udp_port
+from tls_peers import (
+    PSK_HEX_IDENTITY,
+    PSK_HEX_KEY,
+    Credentials,
+    coaptcp_tls_server_argv,
+    make_credentials,
+)
 
 from coaptcp.directory import parse_links
 
@@ -147,3 +155,46 @@ def test_aiocoap_registers_over_coap_tcp_until_it_releases(rd: Directory) -> Non
     # aiocoap's client sends Release as it exits: the registration ends with it.
     eventually(lambda: "aio-tcp" not in rd.endpoints(), "it is gone with its connection")
     assert f"aio-tcp ({location}) is gone: its connection ended" in rd.peer.log_text()
+
+
+@pytest.fixture(scope="module")
+def rd_tls(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, Credentials, RunningPeer]]:
+    credentials = make_credentials(tmp_path_factory.mktemp("rd-tls"))
+    port = free_port()
+    argv = [*coaptcp_tls_server_argv(port, credentials, "--client-ca", str(credentials.ca)),
+            "--rd"]
+    with run_server(argv, port) as peer:
+        yield f"coaps+tcp://localhost:{port}", credentials, peer
+    log = peer.log_text()
+    assert "Traceback" not in log and "Unhandled" not in log, log
+
+
+def test_over_tls_the_endpoint_name_must_be_the_psk_identity(
+    rd_tls: tuple[str, Credentials, RunningPeer],
+) -> None:
+    uri, _, peer = rd_tls
+    psk = ("-u", PSK_HEX_IDENTITY, "-k", bytes.fromhex(PSK_HEX_KEY).decode())
+    got = libcoap_client(*psk, "-m", "post", "-e", LINKS, f"{uri}/rd?ep={PSK_HEX_IDENTITY}")
+    assert got.returncode == 0 and b"4.03" not in got.stdout + got.stderr, got
+    assert f"Registered {PSK_HEX_IDENTITY} at /rd/" in peer.log_text()
+    got = libcoap_client(*psk, "-m", "post", "-e", LINKS, f"{uri}/rd?ep=someone-else")
+    assert (f"4.03 this peer may not register as 'someone-else': its TLS identity is "
+            f"'{PSK_HEX_IDENTITY}'") in (got.stdout + got.stderr).decode()  # libcoap: stderr
+    assert "Registered someone-else" not in peer.log_text()
+
+
+def test_over_tls_the_endpoint_name_must_be_in_the_client_certificate(
+    rd_tls: tuple[str, Credentials, RunningPeer],
+) -> None:
+    uri, credentials, peer = rd_tls
+    cert = ("-c", str(credentials.client), "-j", str(credentials.client_key),
+            "-C", str(credentials.ca))
+    got = libcoap_client(*cert, "-m", "post", "-e", LINKS, f"{uri}/rd?ep=interop-client")
+    assert got.returncode == 0 and b"4.03" not in got.stdout + got.stderr, got
+    assert "Registered interop-client at /rd/" in peer.log_text()
+    got = libcoap_client(*cert, "-m", "post", "-e", LINKS, f"{uri}/rd?ep=gateway")
+    assert ("4.03 this peer may not register as 'gateway': its TLS identity is "
+            "'interop-client'") in (got.stdout + got.stderr).decode()
+    assert "Registered gateway" not in peer.log_text()
