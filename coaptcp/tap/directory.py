@@ -17,6 +17,7 @@ from typing import Any
 from twisted.python import usage
 
 from coaptcp.directory import DirectoryLimits, ResourceDirectory, install_directory
+from coaptcp.directory.resources import DirectoryResource
 from coaptcp.server.resource import Resource
 
 __all__ = [
@@ -95,5 +96,8 @@ def add_directory(root: Resource, options: Any, reactor: Any = None) -> Resource
     """With ``--rd``, serve a resource directory below ``root`` and return it."""
     if not options.get("rd"):
         return None
+    served = root.children.get("rd")
+    if isinstance(served, DirectoryResource):
+        return served.directory  # a second service from the same options shares it
     limits = options.get("rd-limits") or check_rd_options(options)
     return install_directory(root, reactor=reactor, limits=limits)

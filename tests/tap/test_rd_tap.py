@@ -104,3 +104,8 @@ def test_a_resource_tree_with_its_own_rd_is_a_usage_error(tmp_path: object,
     with pytest.raises(usage.UsageError, match="--rd needs /rd, and the resource tree has one"):
         parse("--tcp", "tcp:0", "--rd", "--resource", "rd_clash_site.root")
     parse("--tcp", "tcp:0", "--resource", "rd_clash_site.root")  # without --rd: fine
+
+
+def test_two_services_from_the_same_options_share_the_directory() -> None:
+    options = parse("--tcp", "tcp:0", "--rd")
+    assert directory_of(site_of(options)) is directory_of(site_of(options))
