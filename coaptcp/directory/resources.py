@@ -104,6 +104,7 @@ class DirectoryResource(Resource):
         self.directory = directory
 
     def render_POST(self, request: Request) -> Response:
+        """Registration (section 5): 2.01 with the registration resource's location."""
         directory = self.directory
         query = parse_registration_query(request.query,
                                          max_attributes=directory.limits.max_attributes)
@@ -113,6 +114,7 @@ class DirectoryResource(Resource):
                         options=Options.build(location_path=(directory.path, registration.key)))
 
     def getChild(self, name: str, request: Request) -> Resource | None:
+        """The registration resource ``name``, while it is registered (else 4.04)."""
         registration = self.directory.find_by_key(name)
         if registration is None:
             return None
