@@ -25,6 +25,7 @@ from coaptcp.channel.reactor import default_reactor
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from coaptcp.server.resource import Resource, Site
+from coaptcp.tap.directory import RD_OPT_FLAGS, RD_OPT_PARAMETERS, add_directory, check_rd_options
 from coaptcp.tap.proxy import (
     PROXY_OPT_PARAMETERS,
     ProxySettings,
@@ -279,6 +280,7 @@ class Options(usage.Options):
         *TLS_OPT_PARAMETERS,
         *WORKER_OPT_PARAMETERS,
         *PROXY_OPT_PARAMETERS,
+        *RD_OPT_PARAMETERS,
     ]
     optFlags = [
         [
@@ -288,6 +290,7 @@ class Options(usage.Options):
             "Californium that send none). By default they are aborted.",
         ],
         *TLS_OPT_FLAGS,
+        *RD_OPT_FLAGS,
     ]
 
     def __init__(self) -> None:
@@ -398,6 +401,7 @@ class Options(usage.Options):
             from coaptcp.tap.demo import make_demo_site
 
             self["root"] = make_demo_site()
+        self["rd-limits"] = check_rd_options(self)
 
 
 def _check_upload_limits(limits: Limits, max_body_size: int) -> None:
@@ -449,6 +453,7 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
         if policy is not None:
             proxy = make_proxy(policy, settings, reactor, upstream)
         mount_reverse(root, mounts, upstream)
+    add_directory(root, options, reactor)
     site = Site(root, proxy=proxy)
     limits = options.get("limits") or limits_from_options(options)
     # Every connection holds a descriptor from accept: the limit must answer first.
