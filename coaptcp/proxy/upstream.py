@@ -47,6 +47,11 @@ DEFAULT_MAX_IN_FLIGHT_PER_PEER = 64
 DEFAULT_UPSTREAM_TIMEOUT = 30.0
 _RETRY_AFTER = 5
 _ETAG = OptionNumber.ETAG
+#: Methods that may change the resource (RFC 7252 section 5.1, RFC 8132 section 1), and
+#: the answers after which a stored response for it is not fresh (RFC 7252 sections
+#: 5.9.1.2 and 5.9.1.4; 2.01 Created as well, as a PUT may replace what was there).
+_UNSAFE = frozenset({Code.POST, Code.PUT, Code.DELETE, Code.PATCH, Code.IPATCH})
+_CHANGED = frozenset({Code.CREATED, Code.DELETED, Code.CHANGED})
 
 #: Where a request goes: the upstream URI now, or a Deferred for it (after resolving a
 #: name and checking the address); failing with :class:`ProxyRefusal` refuses it.
@@ -131,6 +136,8 @@ class Upstream:
         answer.addErrback(self.failed, uri)
         if cached:
             answer.addCallback(self._keep, key, request.options.etag)
+        elif self.cache is not None and request.method in _UNSAFE:
+            answer.addCallback(self._changed, uri)
         answer.addBoth(self._done, peer)
         return answer
 
@@ -194,6 +201,13 @@ class Upstream:
                 return _answer_validation(stored, etags)
             return response  # the downstream client's own validation
         self.cache.put(key, response, now)
+        return response
+
+    def _changed(self, response: Response, uri: str) -> Response:
+        """An unsafe request for ``uri`` succeeded: what is stored for it is not fresh."""
+        if response.code in _CHANGED:
+            assert self.cache is not None
+            self.cache.invalidate(uri, self.reactor.seconds())
         return response
 
 
