@@ -12,6 +12,7 @@ import {
   getUintOption,
   isResponse,
   parseLinkFormat,
+  proxyUriValue,
 } from "./coap.js";
 
 const $ = (id) => document.getElementById(id);
@@ -98,11 +99,20 @@ function showError(card, error) {
     attrs: { "data-testid": "failure" } }));
 }
 
-async function sendRequest({ method, path, payload, contentFormat }) {
-  const line = `${method} ${path}`;
-  const { card } = newResultCard(line);
+// What a result card says it asked for: the path, or the URI asked of the proxy.
+function targetLine(path, proxyUri) {
+  return proxyUri ? `${proxyUri} (through the proxy)` : path;
+}
+
+function markProxied(card, proxyUri) {
+  if (proxyUri) card.dataset.proxyUri = proxyUri;
+}
+
+async function sendRequest({ method, path, proxyUri, payload, contentFormat }) {
+  const { card } = newResultCard(`${method} ${targetLine(path, proxyUri)}`);
+  markProxied(card, proxyUri);
   try {
-    const response = await client.request({ method, path, payload, contentFormat });
+    const response = await client.request({ method, path, proxyUri, payload, contentFormat });
     card.append(renderMessage(response));
     return response;
   } catch (error) {
@@ -111,9 +121,10 @@ async function sendRequest({ method, path, payload, contentFormat }) {
   }
 }
 
-async function startObservation(path) {
-  const { card, header } = newResultCard(`GET ${path} (Observe)`);
+async function startObservation(path, { proxyUri } = {}) {
+  const { card, header } = newResultCard(`GET ${targetLine(path, proxyUri)} (Observe)`);
   card.dataset.observe = "true";
+  markProxied(card, proxyUri);
   const counter = element("span", { text: "0 notifications", className: "note",
     attrs: { "data-testid": "notification-count" } });
   const cancel = element("button", { text: "Cancel observation",
@@ -137,7 +148,7 @@ async function startObservation(path) {
     }
   };
   try {
-    const handle = await client.observe(path, onNotification);
+    const handle = await client.observe(path, onNotification, { proxyUri });
     cancel.addEventListener("click", async () => {
       cancel.disabled = true;
       try {
@@ -227,12 +238,21 @@ function submitRequest(event) {
   $("request-error").textContent = "";
   const method = $("method").value;
   const path = $("path").value.trim() || "/";
+  let proxyUri;
+  if ($("proxy-uri").value.trim() !== "") {
+    try {
+      proxyUri = proxyUriValue($("proxy-uri").value);
+    } catch (error) {
+      $("request-error").textContent = `Proxy-Uri: ${error.message}.`;
+      return;
+    }
+  }
   if ($("observe").checked) {
     if (method !== "GET") {
       $("request-error").textContent = "Observe works with GET only.";
       return;
     }
-    startObservation(path);
+    startObservation(path, { proxyUri });
     return;
   }
   const withBody = method === "PUT" || method === "POST";
@@ -246,7 +266,12 @@ function submitRequest(event) {
       return;
     }
   }
-  sendRequest({ method, path, payload, contentFormat });
+  sendRequest({ method, path, proxyUri, payload, contentFormat });
+}
+
+// Path does not apply while a Proxy-Uri is given; the field says so by being disabled.
+function proxyUriChanged() {
+  $("path").disabled = $("proxy-uri").value.trim() !== "";
 }
 
 async function ping() {
@@ -265,4 +290,6 @@ $("request-form").addEventListener("submit", submitRequest);
 $("release").addEventListener("click", () => client?.release("closed from the page"));
 $("ping").addEventListener("click", ping);
 $("reload").addEventListener("click", loadResources);
+$("proxy-uri").addEventListener("input", proxyUriChanged);
+proxyUriChanged();
 document.body.dataset.ready = "true";
