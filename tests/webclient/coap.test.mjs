@@ -482,7 +482,7 @@ describe("CoapWebSocketClient", () => {
     await client.observe("/hello", (message, info) => seen.push(info));
     const [register] = ws.take();
     ws.deliver({ code: Code.CONTENT, token: register.token, payload: "Hello" });
-    assert.deepEqual(seen, [{ index: 1, final: true, registered: false }]);
+    assert.deepEqual(seen, [{ index: 1, final: true, registered: false, deregistered: false }]);
     ws.deliver({ code: Code.CONTENT, token: register.token, payload: "late" });
     assert.equal(seen.length, 1);
   });
@@ -545,8 +545,11 @@ describe("CoapWebSocketClient through the server's forward proxy", () => {
     ws.take();
     const seen = [];
     const uri = "coap://127.0.0.1:5683/time";
-    const handle = await client.observe("/ignored", (message, info) =>
-      seen.push([text(message.payload), info.index, info.final]), { proxyUri: uri });
+    const infos = [];
+    const handle = await client.observe("/ignored", (message, info) => {
+      seen.push([text(message.payload), info.index, info.final]);
+      infos.push(info);
+    }, { proxyUri: uri });
     const [register] = ws.take();
     assert.deepEqual(register.options.map(([n, v]) => [n, n === 35 ? text(v) : [...v]]),
       [[6, []], [35, uri]]);
@@ -560,5 +563,6 @@ describe("CoapWebSocketClient through the server's forward proxy", () => {
     ws.deliver({ code: Code.CONTENT, token: register.token, payload: "17:29:13" });
     await cancelled;
     assert.deepEqual(seen, [["17:29:11", 1, false], ["17:29:12", 2, false], ["17:29:13", 3, true]]);
+    assert.deepEqual(infos.map((info) => info.deregistered), [false, false, true]);
   });
 });

@@ -121,6 +121,15 @@ async function sendRequest({ method, path, proxyUri, payload, contentFormat }) {
   }
 }
 
+// Why an observation is over, for the card (RFC 7641 sections 3.2 and 3.6).
+function observationEnd(message, { registered, deregistered }) {
+  if (deregistered) return "Observation cancelled.";
+  if (message.code >> 5 !== 2) return `Observation ended: ${codeText(message.code)}.`;
+  if (registered) return "Observation ended.";
+  return "Observation ended: the response carried no Observe option, so the server " +
+    "sends no notifications for this resource.";
+}
+
 async function startObservation(path, { proxyUri } = {}) {
   const { card, header } = newResultCard(`GET ${targetLine(path, proxyUri)} (Observe)`);
   card.dataset.observe = "true";
@@ -133,7 +142,7 @@ async function startObservation(path, { proxyUri } = {}) {
     attrs: { "data-testid": "observe-state" } });
   header.append(counter, cancel);
   card.append(state);
-  const onNotification = (message, { index, final, registered }) => {
+  const onNotification = (message, { index, final, registered, deregistered }) => {
     counter.textContent = `${index} notification${index === 1 ? "" : "s"}`;
     const block = renderMessage(message, { testid: "notification" });
     block.classList.add("notification");
@@ -141,10 +150,7 @@ async function startObservation(path, { proxyUri } = {}) {
     card.append(block);
     if (final) {
       cancel.disabled = true;
-      state.textContent = registered
-        ? "Observation ended."
-        : "Observation ended: the response carried no Observe option, so the server " +
-          "sends no notifications for this resource.";
+      state.textContent = observationEnd(message, { registered, deregistered });
     }
   };
   try {
@@ -291,5 +297,6 @@ $("release").addEventListener("click", () => client?.release("closed from the pa
 $("ping").addEventListener("click", ping);
 $("reload").addEventListener("click", loadResources);
 $("proxy-uri").addEventListener("input", proxyUriChanged);
+$("proxy-uri").addEventListener("change", proxyUriChanged);
 proxyUriChanged();
 document.body.dataset.ready = "true";

@@ -593,7 +593,8 @@ export class CoapWebSocketClient {
 
   /**
    * Observe a resource (RFC 7641 over RFC 8323 section 7): GET with Observe = 0.  Each
-   * notification calls onNotification(message, {index, final}); the returned promise
+   * notification calls onNotification(message, {index, final, registered, deregistered})
+   * (deregistered: the answer to our cancel(), final); the returned promise
    * resolves to a handle {token, cancel()}.  cancel() deregisters with GET Observe = 1 and
    * the same token (RFC 8323 section 7.4).  A response without an Observe option ends the
    * observation (the server did not register it) and is final.  With `proxyUri` the
@@ -822,7 +823,8 @@ export class CoapWebSocketClient {
       this._pending.delete(key);
       observer.finished = true;
     }
-    observer.onNotification(message, { index: observer.count, final, registered });
+    const deregistered = Boolean(observer.deregistering);
+    observer.onNotification(message, { index: observer.count, final, registered, deregistered });
     if (final) entry.resolve(message);
   }
 }
