@@ -10,6 +10,8 @@ back ends:
   stopping the device must remove the registration (DELETE) and release the
   connection; closing the connection must bring the device back with a new
   registration;
+- our own ``twistd coaptcp --tls --psk-file`` with a directory stand-in
+  (``callhome_backend.py``): it sees the device's PSK identity and reads the device;
 - aiocoap's resource directory (``aiocoap-rd`` with its proxy extension): it takes the
   registration, lists the device's links in its lookup interface, and forwards a
   client's request for ``Uri-Host: dev1.proxy.example`` to the device over the device's
@@ -21,6 +23,7 @@ Every wait is bounded by a deadline; nothing listens on a fixed port.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -35,7 +38,7 @@ from typing import Any
 
 import childproc
 import pytest
-from peers import cli_path, free_port, twistd_path, wait_for_port
+from peers import HERE, cli_path, free_port, run_server, twistd_path, wait_for_port
 
 from coaptcp.core.codes import Code
 from coaptcp.core.framing import StreamDecoder, encode_frame
@@ -300,3 +303,37 @@ def test_the_device_registers_again_when_aiocoap_rd_comes_back() -> None:
     assert_clean(log)
     text = log.read_text()
     assert text.count("Registered dev1 at") == 2, text
+
+
+# -- our own server as the back end, over coaps+tcp with a PSK --------------------------
+
+
+def test_over_tls_psk_our_server_sees_the_devices_identity_and_reads_it(tmp_path: Path) -> None:
+    # The device's key on one side, the back end's table of keys on the other (RFC 4279).
+    (tmp_path / "device.psk").write_text("sensor-17 hex:00112233445566778899aabbccddeeff\n")
+    (tmp_path / "keys.psk").write_text("sensor-17 hex:00112233445566778899aabbccddeeff\n"
+                                       "other text:not this one\n")
+    plain, secure = free_port(), free_port()
+    backend = [twistd_path(), "--nodaemon", "--pidfile=", "coaptcp",
+               "--tcp", f"tcp:{plain}:interface=127.0.0.1",
+               "--tls", f"tcp:{secure}:interface=127.0.0.1",
+               "--psk-file", str(tmp_path / "keys.psk"),
+               "--resource", "callhome_backend.root"]
+    uri = f"coaps+tcp://127.0.0.1:{secure}/rd?ep=sensor-17"
+    with run_server(backend, plain, cwd=str(HERE)) as server, \
+            device("--call-home", uri, "--call-home-psk-file",
+                   str(tmp_path / "device.psk")) as (_, log):
+
+        def seen() -> list[dict[str, Any]]:
+            outcome = our_client(f"coap+tcp://127.0.0.1:{plain}/seen")
+            assert outcome["status"] == 0, outcome
+            parsed: list[dict[str, Any]] = json.loads(outcome["out"])
+            return parsed
+
+        wait_for(lambda: any(entry["hello"] for entry in seen()), "the back end's GET")
+        [entry] = seen()
+        assert entry["psk_identity"] == "sensor-17" and entry["subject"] is None
+        assert entry["query"] == ["ep=sensor-17", "lt=90000"]
+        assert entry["hello"] == "Hello, world!"
+    assert_clean(log)
+    assert "Traceback" not in server.log_text()
