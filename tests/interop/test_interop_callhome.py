@@ -12,6 +12,8 @@ back ends:
   registration;
 - our own ``twistd coaptcp --tls --psk-file`` with a directory stand-in
   (``callhome_backend.py``): it sees the device's PSK identity and reads the device;
+- our own ``twistd coaptcp --rd``: it lists the device's registration and links, takes a
+  new registration after it restarts, and drops it when the device stops;
 - aiocoap's resource directory (``aiocoap-rd`` with its proxy extension): it takes the
   registration, lists the device's links in its lookup interface, and forwards a
   client's request for ``Uri-Host: dev1.proxy.example`` to the device over the device's
@@ -260,8 +262,9 @@ def our_client(*args: str) -> dict[str, Any]:
             "err": result.stderr.decode(errors="replace")}
 
 
-def lookup(port: int, interface: str) -> str:
-    outcome = our_client(f"coap+tcp://127.0.0.1:{port}/{interface}/")
+def lookup(port: int, path: str) -> str:
+    """What ``GET /PATH`` on the directory answers (with ``coaptcp-client``)."""
+    outcome = our_client(f"coap+tcp://127.0.0.1:{port}/{path}")
     assert outcome["status"] == 0, outcome
     text: str = outcome["out"]
     return text
@@ -278,8 +281,8 @@ def test_aiocoap_rd_takes_the_registration_and_forwards_requests_to_the_device()
     port = free_port()
     uri = f"coap+tcp://127.0.0.1:{port}/rd?ep=dev1&proxy=on"
     with aiocoap_rd(port), device("--call-home", uri) as (process, log):
-        wait_for(lambda: "dev1" in lookup(port, "endpoint-lookup"), "the registration")
-        resources = lookup(port, "resource-lookup")
+        wait_for(lambda: "dev1" in lookup(port, "endpoint-lookup/"), "the registration")
+        resources = lookup(port, "resource-lookup/")
         assert "<coap://dev1.proxy.example/hello>" in resources, resources
         # A client asks aiocoap's RD for the device by name; the RD forwards the request
         # over the connection the device opened.
@@ -287,7 +290,7 @@ def test_aiocoap_rd_takes_the_registration_and_forwards_requests_to_the_device()
         assert hello["status"] == 0 and hello["out"].strip() == "Hello, world!", hello
         process.send_signal(signal.SIGTERM)
         assert_stopped_by_sigterm(process, log)
-        assert "dev1" not in lookup(port, "endpoint-lookup")  # removed on the way out
+        assert "dev1" not in lookup(port, "endpoint-lookup/")  # removed on the way out
     assert_clean(log)
     assert "Removed the registration /reg/1/: 2.02" in log.read_text()
 
@@ -297,9 +300,9 @@ def test_the_device_registers_again_when_aiocoap_rd_comes_back() -> None:
     uri = f"coap+tcp://127.0.0.1:{port}/rd?ep=dev1&proxy=on"
     with device("--call-home", uri) as (_, log):
         with aiocoap_rd(port):
-            wait_for(lambda: "dev1" in lookup(port, "endpoint-lookup"), "the registration")
+            wait_for(lambda: "dev1" in lookup(port, "endpoint-lookup/"), "the registration")
         with aiocoap_rd(port):  # a new directory that knows nothing of the device
-            wait_for(lambda: "dev1" in lookup(port, "endpoint-lookup"), "registering anew")
+            wait_for(lambda: "dev1" in lookup(port, "endpoint-lookup/"), "registering anew")
     assert_clean(log)
     text = log.read_text()
     assert text.count("Registered dev1 at") == 2, text
@@ -337,3 +340,31 @@ def test_over_tls_psk_our_server_sees_the_devices_identity_and_reads_it(tmp_path
         assert entry["hello"] == "Hello, world!"
     assert_clean(log)
     assert "Traceback" not in server.log_text()
+
+
+# -- our own resource directory (twistd coaptcp --rd) ---------------------------------
+
+
+def rd_argv(port: int) -> list[str]:
+    return [twistd_path(), "--nodaemon", "--pidfile=", "coaptcp",
+            "--tcp", f"tcp:{port}:interface=127.0.0.1", "--rd"]
+
+
+def test_the_device_registers_with_our_directory_and_comes_back_after_a_restart() -> None:
+    port = free_port()
+    uri = f"coap+tcp://127.0.0.1:{port}/rd?ep=dev1"
+    with device("--call-home", uri, "--call-home-lifetime", "600") as (process, log):
+        with run_server(rd_argv(port), port) as backend:
+            wait_for(lambda: "ep=dev1" in lookup(port, "rd-lookup/ep"), "the registration")
+            hello = lookup(port, "rd-lookup/res?ep=dev1&rt=demo.hello")
+            assert "/hello>" in hello and 'rt="demo.hello"' in hello, hello
+            assert "base=\"coap+tcp://127.0.0.1:" in lookup(port, "rd-lookup/ep")
+        assert "Traceback" not in backend.log_text()
+        with run_server(rd_argv(port), port) as backend:  # a directory that knows nothing
+            wait_for(lambda: "ep=dev1" in lookup(port, "rd-lookup/ep"), "registering anew")
+            process.send_signal(signal.SIGTERM)
+            assert_stopped_by_sigterm(process, log)
+            assert "ep=dev1" not in lookup(port, "rd-lookup/ep")  # removed on the way out
+        assert "removed by its registrant (DELETE)" in backend.log_text()
+    assert_clean(log)
+    assert log.read_text().count("Registered dev1 at /rd/") == 2
