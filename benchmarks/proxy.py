@@ -29,7 +29,9 @@ their upstream leg) are measured in the same turns.  The table gives medians; th
 latency at 1 x 1 is the proxy's p50 minus the direct p50.
 
 Usage: python benchmarks/proxy.py [--cells 1x1,16x16] [--transports tcp,ws] [--reps 3]
-           [--duration 3] [--origins 16] [--json PATH]
+           [--duration 3] [--origins 16] [--subjects coaptcp,aiocoap,...] [--json PATH]
+Exit status 1 if any run through a proxy had an error (a code other than 2.05, a lost
+or timed-out request, a wrong payload).
 """
 
 from __future__ import annotations
@@ -351,7 +353,8 @@ def print_tables(table: dict[str, dict[str, float]], args: argparse.Namespace,
                  cells: list[tuple[int, int]]) -> None:
     print(f"GET /hello through a forward proxy to libcoap over UDP ({args.origins} origin "
           f"port(s), connection i -> origin i mod {args.origins}); medians of {args.reps} x "
-          f"{args.duration:g} s; proxies on CPU 0, loadgen and libcoap on CPU 1")
+          f"{args.duration:g} s; proxies and udpload on CPU 0, loadgen and libcoap on CPU 1; "
+          "direct: udpload to one origin, errors = datagrams lost")
     print(f"{'transport':<9} {'cell':>6} {'subject':<15} {'rps':>9} {'p50_us':>9} "
           f"{'p99_us':>9} {'errors':>7} {'srv%':>5} {'up%':>5} {'other%':>6}")
     for key, row in table.items():
@@ -452,7 +455,8 @@ def main() -> int:
     print_tables(table, args, cells)
     if restarts:
         print(f"proxies restarted after being killed from outside: {restarts}")
-    return 1 if any(row["errors"] for row in table.values()) else 0
+    # the direct rows' errors are datagrams udpload lost at saturation, not a proxy's
+    return 1 if any(row["errors"] for key, row in table.items() if "direct" not in key) else 0
 
 
 if __name__ == "__main__":
