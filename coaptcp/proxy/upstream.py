@@ -25,6 +25,7 @@ from coaptcp.client import Client, RequestTimeout
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.core.proxying import ProxyRefusal
+from coaptcp.core.udp.layer import LimitError
 from coaptcp.core.uri import CoapUri
 from coaptcp.proxy.cache import CacheKey, ResponseCache
 from coaptcp.proxy.observe import DEFAULT_MAX_OBSERVATIONS, ObservationTable, relayed
@@ -188,6 +189,11 @@ class Upstream:
             return refusal(error.code, error.diagnostic)
         if failure.check(RequestTimeout):
             return refusal(Code.GATEWAY_TIMEOUT, f"no answer from {uri} in time")
+        if isinstance(error, LimitError):
+            # Our own upstream client is full (its queue behind NSTART, its requests in
+            # total): the proxy is overloaded, not the origin, so 5.03 with Max-Age says
+            # when to come back (RFC 7252 section 5.9.3.4) where 5.02 would blame the origin.
+            return self.busy(f"upstream {error.limit}", str(error))
         self.log.info("Upstream request to {uri} failed: {error}", uri=uri,
                       error=failure.getErrorMessage())
         return refusal(Code.BAD_GATEWAY, f"upstream {uri}: {failure.getErrorMessage()}")
