@@ -135,6 +135,23 @@ static int opt_verbose = 0;
 static int opt_tls = 0; /* -S: coaps+tcp (or coaps+ws with -W) */
 static int opt_ws = 0;  /* -W: coap+ws (RFC 8323 section 4) */
 
+/* -o NUM=TEXT / -o NUM=#UINT: further options of every request, e.g. Proxy-Uri (35)
+ * or Proxy-Scheme (39) with Uri-Host (3) and Uri-Port (7) for a forward proxy
+ * (RFC 7252 sections 5.10.2 and 5.7.2); sorted in with the Uri-Path options.
+ * -V BASE,COUNT: "%v" in a value becomes BASE + (connection index mod COUNT), so
+ * the connections spread over COUNT variants of the request (e.g. upstream ports). */
+#define MAX_EXTRA_OPTS 16
+#define MAX_OPT_VALUE 1034 /* the longest Proxy-Uri (RFC 7252 section 5.10) */
+#define MAX_VARIANTS 1024
+struct extra_opt {
+    unsigned num;
+    const char *raw; /* TEXT or #UINT, possibly with %v */
+};
+static struct extra_opt extra_opts[MAX_EXTRA_OPTS];
+static int n_extra_opts = 0;
+static unsigned long opt_var_base = 0;
+static int opt_var_count = 1;
+
 #define WS_PATH "/.well-known/coap"
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_HDR_MAX 16384 /* largest HTTP response header we accept */
@@ -184,12 +201,17 @@ struct conn {
 
 static struct conn *conns;
 static int epfd = -1;
-static uint8_t *req_tmpl; /* encoded request, token at req_tok_off */
-static size_t req_len, req_tok_off;
-/* -W: the request as a WebSocket message body (Len nibble 0, no length
- * field: RFC 8323 section 4.2), token at offset 2 */
-static uint8_t *ws_req;
-static size_t ws_req_len;
+/* The encoded request of each variant (-V; one without it): over TCP with its
+ * frame header, the token at tok_off; with -W as a WebSocket message body (Len
+ * nibble 0, no length field: RFC 8323 section 4.2), token at offset 2. */
+struct req_variant {
+    uint8_t *tmpl;
+    size_t len, tok_off;
+    uint8_t *ws;
+    size_t ws_len;
+};
+static struct req_variant *variants;
+static size_t req_len_max;
 static SSL_CTX *ssl_ctx;
 static volatile sig_atomic_t stop_signal;
 
@@ -240,6 +262,7 @@ static void die_usage(const char *msg)
             "               [-d SECONDS] [-w WARMUP] [-e EXPECTED_PAYLOAD]\n"
             "               [-m MAX_MESSAGE_SIZE] [-t SETUP_TIMEOUT] [-C]\n"
             "               [-r MAX_REQUESTS] [-T REQ_TIMEOUT] [-P PARALLEL] [-S] [-W] [-v]\n"
+            "               [-o NUM=TEXT | -o NUM=#UINT ...] [-V BASE,COUNT]\n"
             "  -h HOST   loopback address to connect to (default 127.0.0.1)\n"
             "  -p PORT   TCP port (required)\n"
             "  -u PATH   Uri-Path of the GET requests, e.g. /hello (required)\n"
@@ -260,8 +283,13 @@ static void die_usage(const char *msg)
             "            ALPN \"coap\" (not with -W); the certificate is NOT verified\n"
             "  -W        WebSocket (coap+ws, RFC 8323 section 4): GET " WS_PATH "\n"
             "            with subprotocol \"coap\", one CoAP message per binary message\n"
-            "  -v        print every error diagnostic, not just the first %d\n",
-            MAX_CONNS, MAX_INFLIGHT, MAX_DIAG);
+            "  -v        print every error diagnostic, not just the first %d\n"
+            "  -o N=TEXT add option number N with TEXT as its value to every request;\n"
+            "            N=#UINT: an integer value (shortest big-endian form); repeatable\n"
+            "            (up to %d), e.g. -o 35=coap://127.0.0.1:5683/hello (Proxy-Uri)\n"
+            "  -V B,K    in -o values, %%v is B + (connection index mod K): the\n"
+            "            connections spread over K variants (K up to %d)\n",
+            MAX_CONNS, MAX_INFLIGHT, MAX_DIAG, MAX_EXTRA_OPTS, MAX_VARIANTS);
     exit(2);
 }
 
@@ -326,11 +354,93 @@ static size_t put_frame_header(uint8_t *out, size_t body_len, unsigned tkl, uint
     return o;
 }
 
-static void build_request_template(void)
+/* -o NUM=TEXT or NUM=#UINT (see usage); the value is checked when encoded */
+static void parse_extra_option(const char *arg)
 {
-    uint8_t opts[4096];
-    size_t olen = 0;
+    if (n_extra_opts >= MAX_EXTRA_OPTS)
+        die_usage("too many -o options");
+    char *end;
+    errno = 0;
+    unsigned long num = strtoul(arg, &end, 10);
+    if (end == arg || *end != '=' || errno || num == 0 || num > 65535)
+        die_usage("-o needs NUM=TEXT or NUM=#UINT with NUM 1-65535");
+    extra_opts[n_extra_opts].num = (unsigned)num;
+    extra_opts[n_extra_opts].raw = end + 1;
+    n_extra_opts++;
+}
+
+/* -V BASE,COUNT */
+static void parse_variants(const char *arg)
+{
+    char *end;
+    errno = 0;
+    unsigned long base = strtoul(arg, &end, 10);
+    if (end == arg || *end != ',' || errno || base > 0xffffffffUL)
+        die_usage("-V needs BASE,COUNT");
+    const char *c = end + 1;
+    long count = strtol(c, &end, 10);
+    if (end == c || *end || count < 1 || count > MAX_VARIANTS ||
+        base + (unsigned long)count - 1 > 0xffffffffUL)
+        die_usage("-V needs BASE,COUNT with COUNT 1-1024");
+    opt_var_base = base;
+    opt_var_count = (int)count;
+}
+
+/* The value of an -o option for variant value v ("%v" replaced); returns its length. */
+static size_t encode_extra_value(const char *raw, unsigned long v, uint8_t *out)
+{
+    char text[MAX_OPT_VALUE + 1];
+    char num[16];
+    size_t len = 0;
+    int nl = snprintf(num, sizeof num, "%lu", v);
+    for (const char *p = raw; *p; p++) {
+        if (p[0] == '%' && p[1] == 'v') {
+            if (len + (size_t)nl > MAX_OPT_VALUE)
+                die_usage("-o value too long");
+            memcpy(text + len, num, (size_t)nl);
+            len += (size_t)nl;
+            p++;
+        } else {
+            if (len + 1 > MAX_OPT_VALUE)
+                die_usage("-o value too long");
+            text[len++] = *p;
+        }
+    }
+    text[len] = '\0';
+    if (text[0] != '#') {
+        memcpy(out, text, len);
+        return len;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long u = strtoull(text + 1, &end, 10);
+    if (end == text + 1 || *end || errno || u > 0xffffffffull || text[1] == '-')
+        die_usage("-o NUM=#UINT needs an integer 0-4294967295");
+    size_t ol = 0;
+    for (int sh = 24; sh >= 0; sh -= 8) /* shortest form: 0 is the empty value */
+        if (ol || (u >> sh) & 0xff)
+            out[ol++] = (uint8_t)(u >> sh);
+    return ol;
+}
+
+struct opt_ref {
+    unsigned num;
+    const uint8_t *val;
+    size_t len;
+};
+
+static void build_request_template(struct req_variant *rv, unsigned long v)
+{
+    static uint8_t opts[MAX_EXTRA_OPTS * (MAX_OPT_VALUE + 8) + 4096];
+    static uint8_t values[MAX_EXTRA_OPTS][MAX_OPT_VALUE];
+    struct opt_ref refs[MAX_EXTRA_OPTS + 256];
+    int nref = 0;
+    size_t olen = 0, path_bytes = 0;
     unsigned last = 0;
+    for (int i = 0; i < n_extra_opts; i++) {
+        size_t vl = encode_extra_value(extra_opts[i].raw, v, values[i]);
+        refs[nref++] = (struct opt_ref){extra_opts[i].num, values[i], vl};
+    }
     const char *p = opt_path;
     while (*p) {
         while (*p == '/')
@@ -339,24 +449,44 @@ static void build_request_template(void)
             break;
         const char *e = strchr(p, '/');
         size_t seglen = e ? (size_t)(e - p) : strlen(p);
-        if (seglen > 255 || olen + seglen + 8 > sizeof(opts))
+        path_bytes += seglen + 8;
+        if (seglen > 255 || path_bytes > 4096 || nref >= MAX_EXTRA_OPTS + 256)
             die_usage("path too long");
-        olen += put_option(opts + olen, OPT_URI_PATH - last, (const uint8_t *)p, seglen);
-        last = OPT_URI_PATH;
+        refs[nref++] = (struct opt_ref){OPT_URI_PATH, (const uint8_t *)p, seglen};
         p += seglen;
     }
-    req_tmpl = malloc(olen + 16);
-    size_t h = put_frame_header(req_tmpl, olen, TOKEN_LEN, CODE_GET);
-    req_tok_off = h;
-    memset(req_tmpl + h, 0, TOKEN_LEN);
-    memcpy(req_tmpl + h + TOKEN_LEN, opts, olen);
-    req_len = h + TOKEN_LEN + olen;
-    ws_req = malloc(olen + 2 + TOKEN_LEN);
-    ws_req[0] = TOKEN_LEN; /* Len 0, TKL */
-    ws_req[1] = CODE_GET;
-    memset(ws_req + 2, 0, TOKEN_LEN);
-    memcpy(ws_req + 2 + TOKEN_LEN, opts, olen);
-    ws_req_len = 2 + TOKEN_LEN + olen;
+    /* stable insertion sort by number: repeated options keep their order */
+    for (int i = 1; i < nref; i++) {
+        struct opt_ref r = refs[i];
+        int j = i - 1;
+        while (j >= 0 && refs[j].num > r.num) {
+            refs[j + 1] = refs[j];
+            j--;
+        }
+        refs[j + 1] = r;
+    }
+    for (int i = 0; i < nref; i++) {
+        olen += put_option(opts + olen, refs[i].num - last, refs[i].val, refs[i].len);
+        last = refs[i].num;
+    }
+    rv->tmpl = malloc(olen + 16);
+    rv->ws = malloc(olen + 2 + TOKEN_LEN);
+    if (!rv->tmpl || !rv->ws) {
+        perror("malloc");
+        exit(3);
+    }
+    size_t h = put_frame_header(rv->tmpl, olen, TOKEN_LEN, CODE_GET);
+    rv->tok_off = h;
+    memset(rv->tmpl + h, 0, TOKEN_LEN);
+    memcpy(rv->tmpl + h + TOKEN_LEN, opts, olen);
+    rv->len = h + TOKEN_LEN + olen;
+    rv->ws[0] = TOKEN_LEN; /* Len 0, TKL */
+    rv->ws[1] = CODE_GET;
+    memset(rv->ws + 2, 0, TOKEN_LEN);
+    memcpy(rv->ws + 2 + TOKEN_LEN, opts, olen);
+    rv->ws_len = 2 + TOKEN_LEN + olen;
+    if (rv->len > req_len_max)
+        req_len_max = rv->len;
 }
 
 /* ---- output buffer ------------------------------------------------------- */
@@ -558,15 +688,16 @@ static void issue_request(struct conn *c, uint64_t t)
     sl->token = (uint32_t)tk;
     sl->busy = 1;
     sl->t_sent = t;
-    uint8_t *tok = opt_ws ? ws_req + 2 : req_tmpl + req_tok_off;
+    struct req_variant *rv = &variants[c->idx % opt_var_count];
+    uint8_t *tok = opt_ws ? rv->ws + 2 : rv->tmpl + rv->tok_off;
     tok[0] = (uint8_t)(sl->token >> 24);
     tok[1] = (uint8_t)(sl->token >> 16);
     tok[2] = (uint8_t)(sl->token >> 8);
     tok[3] = (uint8_t)sl->token;
     if (opt_ws)
-        ws_append_frame(c, 0x2, ws_req, ws_req_len);
+        ws_append_frame(c, 0x2, rv->ws, rv->ws_len);
     else
-        wbuf_append(c, req_tmpl, req_len);
+        wbuf_append(c, rv->tmpl, rv->len);
     c->inflight++;
     st.sent++;
     if (st.sent >= opt_max_requests)
@@ -1458,7 +1589,7 @@ static void print_result(const char *status, double measured_s, double cpu_u, do
 int main(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "h:p:c:n:d:w:u:e:m:t:r:T:P:CSWv?")) != -1) {
+    while ((ch = getopt(argc, argv, "h:p:c:n:d:w:u:e:m:t:r:T:P:o:V:CSWv?")) != -1) {
         switch (ch) {
         case 'h': opt_host = optarg; break;
         case 'p': opt_port = (int)parse_long(optarg, "port"); break;
@@ -1477,6 +1608,8 @@ int main(int argc, char **argv)
         case 'v': opt_verbose = 1; break;
         case 'S': opt_tls = 1; break;
         case 'W': opt_ws = 1; break;
+        case 'o': parse_extra_option(optarg); break;
+        case 'V': parse_variants(optarg); break;
         default: die_usage(NULL);
         }
     }
@@ -1526,7 +1659,13 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    build_request_template();
+    variants = calloc((size_t)opt_var_count, sizeof *variants);
+    if (!variants) {
+        perror("calloc");
+        return 3;
+    }
+    for (int v = 0; v < opt_var_count; v++)
+        build_request_template(&variants[v], opt_var_base + (unsigned long)v);
 
     /* our CSM: 7.01, no token, optional Max-Message-Size */
     if (opt_max_msg_size >= 0) {
@@ -1598,7 +1737,7 @@ int main(int argc, char **argv)
         c->rcap = RBUF_INIT;
         c->rbuf = malloc(c->rcap);
         c->wcap = 4096;
-        while (c->wcap < (size_t)opt_inflight * (req_len + 32) + 64)
+        while (c->wcap < (size_t)opt_inflight * (req_len_max + 32) + 64)
             c->wcap *= 2;
         c->wbuf = malloc(c->wcap);
         c->slots = calloc((size_t)opt_inflight, sizeof *c->slots);
@@ -1837,8 +1976,11 @@ int main(int argc, char **argv)
         free(conns[i].free_stack);
     }
     free(conns);
-    free(req_tmpl);
-    free(ws_req);
+    for (int v = 0; v < opt_var_count; v++) {
+        free(variants[v].tmpl);
+        free(variants[v].ws);
+    }
+    free(variants);
     if (ssl_ctx)
         SSL_CTX_free(ssl_ctx);
     freeaddrinfo(target);

@@ -13,6 +13,9 @@ against it for about a second and checks the JSON line loadgen prints:
   nocsm       the server never sends its CSM (loadgen starts after -t)
   silent      the server never answers a request (run ends on time)
   refused     nothing listens on the port
+  options     -o/-V: Proxy-Uri, Uri-Host, Uri-Port (an integer), Proxy-Scheme and an
+              empty integer option sorted in with Uri-Path; the two connections carry
+              the two -V variants (also over -W); bad -o/-V values are usage errors
 
 The same mock also speaks TLS (loadgen -S: the mock checks that ALPN "coap" was
 negotiated), CoAP over WebSockets (-W, RFC 8323 section 4: the mock checks the
@@ -52,6 +55,29 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from run import LOADGEN_LIBS  # noqa: E402
 from run import _frame as frame  # noqa: E402  (one frame builder for both scripts)
+
+
+def parse_options(body):
+    """The (number, value) pairs of a request body (RFC 7252 section 3.1), up to the
+    payload marker."""
+    out, number, i = [], 0, 0
+    while i < len(body) and body[i] != 0xFF:
+        delta, length = body[i] >> 4, body[i] & 15
+        i += 1
+        ext = []
+        for nibble in (delta, length):
+            if nibble == 13:
+                ext.append(body[i] + 13)
+                i += 1
+            elif nibble == 14:
+                ext.append(int.from_bytes(body[i:i + 2], "big") + 269)
+                i += 2
+            else:
+                ext.append(nibble)
+        number += ext[0]
+        out.append((number, body[i:i + ext[1]]))
+        i += ext[1]
+    return out
 
 
 def response_body(payload):
@@ -175,6 +201,7 @@ class MockServer:
         self.stop = threading.Event()
         self.problems = []
         self.pongs_ok = 0
+        self.request_bodies = set()  # options (and payload) of the GETs received
         self.lock = threading.Lock()
         self.threads = []
         self.t = threading.Thread(target=self._accept, daemon=True)
@@ -324,6 +351,8 @@ class MockServer:
             if code != 0x01:
                 self.problems.append(f"unexpected code {code:#x}")
                 continue
+            with self.lock:
+                self.request_bodies.add(_body)
             if sc == "silent":
                 continue
             if sc == "fragmented":
@@ -450,6 +479,21 @@ def main():
          lambda rc, r, s: fragmented_ws(rc, r, s) and r["transport"] == "wss"),
         ("bigframe", "wss", big, big, ["-S", "-W"], clean),
     ]
+    # -o/-V: options in number order (Uri-Host 3, Uri-Port 7, Uri-Path 11, Proxy-Uri 35,
+    # Proxy-Scheme 39, an empty uint 60); connection i gets variant 5683 + i % 2
+    option_args = ["-o", "39=coap", "-o", "35=coap://127.0.0.1:%v/x", "-o", "60=#0",
+                   "-o", "7=#%v", "-o", "3=127.0.0.1", "-V", "5683,2"]
+
+    def options_sent(rc, r, s):
+        want = {tuple([(3, b"127.0.0.1"), (7, port.to_bytes(2, "big")), (11, b"hello"),
+                       (35, b"coap://127.0.0.1:%d/x" % port), (39, b"coap"), (60, b"")])
+                for port in (5683, 5684)}
+        return clean(rc, r, s) and {tuple(parse_options(b)) for b in s.request_bodies} == want
+
+    scenarios += [
+        ("options", "tcp", hello, hello, option_args, options_sent),
+        ("options", "ws", hello, hello, ["-W", *option_args], options_sent),
+    ]
     certdir = tempfile.mkdtemp(prefix="loadgen-selftest-certs-")
     sys.path.insert(0, os.path.dirname(HERE))
     from coaptcp.testing.certs import write_test_setup
@@ -496,9 +540,22 @@ def main():
     failed += not ok
     report(ok, "nonloopback", p.returncode, 0.0, "" if ok else p.stderr)
 
+    # bad -o / -V values are usage errors (exit 2), before any connection
+    bad_options = [["-o", "0=x"], ["-o", "70000=x"], ["-o", "7"], ["-o", "7=#-1"],
+                   ["-o", "7=#4294967296"], ["-o", "7=#12x"], ["-o", "35=" + "u" * 1035],
+                   ["-V", "1"], ["-V", "1,0"], ["-V", "1,2000"],
+                   ["-o", "7=#%v", "-V", "4294967295,2"]]
+    for extra in bad_options:
+        p = subprocess.run([loadgen, "-p", "9", "-u", "/x", "-d", "1", *extra],
+                           capture_output=True, text=True, timeout=10)
+        ok = p.returncode == 2 and "usage" in p.stderr
+        failed += not ok
+        report(ok, "badoption", p.returncode, 0.0,
+               " ".join(extra)[:40] if ok else f"{extra} {p.stderr[:200]}")
+
     if tmp:
         shutil.rmtree(tmp, ignore_errors=True)
-    total = len(scenarios) + 2
+    total = len(scenarios) + 2 + len(bad_options)
     print(f"{total - failed} passed, {failed} failed")
     return 1 if failed else 0
 

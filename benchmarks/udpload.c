@@ -200,10 +200,13 @@ int main(int argc, char **argv)
                 on_datagram(s, buf, n);
         }
         if (now - last_sweep > 100000000ull) { /* every 100 ms: replace lost requests */
+            /* a fresh clock: requests sent while handling this turn's datagrams are
+             * younger than `now` (unsigned: they would look ancient) */
+            uint64_t t = now_ns();
             last_sweep = now;
             for (int i = 0; i < conns; i++)
                 for (int k = 0; k < inflight; k++)
-                    if (now - socks[i].slots[k].sent > limit) {
+                    if (t - socks[i].slots[k].sent > limit) {
                         if (counting)
                             lost++;
                         send_request(&socks[i], k);

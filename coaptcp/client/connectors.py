@@ -11,7 +11,8 @@ The contract a connector must satisfy:
 
 - ``host`` is a registered name (lowercase, percent-decoded, possibly non-ASCII) or an IP
   address as text (IPv6 without brackets, maybe with a ``%zone``); ``port`` is an int.
-  ``options`` is a :class:`ConnectOptions`; TLS connectors read ``options.tls``.
+  ``options`` is a :class:`ConnectOptions`; TLS connectors read ``options.tls``, and
+  stream connectors serve ``options.site`` to the peer's requests (RFC 8323 section 3.3).
 - The Deferred fires once the connection can carry CoAP messages (for WebSockets: after
   the opening handshake), with an object that has already queued its CSM: requests may be
   sent at once (RFC 8323 section 3.3: the initiator need not wait for the peer's CSM).
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from coaptcp.core.connection import State
     from coaptcp.core.events import PeerSettings
     from coaptcp.core.message import Message
-    from coaptcp.server.resource import Response
+    from coaptcp.server.resource import Response, Site
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -136,12 +137,17 @@ class ConnectOptions:
     :ivar connect_timeout: seconds to wait for the connection (and any handshake).
     :ivar require_csm: abort a peer whose first message is not a CSM (section 5.3);
         false accepts peers that send none (see the lenient mode in docs/protocol.md).
+    :ivar site: resources this side serves to the peer's requests on the connection
+        (RFC 8323 section 3.3 lets either end send requests; a device that calls home
+        serves its tree this way, :mod:`coaptcp.callhome`); ``None`` answers 5.01.
+        Stream connectors only: ``coap://`` (UDP) ignores it.
     """
 
     tls: TlsOptions = field(default_factory=TlsOptions)
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     require_csm: bool = True
+    site: Site | None = None
 
 
 class ConnectionView(Protocol):
@@ -252,7 +258,8 @@ Connector = Callable[[Any, str, int, ConnectOptions], "Deferred[Any]"]
 def _shared(options: ConnectOptions) -> dict[str, Any]:
     """The keyword arguments every ``connect_*`` function takes, from ``options``: the
     client's limits (its pool keeps connections alive, not the Channel), the message size
-    it announces, the connect timeout and whether the peer must send its CSM first."""
+    it announces, the connect timeout, whether the peer must send its CSM first and the
+    site it serves to the peer."""
     from coaptcp.channel.limits import CLIENT_LIMITS
 
     return {
@@ -260,6 +267,7 @@ def _shared(options: ConnectOptions) -> dict[str, Any]:
         "max_message_size": options.max_message_size,
         "timeout": options.connect_timeout,
         "require_csm": options.require_csm,
+        "site": options.site,
     }
 
 

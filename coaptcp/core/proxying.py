@@ -4,7 +4,7 @@ Pure: :func:`forward_request` reads a request's Proxy-Uri, or Proxy-Scheme with 
 Uri-Host, Uri-Port, Uri-Path and Uri-Query (section 5.10.2), into the URI to request
 upstream, and chooses the options that travel with it:
 
-- the options naming the target (Proxy-*, Uri-*) do not travel: the URI says it all;
+- the options naming the target (``Proxy-*``, ``Uri-*``) do not travel: the URI says it all;
 - block-wise options (Block1, Block2, Size1, Size2) do not either: each side of a proxy
   runs its own block-wise transfer (RFC 7959 section 2.10), with its own block sizes;
 - Observe does not travel here (a proxied observation is a separate concern);
@@ -73,7 +73,7 @@ class ForwardedRequest:
 
     :ivar uri: the URI to request, as the client asked for it (a ``coap``, ``coaps``,
         ``coap+tcp``, ``coaps+tcp``, ``coap+ws`` or ``coaps+ws`` URI).
-    :ivar options: the options that travel with it (without Uri-*, which the URI gives).
+    :ivar options: the options that travel with it (without ``Uri-*``, which the URI gives).
     """
 
     uri: str
@@ -126,7 +126,7 @@ def travelling_options(options: Options) -> Options:
 
 
 def _uri_from_parts(scheme: str, options: Options) -> str:
-    """The URI of a Proxy-Scheme request (RFC 7252 section 6.5 on its Uri-* options)."""
+    """The URI of a Proxy-Scheme request (RFC 7252 section 6.5 on its ``Uri-*`` options)."""
     scheme = scheme.lower()
     if scheme not in SCHEMES:
         raise ProxyRefusal(Code.PROXYING_NOT_SUPPORTED, f"scheme {scheme!r} is not supported")

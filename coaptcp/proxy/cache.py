@@ -11,6 +11,10 @@ validate it instead of fetching it again (section 5.6.2): :meth:`ResponseCache.l
 gives the ETag to send upstream, and a 2.03 Valid for it makes the stored response fresh
 again for the Max-Age of the 2.03 (:meth:`ResponseCache.revalidate`).  The cache is
 bounded in bytes, stale entries included; the least recently used entries go first.
+
+A 2.02 Deleted or 2.04 Changed to a request for a URI marks every response stored for it
+as not fresh (sections 5.9.1.2 and 5.9.1.4; :meth:`ResponseCache.invalidate`): the next
+GET goes upstream, with the ETag of the stored response when it has one.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class ResponseCache:
         self.hits = 0
         self.revalidations = 0
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
+        #: The keys stored for each URI (a key per set of cache-key options).
+        self._by_uri: dict[str, set[CacheKey]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -126,6 +132,21 @@ class ResponseCache:
         self.revalidations += 1
         return _with_max_age(entry.response, max_age)
 
+    def invalidate(self, uri: str, now: float) -> int:
+        """Mark every response stored for ``uri`` as not fresh, as a 2.02 Deleted or a
+        2.04 Changed for it requires (RFC 7252 sections 5.9.1.2 and 5.9.1.4).  Responses
+        with an ETag stay, to be validated; the others go.  Returns how many were fresh."""
+        marked = 0
+        for key in list(self._by_uri.get(uri, ())):
+            entry = self._entries[key]
+            if entry.expires > now:
+                marked += 1
+            if entry.etag is None:
+                self._drop(key)
+            else:
+                entry.expires = min(entry.expires, now)
+        return marked
+
     def put(self, key: CacheKey, response: Response, now: float) -> None:
         """Keep ``response`` if it may be cached: a 2.05 with a Max-Age above 0, or with an
         ETag (kept stale, to be validated)."""
@@ -143,8 +164,13 @@ class ResponseCache:
         while self.held_bytes + size > self.max_bytes and self._entries:
             self._drop(next(iter(self._entries)))
         self._entries[key] = _Entry(response, etag, now + max_age, size)
+        self._by_uri.setdefault(key[0], set()).add(key)
         self.held_bytes += size
 
     def _drop(self, key: CacheKey) -> None:
         entry = self._entries.pop(key)
         self.held_bytes -= entry.size
+        keys = self._by_uri[key[0]]
+        keys.discard(key)
+        if not keys:
+            del self._by_uri[key[0]]

@@ -25,6 +25,7 @@ from coaptcp.client import Client, RequestTimeout
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.core.proxying import ProxyRefusal
+from coaptcp.core.udp.layer import LimitError
 from coaptcp.core.uri import CoapUri
 from coaptcp.proxy.cache import CacheKey, ResponseCache
 from coaptcp.proxy.observe import DEFAULT_MAX_OBSERVATIONS, ObservationTable, relayed
@@ -47,6 +48,11 @@ DEFAULT_MAX_IN_FLIGHT_PER_PEER = 64
 DEFAULT_UPSTREAM_TIMEOUT = 30.0
 _RETRY_AFTER = 5
 _ETAG = OptionNumber.ETAG
+#: Methods that may change the resource (RFC 7252 section 5.1, RFC 8132 section 1), and
+#: the answers after which a stored response for it is not fresh (RFC 7252 sections
+#: 5.9.1.2 and 5.9.1.4; 2.01 Created as well, as a PUT may replace what was there).
+_UNSAFE = frozenset({Code.POST, Code.PUT, Code.DELETE, Code.PATCH, Code.IPATCH})
+_CHANGED = frozenset({Code.CREATED, Code.DELETED, Code.CHANGED})
 
 #: Where a request goes: the upstream URI now, or a Deferred for it (after resolving a
 #: name and checking the address); failing with :class:`ProxyRefusal` refuses it.
@@ -131,6 +137,8 @@ class Upstream:
         answer.addErrback(self.failed, uri)
         if cached:
             answer.addCallback(self._keep, key, request.options.etag)
+        elif self.cache is not None and request.method in _UNSAFE:
+            answer.addCallback(self._changed, uri)
         answer.addBoth(self._done, peer)
         return answer
 
@@ -181,6 +189,11 @@ class Upstream:
             return refusal(error.code, error.diagnostic)
         if failure.check(RequestTimeout):
             return refusal(Code.GATEWAY_TIMEOUT, f"no answer from {uri} in time")
+        if isinstance(error, LimitError):
+            # Our own upstream client is full (its queue behind NSTART, its requests in
+            # total): the proxy is overloaded, not the origin, so 5.03 with Max-Age says
+            # when to come back (RFC 7252 section 5.9.3.4) where 5.02 would blame the origin.
+            return self.busy(f"upstream {error.limit}", str(error))
         self.log.info("Upstream request to {uri} failed: {error}", uri=uri,
                       error=failure.getErrorMessage())
         return refusal(Code.BAD_GATEWAY, f"upstream {uri}: {failure.getErrorMessage()}")
@@ -194,6 +207,13 @@ class Upstream:
                 return _answer_validation(stored, etags)
             return response  # the downstream client's own validation
         self.cache.put(key, response, now)
+        return response
+
+    def _changed(self, response: Response, uri: str) -> Response:
+        """An unsafe request for ``uri`` succeeded: what is stored for it is not fresh."""
+        if response.code in _CHANGED:
+            assert self.cache is not None
+            self.cache.invalidate(uri, self.reactor.seconds())
         return response
 
 

@@ -252,4 +252,6 @@ class Request:
         return f"<Request {self.method} /{'/'.join(self.path)} token={self.token.hex()}>"
 
 
+#: What a render method returns: a :class:`Response`, or a Deferred or an awaitable
+#: (a coroutine) that gives one.
 RenderResult = Union[Response, "Deferred[Response]", Awaitable[Response]]

@@ -25,6 +25,8 @@ from coaptcp.channel.reactor import default_reactor
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from coaptcp.server.resource import Resource, Site
+from coaptcp.tap import callhome
+from coaptcp.tap.directory import RD_OPT_FLAGS, RD_OPT_PARAMETERS, add_directory, check_rd_options
 from coaptcp.tap.proxy import (
     PROXY_OPT_PARAMETERS,
     ProxySettings,
@@ -233,7 +235,7 @@ def limits_from_options(options: Options | dict[str, Any]) -> Limits:
     return Limits(**values)
 
 
-class Options(usage.Options):
+class Options(callhome.CallHomeOptions, usage.Options):
     """Command-line options of ``twistd coaptcp`` (see ``twistd coaptcp --help``)."""
 
     synopsis = "[options]"
@@ -241,7 +243,7 @@ class Options(usage.Options):
         "Serve CoAP over TCP (RFC 8323, draft-ietf-core-coap-tcp-tls) with a resource tree. "
         "With no --resource, a demo site is served: /, /big, /hello, /info, /large, "
         "/store, /time and /.well-known/core. "
-        "With no --tcp, --ws, --udp or TLS option, it listens on tcp:5683. "
+        "With no --tcp, --ws, --udp, TLS or --call-home option, it listens on tcp:5683. "
         "--tls serves coaps+tcp (RFC 8323 section 9) with --certificate and/or --psk-file; "
         "credentials without --tls listen on tcp:5684."
     )
@@ -279,6 +281,8 @@ class Options(usage.Options):
         *TLS_OPT_PARAMETERS,
         *WORKER_OPT_PARAMETERS,
         *PROXY_OPT_PARAMETERS,
+        *RD_OPT_PARAMETERS,
+        *callhome.CALL_HOME_OPT_PARAMETERS,
     ]
     optFlags = [
         [
@@ -288,6 +292,7 @@ class Options(usage.Options):
             "Californium that send none). By default they are aborted.",
         ],
         *TLS_OPT_FLAGS,
+        *RD_OPT_FLAGS,
     ]
 
     def __init__(self) -> None:
@@ -375,7 +380,8 @@ class Options(usage.Options):
                 f"--listen-backlog must be between 1 and 65535, not {self['listen-backlog']!r}"
             )
         self["listen-backlog"] = backlog
-        if not self["tcp"] and not self["ws"] and not self["udp"] and not tls_requested(self):
+        listeners = self["tcp"] or self["ws"] or self["udp"] or tls_requested(self)
+        if not listeners and not self.get("call-home"):
             self["tcp"] = [DEFAULT_TCP_ENDPOINT]
         for description in self["udp"]:
             parse_udp_description(description)
@@ -386,6 +392,7 @@ class Options(usage.Options):
             _check_endpoint(description)
         check_tls_options(self, _check_endpoint)
         check_worker_options(self)
+        callhome.check_call_home_options(self)
         if self["udp"] and self.get("workers"):
             raise usage.UsageError(
                 "--udp cannot be combined with --workers: a worker keeps the message layer "
@@ -398,6 +405,7 @@ class Options(usage.Options):
             from coaptcp.tap.demo import make_demo_site
 
             self["root"] = make_demo_site()
+        self["rd-limits"] = check_rd_options(self)
 
 
 def _check_upload_limits(limits: Limits, max_body_size: int) -> None:
@@ -449,6 +457,7 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
         if policy is not None:
             proxy = make_proxy(policy, settings, reactor, upstream)
         mount_reverse(root, mounts, upstream)
+    add_directory(root, options, reactor)
     site = Site(root, proxy=proxy)
     limits = options.get("limits") or limits_from_options(options)
     # Every connection holds a descriptor from accept: the limit must answer first.
@@ -484,4 +493,5 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
         )
     add_tls_listeners(service, factory, options, reactor, backlog, gate)
     add_udp_listeners(service, options.get("udp", []), factory, reactor)
+    callhome.add_call_home(service, options, site, reactor)
     return service

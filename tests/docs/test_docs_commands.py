@@ -1,4 +1,6 @@
-"""Every command in README.md and docs/*.md runs as written, in order (issue 13, item 2).
+"""Every command in README.md, docs/*.md and docs/tutorial/*.md runs as written, in order.
+
+(Issue 13, item 2; the tutorial pages since issue 18.)
 
 Each Markdown file is played in a fresh directory where ``.venv`` is the virtual
 environment running the tests, as a reader would play it after the install command:
@@ -19,7 +21,8 @@ environment running the tests, as a reader would play it after the install comma
   reported (``-rA`` shows them), never skipped silently.
 - README's install commands (``<!-- server-command -->``, ``<!-- test-command -->``) are
   what ``.ci/run`` itself runs: the server command's ``twistd`` is started; the test
-  command is not re-run from inside the tests it starts.
+  command is not re-run from inside the tests it starts.  The README's
+  ``<!-- docs-command -->`` (the Sphinx build) is run by ``test_sphinx_build.py``.
 """
 
 from __future__ import annotations
@@ -42,13 +45,16 @@ import pytest
 pytestmark = pytest.mark.docs
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md")), *sorted(DOCS.glob("tutorial/*.md"))]
 COMMAND_TIMEOUT = 60.0  # seconds for one command: generous, it only bounds a hang
 SERVER_START = 30.0
 CTRL_C_AFTER = 2.0
 SETTLE = 2.0  # seconds a server runs, at least, before the Ctrl-C that stops it
 
-_FENCE = re.compile(r"^```(\w*)\s*$")
+# The info string's first word is the language; MyST directive fences (```{include} ...)
+# are fences too, so that their closing ``` is not read as an opening.
+_FENCE = re.compile(r"^```\s*(\S*).*$")
 _MARKER = re.compile(r"^<!--\s*([\w-]+)(?::\s*(.*?))?\s*-->\s*$")
 
 
@@ -60,6 +66,11 @@ class Block:
     text: str
     marker: str | None
     argument: str | None
+
+
+def page_id(page: Path) -> str:
+    """``README.md``, ``tls.md`` (docs/tls.md), ``tutorial/tls.md``: unique, short."""
+    return str(page.relative_to(DOCS)) if page.is_relative_to(DOCS) else page.name
 
 
 def blocks(page: Path) -> Iterator[Block]:
@@ -83,7 +94,7 @@ def blocks(page: Path) -> Iterator[Block]:
                 body.append(lines[index])
                 index += 1
             text = "\n".join(body) + "\n"
-            yield Block(page.name, start + 1, fence.group(1), text, marker, argument)
+            yield Block(page_id(page), start + 1, fence.group(1), text, marker, argument)
             marker = argument = None
         elif line.strip():
             marker = argument = None
@@ -223,6 +234,9 @@ class Player:
         if block.marker == "test-command":
             self.log.append(f"{where}: the test command, run by .ci/run itself")
             return
+        if block.marker == "docs-command":
+            self.log.append(f"{where}: the docs command, run by test_sphinx_build.py")
+            return
         if block.language in ("sh", "bash", "shell"):
             lines = logical_lines(block.text)
             if block.marker == "server-command":
@@ -254,7 +268,7 @@ class Player:
             self.log.append(f"{where}: ran the Python example")
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[page_id(p) for p in PAGES])
 def test_every_command_of_the_page_runs_as_written(page: Path, tmp_path: Path) -> None:
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     # The pages build on the README, as a reader has it: its files (myapp.py) are there.
@@ -269,7 +283,8 @@ def test_every_command_of_the_page_runs_as_written(page: Path, tmp_path: Path) -
         player.stop_servers()
     print("\n".join(player.log))
     not_run = [entry for entry in player.log if "not run (" in entry]
-    print(f"{page.name}: {len(player.log) - len(not_run)} steps run, {len(not_run)} blocks not run")
+    print(f"{page_id(page)}: {len(player.log) - len(not_run)} steps run, "
+          f"{len(not_run)} blocks not run")
 
 
 def test_the_install_commands_are_the_ones_ci_runs() -> None:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import childproc
 import pytest
 from peers import (
     RunningPeer,
@@ -150,10 +151,10 @@ def test_two_observers_share_one_upstream_observation(proxy: RunningPeer) -> Non
     target = f"35,coap://127.0.0.1:{device.port}/state"
     ws_port = proxy.ws_port  # type: ignore[attr-defined]
     observers = [
-        subprocess.Popen([cli_path(), "--observe", "-c", "4", "-O", target,
+        childproc.popen([cli_path(), "--observe", "-c", "4", "-O", target,
                           f"coap+tcp://127.0.0.1:{proxy.port}/"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE),
-        subprocess.Popen([cli_path(), "--observe", "-c", "4", "-O", target,
+        childproc.popen([cli_path(), "--observe", "-c", "4", "-O", target,
                           f"coap+ws://127.0.0.1:{ws_port}/"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE),
     ]
@@ -198,7 +199,7 @@ def test_aiocoap_observes_aiocoap_over_udp_through_us_and_leaving_deregisters(
     proxy: RunningPeer, aiocoap_udp: RunningPeer
 ) -> None:
     origin = f"coap://127.0.0.1:{aiocoap_udp.port}"
-    observer = subprocess.Popen(
+    observer = childproc.popen(
         [sys.executable, str(Path(__file__).with_name("aiocoap_observer.py")),
          f"{origin}/time", "1000", "60", f"coap+tcp://127.0.0.1:{proxy.port}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -28,6 +28,8 @@ LAYERS = {
     "client": 4,
     "workers": 5,
     "proxy": 5,
+    "directory": 5,
+    "callhome": 5,
     "tap": 6,
     "cli": 6,
     "testing": 7,

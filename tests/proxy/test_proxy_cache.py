@@ -8,6 +8,7 @@ from test_proxy_forward import answer_of, make_proxy, proxy_request
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.proxy import ResponseCache
+from coaptcp.proxy.cache import CacheLookup
 from coaptcp.server import Response
 
 N = OptionNumber
@@ -96,3 +97,64 @@ def test_a_response_without_etag_or_max_age_is_not_kept() -> None:
     assert len(cache) == 0
     cache.put(key, Response(Code.NOT_FOUND, b""), now=0.0)
     assert len(cache) == 0
+
+
+def test_a_put_that_changed_the_resource_makes_the_stored_response_not_fresh() -> None:
+    # RFC 7252 section 5.9.1.4: after 2.04 Changed the next GET goes upstream.
+    proxy, client, _ = make_proxy(["any"], cache=ResponseCache())
+    proxy.handle(proxy_request(URI))
+    client.answers[0].callback(content(b"old", max_age=60))
+    assert answer_of(proxy.handle(proxy_request(URI))).payload == b"old"  # a hit
+    put = proxy.handle(proxy_request(URI, Code.PUT, b"new"))
+    client.answers[1].callback(Response(Code.CHANGED, b""))
+    assert answer_of(put).code == Code.CHANGED
+    assert proxy.cache is not None and len(proxy.cache) == 0
+    again = proxy.handle(proxy_request(URI))
+    assert len(client.sent) == 3
+    client.answers[2].callback(content(b"new", max_age=60))
+    assert answer_of(again).payload == b"new"
+
+
+def test_a_delete_keeps_a_stored_response_with_an_etag_only_to_validate_it() -> None:
+    # RFC 7252 section 5.9.1.2: not fresh after 2.02 Deleted; its ETag may still be asked.
+    proxy, client, _ = make_proxy(["any"], cache=ResponseCache())
+    proxy.handle(proxy_request(URI))
+    client.answers[0].callback(content(b"there", etag=b"v1", max_age=60))
+    deleted = proxy.handle(proxy_request(URI, Code.DELETE))
+    client.answers[1].callback(Response(Code.DELETED, b""))
+    assert answer_of(deleted).code == Code.DELETED
+    again = proxy.handle(proxy_request(URI))
+    [_, _, (_, _, _, options, _)] = client.sent
+    assert options.etag == (b"v1",)
+    client.answers[2].callback(Response(Code.NOT_FOUND, b""))
+    assert answer_of(again).code == Code.NOT_FOUND
+
+
+def test_a_failed_put_leaves_the_stored_response_fresh() -> None:
+    proxy, client, _ = make_proxy(["any"], cache=ResponseCache())
+    proxy.handle(proxy_request(URI))
+    client.answers[0].callback(content(b"kept", max_age=60))
+    put = proxy.handle(proxy_request(URI, Code.PUT, b"x"))
+    client.answers[1].callback(Response(Code.FORBIDDEN, b""))
+    assert answer_of(put).code == Code.FORBIDDEN
+    assert answer_of(proxy.handle(proxy_request(URI))).payload == b"kept"
+    assert len(client.sent) == 2
+
+
+def test_invalidate_marks_every_variant_of_the_uri_and_no_other() -> None:
+    cache = ResponseCache()
+    json_key = cache.key("coap://h/a", Options([(N.ACCEPT, 50)]))
+    text_key = cache.key("coap://h/a", Options())
+    other_key = cache.key("coap://h/b", Options())
+    cache.put(json_key, content(b"{}", etag=b"j", max_age=60), now=0.0)
+    cache.put(text_key, content(b"t", max_age=60), now=0.0)
+    cache.put(other_key, content(b"b", max_age=60), now=0.0)
+    assert cache.invalidate("coap://h/a", now=1.0) == 2
+    assert cache.lookup(json_key, 1.0) == CacheLookup(etag=b"j")
+    assert cache.lookup(text_key, 1.0) == CacheLookup()
+    assert cache.get(other_key, 1.0) is not None
+    assert len(cache) == 2
+    assert cache.invalidate("coap://h/a", now=2.0) == 0  # already stale
+    assert cache.invalidate("coap://h/none", now=2.0) == 0
+    cache.put(other_key, content(b"b2", max_age=60), now=3.0)  # a replaced entry is indexed once
+    assert cache.invalidate("coap://h/b", now=4.0) == 1 and len(cache) == 1

@@ -18,6 +18,7 @@ from coaptcp.client import ConnectFailed, RequestTimeout
 from coaptcp.client.targets import resolve_target
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
+from coaptcp.core.udp.layer import LimitError
 from coaptcp.core.uri import CoapUri
 from coaptcp.proxy import ForwardProxy, ProxyPolicy, ResponseCache
 from coaptcp.server import Request, Response
@@ -121,6 +122,22 @@ def test_upstream_failures_are_5_02_and_timeouts_5_04() -> None:
     slow = proxy.handle(proxy_request([(N.PROXY_URI, "coap://127.0.0.1/")]))
     client.answers[1].errback(Failure(RequestTimeout("no answer")))
     assert answer_of(slow).code == Code.GATEWAY_TIMEOUT
+    assert proxy.in_flight == 0
+
+
+def test_our_own_upstream_client_full_is_5_03_with_max_age_not_5_02() -> None:
+    proxy, client, _ = make_proxy(["any"])
+    answers = []
+    for _ in range(2):
+        answers.append(proxy.handle(proxy_request([(N.PROXY_URI, "coap://127.0.0.1/")])))
+    for sent in client.answers[:2]:
+        sent.errback(Failure(LimitError("max_queued_requests_per_peer",
+                                        "more than 64 requests queued")))
+    for answer in answers:
+        refused = answer_of(answer)
+        assert refused.code == Code.SERVICE_UNAVAILABLE
+        assert refused.options.get_uint(N.MAX_AGE)
+        assert b"max_queued_requests_per_peer" in refused.payload
     assert proxy.in_flight == 0
 
 

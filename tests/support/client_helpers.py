@@ -44,6 +44,7 @@ class Link:
             limits=Limits(idle_timeout=None),
             max_message_size=network.server_max_message_size,
             client_max_message_size=options.max_message_size,
+            client_site=options.site,  # what a client serves back (RFC 8323 section 3.3)
             server_address=IPv4Address("TCP", "127.0.0.1", port),
             client_address=IPv4Address("TCP", "127.0.0.1", 40000 + len(network.links)),
             greet=False,

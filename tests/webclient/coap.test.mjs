@@ -7,11 +7,14 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
+  COAP_SCHEMES,
   Code,
   CoapConnectionError,
   CoapFormatError,
+  CoapUriError,
   CoapWebSocketClient,
   Option,
+  PROXY_URI_MAX_LENGTH,
   codeDotted,
   codeText,
   decodeMessage,
@@ -19,8 +22,11 @@ import {
   encodeMessage,
   encodeUint,
   formatPayload,
+  getOption,
   getUintOption,
   parseLinkFormat,
+  proxyUriValue,
+  targetOptions,
   uriOptions,
 } from "../../coaptcp/tap/web/coap.js";
 
@@ -165,6 +171,118 @@ describe("helpers", () => {
       { href: "/b", attributes: { if: 's"q' } },
     ]);
     assert.throws(() => parseLinkFormat("/a"), SyntaxError);
+  });
+});
+
+// -- Proxy-Uri (RFC 7252 sections 3.1 and 5.10.2) ----------------------------------------
+
+// An absolute URI of exactly `length` bytes, for the boundaries of the option length.
+const longUri = (length) => {
+  const base = "coap://127.0.0.1:5683/";
+  return base + "a".repeat(length - base.length);
+};
+
+describe("Proxy-Uri encoding matches the Python core", () => {
+  test("GET with Observe = 0 and a short Proxy-Uri", () => {
+    const message = encodeMessage({
+      code: Code.GET, token: Uint8Array.of(1, 2, 3, 4),
+      options: targetOptions({ proxyUri: "coap://127.0.0.1:5683/time" }).concat([[Option.OBSERVE, 0]]),
+    });
+    // Observe: delta 6, length 0; Proxy-Uri: delta 29 = 13 + 0x10, length 26 = 13 + 0x0d.
+    assert.equal(hex(message),
+      "04010102030460dd100d" + hex(utf8("coap://127.0.0.1:5683/time")));
+  });
+  // [URI length, the bytes between the token and the URI]: delta 35 = 13 + 0x16 always;
+  // the length nibble is 13 (one extended byte) up to 268, 14 (two bytes) from 269.
+  const lengths = [
+    [22, "dd1609"], [23, "dd160a"], [268, "dd16ff"], [269, "de160000"], [300, "de16001f"],
+    [PROXY_URI_MAX_LENGTH, "de1602fd"],
+  ];
+  for (const [length, head] of lengths) {
+    test(`a Proxy-Uri of ${length} bytes`, () => {
+      const uri = longUri(length);
+      const message = encodeMessage({ code: Code.GET, token: Uint8Array.of(7),
+        options: targetOptions({ proxyUri: uri }) });
+      assert.equal(hex(message), `010107${head}${hex(utf8(uri))}`);
+      const [[number, value]] = decodeMessage(message).options;
+      assert.deepEqual([number, text(value)], [Option.PROXY_URI, uri]);
+    });
+  }
+  test("a long Proxy-Uri after Observe: an extended delta and a two-byte length", () => {
+    const uri = longUri(300);
+    const message = encodeMessage({ code: Code.GET, token: Uint8Array.of(7),
+      options: [...targetOptions({ proxyUri: uri }), [Option.OBSERVE, 0]] });
+    assert.equal(hex(message.slice(0, 8)), "01010760de10001f");
+    assert.equal(message.length, 308);
+  });
+  test("PUT with Content-Format, a long Proxy-Uri and a payload", () => {
+    const uri = longUri(300);
+    const message = encodeMessage({ code: Code.PUT, token: Uint8Array.of(0xab),
+      options: [...targetOptions({ proxyUri: uri }), [Option.CONTENT_FORMAT, 50]],
+      payload: '{"a":1}' });
+    // Content-Format: delta 12, length 1 (50); Proxy-Uri: delta 23 = 13 + 0x0a, 300 bytes.
+    assert.equal(hex(message), `0103abc132de0a001f${hex(utf8(uri))}ff7b2261223a317d`);
+  });
+  test("options in number order: Observe 6, Hop-Limit 16, Block2 23, Proxy-Uri 35", () => {
+    const uri = longUri(30);
+    const proxied = targetOptions({ proxyUri: uri });
+    const message = encodeMessage({ code: Code.GET, token: Uint8Array.of(7),
+      options: [...proxied, [Option.BLOCK2, 2], [16, 16], [Option.OBSERVE, 0]] });
+    assert.equal(hex(message), `01010760a1107102cd11${hex(utf8(uri))}`);
+    // The page itself never adds a Hop-Limit: the proxy starts it (RFC 8768 section 3).
+    const withoutHop = encodeMessage({ code: Code.GET, token: Uint8Array.of(7),
+      options: [...proxied, [Option.BLOCK2, 2], [Option.OBSERVE, 0]] });
+    assert.equal(hex(withoutHop), `01010760d10402cd11${hex(utf8(uri))}`);
+    assert.deepEqual(decodeMessage(withoutHop).options.map(([n]) => n), [6, 23, 35]);
+  });
+  test("describeOptions shows Proxy-Uri as text", () => {
+    const message = decodeMessage(encodeMessage({ code: Code.GET,
+      options: targetOptions({ proxyUri: "coap+tcp://[::1]/a?b=c" }) }));
+    assert.deepEqual(describeOptions(message),
+      [{ number: 35, name: "Proxy-Uri", value: "coap+tcp://[::1]/a?b=c" }]);
+  });
+});
+
+describe("proxyUriValue and targetOptions", () => {
+  test("every CoAP scheme is accepted, its case folded", () => {
+    for (const scheme of COAP_SCHEMES) {
+      assert.equal(proxyUriValue(`${scheme.toUpperCase()}://h:1/x`), `${scheme}://h:1/x`);
+    }
+    assert.equal(proxyUriValue("  coap://127.0.0.1:5683/  "), "coap://127.0.0.1:5683/");
+    assert.equal(proxyUriValue("coap://[fd00::17]"), "coap://[fd00::17]");
+    assert.equal(proxyUriValue("coap://Host/%41?q=%7e"), "coap://Host/%41?q=%7e");
+  });
+  test("what may not appear in a URI is percent-encoded as UTF-8", () => {
+    assert.equal(proxyUriValue("coap://h/a b/\u00fc?x=50%"), "coap://h/a%20b/%C3%BC?x=50%25");
+  });
+  const refused = [
+    ["a path", "/time", /not an absolute URI/],
+    ["no scheme", "127.0.0.1:5683/time", /scheme "127.0.0.1"|not an absolute URI/],
+    ["another scheme", "http://h/", /scheme "http" is not one of coap, coaps/],
+    ["no host", "coap:///time", /names no host/],
+    ["only a port", "coap://:5683/x", /names no host/],
+    ["no authority", "coap:time", /names no host/],
+    ["a fragment", "coap://h/x#top", /no fragment/],
+  ];
+  for (const [name, uri, pattern] of refused) {
+    test(`refuses ${name}`, () => {
+      assert.throws(() => proxyUriValue(uri),
+        (error) => error instanceof CoapUriError && pattern.test(error.message));
+    });
+  }
+  test(`refuses more than ${PROXY_URI_MAX_LENGTH} bytes, counted after encoding`, () => {
+    assert.equal(proxyUriValue(longUri(PROXY_URI_MAX_LENGTH)).length, PROXY_URI_MAX_LENGTH);
+    assert.throws(() => proxyUriValue(longUri(PROXY_URI_MAX_LENGTH + 1)), /1035 bytes long/);
+    const umlaut = "\u00fc"; // one character, six bytes as %C3%BC
+    assert.equal(proxyUriValue(`${longUri(1028)}${umlaut}`).length, 1034);
+    assert.throws(() => proxyUriValue(`${longUri(1029)}${umlaut}`), /1035 bytes long/);
+  });
+  test("Proxy-Uri replaces Uri-Path and Uri-Query; no Proxy-Uri keeps them", () => {
+    assert.deepEqual(targetOptions({ path: "/a?x=1", proxyUri: "coap://h/b" }),
+      [[Option.PROXY_URI, "coap://h/b"]]);
+    for (const proxyUri of [undefined, null, "", "   "]) {
+      assert.deepEqual(targetOptions({ path: "/a?x=1", proxyUri }), [[11, "a"], [15, "x=1"]]);
+    }
   });
 });
 
@@ -364,7 +482,7 @@ describe("CoapWebSocketClient", () => {
     await client.observe("/hello", (message, info) => seen.push(info));
     const [register] = ws.take();
     ws.deliver({ code: Code.CONTENT, token: register.token, payload: "Hello" });
-    assert.deepEqual(seen, [{ index: 1, final: true, registered: false }]);
+    assert.deepEqual(seen, [{ index: 1, final: true, registered: false, deregistered: false }]);
     ws.deliver({ code: Code.CONTENT, token: register.token, payload: "late" });
     assert.equal(seen.length, 1);
   });
@@ -377,5 +495,74 @@ describe("CoapWebSocketClient", () => {
     await assert.rejects(pending, /connection closed \(1006\)/);
     await assert.rejects(ping, CoapConnectionError);
     await assert.rejects(client.request({ path: "/y" }), /not connected/);
+  });
+});
+
+describe("CoapWebSocketClient through the server's forward proxy", () => {
+  const target = "coap://127.0.0.1:5683/example_data";
+
+  test("requests carry Proxy-Uri and no Uri-Path or Uri-Query", async () => {
+    const { client, ws } = await connected({ serverMms: 66048 });
+    ws.take();
+    const got = client.request({ method: "GET", path: "/ignored?q=1", proxyUri: target });
+    const put = client.request({ method: "PUT", proxyUri: target, payload: "42", contentFormat: 0 });
+    const gone = client.request({ method: "DELETE", proxyUri: target });
+    const post = client.request({ method: "POST", proxyUri: longUri(1000), payload: "x" });
+    const sent = ws.take();
+    assert.deepEqual(sent.map((m) => m.code), [Code.GET, Code.PUT, Code.DELETE, Code.POST]);
+    assert.deepEqual(sent[0].options.map(([n, v]) => [n, text(v)]), [[35, target]]);
+    assert.deepEqual(sent[1].options.map(([n, v]) => [n, text(v)]), [[12, ""], [35, target]]);
+    assert.equal(text(sent[1].payload), "42");
+    assert.deepEqual(sent[2].options.map(([n]) => n), [35]);
+    assert.equal(text(getOption(sent[3], 35)), longUri(1000));
+    for (const [message, code] of [[sent[0], Code.CONTENT], [sent[1], 0x44], [sent[2], 0x42],
+      [sent[3], 0x44]]) {
+      ws.deliver({ code, token: message.token, payload: code === Code.CONTENT ? "data" : "" });
+    }
+    assert.equal(text((await got).payload), "data");
+    assert.deepEqual([(await put).code, (await gone).code, (await post).code], [0x44, 0x42, 0x44]);
+  });
+
+  test("a URI that cannot be a Proxy-Uri rejects and sends nothing", async () => {
+    const { client, ws } = await connected();
+    ws.take();
+    await assert.rejects(client.request({ proxyUri: "http://example.com/" }), CoapUriError);
+    await assert.rejects(client.observe("/", () => {}, { proxyUri: "coap:///x" }), CoapUriError);
+    assert.deepEqual(ws.take(), []);
+  });
+
+  test("a long Proxy-Uri counts against the server's Max-Message-Size", async () => {
+    const { client, ws } = await connected({ serverMms: 1152 });
+    ws.take();
+    await assert.rejects(
+      client.request({ method: "PUT", proxyUri: longUri(1034), payload: "y".repeat(200) }),
+      /exceeds the server's Max-Message-Size of 1152 bytes/);
+    assert.deepEqual(ws.take(), []);
+  });
+
+  test("observe registers and deregisters with the same Proxy-Uri and token", async () => {
+    const { client, ws } = await connected();
+    ws.take();
+    const seen = [];
+    const uri = "coap://127.0.0.1:5683/time";
+    const infos = [];
+    const handle = await client.observe("/ignored", (message, info) => {
+      seen.push([text(message.payload), info.index, info.final]);
+      infos.push(info);
+    }, { proxyUri: uri });
+    const [register] = ws.take();
+    assert.deepEqual(register.options.map(([n, v]) => [n, n === 35 ? text(v) : [...v]]),
+      [[6, []], [35, uri]]);
+    ws.deliver({ code: Code.CONTENT, token: register.token, options: [[6, 2]], payload: "17:29:11" });
+    ws.deliver({ code: Code.CONTENT, token: register.token, options: [[6, 3]], payload: "17:29:12" });
+    const cancelled = handle.cancel();
+    const [deregister] = ws.take();
+    assert.equal(hex(deregister.token), hex(register.token));
+    assert.deepEqual(deregister.options.map(([n, v]) => [n, n === 35 ? text(v) : [...v]]),
+      [[6, [1]], [35, uri]]);
+    ws.deliver({ code: Code.CONTENT, token: register.token, payload: "17:29:13" });
+    await cancelled;
+    assert.deepEqual(seen, [["17:29:11", 1, false], ["17:29:12", 2, false], ["17:29:13", 3, true]]);
+    assert.deepEqual(infos.map((info) => info.deregistered), [false, false, true]);
   });
 });

@@ -1,16 +1,14 @@
 """End to end: headless Chromium (Debian's ``chromium`` and ``chromium-driver``, driven with
 Selenium) loads the browser client from a real ``twistd coaptcp --ws`` on loopback and uses
 it as a person would: connect, discovery, GET, PUT/POST text and JSON, Observe, Ping,
-Release.  Every wait is bounded (WebDriverWait); a missing browser fails the test.
+Release.  Every wait is bounded (WebDriverWait); a missing browser fails the test
+(browser_page.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,22 +16,10 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
+from browser_page import Page, chromium, open_page
 from peers import RunningPeer, free_port, run_server, twistd_path
 
 pytestmark = pytest.mark.browser
-
-WAIT = 20.0  # seconds any one step may take
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,1600",
-]
 
 
 @pytest.fixture(scope="module")
@@ -49,104 +35,14 @@ def server() -> Iterator[RunningPeer]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    assert chromium and driver_path, (
-        "chromium and chromedriver are needed: apt-get install chromium chromium-driver"
-    )
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium fetch a browser
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    profile = tempfile.mkdtemp(prefix="coaptcp-chromium-", dir=tmp_path_factory.getbasetemp())
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(WAIT)
-    try:
+    with chromium(tmp_path_factory.getbasetemp()) as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-class Page:
-    """The browser client as the test sees it (ids and data-testid attributes)."""
-
-    def __init__(self, driver: Any) -> None:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import Select, WebDriverWait
-
-        self.driver = driver
-        self.By = By
-        self.Select = Select
-        self.wait = WebDriverWait(driver, WAIT)
-
-    def find(self, css: str) -> Any:
-        return self.driver.find_element(self.By.CSS_SELECTOR, css)
-
-    def find_all(self, css: str) -> list[Any]:
-        return self.driver.find_elements(self.By.CSS_SELECTOR, css)
-
-    def until(self, condition: Any, message: str) -> Any:
-        return self.wait.until(lambda _: condition(), message)
-
-    def results(self) -> list[Any]:
-        return self.find_all("#results [data-testid=result]")
-
-    def send(self, method: str, path: str, *, payload: str = "", fmt: str = "0",
-             observe: bool = False) -> Any:
-        """Fill the request form, send, and return the new result card once answered."""
-        before = len(self.results())
-        self.Select(self.find("#method")).select_by_visible_text(method)
-        self.Select(self.find("#format")).select_by_value(fmt)
-        path_input = self.find("#path")
-        path_input.clear()
-        path_input.send_keys(path)
-        area = self.find("#payload")
-        area.clear()
-        if payload:
-            area.send_keys(payload)
-        box = self.find("#observe")
-        if box.is_selected() != observe:
-            box.click()
-        self.find("#send").click()
-        self.until(lambda: len(self.results()) == before + 1, f"no result for {method} {path}")
-        card = self.results()[0]
-        answered = "[data-testid=code], [data-testid=failure]"
-        self.until(lambda: card.find_elements(self.By.CSS_SELECTOR, answered),
-                   f"{method} {path} was not answered")
-        return card
-
-    def code(self, card: Any) -> str:
-        return str(card.find_element(self.By.CSS_SELECTOR, "[data-testid=code]").text)
-
-    def payload(self, card: Any) -> tuple[str, str]:
-        element = card.find_element(self.By.CSS_SELECTOR, "[data-testid=payload]")
-        text = self.driver.execute_script("return arguments[0].textContent", element)
-        return str(element.get_attribute("data-kind")), str(text)
-
-    def options(self, card: Any) -> dict[str, str]:
-        rows = card.find_elements(self.By.CSS_SELECTOR, "[data-testid=options] tr")
-        tag = self.By.TAG_NAME
-        return {row.find_element(tag, "th").text: row.find_element(tag, "td").text for row in rows}
 
 
 @pytest.fixture(scope="module")
-def page(browser: Any, server: RunningPeer, tmp_path_factory: pytest.TempPathFactory):
-    browser.get(f"http://127.0.0.1:{server.port}/")
-    page = Page(browser)
-    page.until(lambda: browser.find_element(page.By.TAG_NAME, "body").get_attribute("data-ready"),
-               "the page script did not start")
-    assert page.find("#url").get_attribute("value") == (
-        f"ws://127.0.0.1:{server.port}/.well-known/coap"
-    )
-    page.find("#connect").click()
-    page.until(lambda: "Max-Message-Size" in page.find("#status").text,
-               "no CSM from the server shown")
-    yield page
+def page(browser: Any, server: RunningPeer,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    yield open_page(browser, server.port)
     shot = tmp_path_factory.getbasetemp() / "browser-client.png"
     browser.save_screenshot(str(shot))
 

@@ -12,6 +12,7 @@ import {
   getUintOption,
   isResponse,
   parseLinkFormat,
+  proxyUriValue,
 } from "./coap.js";
 
 const $ = (id) => document.getElementById(id);
@@ -98,11 +99,20 @@ function showError(card, error) {
     attrs: { "data-testid": "failure" } }));
 }
 
-async function sendRequest({ method, path, payload, contentFormat }) {
-  const line = `${method} ${path}`;
-  const { card } = newResultCard(line);
+// What a result card says it asked for: the path, or the URI asked of the proxy.
+function targetLine(path, proxyUri) {
+  return proxyUri ? `${proxyUri} (through the proxy)` : path;
+}
+
+function markProxied(card, proxyUri) {
+  if (proxyUri) card.dataset.proxyUri = proxyUri;
+}
+
+async function sendRequest({ method, path, proxyUri, payload, contentFormat }) {
+  const { card } = newResultCard(`${method} ${targetLine(path, proxyUri)}`);
+  markProxied(card, proxyUri);
   try {
-    const response = await client.request({ method, path, payload, contentFormat });
+    const response = await client.request({ method, path, proxyUri, payload, contentFormat });
     card.append(renderMessage(response));
     return response;
   } catch (error) {
@@ -111,9 +121,19 @@ async function sendRequest({ method, path, payload, contentFormat }) {
   }
 }
 
-async function startObservation(path) {
-  const { card, header } = newResultCard(`GET ${path} (Observe)`);
+// Why an observation is over, for the card (RFC 7641 sections 3.2 and 3.6).
+function observationEnd(message, { registered, deregistered }) {
+  if (deregistered) return "Observation cancelled.";
+  if (message.code >> 5 !== 2) return `Observation ended: ${codeText(message.code)}.`;
+  if (registered) return "Observation ended.";
+  return "Observation ended: the response carried no Observe option, so the server " +
+    "sends no notifications for this resource.";
+}
+
+async function startObservation(path, { proxyUri } = {}) {
+  const { card, header } = newResultCard(`GET ${targetLine(path, proxyUri)} (Observe)`);
   card.dataset.observe = "true";
+  markProxied(card, proxyUri);
   const counter = element("span", { text: "0 notifications", className: "note",
     attrs: { "data-testid": "notification-count" } });
   const cancel = element("button", { text: "Cancel observation",
@@ -122,7 +142,7 @@ async function startObservation(path) {
     attrs: { "data-testid": "observe-state" } });
   header.append(counter, cancel);
   card.append(state);
-  const onNotification = (message, { index, final, registered }) => {
+  const onNotification = (message, { index, final, registered, deregistered }) => {
     counter.textContent = `${index} notification${index === 1 ? "" : "s"}`;
     const block = renderMessage(message, { testid: "notification" });
     block.classList.add("notification");
@@ -130,14 +150,11 @@ async function startObservation(path) {
     card.append(block);
     if (final) {
       cancel.disabled = true;
-      state.textContent = registered
-        ? "Observation ended."
-        : "Observation ended: the response carried no Observe option, so the server " +
-          "sends no notifications for this resource.";
+      state.textContent = observationEnd(message, { registered, deregistered });
     }
   };
   try {
-    const handle = await client.observe(path, onNotification);
+    const handle = await client.observe(path, onNotification, { proxyUri });
     cancel.addEventListener("click", async () => {
       cancel.disabled = true;
       try {
@@ -227,12 +244,21 @@ function submitRequest(event) {
   $("request-error").textContent = "";
   const method = $("method").value;
   const path = $("path").value.trim() || "/";
+  let proxyUri;
+  if ($("proxy-uri").value.trim() !== "") {
+    try {
+      proxyUri = proxyUriValue($("proxy-uri").value);
+    } catch (error) {
+      $("request-error").textContent = `Proxy-Uri: ${error.message}.`;
+      return;
+    }
+  }
   if ($("observe").checked) {
     if (method !== "GET") {
       $("request-error").textContent = "Observe works with GET only.";
       return;
     }
-    startObservation(path);
+    startObservation(path, { proxyUri });
     return;
   }
   const withBody = method === "PUT" || method === "POST";
@@ -246,7 +272,12 @@ function submitRequest(event) {
       return;
     }
   }
-  sendRequest({ method, path, payload, contentFormat });
+  sendRequest({ method, path, proxyUri, payload, contentFormat });
+}
+
+// Path does not apply while a Proxy-Uri is given; the field says so by being disabled.
+function proxyUriChanged() {
+  $("path").disabled = $("proxy-uri").value.trim() !== "";
 }
 
 async function ping() {
@@ -265,4 +296,7 @@ $("request-form").addEventListener("submit", submitRequest);
 $("release").addEventListener("click", () => client?.release("closed from the page"));
 $("ping").addEventListener("click", ping);
 $("reload").addEventListener("click", loadResources);
+$("proxy-uri").addEventListener("input", proxyUriChanged);
+$("proxy-uri").addEventListener("change", proxyUriChanged);
+proxyUriChanged();
 document.body.dataset.ready = "true";

@@ -303,6 +303,70 @@ export function uriOptions(pathAndQuery) {
   return options;
 }
 
+/** URI schemes a forward proxy may be asked to reach (RFC 7252 section 6, RFC 8323 section 8). */
+export const COAP_SCHEMES = Object.freeze(["coap", "coaps", "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws"]);
+
+/** The longest Proxy-Uri value, in bytes (RFC 7252 section 5.10.2). */
+export const PROXY_URI_MAX_LENGTH = 1034;
+
+/** A target URI the page cannot send as Proxy-Uri. */
+export class CoapUriError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "CoapUriError";
+  }
+}
+
+// What may appear in a URI as it is (RFC 3986 section 2: unreserved, reserved and "%").
+const NOT_IN_URI = /[^A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})/gu;
+
+function percentEncode(character) {
+  return Array.from(encoder.encode(character),
+    (b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`).join("");
+}
+
+/**
+ * The Proxy-Uri option value for an absolute CoAP URI such as "coap://192.0.2.1:5683/temp"
+ * (RFC 7252 section 5.10.2): the scheme in lower case (RFC 3986 section 3.1), characters
+ * that may not appear in a URI (spaces, non-ASCII, a "%" not starting an escape) percent-
+ * encoded as UTF-8 (RFC 3986 section 2.1), the rest as given.  Throws CoapUriError for a
+ * relative URI, a scheme other than COAP_SCHEMES, a missing host, a fragment (RFC 7252
+ * section 6.4: a CoAP request has none) or more than PROXY_URI_MAX_LENGTH bytes.
+ */
+export function proxyUriValue(uri) {
+  const text = String(uri).trim();
+  const found = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(text);
+  if (!found) throw new CoapUriError(`"${text}" is not an absolute URI (scheme://host/path)`);
+  const scheme = found[1].toLowerCase();
+  if (!COAP_SCHEMES.includes(scheme)) {
+    throw new CoapUriError(`the scheme "${scheme}" is not one of ${COAP_SCHEMES.join(", ")}`);
+  }
+  const rest = text.slice(found[0].length);
+  if (!rest.startsWith("//") || /^\/\/(?:[^@/?#]*@)?(?:[:/?#]|$)/.test(rest)) {
+    throw new CoapUriError(`"${text}" names no host`);
+  }
+  if (rest.includes("#")) throw new CoapUriError("a CoAP request URI has no fragment (#...)");
+  const value = `${scheme}:${rest.replace(NOT_IN_URI, percentEncode)}`;
+  if (value.length > PROXY_URI_MAX_LENGTH) {
+    throw new CoapUriError(
+      `the URI is ${value.length} bytes long; Proxy-Uri takes at most ${PROXY_URI_MAX_LENGTH}`);
+  }
+  return value;
+}
+
+/**
+ * The options naming a request's target: Proxy-Uri when `proxyUri` is given (a request for
+ * the server's forward proxy, RFC 7252 section 5.7.2), else Uri-Path and Uri-Query for
+ * `path` on the server itself.  Proxy-Uri takes the place of the Uri-* options (section
+ * 5.10.2), so the two are never sent together.
+ */
+export function targetOptions({ path = "/", proxyUri } = {}) {
+  if (proxyUri !== undefined && proxyUri !== null && String(proxyUri).trim() !== "") {
+    return [[Option.PROXY_URI, proxyUriValue(proxyUri)]];
+  }
+  return uriOptions(path);
+}
+
 function hex(bytes) {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -512,29 +576,37 @@ export class CoapWebSocketClient {
   }
 
   /**
-   * Send a request.  `path` may carry a query ("/a?x=1").  Resolves with the response
+   * Send a request.  `path` may carry a query ("/a?x=1"); with `proxyUri` (an absolute
+   * CoAP URI) the request goes through the server's forward proxy instead, with Proxy-Uri
+   * and no Uri-Path or Uri-Query (RFC 7252 section 5.10.2).  Resolves with the response
    * ({code, token, options, payload}); rejects with CoapConnectionError if the connection
    * ends first.  With `observe` set, use observe() instead.
    */
-  request({ method = "GET", path = "/", payload = EMPTY, contentFormat, accept, options = [] } = {}) {
+  request({
+    method = "GET", path = "/", proxyUri, payload = EMPTY, contentFormat, accept, options = [],
+  } = {}) {
     return new Promise((resolve, reject) => {
-      this._sendRequest({ method, path, payload, contentFormat, accept, options }, { resolve, reject });
+      this._sendRequest({ method, path, proxyUri, payload, contentFormat, accept, options },
+        { resolve, reject });
     });
   }
 
   /**
    * Observe a resource (RFC 7641 over RFC 8323 section 7): GET with Observe = 0.  Each
-   * notification calls onNotification(message, {index, final}); the returned promise
+   * notification calls onNotification(message, {index, final, registered, deregistered})
+   * (deregistered: the answer to our cancel(), final); the returned promise
    * resolves to a handle {token, cancel()}.  cancel() deregisters with GET Observe = 1 and
    * the same token (RFC 8323 section 7.4).  A response without an Observe option ends the
-   * observation (the server did not register it) and is final.
+   * observation (the server did not register it) and is final.  With `proxyUri` the
+   * resource is observed through the server's forward proxy (RFC 7641 section 5), and the
+   * deregistering GET carries the same Proxy-Uri.
    */
-  observe(path, onNotification, { accept } = {}) {
-    const observer = { onNotification, count: 0, path, accept, finished: false };
+  observe(path, onNotification, { accept, proxyUri } = {}) {
+    const observer = { onNotification, count: 0, path, proxyUri, accept, finished: false };
     return new Promise((resolve, reject) => {
       const handle = { token: null, cancel: () => this._cancelObservation(handle, observer) };
       const token = this._sendRequest(
-        { method: "GET", path, accept, options: [[Option.OBSERVE, 0]] },
+        { method: "GET", path, proxyUri, accept, options: [[Option.OBSERVE, 0]] },
         { resolve: () => {}, reject, observer });
       if (token === null) return;
       handle.token = token;
@@ -552,13 +624,14 @@ export class CoapWebSocketClient {
       observer.deregistering = true;
       entry.resolve = resolve;
       entry.reject = reject;
-      const options = [[Option.OBSERVE, 1], ...uriOptions(observer.path)];
+      const options = [[Option.OBSERVE, 1],
+        ...targetOptions({ path: observer.path, proxyUri: observer.proxyUri })];
       if (observer.accept !== undefined) options.push([Option.ACCEPT, observer.accept]);
       this._send({ code: Code.GET, token: handle.token, options });
     });
   }
 
-  _sendRequest({ method, path, payload, contentFormat, accept, options }, entry) {
+  _sendRequest({ method, path, proxyUri, payload, contentFormat, accept, options }, entry) {
     const code = METHOD_CODES[String(method).toUpperCase()];
     if (code === undefined) {
       entry.reject(new Error(`unknown method ${method}`));
@@ -568,7 +641,13 @@ export class CoapWebSocketClient {
       entry.reject(new CoapConnectionError("not connected"));
       return null;
     }
-    const all = [...options, ...uriOptions(path)];
+    let all;
+    try {
+      all = [...options, ...targetOptions({ path, proxyUri })];
+    } catch (error) {
+      entry.reject(error);
+      return null;
+    }
     if (contentFormat !== undefined && contentFormat !== null && contentFormat !== "") {
       all.push([Option.CONTENT_FORMAT, Number(contentFormat)]);
     }
@@ -744,7 +823,8 @@ export class CoapWebSocketClient {
       this._pending.delete(key);
       observer.finished = true;
     }
-    observer.onNotification(message, { index: observer.count, final, registered });
+    const deregistered = Boolean(observer.deregistering);
+    observer.onNotification(message, { index: observer.count, final, registered, deregistered });
     if (final) entry.resolve(message);
   }
 }

@@ -92,7 +92,8 @@ class AutobahnFastPath:
             self, code: int | None, reason: bytes | None
         ) -> tuple[int, str] | None: ...
 
-    #: Read and write the common data frames ourselves (:mod:`.frames`) instead of
+    #: Read and write the common data frames ourselves
+    #: (:mod:`~coaptcp.transport.websocket.frames`) instead of
     #: through autobahn's per-frame machinery; everything else still goes to autobahn.
     #: Set to ``False`` (on the class or a protocol before it opens) to use autobahn only.
     coap_fast_path: bool = True
