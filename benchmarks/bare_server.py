@@ -9,7 +9,8 @@ same reactor and transport cost with (almost) no CoAP work.  ``--eager`` sends e
 answers from ``dataReceived`` when Twisted holds nothing unsent (``socket.send``, the rest
 to ``transport.write``) instead of leaving them to the reactor's next turn: the ceiling of
 writing at once; ``--turn`` holds them in Twisted's buffer and sends every connection's at
-the end of the turn (one ``callLater(0)``), before the reactor polls again.  Not a CoAP implementation: for ``run.py``, ``connsetup.py`` only.
+the end of the turn (one ``callLater(0)``), before the reactor polls again.  Not a CoAP
+implementation: for ``run.py``, ``connsetup.py`` only.
 """
 
 from __future__ import annotations

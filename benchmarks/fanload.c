@@ -2,7 +2,8 @@
  * fanload: Observe fan-out load for CoAP over TCP (RFC 7641 over RFC 8323).
  *
  * Opens C connections (paced, -P at a time: libcoap listens with a backlog of 5), on
- * each sends its CSM and K GETs with Observe=0 for PATH (one token each), and waits
+ * each sends its CSM and K GETs with Observe=0 for PATH (one token and one Uri-Query
+ * "o=J" each, so that no server takes two of them for the same), and waits
  * until every registration is answered (2.05 with an Observe option; one without is
  * counted as declined).  A control connection then PUTs a new state to PATH every
  * PERIOD ms, N rounds after W warm-up rounds: the state is the round's number, so each
@@ -263,7 +264,15 @@ static void on_connected(struct conn *c)
         for (int j = 0; j < opt_k; j++) {
             uint32_t t = (uint32_t)(c->index * MAX_K + j);
             uint8_t tok[4] = {(uint8_t)(t >> 24), (uint8_t)(t >> 16), (uint8_t)(t >> 8), (uint8_t)t};
-            size_t n = put_frame(frame, 0x01, tok, 4, body, 1 + path_len);
+            /* Uri-Query (15) "o=J": each observation of a connection is a different
+             * request, so that servers keying observers by request (libcoap) keep all */
+            char query[8];
+            int ql = snprintf(query, sizeof query, "o=%d", j);
+            size_t blen = 1 + path_len;
+            body[blen++] = (uint8_t)(4 << 4 | ql);
+            memcpy(body + blen, query, (size_t)ql);
+            blen += (size_t)ql;
+            size_t n = put_frame(frame, 0x01, tok, 4, body, blen);
             queue(c, frame, n);
         }
     }

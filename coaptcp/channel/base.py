@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
 
@@ -33,11 +33,20 @@ if TYPE_CHECKING:
     from coaptcp.server.resource import Site
     from coaptcp.server.tlsinfo import TLSInfo
 
-__all__ = ["ChannelBase", "transport_gone"]
+__all__ = ["ChannelBase", "FrameWriter", "transport_gone"]
 
 
-def transport_gone(*_: object) -> None:
+def transport_gone(*_: object, **__: object) -> None:
     """What a channel's write, close and abort become once its transport is gone."""
+
+
+class FrameWriter(Protocol):
+    """How a channel writes: ``write(frames)``, or ``write(frames, True)`` for output
+    that may wait for the end of the reactor's turn (notifications: many connections'
+    go out together, each connection's in one send; see :mod:`coaptcp.transport.eager`)."""
+
+    def __call__(self, frames: list[bytes], soon: bool = False) -> None:
+        """Write ``frames`` (one per CoAP message, in order)."""
 
 
 class ChannelBase:
@@ -115,7 +124,7 @@ class ChannelBase:
     release_timeout: float
     max_observations: int
     _reactor: IReactorTime
-    _write: Callable[[list[bytes]], None]
+    _write: FrameWriter
     #: Closes the transport gracefully; true if it is sure to close within a reactor
     #: turn (then no close timeout is armed).
     _close: Callable[[], bool | None]
@@ -167,6 +176,13 @@ class ChannelBase:
         frames = self.connection.data_to_send()
         if frames and not self._lost:
             self._write(frames)
+
+    def _flush_soon(self) -> None:
+        """Write what the core queued, allowed to wait for the end of the reactor's turn
+        (a notification: not an answer to what the peer just sent)."""
+        frames = self.connection.data_to_send()
+        if frames and not self._lost:
+            self._write(frames, True)
 
     def _log_limit_once(self, name: str, message: str, **fields: object) -> None:
         """Log that a limit was reached, once per connection and limit."""

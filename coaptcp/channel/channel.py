@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from coaptcp.channel.base import transport_gone
+from coaptcp.channel.base import FrameWriter, transport_gone
 from coaptcp.channel.errors import ConnectionClosedError, RequestNotSent
 from coaptcp.channel.flow import InputFlow
 from coaptcp.channel.lifecycle import Lifecycle
@@ -74,8 +74,10 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
     """One CoAP connection's dispatcher over a Twisted transport.
 
     :param connection: the sans-I/O core for this connection (not yet started).
-    :param write: writes a list of frames (``transport.writeSequence`` for TCP/TLS; one
-        binary WebSocket message per frame for WebSockets).
+    :param write: writes a list of frames (joined into one write for TCP/TLS; one binary
+        WebSocket message per frame for WebSockets); a second argument true marks output
+        that may wait for the end of the reactor's turn (:class:`~coaptcp.channel.base.
+        FrameWriter`).
     :param close: closes the transport gracefully (flushing pending writes first); it may
         return true when the transport is sure to close within a reactor turn (nothing
         unsent, no closing handshake): then no close timeout is armed.
@@ -94,7 +96,7 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
         self,
         connection: Connection,
         *,
-        write: Callable[[list[bytes]], None],
+        write: FrameWriter,
         close: Callable[[], bool | None],
         abort: Callable[[], None],
         reactor: IReactorTime,

@@ -108,7 +108,9 @@ class ServedObservations(ChannelBase, ObservationRegistry):
             # An error response ends the observation (RFC 7641 section 3.2).
             self.remove_observation(observation.resource, observation.token)
         self._respond(observation.message, response)
-        self._flush()
+        # Not an answer to a read: the end of the turn will do, where every notification
+        # of this change to this connection goes in one send (coaptcp.transport.eager).
+        self._flush_soon()
         if observation.stale:
             self.notify(observation)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from twisted.logger import Logger
 
-from coaptcp.core.options import OptionNumber
+from coaptcp.core.options import OptionNumber, Options, encode_uint
 from coaptcp.server.request import Request, Response
 from coaptcp.server.resource import Resource
 
@@ -41,6 +41,9 @@ __all__ = [
     "mark_notification",
     "observe_request",
 ]
+
+_OBSERVE = int(OptionNumber.OBSERVE)
+_MAX_AGE = int(OptionNumber.MAX_AGE)
 
 #: Observe values are 24-bit sequence numbers (RFC 7641 section 3.4).
 SEQUENCE_MODULUS = 1 << 24
@@ -174,7 +177,21 @@ class ObservationRegistry:
 
 def mark_notification(response: Response, resource: ObservableResource) -> None:
     """Give ``response`` the resource's next Observe value and a Max-Age (RFC 7641 4.2)."""
-    options = response.options.replace(OptionNumber.OBSERVE, resource.next_sequence())
+    sequence = resource.next_sequence()
+    items = response.options.items
+    if not any(number == _OBSERVE or number == _MAX_AGE for number, _ in items):
+        # The common case, once per notification: neither is there yet; both go in,
+        # in one pass (option numbers stay sorted).
+        observe = (_OBSERVE, encode_uint(sequence))
+        max_age = (_MAX_AGE, encode_uint(resource.max_age))
+        merged = [pair for pair in items if pair[0] < _OBSERVE]
+        merged.append(observe)
+        merged += [pair for pair in items if _OBSERVE < pair[0] < _MAX_AGE]
+        merged.append(max_age)
+        merged += [pair for pair in items if pair[0] > _MAX_AGE]
+        response.options = Options._from_sorted(tuple(merged))
+        return
+    options = response.options.replace(OptionNumber.OBSERVE, sequence)
     if options.max_age is None:
         options = options.replace(OptionNumber.MAX_AGE, resource.max_age)
     response.options = options

@@ -123,13 +123,14 @@ class CoapProtocol(ChannelOwner, Protocol):
         if refusal is not None:
             self.channel.abort(refusal.diagnostic)
 
-    def _write_frames(self, frames: list[bytes]) -> None:
+    def _write_frames(self, frames: list[bytes], soon: bool = False) -> None:
         # One write of the joined frames: one send, and writeSequence would check and
-        # count each frame in Python.
+        # count each frame in Python.  Many answers to one read, and notifications
+        # (``soon``), may wait for the end of the turn (coaptcp.transport.eager).
         if len(frames) == 1:
-            self._send(frames[0])
+            self._send(frames[0], soon)
         else:
-            self._send(b"".join(frames), len(frames) >= BATCH_MESSAGES)
+            self._send(b"".join(frames), soon or len(frames) >= BATCH_MESSAGES)
 
     def _close_transport(self) -> bool:
         """Close gracefully, no longer as the transport's producer: Twisted's TLS layer

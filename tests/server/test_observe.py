@@ -666,3 +666,21 @@ def test_clock_stops_when_the_last_observer_connection_goes() -> None:
     assert tree.time.observer_count == 0
     # the ticker's timer is gone from the reactor, not just ignored
     assert not [c for c in tree.clock.getDelayedCalls() if "LoopingCall" in repr(c.func)]
+
+
+def test_mark_notification_adds_observe_and_max_age_in_order() -> None:
+    from coaptcp.server.observe import mark_notification
+
+    resource = ObservableResource()
+    options = Options([(OptionNumber.ETAG, b"e"), (OptionNumber.CONTENT_FORMAT, 0),
+                       (OptionNumber.SIZE2, 5)])
+    response = Response(Code.CONTENT, b"x", options=options)
+    mark_notification(response, resource)
+    assert [n for n, _ in response.options.items] == [4, 6, 12, 14, 28]
+    assert response.options.observe == 1 and response.options.max_age == resource.max_age
+    own = Response(Code.CONTENT, b"x", options=Options([(OptionNumber.MAX_AGE, 7)]))
+    mark_notification(own, resource)
+    assert own.options.max_age == 7 and own.options.observe == 2
+    again = Response(Code.CONTENT, b"x", options=Options([(OptionNumber.OBSERVE, 99)]))
+    mark_notification(again, resource)
+    assert tuple(again.options.get_all(OptionNumber.OBSERVE)) == (b"\x03",)

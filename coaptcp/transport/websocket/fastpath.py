@@ -158,7 +158,7 @@ class AutobahnFastPath:
 
     # -- output ---------------------------------------------------------------------------
 
-    def _send_frames(self, frames: list[bytes]) -> None:
+    def _send_frames(self, frames: list[bytes], soon: bool = False) -> None:
         """One binary WebSocket message per CoAP message, never fragmented (section 4.2)."""
         if self.state != _STATE_OPEN:
             # We (or the peer) started the closing handshake: nothing more may be sent.
@@ -175,17 +175,18 @@ class AutobahnFastPath:
         # autobahn 26.x: frames queued by sendMessage (a sync=False write) wait in
         # send_queue; ours must not overtake them.
         if self._fast_out and not self.send_queue:
-            self._write_frames(frames)
+            self._write_frames(frames, soon)
             return
         for frame in frames:
             self.sendMessage(frame, isBinary=True)
 
-    def _write_frames(self, frames: list[bytes]) -> None:
+    def _write_frames(self, frames: list[bytes], soon: bool = False) -> None:
         """Write CoAP messages as the frames ``sendMessage`` would write, in one write.
 
         One final binary frame each (RFC 8323 section 4.2, RFC 6455 section 5.2),
         unmasked from a server and masked from a client (section 5.1); autobahn's
-        traffic counters count them as it counts its own.
+        traffic counters count them as it counts its own.  Many, or ``soon``
+        (notifications), may wait for the end of the reactor's turn.
         """
         chunk = encode_frames(frames, masked=self._fast_mask_out)
         count = len(frames)
@@ -203,7 +204,7 @@ class AutobahnFastPath:
             # autobahn's own writes (handshake, control frames) still go through
             # transport.write, so what they queued is never overtaken.
             send = self._coap_send = eager_writer(self.transport)
-        send(chunk, count >= BATCH_MESSAGES)
+        send(chunk, soon or count >= BATCH_MESSAGES)
 
     def _flush_batch(self) -> None:
         """Write the answers held back while a read is parsed (before anything else)."""
