@@ -30,6 +30,7 @@ classes serve every POSIX reactor (epoll, poll, select), so all of them take thi
 from __future__ import annotations
 
 import errno
+import select
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ __all__ = [
     "BATCH_MESSAGES",
     "EagerTLSTransport",
     "EagerWrite",
+    "closes_at_once",
     "eager_writer",
     "sends_eagerly",
     "unsent_bytes",
@@ -81,6 +83,25 @@ def unsent_bytes(transport: Any) -> int:
     from ``offset``, and sets both back to empty (``b""`` and 0) once all is sent.
     """
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
+
+
+def closes_at_once(transport: Any) -> bool:
+    """Whether the ``loseConnection`` just called on ``transport`` closes it in the
+    reactor's next turn, whatever the peer does (then no close timeout is needed).
+
+    Twisted 26.x (abstract.FileDescriptor.loseConnection): the transport stops reading
+    and waits for the socket to be writable; ``doWrite`` then finds its buffer empty and
+    closes.  So it closes at once only when Twisted holds nothing unsent *and* the
+    kernel's send buffer has room now: a peer that reads nothing more can keep that
+    buffer full, and the socket never writable (a transport :func:`sends_eagerly` does
+    not accept is never taken to close at once).  One ``poll`` with no timeout, on the
+    close path only.
+    """
+    if not sends_eagerly(transport) or unsent_bytes(transport):
+        return False
+    poller = select.poll()
+    poller.register(transport.fileno(), select.POLLOUT)
+    return any(events == select.POLLOUT for _, events in poller.poll(0))
 
 
 #: A write of this many CoAP messages or more (a read that carried as many requests) is

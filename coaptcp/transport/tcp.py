@@ -42,9 +42,8 @@ from coaptcp.transport.admission import ConnectionAdmission, ConnectionGate, hos
 from coaptcp.transport.eager import (
     BATCH_MESSAGES,
     EagerWrite,
+    closes_at_once,
     eager_writer,
-    sends_eagerly,
-    unsent_bytes,
 )
 
 if TYPE_CHECKING:
@@ -137,14 +136,15 @@ class CoapProtocol(ChannelOwner, Protocol):
         holds back its close_notify, and so the close, while a producer is registered.
 
         True when the close cannot wait for the peer: a TCP transport that holds nothing
-        unsent closes in the reactor's next turn (TLS waits for the peer's close_notify).
+        unsent, its socket writable, closes in the reactor's next turn (TLS waits for the
+        peer's close_notify; :func:`~coaptcp.transport.eager.closes_at_once`).
         """
         transport = self.transport
         if transport is None:
             return True
         transport.unregisterProducer()  # type: ignore[attr-defined]
         transport.loseConnection()
-        return sends_eagerly(transport) and unsent_bytes(transport) == 0
+        return closes_at_once(transport)
 
     _peer_settled = False
 

@@ -8,6 +8,8 @@ sends lands in :attr:`FakeSocket.sent`.  For the tests of eager writes
 from __future__ import annotations
 
 import errno
+import socket
+import weakref
 from typing import Any
 
 from twisted.internet import tcp
@@ -19,19 +21,39 @@ __all__ = ["FakePort", "FakeSocket", "fake_server", "writing"]
 
 class FakeSocket:
     """Takes at most ``room`` bytes in all (``None``: any), then EAGAIN; or raises
-    ``error`` on every send."""
+    ``error`` on every send.
+
+    Its file descriptor is one end of a real socket pair, so that ``poll`` on it says
+    whether the kernel would take more (:meth:`fill_kernel_buffer` makes it say no); the
+    bytes sent never go there."""
 
     def __init__(self, room: int | None = None, error: OSError | None = None) -> None:
         self.room = room
         self.error = error
         self.sent: list[bytes] = []
         self.calls = 0
+        self._pair = socket.socketpair()
+        for end in self._pair:
+            end.setblocking(False)
+        weakref.finalize(self, _close_pair, self._pair)
+
+    def fill_kernel_buffer(self) -> None:
+        """Fill the descriptor's send buffer (its peer reads nothing): not writable."""
+        end = self._pair[0]
+        while True:
+            try:
+                end.send(b"x" * 65536)
+            except BlockingIOError:
+                return
 
     def setblocking(self, flag: bool) -> None:
         assert not flag
 
+    def close(self) -> None:
+        """Twisted closes its socket when the connection is lost."""
+
     def fileno(self) -> int:
-        return 99
+        return self._pair[0].fileno()
 
     def getsockname(self) -> tuple[str, int]:
         return ("127.0.0.1", 5684)
@@ -61,6 +83,11 @@ class FakeSocket:
         data = self.wire()
         self.sent.clear()
         return data
+
+
+def _close_pair(pair: tuple[socket.socket, socket.socket]) -> None:
+    for end in pair:
+        end.close()
 
 
 class FakePort:

@@ -98,3 +98,17 @@ def test_a_close_with_output_still_buffered_keeps_its_timeout() -> None:
     sock.room = 0  # the peer reads nothing more
     protocol.dataReceived(get(b"\x03") + encode_frame(Message(Code.RELEASE)))
     assert "_force_close" in clock.armed
+
+
+def test_a_close_to_a_full_kernel_buffer_keeps_its_timeout() -> None:
+    """Nothing unsent in Twisted, but the socket not writable (a peer that reads nothing
+    more filled the kernel's buffer): Twisted's close waits for writability, so the close
+    timeout still bounds it."""
+    clock, sock, protocol = connect()
+    protocol.dataReceived(CSM_GET)
+    sock.fill_kernel_buffer()
+    protocol.dataReceived(encode_frame(Message(Code.RELEASE)))
+    assert protocol.transport.disconnecting and not protocol.transport.dataBuffer
+    assert "_force_close" in clock.armed
+    clock.advance(protocol.channel.close_timeout)
+    assert protocol.channel._lost
