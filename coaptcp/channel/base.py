@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
@@ -35,18 +35,12 @@ if TYPE_CHECKING:
 
 __all__ = ["ChannelBase", "FrameWriter", "transport_gone"]
 
+#: How a channel writes: ``write(frames)``, one frame per CoAP message, in order.
+FrameWriter = Callable[[list[bytes]], None]
 
-def transport_gone(*_: object, **__: object) -> None:
+
+def transport_gone(*_: object) -> None:
     """What a channel's write, close and abort become once its transport is gone."""
-
-
-class FrameWriter(Protocol):
-    """How a channel writes: ``write(frames)``, or ``write(frames, True)`` for output
-    that may wait for the end of the reactor's turn (notifications: many connections'
-    go out together, each connection's in one send; see :mod:`coaptcp.transport.eager`)."""
-
-    def __call__(self, frames: list[bytes], soon: bool = False) -> None:
-        """Write ``frames`` (one per CoAP message, in order)."""
 
 
 class ChannelBase:
@@ -95,6 +89,7 @@ class ChannelBase:
         "_watchdog",
         "_write",
         "_write_call",
+        "_write_soon",
         "_ws_queue",
         "blockwise",
         "close_reason",
@@ -125,6 +120,8 @@ class ChannelBase:
     max_observations: int
     _reactor: IReactorTime
     _write: FrameWriter
+    #: Writes output that may wait for the end of the reactor's turn (notifications).
+    _write_soon: FrameWriter
     #: Closes the transport gracefully; true if it is sure to close within a reactor
     #: turn (then no close timeout is armed).
     _close: Callable[[], bool | None]
@@ -182,7 +179,7 @@ class ChannelBase:
         (a notification: not an answer to what the peer just sent)."""
         frames = self.connection.data_to_send()
         if frames and not self._lost:
-            self._write(frames, True)
+            self._write_soon(frames)
 
     def _log_limit_once(self, name: str, message: str, **fields: object) -> None:
         """Log that a limit was reached, once per connection and limit."""

@@ -75,9 +75,10 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
 
     :param connection: the sans-I/O core for this connection (not yet started).
     :param write: writes a list of frames (joined into one write for TCP/TLS; one binary
-        WebSocket message per frame for WebSockets); a second argument true marks output
-        that may wait for the end of the reactor's turn (:class:`~coaptcp.channel.base.
-        FrameWriter`).
+        WebSocket message per frame for WebSockets).
+    :param write_soon: writes frames that may wait for the end of the reactor's turn
+        (notifications, RFC 7641 section 4.2: each connection's go out in one send, see
+        :mod:`coaptcp.transport.eager`); ``write`` by default.
     :param close: closes the transport gracefully (flushing pending writes first); it may
         return true when the transport is sure to close within a reactor turn (nothing
         unsent, no closing handshake): then no close timeout is armed.
@@ -97,6 +98,7 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
         connection: Connection,
         *,
         write: FrameWriter,
+        write_soon: FrameWriter | None = None,
         close: Callable[[], bool | None],
         abort: Callable[[], None],
         reactor: IReactorTime,
@@ -120,6 +122,7 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
         self.close_timeout = close_timeout
         self.release_timeout = release_timeout
         self._write = write
+        self._write_soon = write if write_soon is None else write_soon
         self._close = close
         self._abort = abort
         self._reactor = reactor

@@ -123,7 +123,8 @@ class Lifecycle(ChannelBase):
         # Let go of the transport's callables (bound methods of the protocol that owns
         # this channel): otherwise the two keep each other alive until a full collection
         # of the cyclic garbage collector, which an idle server may not run for long.
-        self._write = self._close = self._abort = self._set_reading = transport_gone
+        self._write = self._write_soon = transport_gone
+        self._close = self._abort = self._set_reading = transport_gone
         self._held_events = None
         self._ws_queue.clear()
         if (

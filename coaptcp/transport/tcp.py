@@ -95,6 +95,7 @@ class CoapProtocol(ChannelOwner, Protocol):
         self.channel = Channel(
             connection,
             write=self._write_frames,
+            write_soon=self._write_frames_soon,
             close=self._close_transport,
             abort=transport.abortConnection,  # type: ignore[attr-defined]
             reactor=factory.reactor,
@@ -130,6 +131,10 @@ class CoapProtocol(ChannelOwner, Protocol):
             self._send(frames[0], soon)
         else:
             self._send(b"".join(frames), soon or len(frames) >= BATCH_MESSAGES)
+
+    def _write_frames_soon(self, frames: list[bytes]) -> None:
+        # Notifications: at the end of the reactor's turn (the channel's write_soon).
+        self._write_frames(frames, True)
 
     def _close_transport(self) -> bool:
         """Close gracefully, no longer as the transport's producer: Twisted's TLS layer

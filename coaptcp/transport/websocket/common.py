@@ -175,6 +175,7 @@ class CoapWebSocketMixin(AutobahnFastPath, ChannelOwner):
         self.channel = WebSocketChannel(
             connection,
             write=self._send_frames,
+            write_soon=self._send_frames_soon,
             close=self._close_websocket,
             abort=self._drop_websocket,
             reactor=reactor,

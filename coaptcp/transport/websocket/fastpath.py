@@ -180,6 +180,11 @@ class AutobahnFastPath:
         for frame in frames:
             self.sendMessage(frame, isBinary=True)
 
+    def _send_frames_soon(self, frames: list[bytes]) -> None:
+        """Notifications: as :meth:`_send_frames`, allowed to wait for the end of the
+        reactor's turn (the channel's ``write_soon``)."""
+        self._send_frames(frames, True)
+
     def _write_frames(self, frames: list[bytes], soon: bool = False) -> None:
         """Write CoAP messages as the frames ``sendMessage`` would write, in one write.
 
