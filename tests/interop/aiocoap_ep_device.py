@@ -8,6 +8,7 @@ Usage: ``python aiocoap_ep_device.py coap+tcp://HOST:PORT NAME``.  Prints
 
 - ``GET /hello``: ``hello from NAME`` (with the request's query, if any, after ``?``).
 - ``GET /time``: observable; a notification every 0.2 s while observed.
+- ``GET /observers``: how many observations ``/time`` has, as text.
 """
 
 import asyncio
@@ -15,7 +16,7 @@ import sys
 
 import aiocoap
 import aiocoap.resource as resource
-from aiocoap_observed_peer import Time
+from aiocoap_observed_peer import Observers, Time
 
 
 class Hello(resource.Resource):
@@ -34,7 +35,9 @@ class Hello(resource.Resource):
 async def main(directory, name):
     site = resource.Site()
     site.add_resource(["hello"], Hello(name))
-    site.add_resource(["time"], Time())
+    time = Time()
+    site.add_resource(["time"], time)
+    site.add_resource(["observers"], Observers(time))
     context = await aiocoap.Context.create_client_context()
     context.serversite = site  # requests on our own connections are served from it
     request = aiocoap.Message(

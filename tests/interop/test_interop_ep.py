@@ -16,7 +16,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import childproc
 import pytest
@@ -27,6 +28,7 @@ from peers import (
     coaptcp_server_argv,
     free_port,
     libcoap_client,
+    require_binary,
     run_server,
     wait_for_output,
 )
@@ -106,17 +108,51 @@ def test_libcoap_observes_the_device_through_ep(
     assert ticks == sorted(set(ticks)), got.stdout  # each change once, in order
 
 
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` (another process's state: nothing to wait on) until it holds."""
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.1)
+
+
+def test_observers_over_tcp_and_udp_share_one_observation_ended_by_5_04(
+    gateway: Gateway, device: subprocess.Popen[bytes], tmp_path: Path,
+) -> None:
+    logs = {via: tmp_path / f"{via}.out" for via in ("tcp", "udp")}
+    observers = []
+    for via, log in logs.items():
+        with log.open("wb") as sink:
+            observers.append(childproc.popen(
+                [require_binary("coap-client-openssl"), "-B", "60", "-s", "60",
+                 f"{getattr(gateway, via)}/ep/aio-dev/time"],
+                stdout=sink, stderr=subprocess.STDOUT))
+    try:
+        for via, log in logs.items():
+            wait_until(lambda log=log: log.read_bytes().count(b"tick") >= 2,
+                       f"notifications over {via}")
+        # Two observers through the gateway; one observation on the device.
+        assert libcoap_client(f"{gateway.udp}/ep/aio-dev/observers").stdout == b"1"
+        device.send_signal(signal.SIGKILL)
+        for via, log in logs.items():
+            wait_until(lambda log=log: b"5.04" in log.read_bytes(),
+                       f"the observation over {via} ends with 5.04")
+            assert b"the endpoint's connection ended" in log.read_bytes()
+    finally:
+        for observer in observers:
+            observer.terminate()
+            observer.wait(timeout=STARTUP_DEADLINE)
+
+
 def test_a_killed_device_is_5_04_at_once_and_reachable_again_once_back(
     gateway: Gateway, device: subprocess.Popen[bytes],
 ) -> None:
     assert libcoap_client(f"{gateway.tcp}/ep/aio-dev/hello").stdout == b"hello from aio-dev"
     device.send_signal(signal.SIGKILL)
     device.wait(timeout=STARTUP_DEADLINE)
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    while not re.search(r"aio-dev \(/rd/\w+\) is gone: its connection ended",
-                        gateway.peer.log_text()):
-        assert time.monotonic() < deadline, "the gateway never saw the connection end"
-        time.sleep(0.1)  # another process's state: nothing to wait on
+    wait_until(lambda: re.search(r"aio-dev \(/rd/\w+\) is gone: its connection ended",
+                                 gateway.peer.log_text()) is not None,
+               "the gateway sees the connection end")
     for via in (gateway.tcp, gateway.udp):
         said = output(f"{via}/ep/aio-dev/hello")
         # The connection's end, not the 300 s timer, answered.

@@ -311,3 +311,18 @@ def test_gone_names_are_remembered_up_to_a_bound() -> None:
     reader = backend.reader()
     assert backend.call(reader, Code.GET, "ep/a/x").code == Code.NOT_FOUND
     assert backend.call(reader, Code.GET, "ep/b/x").code == Code.GATEWAY_TIMEOUT
+
+
+def test_a_request_to_a_device_whose_connection_is_closing_fails_at_once() -> None:
+    backend = Backend()
+    pair, device = backend.device("node1")
+    reader = backend.reader()
+    registration = backend.directory.find("node1")
+    assert registration is not None
+    pair.server.channel.release("going away")  # closing, not closed: still registered
+    results = result_of(reader.request(Code.GET, "ep", "node1", "sensors", "temp"))
+    reader.flush()  # only the reader's side moves: the device never sees the request
+    answer = success(results)
+    assert answer.code == Code.GATEWAY_TIMEOUT
+    assert b"the endpoint's connection ended" in answer.payload
+    assert device.temp.asked == []

@@ -12,7 +12,7 @@ from twisted.python import usage
 from coaptcp.core.codes import Code
 from coaptcp.core.options import Options
 from coaptcp.proxy.endpoints import EndpointProxy
-from coaptcp.server import Request, Resource, Response
+from coaptcp.server import Request, Resource, Response, Site
 from coaptcp.tap import plugin
 
 
@@ -47,9 +47,7 @@ def test_rd_serves_the_endpoints_at_ep_with_the_bounds_given() -> None:
     assert answer.payload == b"no endpoint 'node9' is registered"
 
 
-def service_site(root: Resource) -> object:
-    from coaptcp.server import Site
-
+def service_site(root: Resource) -> Site:
     return Site(root)
 
 
