@@ -301,7 +301,7 @@ class EndpointProxy(Resource):
         limits = self.limits
         reactor = reactor if reactor is not None else directory.reactor
         self.upstream = EndpointUpstream(
-            EndpointClient(directory, reactor),  # type: ignore[arg-type]
+            EndpointClient(directory, reactor),
             reactor=reactor, cache=None, timeout=limits.timeout,
             max_in_flight=limits.max_in_flight,
             max_in_flight_per_peer=limits.max_in_flight,
