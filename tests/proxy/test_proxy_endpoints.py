@@ -326,3 +326,29 @@ def test_a_request_to_a_device_whose_connection_is_closing_fails_at_once() -> No
     assert answer.code == Code.GATEWAY_TIMEOUT
     assert b"the endpoint's connection ended" in answer.payload
     assert device.temp.asked == []
+
+
+def test_a_device_registered_over_websockets_is_reached_the_same_way() -> None:
+    from ws_helpers import opened
+    from ws_wire import coap
+
+    from coaptcp.core.message import Message
+    from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
+
+    backend = Backend()
+    browser = opened(CoapWebSocketServerFactory(backend.site, reactor=backend.clock))
+    options = Options.build(uri_path=["rd"], uri_query=["ep=browser1"], content_format=40)
+    browser.send(coap(Message(Code.POST, b"r1", options, b"</clicks>;rt=counter;obs")))
+    [registered] = [frame.coap() for frame in browser.frames()]
+    assert registered.code == Code.CREATED
+    results = backend.datagram("ep/browser1/clicks", "since=0")
+    [request] = [frame.coap() for frame in browser.frames()]
+    assert request.code == Code.GET and request.token != b"u1"
+    assert request.options.uri_path == ("clicks",)
+    assert request.options.uri_query == ("since=0",)
+    browser.send(coap(Message(Code.CONTENT, request.token, Options(), b"3")))
+    answer = success(results)
+    assert answer.code == Code.CONTENT and answer.payload == b"3"
+    browser.lose()
+    gone = success(backend.datagram("ep/browser1/clicks"))
+    assert gone.code == Code.GATEWAY_TIMEOUT
