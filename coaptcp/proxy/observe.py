@@ -27,7 +27,7 @@ being registered, as RFC 7641 section 4.1 allows).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -46,7 +46,8 @@ from coaptcp.server.observe import (
 from coaptcp.server.resource import Resource, Site
 
 if TYPE_CHECKING:
-    from coaptcp.client import Client, Observation
+    from coaptcp.client import Observation
+    from coaptcp.core.codes import Code
     from coaptcp.core.message import Message
     from coaptcp.core.uri import CoapUri
     from coaptcp.proxy.cache import CacheKey
@@ -56,6 +57,7 @@ __all__ = [
     "REREGISTER_GRACE",
     "ObservationTable",
     "ProxiedObservation",
+    "UpstreamClient",
     "relayed",
 ]
 
@@ -72,6 +74,26 @@ _HOP_BY_HOP = (
     OptionNumber.SIZE2,
     OptionNumber.OBSERVE,
 )
+
+
+class UpstreamClient(Protocol):
+    """What :class:`~coaptcp.proxy.upstream.Upstream` and the observations use of their
+    client: a :class:`~coaptcp.client.Client`, or
+    :class:`~coaptcp.proxy.endpoints.EndpointClient` for registered devices."""
+
+    def request(
+        self, method: Code, uri: CoapUri, payload: bytes = ..., *, options: Options,
+        timeout: float | None = ...,
+    ) -> Deferred[Response]:
+        """Send a request to ``uri``; fires with its response (RFC 7252 section 5.7.2)."""
+        ...
+
+    def observe(
+        self, uri: CoapUri, *, options: Options, callback: Callable[[Response], object],
+        reregister: bool = ..., timeout: float | None = ...,
+    ) -> Observation:
+        """Observe the resource at ``uri`` (RFC 7641)."""
+        ...
 
 
 def relayed(upstream: Response) -> Response:
@@ -290,7 +312,7 @@ class ObservationTable:
 
     def __init__(
         self,
-        client: Client,
+        client: UpstreamClient,
         reactor: Any,
         *,
         timeout: float,

@@ -21,14 +21,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from coaptcp.channel.reactor import default_reactor
-from coaptcp.client import Client, RequestTimeout
+from coaptcp.client import RequestTimeout
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.core.proxying import ProxyRefusal
 from coaptcp.core.udp.layer import LimitError
 from coaptcp.core.uri import CoapUri
 from coaptcp.proxy.cache import CacheKey, ResponseCache
-from coaptcp.proxy.observe import DEFAULT_MAX_OBSERVATIONS, ObservationTable, relayed
+from coaptcp.proxy.observe import (
+    DEFAULT_MAX_OBSERVATIONS,
+    ObservationTable,
+    UpstreamClient,
+    relayed,
+)
 from coaptcp.server import Request, Response
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "DEFAULT_UPSTREAM_TIMEOUT",
     "Locate",
     "Upstream",
+    "UpstreamClient",
     "refusal",
 ]
 
@@ -78,7 +84,7 @@ class Upstream:
 
     def __init__(
         self,
-        client: Client,
+        client: UpstreamClient,
         *,
         reactor: Any = None,
         cache: ResponseCache | None = None,

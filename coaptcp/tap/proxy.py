@@ -173,4 +173,7 @@ def make_proxy(
 ) -> ForwardProxy:
     """A forward proxy on ``upstream`` (by default a new one, see :func:`make_upstream`)."""
     upstream = upstream if upstream is not None else make_upstream(settings, reactor)
-    return ForwardProxy(upstream.client, policy, upstream=upstream)
+    client = upstream.client
+    if not isinstance(client, Client):
+        raise TypeError("the forward proxy needs an upstream side with a coaptcp Client")
+    return ForwardProxy(client, policy, upstream=upstream)
