@@ -3,6 +3,8 @@
 ``--rd`` serves a resource directory at ``/rd``, ``/rd-lookup/ep`` and ``/rd-lookup/res``
 on every listener (TCP, TLS, WebSockets, UDP), advertised in ``/.well-known/core``.  The
 ``--rd-*`` options bound its tables (see :class:`~coaptcp.directory.DirectoryLimits`).
+It also serves the registered endpoints at ``/ep/NAME/...`` (see
+:mod:`coaptcp.tap.endpoints`).
 
 ``--rd`` and ``--workers`` are refused together: the registrations live in the memory of
 the process that received them, and a registration made over a connection is tied to
@@ -19,6 +21,7 @@ from twisted.python import usage
 from coaptcp.directory import DirectoryLimits, ResourceDirectory, install_directory
 from coaptcp.directory.resources import DirectoryResource
 from coaptcp.server.resource import Resource
+from coaptcp.tap.endpoints import EP_OPT_PARAMETERS, check_endpoint_options, mount_endpoints
 
 __all__ = [
     "RD_OPT_FLAGS",
@@ -43,8 +46,8 @@ _RD_OPTIONS: list[tuple[str, str, str]] = [
     ("rd-default-lifetime", "default_lifetime",
      "Seconds a registration that gives no lt= lives without an update (RFC 9176: 90000)."),
 ]
-RD_OPT_PARAMETERS = [[option, None, str(getattr(_DEFAULTS, field)), text]
-                     for option, field, text in _RD_OPTIONS]
+RD_OPT_PARAMETERS = [*[[option, None, str(getattr(_DEFAULTS, field)), text]
+                       for option, field, text in _RD_OPTIONS], *EP_OPT_PARAMETERS]
 RD_OPT_FLAGS = [
     ["rd", None, "Serve a resource directory (RFC 9176) at /rd, /rd-lookup/ep and "
                  "/rd-lookup/res on every listener. Not with --workers."],
@@ -68,6 +71,7 @@ def check_rd_options(options: Any) -> DirectoryLimits | None:
     except ValueError as error:
         option = _option_named_in(str(error))
         raise usage.UsageError(f"--{option}: {error}".replace("DirectoryLimits.", ""))
+    check_endpoint_options(options)
     if not options.get("rd"):
         return None
     if options.get("workers"):
@@ -100,4 +104,6 @@ def add_directory(root: Resource, options: Any, reactor: Any = None) -> Resource
     if isinstance(served, DirectoryResource):
         return served.directory  # a second service from the same options shares it
     limits = options.get("rd-limits") or check_rd_options(options)
-    return install_directory(root, reactor=reactor, limits=limits)
+    directory = install_directory(root, reactor=reactor, limits=limits)
+    mount_endpoints(root, directory, options, reactor)
+    return directory

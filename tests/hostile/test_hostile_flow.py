@@ -225,7 +225,9 @@ def test_observers_that_never_read_are_dropped_and_free_their_slots(short_keepal
         time.sleep(0.2)  # the server is still reading the attackers' registrations
     # ... then the keepalive Pings they never answer end them (Abort "no Pong within
     # 1 s"), and the slots are free again.
-    deadline = time.monotonic() + ANSWER_WAIT + 16  # the keepalive and its Pong timeout
+    # The watchdog checks every keepalive period (15 s), so a connection silent since
+    # just after one check is Pinged at the second: up to 2 x 15 s, plus the Pong's 1 s.
+    deadline = time.monotonic() + ANSWER_WAIT + 31
     while not registers():
         assert time.monotonic() < deadline, "the observation slots were never freed"
         time.sleep(0.5)  # the attackers' keepalive has not run out yet
