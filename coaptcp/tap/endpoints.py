@@ -1,5 +1,5 @@
 """The ``/ep`` part of ``twistd coaptcp --rd``: the reverse proxy to registered
-endpoints (:class:`~coaptcp.directory.endpoints.EndpointProxy`).
+endpoints (:class:`~coaptcp.proxy.endpoints.EndpointProxy`).
 
 With ``--rd``, requests for ``/ep/NAME/...`` on every listener go to the device that
 registered as NAME over its own connection (RFC 9176 section 5, RFC 8323 section 3.3).
@@ -18,7 +18,7 @@ from typing import Any
 from twisted.python import usage
 
 from coaptcp.directory import ResourceDirectory
-from coaptcp.directory.endpoints import (
+from coaptcp.proxy.endpoints import (
     DEFAULT_ENDPOINT_PREFIX,
     DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT,
     EndpointLimits,

@@ -11,7 +11,7 @@ from twisted.python import usage
 
 from coaptcp.core.codes import Code
 from coaptcp.core.options import Options
-from coaptcp.directory.endpoints import EndpointProxy
+from coaptcp.proxy.endpoints import EndpointProxy
 from coaptcp.server import Request, Resource, Response
 from coaptcp.tap import plugin
 

@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.directory import ResourceDirectory, install_directory
-from coaptcp.directory.endpoints import EndpointLimits, EndpointProxy
+from coaptcp.proxy.endpoints import EndpointLimits, EndpointProxy
 from coaptcp.server import Request, Resource, Response, Site
 from coaptcp.server.observe import ObservableResource
 from coaptcp.testing import ConnectedPair, connected_pair, result_of, success

@@ -35,7 +35,8 @@ section 5.3.1).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.logger import Logger
@@ -45,18 +46,14 @@ from coaptcp.channel.errors import ConnectionClosedError
 from coaptcp.client import RequestTimeout
 from coaptcp.client.observe import Observation
 from coaptcp.core.codes import Code
-from coaptcp.core.options import Options
+from coaptcp.core.errors import CoapTcpError
+from coaptcp.core.options import OptionNumber, Options
 from coaptcp.core.proxying import ProxyRefusal, travelling_options
 from coaptcp.core.uri import CoapUri
-from coaptcp.directory.directory import ResourceDirectory
-from coaptcp.directory.registration import EndpointConnection, NotConnected, Registration
-from coaptcp.directory.registration import _with_uri as with_uri
 from coaptcp.proxy.upstream import DEFAULT_UPSTREAM_TIMEOUT, Upstream, refusal
 from coaptcp.server import Request, Resource, Response
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from coaptcp.channel.observing import ChannelObservation
     from coaptcp.server import Site
 
@@ -64,10 +61,14 @@ __all__ = [
     "DEFAULT_ENDPOINT_PREFIX",
     "DEFAULT_MAX_GONE",
     "DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT",
+    "Directory",
     "EndpointClient",
+    "EndpointGone",
     "EndpointLimits",
     "EndpointProxy",
     "EndpointUpstream",
+    "PeerConnection",
+    "RegisteredEndpoint",
 ]
 
 #: Where the endpoints are served by default (``twistd coaptcp --rd-proxy-prefix``).
@@ -78,6 +79,83 @@ DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT = 16
 DEFAULT_MAX_GONE = 1024
 _SCHEME = "coap+tcp"
 _EVERY_METHOD = ("GET", "POST", "PUT", "DELETE", "FETCH", "PATCH", "iPATCH")
+
+
+class EndpointGone(CoapTcpError):
+    """The registration a request was for has no connection (any more)."""
+
+
+class PeerConnection(Protocol):
+    """What the proxy uses of a registered device's connection (a
+    :class:`~coaptcp.channel.Channel`)."""
+
+    def request(
+        self, method: Code, options: Options = ..., payload: bytes = ..., *,
+        timeout: float | None = ...,
+    ) -> Deferred[Response]:
+        """Send a request to the peer (RFC 8323 section 3.3)."""
+        ...
+
+    def observe(
+        self, options: Options, *, on_notification: Callable[[Response], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> ChannelObservation:
+        """Observe a resource of the peer (RFC 7641, RFC 8323 section 7)."""
+        ...
+
+
+class RegisteredEndpoint(Protocol):
+    """What the proxy uses of a registration (a
+    :class:`~coaptcp.directory.Registration`, RFC 9176 section 3.3)."""
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint name (``ep``)."""
+        ...
+
+    @property
+    def key(self) -> str:
+        """The unique last segment of its location."""
+        ...
+
+    @property
+    def base(self) -> str:
+        """Its base URI."""
+        ...
+
+    @property
+    def connection(self) -> Any:
+        """The connection it was made over (a :class:`PeerConnection`), or ``None``."""
+        ...
+
+
+class Directory(Protocol):
+    """What the proxy uses of a resource directory (a
+    :class:`~coaptcp.directory.ResourceDirectory`)."""
+
+    @property
+    def reactor(self) -> Any:
+        """Its clock."""
+        ...
+
+    def find(self, endpoint: str, sector: str | None = None) -> Any:
+        """The registration of ``endpoint`` in ``sector``, or ``None``."""
+        ...
+
+    def find_all(self, endpoint: str) -> Sequence[Any]:
+        """The registrations of ``endpoint`` in every sector."""
+        ...
+
+    def find_by_key(self, key: str) -> Any:
+        """The registration whose location ends in ``key``, or ``None``."""
+        ...
+
+    def add_listener(
+        self, on_registered: Callable[[Any], None] | None = None,
+        on_gone: Callable[[Any, str], None] | None = None,
+    ) -> Callable[[], None]:
+        """Hear of each registration made and ended."""
+        ...
 
 
 class EndpointLimits:
@@ -119,17 +197,18 @@ class EndpointClient:
     connection of the registration its target names (the target's host is the
     registration's key, its path and query those of the device's resource)."""
 
-    def __init__(self, directory: ResourceDirectory, reactor: Any) -> None:
+    def __init__(self, directory: Directory, reactor: Any) -> None:
         self.directory = directory
         self.reactor = reactor
 
-    def connection(self, target: CoapUri) -> EndpointConnection:
+    def connection(self, target: CoapUri) -> PeerConnection:
         """The connection of the registration ``target`` names; raises
-        :class:`~coaptcp.directory.NotConnected` when it has gone."""
-        registration = self.directory.find_by_key(target.host)
+        :class:`EndpointGone` when it has gone."""
+        registration: RegisteredEndpoint | None = self.directory.find_by_key(target.host)
         if registration is None or registration.connection is None:
-            raise NotConnected(f"{target.uri_host or 'the endpoint'} is not connected")
-        return registration.connection
+            raise EndpointGone(f"{target.uri_host or 'the endpoint'} is not connected")
+        connection: PeerConnection = registration.connection
+        return connection
 
     def request(
         self, method: Code, target: CoapUri, payload: bytes = b"", *,
@@ -138,9 +217,9 @@ class EndpointClient:
         """Send the request on the device's connection (RFC 8323 section 3.3)."""
         try:
             connection = self.connection(target)
-        except NotConnected:
+        except EndpointGone:
             return fail()
-        sent = connection.request(Code(method), with_uri(options, target.path, target.query),
+        sent = connection.request(Code(method), _with_uri(options, target.path, target.query),
                                   payload, timeout=timeout)
         return sent.addErrback(_timed_out, target)
 
@@ -156,7 +235,7 @@ class EndpointClient:
             try:
                 connection = self.connection(target)
                 return succeed(connection.observe(
-                    with_uri(options, target.path, target.query),
+                    _with_uri(options, target.path, target.query),
                     on_notification=observation.notification, on_end=observation.channel_ended,
                 ))
             except Exception:
@@ -167,6 +246,17 @@ class EndpointClient:
             timeout_error=lambda: RequestTimeout(
                 f"no response from {target.uri_host} within {timeout} s"),
         )
+
+
+def _with_uri(options: Options, path: Sequence[str], query: Sequence[str]) -> Options:
+    """``options`` with ``path`` as its Uri-Path and ``query`` as its Uri-Query."""
+    items: list[tuple[int, bytes | str | int]] = [
+        (number, value) for number, value in options
+        if number not in (OptionNumber.URI_PATH, OptionNumber.URI_QUERY)
+    ]
+    items.extend((OptionNumber.URI_PATH, segment) for segment in path)
+    items.extend((OptionNumber.URI_QUERY, argument) for argument in query)
+    return Options(items)
 
 
 def _timed_out(failure: Failure, target: CoapUri) -> Failure:
@@ -183,7 +273,7 @@ class EndpointUpstream(Upstream):
     def failed(self, failure: Failure, uri: str) -> Response:
         """5.04 for a device whose connection has gone; the rest as the proxy does."""
         error = failure.value
-        if isinstance(error, NotConnected | ConnectionClosedError):
+        if isinstance(error, EndpointGone | ConnectionClosedError):
             return refusal(Code.GATEWAY_TIMEOUT, f"{uri}: the endpoint's connection ended "
                                                  f"({error})")
         return super().failed(failure, uri)
@@ -202,7 +292,7 @@ class EndpointProxy(Resource):
     log = Logger()
 
     def __init__(
-        self, directory: ResourceDirectory, limits: EndpointLimits | None = None,
+        self, directory: Directory, limits: EndpointLimits | None = None,
         *, reactor: Any = None,
     ) -> None:
         super().__init__()
@@ -228,10 +318,10 @@ class EndpointProxy(Resource):
 
     # -- the directory's news ---------------------------------------------------------
 
-    def _registered(self, registration: Registration) -> None:
+    def _registered(self, registration: RegisteredEndpoint) -> None:
         self._gone.pop(registration.endpoint, None)
 
-    def _ended(self, registration: Registration, reason: str) -> None:
+    def _ended(self, registration: RegisteredEndpoint, reason: str) -> None:
         if self.directory.find_all(registration.endpoint):
             return  # another sector still holds the name
         self._gone.pop(registration.endpoint, None)
@@ -241,10 +331,10 @@ class EndpointProxy(Resource):
 
     # -- requests -----------------------------------------------------------------------
 
-    def find(self, name: str) -> Registration:
+    def find(self, name: str) -> RegisteredEndpoint:
         """The registration of ``name`` (the one without a sector, or the only one);
         raises :class:`~coaptcp.core.proxying.ProxyRefusal` (4.04, 5.04, 5.02)."""
-        registration = self.directory.find(name)
+        registration: RegisteredEndpoint | None = self.directory.find(name)
         if registration is None:
             found = self.directory.find_all(name)
             if len(found) > 1:
