@@ -7,7 +7,7 @@ section 3.3 requests over the endpoint's own connection):
 - ``GET /watch/NAME/PATH...`` starts observing PATH of NAME (once); ``GET /seen`` gives the
   payloads of the notifications received so far, comma-separated.
 
-It stands in for the ``/ep/NAME/...`` reverse proxy until that lands on main.
+``test_browser_server.py`` uses it; ``test_browser_ep.py`` uses ``--rd``'s ``/ep/NAME``.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ Headless Chromium loads the page from ``twistd coaptcp --udp ... --ws ...`` with
 resource directory, registers as ``browser1`` over coap+ws, and serves ``/clicks``; the
 test clicks the page's button.  libcoap's UDP client reads ``/clicks`` through the server,
 which sends the request over the browser's own WebSocket (RFC 8323 section 3.3), and the
-server observes it there.  The server side is ``browser_backend.py`` (the directory's
-connected-peer API) until the ``/ep/NAME/...`` reverse proxy is on main.  Every wait is
-bounded.
+server observes it there.  The server side is ``browser_backend.py``, a back end on the
+directory's connected-peer API (``Registration.request`` and ``observe``);
+``test_browser_ep.py`` does the same through the ``/ep/NAME/...`` reverse proxy.  Every
+wait is bounded.
 """
 
 from __future__ import annotations
