@@ -103,6 +103,16 @@ describe("answering requests from the server", () => {
     assert.equal(text(put.payload), "PUT is not allowed on /clicks");
   });
 
+  test("a handler may answer with just a payload, or nothing", async () => {
+    const table = new ResourceTable();
+    table.add("/s", { GET: () => "plain", DELETE: () => undefined });
+    const { ws } = await serving(table);
+    const [got] = await ask(ws, { code: Code.GET, token: Uint8Array.of(1), options: path("s") });
+    assert.deepEqual([got.code, text(got.payload), getUintOption(got, Option.CONTENT_FORMAT)], [Code.CONTENT, "plain", 0]);
+    const [deleted] = await ask(ws, { code: Code.DELETE, token: Uint8Array.of(2), options: path("s") });
+    assert.deepEqual([deleted.code, deleted.payload.length], [ResponseCode.DELETED, 0]);
+  });
+
   test("POST runs its handler; default code 2.04 Changed", async () => {
     const { table, state } = clicksTable();
     const { ws } = await serving(table);

@@ -11,7 +11,7 @@
 //
 // A handler gets a request {method, path, segments, query, payload, contentFormat, accept,
 // observe, message} and returns (or resolves to) {code, contentFormat, payload, maxAge,
-// etag, options}; missing fields take their defaults (2.05 Content for GET and FETCH,
+// etag, options}, or just a payload (a string or a Uint8Array); missing fields take their defaults (2.05 Content for GET and FETCH,
 // 2.04 Changed for POST and PUT, 2.02 Deleted for DELETE).
 
 import {
@@ -353,7 +353,7 @@ export class Responder {
         resolve(answer);
       };
       try {
-        Promise.resolve(handler(request)).then((answer) => done(answer ?? {}), (error) => {
+        Promise.resolve(handler(request)).then((answer) => done(answerOf(answer)), (error) => {
           this._warn(`handler for ${request.method} ${request.path} failed: ${error?.message ?? error}`);
           done({ code: ResponseCode.INTERNAL_SERVER_ERROR, payload: "the handler failed" });
         });
@@ -484,6 +484,13 @@ export class Responder {
       this._send({ code: ResponseCode.NOT_FOUND, token: observer.token, payload: `${path} was removed` });
     }
   }
+}
+
+// A handler may answer with just a payload (a string or bytes), or nothing (an empty 2.xx).
+function answerOf(answer) {
+  if (answer === undefined || answer === null) return {};
+  if (typeof answer === "string" || answer instanceof Uint8Array) return { payload: answer };
+  return answer;
 }
 
 function isSuccess(code) {
