@@ -14,6 +14,8 @@ import {
   parseLinkFormat,
   proxyUriValue,
 } from "./coap.js";
+import { CoapDevice, DeviceState } from "./device.js";
+import { ResourceTable } from "./server.js";
 
 const $ = (id) => document.getElementById(id);
 let client = null;
@@ -299,4 +301,70 @@ $("reload").addEventListener("click", loadResources);
 $("proxy-uri").addEventListener("input", proxyUriChanged);
 $("proxy-uri").addEventListener("change", proxyUriChanged);
 proxyUriChanged();
+
+// -- the page as a CoAP server: /clicks, registered with the resource directory -------
+
+const served = new ResourceTable();
+let clicks = 0;
+let device = null;
+served.add("/clicks", {
+  GET: () => ({ contentFormat: ContentFormat.TEXT, payload: String(clicks) }),
+  observable: true,
+  attributes: { rt: "demo.clicks", ct: ContentFormat.TEXT, title: "Clicks on the page" },
+});
+
+function showObservers() {
+  $("observers").textContent = String(served.observerCount("/clicks"));
+}
+
+function registrationText({ state, endpoint, location, error, retryInMs, registrations }) {
+  switch (state) {
+    case DeviceState.CONNECTING: return `Connecting as ${endpoint}…`;
+    case DeviceState.REGISTERING: return `Registering ${endpoint}…`;
+    case DeviceState.REGISTERED:
+      return `Registered as ${endpoint} at ${location}` +
+        (registrations > 1 ? ` (registration ${registrations}, after a reconnect).` : ".");
+    case DeviceState.WAITING:
+      return `${error ?? "Not registered"}; retrying in ${(retryInMs / 1000).toFixed(1)} s.`;
+    case DeviceState.STOPPED: return "Stopped; not registered.";
+    default: return "Not registered.";
+  }
+}
+
+function register(event) {
+  event.preventDefault();
+  const endpoint = $("endpoint").value.trim();
+  try {
+    device = new CoapDevice($("url").value.trim(), { endpoint, resources: served });
+  } catch (error) {
+    $("registration").textContent = error.message;
+    return;
+  }
+  device.onstate = (info) => {
+    $("registration").textContent = registrationText(info);
+    $("registration").dataset.state = info.state;
+    showObservers();
+  };
+  $("register").disabled = true;
+  $("endpoint").disabled = true;
+  $("unregister").disabled = false;
+  device.start();
+}
+
+function unregister() {
+  device?.stop();
+  device = null;
+  $("register").disabled = false;
+  $("endpoint").disabled = false;
+  $("unregister").disabled = true;
+}
+
+$("click").addEventListener("click", () => {
+  clicks += 1;
+  $("clicks").textContent = String(clicks);
+  served.changed("/clicks");
+});
+$("serve-form").addEventListener("submit", register);
+$("unregister").addEventListener("click", unregister);
+setInterval(showObservers, 1000);
 document.body.dataset.ready = "true";

@@ -3,8 +3,9 @@
 //
 // Every CoAP message travels alone in one binary WebSocket message whose Len nibble is 0
 // (RFC 8323 section 4.2).  Both sides send a CSM first (section 4.3); Ping is answered with
-// Pong, Release and Abort end the connection (section 5).  The browser serves no resources,
-// so requests from the server are answered with 5.01 (section 3.3).
+// Pong, Release and Abort end the connection (section 5).  Requests from the server (section
+// 3.3) are answered from a ResourceTable (server.js) when one is given, else with 5.01.
+// Responses sent block-wise (RFC 7959 section 2) are reassembled for the caller.
 
 /** Message codes (RFC 7252 section 12.1, RFC 8323 section 11.1). */
 export const Code = Object.freeze({
@@ -490,6 +491,8 @@ const METHOD_CODES = {
 };
 
 export const DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 + 512;
+/** The largest body reassembled from Block2 blocks; larger ones fail the request. */
+export const DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024;
 const RELEASE_TIMEOUT_MS = 10000;
 const BASE_MAX_MESSAGE_SIZE = 1152;
 
@@ -501,14 +504,25 @@ const BASE_MAX_MESSAGE_SIZE = 1152;
  *   const response = await client.request({ method: "GET", path: "/hello" });
  *
  * Events (set the properties): onclose({code, reason, diagnostic}), onsignal(message, info)
- * for CSM/Pong/Release/Abort received, onsent(message) / onreceived(message) for logging.
+ * for CSM/Pong/Release/Abort received, onsent(message) / onreceived(message) for logging,
+ * onwarning(text) for a bound reached by the server side.
+ *
+ * With `resources` (a ResourceTable of server.js) the page serves those resources to the
+ * server over this connection (RFC 8323 section 3.3).
  */
 export class CoapWebSocketClient {
-  constructor(url, { WebSocket: Impl = globalThis.WebSocket, maxMessageSize } = {}) {
+  constructor(url, {
+    WebSocket: Impl = globalThis.WebSocket, maxMessageSize, maxBodySize, resources = null,
+    timers = globalThis,
+  } = {}) {
     if (!Impl) throw new Error("no WebSocket implementation available");
     this.url = url;
     this.Impl = Impl;
     this.maxMessageSize = maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    this.maxBodySize = maxBodySize ?? DEFAULT_MAX_BODY_SIZE;
+    this.resources = resources;
+    this.responder = null;
+    this.timers = timers;
     this.peerMaxMessageSize = BASE_MAX_MESSAGE_SIZE;
     this.peerBlockWise = false;
     this.peerCsmReceived = false;
@@ -523,6 +537,7 @@ export class CoapWebSocketClient {
     this.onsignal = null;
     this.onsent = null;
     this.onreceived = null;
+    this.onwarning = null;
   }
 
   /** Open the WebSocket offering "coap", send our CSM; resolves once it is sent. */
@@ -544,6 +559,16 @@ export class CoapWebSocketClient {
           code: Code.CSM,
           options: [[SignalingOption.MAX_MESSAGE_SIZE, this.maxMessageSize]],
         });
+        if (this.resources) {
+          this.responder = this.resources.attach({
+            send: (message) => {
+              if (!this.closed) this._send(message);
+            },
+            peerMaxMessageSize: () => this.peerMaxMessageSize,
+            timers: this.timers,
+            onerror: (text) => this.onwarning?.(text),
+          });
+        }
         resolve(this);
       };
       ws.onmessage = (event) => this._receive(event.data);
@@ -654,8 +679,12 @@ export class CoapWebSocketClient {
     if (accept !== undefined && accept !== null && accept !== "") {
       all.push([Option.ACCEPT, Number(accept)]);
     }
+    return this._sendMessage(code, all, toBytes(payload), entry);
+  }
+
+  _sendMessage(code, options, payload, entry) {
     const token = this._allocateToken();
-    const message = { code, token, options: all, payload: toBytes(payload) };
+    const message = { code, token, options, payload };
     const size = encodeMessage(message).length;
     if (size > this.peerMaxMessageSize) {
       entry.reject(new Error(
@@ -663,9 +692,73 @@ export class CoapWebSocketClient {
           `${this.peerMaxMessageSize} bytes`));
       return null;
     }
+    entry.sent = { code, options, payload };
     this._pending.set(hex(token), entry);
     this._send(message);
     return token;
+  }
+
+  // The rest of a representation sent block-wise (RFC 7959 section 2.4, section 3.4 for a
+  // notification): GET or FETCH each next block with the first request's options (less
+  // Observe and Block2), check that the ETag stays the same, and resolve with the first
+  // response's options (less Block2) and the whole payload.  Bounded by maxBodySize.
+  _fetchRest(first, sent) {
+    const block = decodeBlock2(getUintOption(first, Option.BLOCK2));
+    const etag = getOption(first, Option.ETAG);
+    const chunks = [first.payload];
+    let total = first.payload.length;
+    const base = sent.options.filter(([n]) => n !== Option.OBSERVE && n !== Option.BLOCK2);
+    const size = 1 << (block.szx + 4);
+    return new Promise((resolve, reject) => {
+      const next = (num) => {
+        const entry = {
+          resolve: (message) => {
+            if (!isSuccess(message.code)) {
+              resolve(message); // an error while reading the rest ends the transfer with it
+              return;
+            }
+            const got = decodeBlock2(getUintOption(message, Option.BLOCK2));
+            const tag = getOption(message, Option.ETAG);
+            if (!got || got.num * (1 << (got.szx + 4)) !== total) {
+              reject(new Error("the server's Block2 answer does not continue the transfer"));
+              return;
+            }
+            if (etag !== undefined && (tag === undefined || hex(tag) !== hex(etag))) {
+              reject(new Error("the representation changed during the block-wise transfer (new ETag)"));
+              return;
+            }
+            total += message.payload.length;
+            if (total > this.maxBodySize) {
+              reject(new Error(`the body exceeds ${this.maxBodySize} bytes; not reassembled`));
+              return;
+            }
+            chunks.push(message.payload);
+            if (got.more) {
+              next(Math.floor(total / (1 << (got.szx + 4))));
+              return;
+            }
+            const payload = new Uint8Array(total);
+            let at = 0;
+            for (const chunk of chunks) {
+              payload.set(chunk, at);
+              at += chunk.length;
+            }
+            resolve({ ...first, options: first.options.filter(([n]) => n !== Option.BLOCK2), payload });
+          },
+          reject,
+        };
+        this._sendMessage(sent.code,
+          [...base, [Option.BLOCK2, num * 16 + block.szx]], sent.payload, entry);
+      };
+      if (total % size !== 0) reject(new Error("a Block2 block shorter than its size, with more to come"));
+      else next(total / size);
+    });
+  }
+
+  _blockwise(message, entry) {
+    const block = decodeBlock2(getUintOption(message, Option.BLOCK2));
+    return block !== null && block.more && block.num === 0 && isSuccess(message.code) &&
+      (entry.sent.code === Code.GET || entry.sent.code === Code.FETCH);
   }
 
   /** Send a CoAP Ping (RFC 8323 section 5.4); resolves with the round trip in ms. */
@@ -714,6 +807,7 @@ export class CoapWebSocketClient {
 
   _closed(code, reason) {
     clearTimeout(this._releaseTimer);
+    if (this.responder) this.responder.close();
     const diagnostic = this.closeInfo?.diagnostic ?? `connection closed (${code}${reason ? `: ${reason}` : ""})`;
     this.closed = true;
     this._failAll(diagnostic);
@@ -736,6 +830,12 @@ export class CoapWebSocketClient {
       this.abort("text WebSocket message; CoAP messages travel in binary messages");
       return;
     }
+    if (data.byteLength > this.maxMessageSize) {
+      // Larger than we said we accept (RFC 8323 section 5.3.1): the peer broke the CSM.
+      this.abort(`a message of ${data.byteLength} bytes exceeds our Max-Message-Size of ` +
+        `${this.maxMessageSize} bytes`);
+      return;
+    }
     let message;
     try {
       message = decodeMessage(new Uint8Array(data));
@@ -756,9 +856,12 @@ export class CoapWebSocketClient {
     if (isSignaling(code)) {
       this._signal(message);
     } else if (isRequest(code)) {
-      // The browser serves no resources (RFC 8323 section 3.3).
-      this._send({ code: Code.NOT_IMPLEMENTED, token: message.token,
-        payload: "no resources are served in the browser" });
+      if (this.responder) {
+        this.responder.handle(message); // RFC 8323 section 3.3
+      } else {
+        this._send({ code: Code.NOT_IMPLEMENTED, token: message.token,
+          payload: "no resources are served in the browser" });
+      }
     } else if (isResponse(code)) {
       this._response(message);
     }
@@ -813,7 +916,11 @@ export class CoapWebSocketClient {
     const { observer } = entry;
     if (!observer) {
       this._pending.delete(key);
-      entry.resolve(message);
+      if (this._blockwise(message, entry)) {
+        this._fetchRest(message, entry.sent).then(entry.resolve, entry.reject);
+      } else {
+        entry.resolve(message);
+      }
       return;
     }
     const registered = getOption(message, Option.OBSERVE) !== undefined;
@@ -824,9 +931,41 @@ export class CoapWebSocketClient {
       observer.finished = true;
     }
     const deregistered = Boolean(observer.deregistering);
-    observer.onNotification(message, { index: observer.count, final, registered, deregistered });
+    const info = { index: observer.count, final, registered, deregistered };
+    if (this._blockwise(message, entry)) {
+      // The notification's first block; the rest with plain GETs (RFC 7959 section 2.6).
+      // A newer notification arriving meanwhile wins: the older one is not delivered.
+      observer.generation = (observer.generation ?? 0) + 1;
+      const generation = observer.generation;
+      const sent = { ...entry.sent, options: entry.sent.options.filter(([n]) => n !== Option.OBSERVE) };
+      this._fetchRest(message, sent).then((whole) => {
+        if (observer.generation !== generation) return;
+        observer.onNotification(whole, info);
+        if (final) entry.resolve(whole);
+      }, (error) => {
+        if (observer.generation !== generation) return;
+        observer.onNotification({ ...message, error }, info);
+        if (final) entry.resolve(message);
+      });
+      return;
+    }
+    observer.generation = (observer.generation ?? 0) + 1;
+    observer.onNotification(message, info);
     if (final) entry.resolve(message);
   }
+}
+
+function decodeBlock2(value) {
+  return value === undefined ? null : decodeBlock(value);
+}
+
+/** The parts of a Block1 or Block2 option value (RFC 7959 section 2.2). */
+export function decodeBlock(value) {
+  return { num: Math.floor(value / 16), more: (value & 0x08) !== 0, szx: value & 0x07 };
+}
+
+export function encodeBlock({ num, more = false, szx }) {
+  return num * 16 + (more ? 8 : 0) + szx;
 }
 
 function isSuccess(code) {
