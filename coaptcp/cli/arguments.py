@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pretty-print the payload even when stdout is not a terminal")
     output.add_argument("--raw", dest="pretty", action="store_false",
                         help="write the exact payload bytes even to a terminal")
-    tls = parser.add_argument_group("TLS (coaps+tcp and coaps+ws)")
+    tls = parser.add_argument_group("TLS and DTLS (coaps+tcp, coaps+ws and coaps)")
     tls.add_argument("--cafile", metavar="FILE",
                      help="PEM file of the CA certificates to verify the server with")
     tls.add_argument("--cert", metavar="FILE", help="our client certificate (PEM)")
@@ -333,5 +333,6 @@ def _tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
     except ValueError as error:
         parser.error(f"TLS options: {error}")
     if tls.configured and not uri.secure:
-        parser.error(f"TLS options apply to coaps+tcp:// and coaps+ws:// URIs, not {uri.scheme}://")
+        parser.error(f"TLS options apply to coaps://, coaps+tcp:// and coaps+ws:// URIs, "
+                     f"not {uri.scheme}://")
     return tls

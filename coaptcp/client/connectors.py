@@ -388,14 +388,15 @@ def scheme_not_available(scheme: str, reason: str) -> Connector:
 def default_connectors() -> Mapping[str, Connector]:
     """The connector for each scheme in this build.
 
-    ``coap`` (UDP, RFC 7252) and the four schemes of RFC 8323 section 8; ``coaps``
-    (DTLS) fails with :class:`SchemeNotAvailable`.
+    ``coap`` (UDP, RFC 7252), ``coaps`` (DTLS, RFC 7252 section 9) and the four schemes
+    of RFC 8323 section 8.
     """
+    from coaptcp.client.dtls import DtlsConnector
     from coaptcp.client.udp import UdpConnector
 
     return {
         "coap": UdpConnector(),
-        "coaps": scheme_not_available("coaps", "DTLS (coaps://) is not supported yet"),
+        "coaps": DtlsConnector(),
         "coap+tcp": tcp_connector,
         "coaps+tcp": tls_connector,
         "coap+ws": ws_connector,

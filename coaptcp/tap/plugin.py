@@ -27,6 +27,7 @@ from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSA
 from coaptcp.server.resource import Resource, Site
 from coaptcp.tap import callhome
 from coaptcp.tap.directory import RD_OPT_FLAGS, RD_OPT_PARAMETERS, add_directory, check_rd_options
+from coaptcp.tap.dtls import DtlsOptions
 from coaptcp.tap.proxy import (
     PROXY_OPT_PARAMETERS,
     ProxySettings,
@@ -235,7 +236,7 @@ def limits_from_options(options: Options | dict[str, Any]) -> Limits:
     return Limits(**values)
 
 
-class Options(callhome.CallHomeOptions, usage.Options):
+class Options(callhome.CallHomeOptions, DtlsOptions, usage.Options):
     """Command-line options of ``twistd coaptcp`` (see ``twistd coaptcp --help``)."""
 
     synopsis = "[options]"

@@ -99,6 +99,10 @@ def check_tls_options(options: usage.Options, check_endpoint: Any) -> None:
     """
     options["tls-settings"] = None
     if not tls_requested(options):
+        if options.get("dtls"):
+            raise usage.UsageError(
+                "--dtls needs --certificate (and --private-key) or --psk-file"
+            )
         return
     if not options["certificate"] and not options["psk-file"]:
         raise usage.UsageError(
@@ -113,7 +117,7 @@ def check_tls_options(options: usage.Options, check_endpoint: Any) -> None:
             "--tls-handshake-timeout must be a positive number of seconds, not "
             f"{options['tls-handshake-timeout']!r}"
         )
-    if not options["tls"]:
+    if not options["tls"] and not options.get("dtls"):
         options["tls"] = [DEFAULT_TLS_ENDPOINT]
     for description in options["tls"]:
         if description.split(":", 1)[0].lower() == "ssl":
@@ -137,6 +141,9 @@ def check_tls_options(options: usage.Options, check_endpoint: Any) -> None:
         raise usage.UsageError(f"TLS: {error}")
     options["tls-handshake-timeout"] = timeout
     options["tls-settings"] = settings
+    from coaptcp.tap.dtls import check_dtls_options
+
+    check_dtls_options(options)
 
 
 def add_tls_listeners(
@@ -149,11 +156,13 @@ def add_tls_listeners(
 ) -> None:
     """Add a coaps+tcp listener to ``service`` for every ``--tls`` endpoint (gated by
     ``gate``, see :func:`coaptcp.transport.listeners.add_listener`)."""
+    from coaptcp.tap.dtls import add_dtls_listeners
     from coaptcp.transport.tls.transport import tls_server_factory
 
     settings = options.get("tls-settings")
     if settings is None:
         return
+    add_dtls_listeners(service, options, factory, reactor)
     tls_factory = tls_server_factory(factory, settings)
     for description in options["tls"]:
         add_listener(service, description, tls_factory, reactor, backlog, gate)

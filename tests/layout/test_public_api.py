@@ -53,7 +53,7 @@ def test_every_exception_derives_from_the_documented_base() -> None:
 #: camelCase names we define because Twisted, autobahn or twisted.web's resource API
 #: call or mirror them (the naming rule's one exception).
 FRAMEWORK_NAMES = re.compile(
-    r"^(connectionMade|connectionLost|dataReceived|readConnectionLost|writeConnectionLost|"
+    r"^(connectionMade|getHost|connectionLost|dataReceived|readConnectionLost|writeConnectionLost|"
     r"handshakeCompleted|makeConnection|buildProtocol|clientConnectionFailed|"
     r"clientConnectionForTLS|serverConnectionForTLS|startService|stopService|"
     r"privilegedStartService|pauseProducing|resumeProducing|stopProducing|doStart|doStop|"

@@ -196,6 +196,15 @@ class CoapDatagramProtocol(DatagramProtocol):
             self.endpoint.cancel_request(sent, self.reactor.seconds())
             self._flush()
 
+    def fail_peer(self, peer: Hashable, error: BaseException) -> None:
+        """Fail the requests and pings waiting on ``peer`` with ``error`` (its DTLS failed)."""
+        for sent, (_, on_failure) in list(self._handlers.items()):
+            if sent.peer == peer:
+                self.cancel(sent)
+                on_failure(error)
+        for key in [key for key in self._pings if key[0] == peer]:
+            self._pings.pop(key)[0].errback(Failure(error))
+
     def request(
         self,
         method: Code,

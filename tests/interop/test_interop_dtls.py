@@ -1,0 +1,148 @@
+"""coaps:// (CoAP over DTLS, RFC 7252 section 9) with libcoap 4.3.1 on loopback, both ways.
+
+libcoap's ``coap-client-openssl`` against ``twistd coaptcp --dtls`` (PSK with -k/-u,
+certificates with -c/-j/-C, a 1 MiB block-wise GET, Observe), and our ``coaptcp-client``
+against libcoap's ``coap-server-openssl`` (DTLS on port + 1).  Our server also listens on
+TCP, only so that the fixture can see it is up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from peers import Completed, RunningPeer, cli_path, free_port, libcoap_client, run, run_server
+from peers import twistd_path as _twistd
+from tls_peers import (
+    PSK_IDENTITY,
+    PSK_KEY,
+    Credentials,
+    free_port_pair,
+    libcoap_tls_server_argv,
+    make_credentials,
+)
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
+    return make_credentials(tmp_path_factory.mktemp("dtls"))
+
+
+@pytest.fixture(scope="module")
+def dtls_server(credentials: Credentials) -> Iterator[RunningPeer]:
+    """``twistd coaptcp --dtls`` with a certificate and a PSK file."""
+    port = free_port()
+    argv = [_twistd(), "--nodaemon", "--pidfile=", "coaptcp",
+            "--tcp", f"tcp:{port}:interface=127.0.0.1",
+            "--dtls", f"udp:{port}:interface=127.0.0.1",
+            "--certificate", str(credentials.server),
+            "--private-key", str(credentials.server_key),
+            "--psk-file", str(credentials.psk_file)]
+    with run_server(argv, port) as peer:
+        yield peer
+    log = peer.log_text()
+    assert "Traceback" not in log and "Unhandled" not in log, log
+
+
+@pytest.fixture(scope="module")
+def libcoap_dtls_server(credentials: Credentials) -> Iterator[RunningPeer]:
+    """libcoap's server: DTLS with a certificate and a PSK on port + 1."""
+    port = free_port_pair()
+    with run_server(libcoap_tls_server_argv(port, credentials), port) as peer:
+        yield peer
+
+
+def cli(*args: str) -> Completed:
+    result = run([cli_path(), *args])
+    assert b"Traceback" not in result.stderr, result.stderr.decode()
+    return result
+
+
+def psk_args() -> list[str]:
+    return ["-k", PSK_KEY, "-u", PSK_IDENTITY]
+
+
+# -- libcoap's client against our server ------------------------------------------------
+
+
+def test_libcoap_client_psk_get(dtls_server: RunningPeer) -> None:
+    result = libcoap_client(*psk_args(), f"coaps://127.0.0.1:{dtls_server.port}/hello")
+    assert result.stdout == b"Hello, world!", result.stderr
+
+
+def test_libcoap_client_wrong_psk_gets_nothing(dtls_server: RunningPeer) -> None:
+    result = libcoap_client("-k", "not the key", "-u", PSK_IDENTITY,
+                            f"coaps://127.0.0.1:{dtls_server.port}/hello")
+    assert b"Hello" not in result.stdout
+
+
+def test_libcoap_client_blockwise_1mib(dtls_server: RunningPeer) -> None:
+    result = libcoap_client(*psk_args(), f"coaps://127.0.0.1:{dtls_server.port}/big")
+    assert len(result.stdout) == 1 << 20, (len(result.stdout), result.stderr)
+
+
+def test_libcoap_client_certificate(dtls_server: RunningPeer, credentials: Credentials) -> None:
+    result = libcoap_client("-c", str(credentials.client), "-j", str(credentials.client_key),
+                            "-C", str(credentials.ca),
+                            f"coaps://127.0.0.1:{dtls_server.port}/hello")
+    assert result.stdout == b"Hello, world!", result.stderr
+
+
+def test_libcoap_client_observes(dtls_server: RunningPeer) -> None:
+    result = libcoap_client(*psk_args(), "-s", "3",
+                            f"coaps://127.0.0.1:{dtls_server.port}/time")
+    # the registration's answer and then notifications, printed without separators
+    stamps = re.findall(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", result.stdout)
+    assert len(stamps) >= 2, (result.stdout, result.stderr)
+
+
+# -- our client against libcoap's server ------------------------------------------------
+
+
+def test_our_cli_psk_to_libcoap(libcoap_dtls_server: RunningPeer) -> None:
+    result = cli("--psk-identity", PSK_IDENTITY, "--psk-key", PSK_KEY,
+                 f"coaps://127.0.0.1:{libcoap_dtls_server.port + 1}/")
+    assert result.returncode == 0, result.stderr
+    assert b"libcoap" in result.stdout
+
+
+def test_our_cli_certificate_to_libcoap(libcoap_dtls_server: RunningPeer,
+                                        credentials: Credentials) -> None:
+    result = cli("--cafile", str(credentials.ca),
+                 f"coaps://127.0.0.1:{libcoap_dtls_server.port + 1}/")
+    assert result.returncode == 0, result.stderr
+    assert b"libcoap" in result.stdout
+
+
+def test_our_cli_rejects_untrusted_libcoap(libcoap_dtls_server: RunningPeer,
+                                           credentials: Credentials) -> None:
+    result = cli("--cafile", str(credentials.rogue_server),
+                 f"coaps://127.0.0.1:{libcoap_dtls_server.port + 1}/")
+    assert result.returncode != 0
+    assert b"libcoap" not in result.stdout
+
+
+# -- our client against our server ------------------------------------------------------
+
+
+def test_our_cli_psk_and_certificate_to_ourselves(dtls_server: RunningPeer,
+                                                  credentials: Credentials) -> None:
+    by_psk = cli("--psk-identity", PSK_IDENTITY, "--psk-key", PSK_KEY,
+                 f"coaps://127.0.0.1:{dtls_server.port}/hello")
+    by_certificate = cli("--cafile", str(credentials.ca), "--cert", str(credentials.client),
+                         "--key", str(credentials.client_key),
+                         f"coaps://localhost:{dtls_server.port}/hello")
+    assert (by_psk.returncode, by_psk.stdout) == (0, b"Hello, world!"), by_psk.stderr
+    assert (by_certificate.returncode, by_certificate.stdout) == (0, b"Hello, world!"), \
+        by_certificate.stderr
+
+
+def test_our_cli_wrong_psk_fails_clearly(dtls_server: RunningPeer, tmp_path: Path) -> None:
+    result = cli("--psk-identity", PSK_IDENTITY, "--psk-key", "wrong",
+                 f"coaps://127.0.0.1:{dtls_server.port}/hello")
+    assert result.returncode != 0
+    assert b"DTLS" in result.stderr, result.stderr
