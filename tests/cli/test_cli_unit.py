@@ -77,7 +77,7 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["-e", "@/no/such/file", "coap+tcp://h/"], "cannot read payload file"),
         (["--ping", "-m", "put", "coap+tcp://h/"], "--ping sends a Ping"),
         (["--ping", "-e", "x", "coap+tcp://h/"], "--ping sends a Ping"),
-        (["--insecure", "coap+tcp://h/"], "TLS options apply to coaps+tcp:// and coaps+ws://"),
+        (["--insecure", "coap+tcp://h/"], "TLS options apply to coaps://, coaps+tcp:// and coaps+ws://"),
         (["--cafile", "/no/ca.pem", "coaps+tcp://h/"], "cannot read --cafile /no/ca.pem"),
         (["--key", __file__, "coaps+tcp://h/"], "--key needs --cert"),
         (["--psk-key", "k", "coaps+tcp://h/"], "--psk-identity and --psk-key go together"),

@@ -445,13 +445,12 @@ def test_connect_options_reach_the_connector() -> None:
 
 def test_every_scheme_has_a_real_connector_by_default() -> None:
     from coaptcp.client import connectors
+    from coaptcp.client.dtls import DtlsConnector
     from coaptcp.client.udp import UdpConnector
 
     made = dict(connectors.default_connectors())
     assert isinstance(made.pop("coap"), UdpConnector)
-    coaps = made.pop("coaps")  # DTLS: not yet, and it says so
-    failed = result_of(coaps(None, "h", 5684, connectors.ConnectOptions()))
-    assert "DTLS" in str(failure(failed, connectors.SchemeNotAvailable))
+    assert isinstance(made.pop("coaps"), DtlsConnector)
     assert made == {
         "coap+tcp": connectors.tcp_connector,
         "coaps+tcp": connectors.tls_connector,

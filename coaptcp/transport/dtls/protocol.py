@@ -451,9 +451,10 @@ class DtlsDatagramProtocol(DatagramProtocol):
             del self._per_host[session.peer[0]]
         self._cancel(session, "retransmit")
         self._cancel(session, "deadline")
-        if session.name is not None:  # a server of ours: its requests cannot be answered
-            self.coap.fail_peer(session.peer, ConnectionClosedError(
-                f"DTLS with {session.name} ({session.peer[0]}:{session.peer[1]}): {reason}"))
+        # requests waiting on the peer cannot be answered without a session
+        self.coap.fail_peer(session.peer, ConnectionClosedError(
+            f"DTLS with {session.name or session.peer[0]} ({session.peer[0]}:"
+            f"{session.peer[1]}): {reason}"))
         self.log.info("DTLS session with {peer} dropped: {reason}", peer=session.peer,
                       reason=reason)
 
