@@ -40,7 +40,10 @@ class DtlsOptions:
     def opt_dtls(self, description: str) -> None:
         """Serve coaps:// (CoAP over DTLS, RFC 7252 section 9) on udp:PORT[:interface=ADDR]
         with the --certificate/--psk-file credentials (repeatable)."""
-        parse_udp_description(description)
+        try:
+            parse_udp_description(description)
+        except usage.UsageError as error:
+            raise usage.UsageError(str(error).replace("--udp", "--dtls", 1)) from None
         listeners: list[str] = self.setdefault("dtls", [])  # type: ignore[attr-defined]
         listeners.append(description)
 

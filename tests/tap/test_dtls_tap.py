@@ -1,0 +1,56 @@
+"""``twistd coaptcp --dtls``: parsing, usage errors, and the coaps:// listeners makeService
+adds (RFC 7252 section 9).  No sockets: services are built, never started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tap_options import parse, usage_error
+from tls_helpers import PKI
+from twisted.application.internet import StreamServerEndpointService, UDPServer
+
+from coaptcp.tap import plugin
+from coaptcp.transport.dtls import DtlsDatagramProtocol
+
+
+@pytest.fixture
+def psk_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keys.txt"
+    path.write_text("gateway text:battery\n")
+    return path
+
+
+def test_dtls_listeners_serve_the_site_with_the_tls_credentials(psk_file: Path) -> None:
+    options = parse("--tcp", "tcp:0", "--dtls", "udp:0", "--dtls",
+                    "udp:0:interface=127.0.0.1", "--psk-file", str(psk_file))
+    service = plugin.makeService(options)
+    factory = service.factory  # type: ignore[attr-defined]
+    servers = [s for s in service if isinstance(s, UDPServer)]  # type: ignore[attr-defined]
+    assert len(servers) == 2
+    assert servers[1].kwargs["interface"] == "127.0.0.1"
+    protocol = servers[0].args[1]
+    assert isinstance(protocol, DtlsDatagramProtocol)
+    assert protocol.coap.site is factory.site
+    # --dtls with credentials and no --tls: no coaps+tcp listener on tcp:5684
+    streams = [s for s in service  # type: ignore[attr-defined]
+               if isinstance(s, StreamServerEndpointService)]
+    assert len(streams) == 1 and options["tls"] == []
+
+
+def test_dtls_with_certificates(pki: PKI) -> None:
+    options = parse("--dtls", "udp:0", "--certificate", str(pki.server),
+                    "--private-key", str(pki.server_key))
+    [server] = [s for s in plugin.makeService(options)  # type: ignore[attr-defined]
+                if isinstance(s, UDPServer)]
+    assert isinstance(server.args[1], DtlsDatagramProtocol)
+
+
+def test_dtls_without_credentials_is_a_usage_error() -> None:
+    assert "--dtls needs --certificate" in usage_error("--dtls", "udp:5684")
+
+
+@pytest.mark.parametrize("description", ["tcp:5684", "udp:x", "udp:5684:mtu=9", "udp:70000"])
+def test_bad_dtls_description_is_a_usage_error(description: str, psk_file: Path) -> None:
+    assert "bad --dtls description" in usage_error("--dtls", description, "--psk-file",
+                                                  str(psk_file))
