@@ -15,13 +15,15 @@ reverse proxy share one upstream side (client, bounds, cache, observations).
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.python import usage
 
 from coaptcp.client import Client
-from coaptcp.core.uri import SCHEMES, CoapUri, UriError, parse_uri
+from coaptcp.client.connectors import TlsOptions
+from coaptcp.core.uri import CoapUri, UriError, parse_uri
 from coaptcp.proxy import ForwardProxy, ProxyPolicy, ResponseCache, Upstream
 from coaptcp.proxy.cache import DEFAULT_CACHE_BYTES
 from coaptcp.proxy.observe import DEFAULT_MAX_OBSERVATIONS
@@ -65,8 +67,14 @@ _PROXY_OPTIONS: list[tuple[str, object, type, str]] = [
      "Downstream observers sharing one upstream observation; more are answered "
      "without being registered."),
 ]
-PROXY_OPT_PARAMETERS = [[name, None, str(default), text] for name, default, _, text in
-                        _PROXY_OPTIONS]
+PROXY_OPT_PARAMETERS: list[list[Any]] = [
+    *([name, None, str(default), text] for name, default, _, text in _PROXY_OPTIONS),
+    ["proxy-psk-identity", None, None,
+     "PSK identity for coaps:// and coaps+tcp:// upstream servers (with --proxy-psk-key)."],
+    ["proxy-psk-key", None, None, "PSK for the upstream servers, as text or hex:HEXDIGITS."],
+    ["proxy-cafile", None, None,
+     "PEM file of the CAs that issue the upstream servers' certificates (coaps schemes)."],
+]
 
 
 class ProxySettings:
@@ -90,6 +98,30 @@ class ProxySettings:
         self.cache_bytes = int(values["proxy-cache-bytes"])
         self.max_observations = int(values["proxy-max-observations"])
         self.max_observers = int(values["proxy-max-observers"])
+        self.tls = _upstream_tls(options)
+
+
+def _upstream_tls(options: dict[str, Any]) -> TlsOptions | None:
+    """The upstream TLS/DTLS credentials of ``--proxy-psk-*`` and ``--proxy-cafile``."""
+    identity, key = options.get("proxy-psk-identity"), options.get("proxy-psk-key")
+    cafile = options.get("proxy-cafile")
+    if (identity is None) != (key is None):
+        raise usage.UsageError("--proxy-psk-identity and --proxy-psk-key go together")
+    if identity is None and cafile is None:
+        return None
+    if cafile is not None and not os.path.isfile(cafile):
+        raise usage.UsageError(f"--proxy-cafile {cafile} is not a readable file")
+    secret = None
+    if key is not None:
+        try:
+            secret = bytes.fromhex(key[4:]) if key.startswith("hex:") else key.encode()
+        except ValueError:
+            raise usage.UsageError(f"--proxy-psk-key {key!r}: bad hex digits") from None
+    try:
+        return TlsOptions(cafile=cafile, psk_identity=None if identity is None
+                          else identity.encode(), psk_key=secret)
+    except ValueError as error:
+        raise usage.UsageError(f"upstream TLS: {error}") from None
 
 
 def check_proxy_options(networks: list[str]) -> ProxyPolicy | None:
@@ -124,10 +156,6 @@ def check_reverse_options(specs: list[str]) -> list[ReverseMount]:
             base = parse_uri(uri_text)
         except UriError as error:
             raise usage.UsageError(f"bad --reverse {spec!r}: {error}")
-        if SCHEMES[base.scheme].datagram and base.secure:
-            raise usage.UsageError(
-                f"bad --reverse {spec!r}: coaps:// (DTLS) is not available in this build"
-            )
         mounts.append((path, base))
     return mounts
 
@@ -138,7 +166,7 @@ def make_upstream(settings: ProxySettings | None = None, reactor: Any = None) ->
     settings = settings if settings is not None else ProxySettings({})
     cache = ResponseCache(settings.cache_bytes) if settings.cache_bytes else None
     return Upstream(
-        Client(reactor),
+        Client(reactor, tls=settings.tls),
         reactor=reactor,
         cache=cache,
         timeout=settings.timeout,

@@ -146,3 +146,18 @@ def test_our_cli_wrong_psk_fails_clearly(dtls_server: RunningPeer, tmp_path: Pat
                  f"coaps://127.0.0.1:{dtls_server.port}/hello")
     assert result.returncode != 0
     assert b"DTLS" in result.stderr, result.stderr
+
+
+# -- the gateway: coap+tcp in, coaps:// out -----------------------------------------------
+
+
+def test_proxy_reaches_a_libcoap_dtls_psk_server(libcoap_dtls_server: RunningPeer) -> None:
+    port = free_port()
+    argv = [_twistd(), "--nodaemon", "--pidfile=", "coaptcp",
+            "--tcp", f"tcp:{port}:interface=127.0.0.1", "--proxy", "127.0.0.0/8",
+            "--proxy-psk-identity", PSK_IDENTITY, "--proxy-psk-key", PSK_KEY]
+    with run_server(argv, port) as proxy:
+        result = libcoap_client("-P", f"coap+tcp://127.0.0.1:{proxy.port}",
+                                f"coaps://127.0.0.1:{libcoap_dtls_server.port + 1}/")
+    assert b"libcoap" in result.stdout, result.stderr
+    assert "Traceback" not in proxy.log_text()

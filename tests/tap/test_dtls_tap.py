@@ -54,3 +54,12 @@ def test_dtls_without_credentials_is_a_usage_error() -> None:
 def test_bad_dtls_description_is_a_usage_error(description: str, psk_file: Path) -> None:
     assert "bad --dtls description" in usage_error("--dtls", description, "--psk-file",
                                                   str(psk_file))
+
+
+def test_proxy_upstream_credentials() -> None:
+    options = parse("--tcp", "tcp:0", "--proxy", "127.0.0.0/8", "--proxy-psk-identity",
+                    "gateway", "--proxy-psk-key", "hex:6b6579")
+    tls = options["proxy-settings"].tls
+    assert (tls.psk_identity, tls.psk_key) == (b"gateway", b"key")
+    assert "go together" in usage_error("--proxy", "any", "--proxy-psk-identity", "gateway")
+    assert "not a readable file" in usage_error("--proxy", "any", "--proxy-cafile", "/nope")
