@@ -203,6 +203,18 @@ class DtlsDatagramProtocol(DatagramProtocol):
     def startProtocol(self) -> None:
         self.coap.makeConnection(_PlainSide(self))  # type: ignore[arg-type]
 
+    def doStop(self) -> None:
+        """Send close_notify on every established session (RFC 5246 section 7.2.1) while
+        the socket can still write, so that peers free theirs; then stop."""
+        for session in list(self._sessions.values()):
+            if session.established:
+                try:
+                    session.connection.shutdown()
+                except SSL.Error:
+                    pass
+                self._write_out(session.connection, session.peer)
+        super().doStop()
+
     def stopProtocol(self) -> None:
         for session in list(self._sessions.values()):
             self._drop(session, "the socket closed")

@@ -275,3 +275,12 @@ def test_limits_are_checked() -> None:
         DtlsLimits(max_sessions=0)
     with pytest.raises(ValueError):
         DtlsLimits(handshake_timeout=0)
+
+
+def test_closing_the_client_socket_sends_close_notify_and_frees_the_server_session() -> None:
+    network, _, ours, theirs = pair()
+    get(network, theirs)
+    assert ours.sessions == 1
+    theirs.doStop()
+    network.pump()
+    assert ours.sessions == 0 and theirs.sessions == 0
