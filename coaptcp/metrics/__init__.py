@@ -1,32 +1,21 @@
 """Prometheus metrics and a structured access log of a CoAP server.
 
-``twistd coaptcp --metrics tcp:9100`` serves ``GET /metrics`` in the Prometheus text
-format (through ``prometheus_client``, the ``coaptcp[metrics]`` extra); ``--access-log
-FILE`` writes one JSON object per request.  Both watch the requests a
-:class:`~coaptcp.server.resource.Site` answers (RFC 7252 section 5.8 methods, section
-5.9 response codes) through :class:`MeteredSite`, which is used only when one of them is
-asked for: a plain ``Site`` has nothing of this on its path.  Connection counts are read
-from the factories at scrape time (:class:`ServerCollector`), not counted per request.
-
-``prometheus_client`` is imported by :func:`require_prometheus` and the functions that
-need it, never at import time: ``coaptcp`` works without the extra.
+``twistd coaptcp --metrics ENDPOINT`` serves ``GET /metrics`` in the Prometheus text format
+(``prometheus_client``, the ``coaptcp[metrics]`` extra); ``--access-log FILE`` writes one
+JSON object per answered request (RFC 7252 section 5.8 methods, section 5.9 codes).  See
+:mod:`coaptcp.metrics.metering` and :mod:`coaptcp.tap.metrics`.
 """
 
-from __future__ import annotations
-
-import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
-
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
-from twisted.python import usage
-
-from coaptcp.server.request import Request, Response
-from coaptcp.server.resource import ProxyHandler, Resource, Site
-
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+from coaptcp.metrics.metering import (
+    LATENCY_BUCKETS,
+    MeteredSite,
+    RequestMetrics,
+    ServerCollector,
+    code_label,
+    metrics_web_site,
+    require_prometheus,
+    transport_label,
+)
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -38,202 +27,3 @@ __all__ = [
     "require_prometheus",
     "transport_label",
 ]
-
-#: Bounds in seconds of the request latency histogram's buckets.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-_INSTALL_HINT = "--metrics needs prometheus_client: pip install 'coaptcp[metrics]'"
-
-_transport_names: dict[tuple[type, bool], str] = {}
-
-
-def require_prometheus() -> None:
-    """Raise :class:`usage.UsageError` telling to install ``coaptcp[metrics]`` when
-    ``prometheus_client`` cannot be imported."""
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        raise usage.UsageError(_INSTALL_HINT)
-
-
-def transport_label(request: Request) -> str:
-    """The URI scheme a request came over: ``coap+tcp``, ``coaps+tcp``, ``coap+ws``,
-    ``coaps+ws`` (RFC 8323 section 8) or ``coap`` / ``coaps`` (UDP, RFC 7252)."""
-    channel = request.channel
-    key = (type(channel), bool(request.secure))
-    name = _transport_names.get(key)
-    if name is None:
-        cls = type(channel).__name__
-        if "WebSocket" in cls:
-            name = "coaps+ws" if request.secure else "coap+ws"
-        elif channel is None or "Datagram" in cls or "Udp" in cls:
-            name = "coaps" if request.secure else "coap"
-        else:
-            name = "coaps+tcp" if request.secure else "coap+tcp"
-        _transport_names[key] = name
-    return name
-
-
-def code_label(code: int) -> str:
-    """A response code as ``c.dd`` (RFC 7252 section 12.1.2), e.g. ``2.05``."""
-    return f"{int(code) >> 5}.{int(code) & 31:02d}"
-
-
-def _method(request: Request) -> str:
-    code = request.method
-    return getattr(code, "name", None) or str(code)
-
-
-class RequestMetrics:
-    """The per-request metrics, in a ``prometheus_client`` registry of their own choosing:
-    ``coap_requests_total{transport,method,code}``, ``coap_request_duration_seconds``
-    (histogram by transport and method) and ``coap_request_bytes_total`` /
-    ``coap_response_bytes_total`` (payload bytes, RFC 7252 section 5.5)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        from prometheus_client import Counter, Histogram
-
-        self.requests = Counter(
-            "coap_requests",
-            "Requests answered by the site, by transport, method and response code.",
-            ["transport", "method", "code"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "coap_request_duration_seconds",
-            "Time from a request reaching the site to its response.",
-            ["transport", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.bytes_in = Counter(
-            "coap_request_bytes", "Request payload bytes, by transport.", ["transport"],
-            registry=registry,
-        )
-        self.bytes_out = Counter(
-            "coap_response_bytes", "Response payload bytes, by transport.", ["transport"],
-            registry=registry,
-        )
-
-    def record(self, request: Request, response: Response, duration: float) -> None:
-        """Count one answered request."""
-        transport = transport_label(request)
-        method = _method(request)
-        self.requests.labels(transport, method, code_label(response.code)).inc()
-        self.duration.labels(transport, method).observe(duration)
-        self.bytes_in.labels(transport).inc(len(request.payload))
-        self.bytes_out.labels(transport).inc(len(response.payload))
-
-
-class MeteredSite(Site):
-    """A :class:`Site` that reports every answered request to ``metrics`` and/or as one
-    ``twisted.logger`` event to ``access_log`` (namespace ``coaptcp.access``)."""
-
-    def __init__(
-        self,
-        root: Resource,
-        *,
-        proxy: ProxyHandler | None = None,
-        metrics: RequestMetrics | None = None,
-        access_log: Logger | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        super().__init__(root, proxy=proxy)
-        self.metrics = metrics
-        self.access_log = access_log
-        self.clock = clock
-
-    def handle(self, request: Request) -> Response | Deferred[Response]:
-        """Answer as :meth:`Site.handle`, then report the answer."""
-        started = self.clock()
-        result = super().handle(request)
-        if isinstance(result, Response):
-            self._report(request, result, started)
-            return result
-        return result.addCallback(self._reported, request, started)
-
-    def _reported(self, response: Response, request: Request, started: float) -> Response:
-        self._report(request, response, started)
-        return response
-
-    def _report(self, request: Request, response: Response, started: float) -> None:
-        duration = self.clock() - started
-        if self.metrics is not None:
-            self.metrics.record(request, response, duration)
-        if self.access_log is not None:
-            peer = request.peer
-            host = getattr(peer, "host", None)
-            port = getattr(peer, "port", None)
-            self.access_log.info(
-                "{peer} {transport} {method} /{path} {code} {duration:.6f}",
-                peer=f"{host}:{port}" if host is not None else str(peer),
-                transport=transport_label(request),
-                method=_method(request),
-                path="/".join(request.path),
-                code=code_label(response.code),
-                bytes_in=len(request.payload),
-                bytes_out=len(response.payload),
-                duration=duration,
-                token=request.token.hex(),
-            )
-
-
-class ServerCollector:
-    """A ``prometheus_client`` collector reading the factories' state at scrape time:
-    ``coap_connections_open{transport}`` and ``coap_connections_accepted_total`` /
-    ``coap_connections_closed_total`` (RFC 8323 section 3 connections), and the shared
-    uploads budget ``coap_uploads_held_bytes`` (RFC 7959 section 2.5)."""
-
-    def __init__(self, factories: Callable[[], Iterable[tuple[str, Any]]]) -> None:
-        self.factories = factories
-
-    def collect(self) -> Iterator[Any]:
-        """The metric families, from the factories as they are now."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        open_ = GaugeMetricFamily(
-            "coap_connections_open", "Open CoAP connections, by transport.", labels=["transport"]
-        )
-        accepted = CounterMetricFamily(
-            "coap_connections_accepted", "Connections admitted since start.", labels=["transport"]
-        )
-        closed = CounterMetricFamily(
-            "coap_connections_closed", "Admitted connections closed since start.",
-            labels=["transport"],
-        )
-        held = GaugeMetricFamily(
-            "coap_uploads_held_bytes", "Bytes held by partial Block1 uploads (all listeners)."
-        )
-        budgets: set[int] = set()
-        held_bytes = 0
-        for name, factory in self.factories():
-            connections = list(factory.connections)
-            open_.add_metric([name], len(connections))
-            accepted.add_metric([name], factory.accepted)
-            closed.add_metric([name], factory.accepted - len(connections))
-            budget = getattr(factory, "upload_budget", None)
-            if budget is not None and id(budget) not in budgets:
-                budgets.add(id(budget))
-                held_bytes += int(getattr(budget, "held", 0))
-        held.add_metric([], held_bytes)
-        yield from (open_, accepted, closed, held)
-
-
-def metrics_web_site(registry: CollectorRegistry) -> Any:
-    """A ``twisted.web`` site serving ``registry`` at ``/metrics`` in the Prometheus text
-    format (``prometheus_client.generate_latest``, rendered in the reactor thread: the
-    collectors read state the reactor owns)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from twisted.web.resource import Resource as WebResource
-    from twisted.web.server import Site as WebSite
-
-    class MetricsPage(WebResource):
-        isLeaf = True
-
-        def render_GET(self, request: Any) -> bytes:
-            request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-            return bytes(generate_latest(registry))
-
-    root = WebResource()
-    root.putChild(b"metrics", MetricsPage())
-    return WebSite(root)
