@@ -15,6 +15,7 @@ need it, never at import time: ``coaptcp`` works without the extra.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -85,44 +86,76 @@ def _method(request: Request) -> str:
 
 
 class RequestMetrics:
-    """The per-request metrics, in a ``prometheus_client`` registry of their own choosing:
-    ``coap_requests_total{transport,method,code}``, ``coap_request_duration_seconds``
-    (histogram by transport and method) and ``coap_request_bytes_total`` /
-    ``coap_response_bytes_total`` (payload bytes, RFC 7252 section 5.5)."""
+    """The per-request metrics: ``coap_requests_total{transport,method,code}``,
+    ``coap_request_duration_seconds`` (histogram by transport and method) and
+    ``coap_request_bytes_total`` / ``coap_response_bytes_total`` (payload bytes, RFC 7252
+    section 5.5).
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        from prometheus_client import Counter, Histogram
+    A request costs a few dict updates (:meth:`record`); the families are made from those
+    counts when ``registry`` is scraped (:meth:`collect`), not kept in
+    ``prometheus_client`` metric objects with their locks and label look-ups.
+    """
 
-        self.requests = Counter(
-            "coap_requests",
-            "Requests answered by the site, by transport, method and response code.",
-            ["transport", "method", "code"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "coap_request_duration_seconds",
-            "Time from a request reaching the site to its response.",
-            ["transport", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.bytes_in = Counter(
-            "coap_request_bytes", "Request payload bytes, by transport.", ["transport"],
-            registry=registry,
-        )
-        self.bytes_out = Counter(
-            "coap_response_bytes", "Response payload bytes, by transport.", ["transport"],
-            registry=registry,
-        )
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        #: Per (transport, method): the count of each bucket (not cumulative), the
+        #: +Inf bucket last, then the sum of durations.
+        self.durations: dict[tuple[str, str], list[float]] = {}
+        self.bytes_in: dict[str, int] = {}
+        self.bytes_out: dict[str, int] = {}
+        if registry is not None:
+            registry.register(self)
 
     def record(self, request: Request, response: Response, duration: float) -> None:
         """Count one answered request."""
         transport = transport_label(request)
         method = _method(request)
-        self.requests.labels(transport, method, code_label(response.code)).inc()
-        self.duration.labels(transport, method).observe(duration)
-        self.bytes_in.labels(transport).inc(len(request.payload))
-        self.bytes_out.labels(transport).inc(len(response.payload))
+        key = (transport, method, code_label(response.code))
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        buckets = self.durations.get((transport, method))
+        if buckets is None:
+            buckets = self.durations[(transport, method)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
+        buckets[-1] += duration
+        self.bytes_in[transport] = self.bytes_in.get(transport, 0) + len(request.payload)
+        self.bytes_out[transport] = self.bytes_out.get(transport, 0) + len(response.payload)
+
+    def collect(self) -> Iterator[Any]:
+        """The metric families, from the counts as they are now."""
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        requests = CounterMetricFamily(
+            "coap_requests",
+            "Requests answered by the site, by transport, method and response code.",
+            labels=["transport", "method", "code"],
+        )
+        for key, answered in sorted(self.requests.items()):
+            requests.add_metric(list(key), answered)
+        durations = HistogramMetricFamily(
+            "coap_request_duration_seconds",
+            "Time from a request reaching the site to its response.",
+            labels=["transport", "method"],
+        )
+        bounds = [*(f"{bound:g}" for bound in LATENCY_BUCKETS), "+Inf"]
+        for pair, buckets in sorted(self.durations.items()):
+            cumulative: list[tuple[str, float]] = []
+            total = 0.0
+            for bound, count in zip(bounds, buckets[:-1], strict=True):
+                total += count
+                cumulative.append((bound, total))
+            durations.add_metric(list(pair), cumulative, buckets[-1])
+        bytes_in = CounterMetricFamily(
+            "coap_request_bytes", "Request payload bytes, by transport.", labels=["transport"]
+        )
+        for transport, count in sorted(self.bytes_in.items()):
+            bytes_in.add_metric([transport], count)
+        bytes_out = CounterMetricFamily(
+            "coap_response_bytes", "Response payload bytes, by transport.", labels=["transport"]
+        )
+        for transport, count in sorted(self.bytes_out.items()):
+            bytes_out.add_metric([transport], count)
+        yield from (requests, durations, bytes_in, bytes_out)
 
 
 class MeteredSite(Site):
