@@ -60,19 +60,26 @@ def require_prometheus() -> None:
 def transport_label(request: Request) -> str:
     """The URI scheme a request came over: ``coap+tcp``, ``coaps+tcp``, ``coap+ws``,
     ``coaps+ws`` (RFC 8323 section 8) or ``coap`` / ``coaps`` (UDP, RFC 7252)."""
-    channel = request.channel
-    key = (type(channel), bool(request.secure))
+    return _transport_name(request.channel.__class__, bool(request.secure))
+
+
+def _transport_name(channel: type, secure: bool) -> str:
+    key = (channel, bool(secure))
     name = _transport_names.get(key)
     if name is None:
-        cls = type(channel).__name__
+        cls = channel.__name__
         if "WebSocket" in cls:
-            name = "coaps+ws" if request.secure else "coap+ws"
-        elif channel is None or "Datagram" in cls or "Udp" in cls:
-            name = "coaps" if request.secure else "coap"
+            name = "coaps+ws" if secure else "coap+ws"
+        elif channel is type(None) or "Datagram" in cls or "Udp" in cls:
+            name = "coaps" if secure else "coap"
         else:
-            name = "coaps+tcp" if request.secure else "coap+tcp"
+            name = "coaps+tcp" if secure else "coap+tcp"
         _transport_names[key] = name
     return name
+
+
+def _method_name(code: int) -> str:
+    return getattr(code, "name", None) or code_label(code)
 
 
 def code_label(code: int) -> str:
@@ -81,8 +88,7 @@ def code_label(code: int) -> str:
 
 
 def _method(request: Request) -> str:
-    code = request.method
-    return getattr(code, "name", None) or str(code)
+    return _method_name(request.method)
 
 
 class RequestMetrics:
@@ -97,65 +103,80 @@ class RequestMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}
-        #: Per (transport, method): the count of each bucket (not cumulative), the
-        #: +Inf bucket last, then the sum of durations.
-        self.durations: dict[tuple[str, str], list[float]] = {}
-        self.bytes_in: dict[str, int] = {}
-        self.bytes_out: dict[str, int] = {}
+        #: Per (channel class, secure, method, response code): the request count, request
+        #: and response payload bytes, the sum of durations, then the count of each
+        #: latency bucket (not cumulative; +Inf last).  Raw keys: the labels are made
+        #: at scrape time, not per request.
+        self.entries: dict[tuple[type, bool, int, int], list[float]] = {}
         if registry is not None:
             registry.register(self)
 
     def record(self, request: Request, response: Response, duration: float) -> None:
-        """Count one answered request."""
-        transport = transport_label(request)
-        method = _method(request)
-        key = (transport, method, code_label(response.code))
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        buckets = self.durations.get((transport, method))
-        if buckets is None:
-            buckets = self.durations[(transport, method)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
-        buckets[-1] += duration
-        self.bytes_in[transport] = self.bytes_in.get(transport, 0) + len(request.payload)
-        self.bytes_out[transport] = self.bytes_out.get(transport, 0) + len(response.payload)
+        """Count one answered request (a dict look-up and five list updates)."""
+        key = (request.channel.__class__, request.secure, request.method, response.code)
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = [0.0] * (len(LATENCY_BUCKETS) + 5)
+        entry[0] += 1
+        entry[1] += len(request.payload)
+        entry[2] += len(response.payload)
+        entry[3] += duration
+        entry[4 + bisect_left(LATENCY_BUCKETS, duration)] += 1
+
+    def _labelled(self) -> Iterator[tuple[str, str, str, list[float]]]:
+        for (channel, secure, method, code), entry in list(self.entries.items()):
+            yield _transport_name(channel, secure), _method_name(method), code_label(code), entry
 
     def collect(self) -> Iterator[Any]:
         """The metric families, from the counts as they are now."""
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-        requests = CounterMetricFamily(
+        requests: dict[tuple[str, str, str], float] = {}
+        histograms: dict[tuple[str, str], list[float]] = {}
+        bytes_in: dict[str, float] = {}
+        bytes_out: dict[str, float] = {}
+        for transport, method, code, entry in self._labelled():
+            key = (transport, method, code)
+            requests[key] = requests.get(key, 0) + entry[0]
+            bytes_in[transport] = bytes_in.get(transport, 0) + entry[1]
+            bytes_out[transport] = bytes_out.get(transport, 0) + entry[2]
+            summed = histograms.setdefault((transport, method), [0.0] * (len(entry) - 3))
+            summed[-1] += entry[3]
+            for index, count in enumerate(entry[4:]):
+                summed[index] += count
+        family = CounterMetricFamily(
             "coap_requests",
             "Requests answered by the site, by transport, method and response code.",
             labels=["transport", "method", "code"],
         )
-        for key, answered in sorted(self.requests.items()):
-            requests.add_metric(list(key), answered)
+        for key, answered in sorted(requests.items()):
+            family.add_metric(list(key), answered)
+        yield family
         durations = HistogramMetricFamily(
             "coap_request_duration_seconds",
             "Time from a request reaching the site to its response.",
             labels=["transport", "method"],
         )
         bounds = [*(f"{bound:g}" for bound in LATENCY_BUCKETS), "+Inf"]
-        for pair, buckets in sorted(self.durations.items()):
+        for pair, summed in sorted(histograms.items()):
             cumulative: list[tuple[str, float]] = []
             total = 0.0
-            for bound, count in zip(bounds, buckets[:-1], strict=True):
+            for bound, count in zip(bounds, summed[:-1], strict=True):
                 total += count
                 cumulative.append((bound, total))
-            durations.add_metric(list(pair), cumulative, buckets[-1])
-        bytes_in = CounterMetricFamily(
-            "coap_request_bytes", "Request payload bytes, by transport.", labels=["transport"]
-        )
-        for transport, count in sorted(self.bytes_in.items()):
-            bytes_in.add_metric([transport], count)
-        bytes_out = CounterMetricFamily(
-            "coap_response_bytes", "Response payload bytes, by transport.", labels=["transport"]
-        )
-        for transport, count in sorted(self.bytes_out.items()):
-            bytes_out.add_metric([transport], count)
-        yield from (requests, durations, bytes_in, bytes_out)
+            durations.add_metric(list(pair), cumulative, summed[-1])
+        yield durations
+        for name, text, values in (
+            ("coap_request_bytes", "Request payload bytes, by transport.", bytes_in),
+            ("coap_response_bytes", "Response payload bytes, by transport.", bytes_out),
+        ):
+            counter = CounterMetricFamily(name, text, labels=["transport"])
+            for transport, count in sorted(values.items()):
+                counter.add_metric([transport], count)
+            yield counter
+
+
+_SITE_HANDLE = Site.handle
 
 
 class MeteredSite(Site):
@@ -178,8 +199,23 @@ class MeteredSite(Site):
 
     def handle(self, request: Request) -> Response | Deferred[Response]:
         """Answer as :meth:`Site.handle`, then report the answer."""
-        started = self.clock()
-        result = super().handle(request)
+        clock = self.clock
+        started = clock()
+        result = _SITE_HANDLE(self, request)
+        metrics = self.metrics
+        if result.__class__ is Response and metrics is not None and self.access_log is None:
+            # The common case, RequestMetrics.record inline (a call less per request).
+            duration = clock() - started
+            key = (request.channel.__class__, request.secure, request.method, result.code)
+            entry = metrics.entries.get(key)
+            if entry is None:
+                entry = metrics.entries[key] = [0.0] * (len(LATENCY_BUCKETS) + 5)
+            entry[0] += 1
+            entry[1] += len(request.payload)
+            entry[2] += len(result.payload)
+            entry[3] += duration
+            entry[4 + bisect_left(LATENCY_BUCKETS, duration)] += 1
+            return result
         if isinstance(result, Response):
             self._report(request, result, started)
             return result
