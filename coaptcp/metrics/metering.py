@@ -273,10 +273,33 @@ class ServerCollector:
         held = GaugeMetricFamily(
             "coap_uploads_held_bytes", "Bytes held by partial Block1 uploads (all listeners)."
         )
+        observations = GaugeMetricFamily(
+            "coap_observations", "Observations registered (RFC 7641), by transport.",
+            labels=["transport"],
+        )
+        uploads = GaugeMetricFamily(
+            "coap_blockwise_uploads_in_progress",
+            "Partial Block1 uploads being received (RFC 7959 section 2.5), by transport.",
+            labels=["transport"],
+        )
+        rejections = CounterMetricFamily(
+            "coap_limit_rejections",
+            "Requests refused because a server-wide limit was reached, by limit.",
+            labels=["limit"],
+        )
         budgets: set[int] = set()
         held_bytes = 0
+        refused = 0
         for name, factory in self.factories():
             connections = list(factory.connections)
+            observing = in_progress = 0
+            for protocol in connections:
+                channel = getattr(protocol, "channel", None)
+                observing += int(getattr(channel, "observation_count", 0))
+                blockwise = getattr(channel, "blockwise", None)
+                in_progress += int(getattr(blockwise, "uploads_in_progress", 0))
+            observations.add_metric([name], observing)
+            uploads.add_metric([name], in_progress)
             open_.add_metric([name], len(connections))
             accepted.add_metric([name], factory.accepted)
             closed.add_metric([name], factory.accepted - len(connections))
@@ -284,8 +307,10 @@ class ServerCollector:
             if budget is not None and id(budget) not in budgets:
                 budgets.add(id(budget))
                 held_bytes += int(getattr(budget, "held", 0))
+                refused += int(getattr(budget, "refusals", 0))
         held.add_metric([], held_bytes)
-        yield from (open_, accepted, closed, held)
+        rejections.add_metric(["max_upload_bytes"], refused)
+        yield from (open_, accepted, closed, held, observations, uploads, rejections)
 
 
 def metrics_web_site(registry: CollectorRegistry) -> Any:

@@ -170,3 +170,28 @@ def test_metrics_content_type(tmp_path):
     web.factory.resource.children[b"metrics"].render_GET(request)
     content_type = request.responseHeaders.getRawHeaders(b"content-type")[0]
     assert content_type.startswith(b"text/plain; version=")
+
+
+def test_observations_and_uploads_read_at_scrape_time(tmp_path):
+    from coaptcp.core.blocks import Block
+    from coaptcp.core.message import Message
+    from coaptcp.core.options import OptionNumber, Options
+
+    options, service, clock, _ = metered_service(tmp_path)
+    registry = options["metrics-registry"]
+    h = Harness(factory=service.factory, clock=clock)
+    h.open()
+    assert sample(registry, "coap_observations", transport="tcp") == 0
+    h.feed(Message(Code.GET, b"o", Options.build(uri_path=["time"], observe=0)))
+    assert h.sent()[0].code == Code.CONTENT
+    assert sample(registry, "coap_observations", transport="tcp") == 1
+    # The first of two 1024-byte Block1 blocks: held until the second comes.
+    first = Options.build(uri_path=["store"]).add(OptionNumber.BLOCK1, Block(0, True, 6).encode())
+    h.feed(Message(Code.PUT, b"u", first, b"x" * 1024))
+    assert h.sent()[0].code == Code.CONTINUE
+    assert sample(registry, "coap_blockwise_uploads_in_progress", transport="tcp") == 1
+    assert sample(registry, "coap_uploads_held_bytes") == 1024
+    assert sample(registry, "coap_limit_rejections_total", limit="max_upload_bytes") == 0
+    h.lose()
+    assert sample(registry, "coap_observations", transport="tcp") == 0
+    assert sample(registry, "coap_uploads_held_bytes") == 0
