@@ -36,8 +36,20 @@ def requests_chunk(start: int, batch: int = BATCH) -> bytes:
     )
 
 
-def bench_server(total: int, batch: int = BATCH) -> float:
-    factory = CoapFactory(Site(make_demo_site()), reactor=MemoryReactorClock())
+def make_site(metrics: bool = False, access_log: str | None = None) -> Site:
+    """The demo site, metered as ``--metrics`` and ``--access-log`` make it."""
+    if not metrics and access_log is None:
+        return Site(make_demo_site())
+    from coaptcp.tap.metrics import make_site as metered
+
+    options = {"metrics": "tcp:0" if metrics else None, "access-log": access_log}
+    return metered(make_demo_site(), None, options)
+
+
+def bench_server(
+    total: int, batch: int = BATCH, metrics: bool = False, access_log: str | None = None
+) -> float:
+    factory = CoapFactory(make_site(metrics, access_log), reactor=MemoryReactorClock())
     protocol = factory.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
@@ -80,16 +92,21 @@ def main() -> None:
     parser.add_argument(
         "--server-only", action="store_true", help="run only the server benchmark, print nothing"
     )
+    parser.add_argument("--metrics", action="store_true", help="as twistd coaptcp --metrics")
+    parser.add_argument("--access-log", metavar="FILE", help="as twistd coaptcp --access-log")
     args = parser.parse_args()
     if args.server_only:  # for instruction counting: valgrind --tool=callgrind ...
-        bench_server(args.requests, args.batch)
+        bench_server(args.requests, args.batch, args.metrics, args.access_log)
         return
     if args.profile:
         profiler = cProfile.Profile()
-        profiler.runcall(bench_server, args.requests, args.batch)
+        profiler.runcall(bench_server, args.requests, args.batch, args.metrics, args.access_log)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    rate = max(bench_server(args.requests, args.batch) for _ in range(3))
+    rate = max(
+        bench_server(args.requests, args.batch, args.metrics, args.access_log)
+        for _ in range(3)
+    )
     encode_rate, decode_rate = bench_codec(args.requests)
     print(
         f"server: {rate:,.0f} requests/s "

@@ -24,10 +24,11 @@ from coaptcp.channel.limits import DEFAULT_LIMITS, Limits
 from coaptcp.channel.reactor import default_reactor
 from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
-from coaptcp.server.resource import Resource, Site
+from coaptcp.server.resource import Resource
 from coaptcp.tap import callhome
 from coaptcp.tap.directory import RD_OPT_FLAGS, RD_OPT_PARAMETERS, add_directory, check_rd_options
 from coaptcp.tap.dtls import DtlsOptions
+from coaptcp.tap.metrics import MetricsOptions, add_metrics, make_site
 from coaptcp.tap.proxy import (
     PROXY_OPT_PARAMETERS,
     ProxySettings,
@@ -236,7 +237,7 @@ def limits_from_options(options: Options | dict[str, Any]) -> Limits:
     return Limits(**values)
 
 
-class Options(callhome.CallHomeOptions, DtlsOptions, usage.Options):
+class Options(callhome.CallHomeOptions, DtlsOptions, MetricsOptions):
     """Command-line options of ``twistd coaptcp`` (see ``twistd coaptcp --help``)."""
 
     synopsis = "[options]"
@@ -459,7 +460,7 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
             proxy = make_proxy(policy, settings, reactor, upstream)
         mount_reverse(root, mounts, upstream)
     add_directory(root, options, reactor)
-    site = Site(root, proxy=proxy)
+    site = make_site(root, proxy, options)
     limits = options.get("limits") or limits_from_options(options)
     # Every connection holds a descriptor from accept: the limit must answer first.
     limits = fit_descriptor_limit(limits, reactor=reactor)
@@ -495,4 +496,5 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
     add_tls_listeners(service, factory, options, reactor, backlog, gate)
     add_udp_listeners(service, options.get("udp", []), factory, reactor)
     callhome.add_call_home(service, options, site, reactor)
+    add_metrics(service, options, reactor)
     return service

@@ -248,6 +248,9 @@ class ConnectionAdmission:
     limits: Limits
     connections: set[Any]
     gate: ConnectionGate
+    #: Connections admitted since start (closed ones: this less ``len(connections)``),
+    #: read by :mod:`coaptcp.metrics` at scrape time.
+    accepted: int = 0
 
     def _init_admission(self, gate: ConnectionGate | None = None) -> None:
         self.connections = set()
@@ -256,6 +259,7 @@ class ConnectionAdmission:
     def admit(self, protocol: Any) -> Refusal | None:
         """Count a new CoAP connection (its ``channel.peer`` is the client's address)."""
         self.connections.add(protocol)
+        self.accepted += 1
         return self.gate.admit(protocol, protocol.channel.peer)
 
     def discharge(self, protocol: Any) -> None:

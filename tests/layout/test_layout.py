@@ -30,6 +30,7 @@ LAYERS = {
     "proxy": 5,
     "directory": 5,
     "callhome": 5,
+    "metrics": 5,
     "tap": 6,
     "cli": 6,
     "testing": 7,

@@ -1,0 +1,29 @@
+"""Prometheus metrics and a structured access log of a CoAP server.
+
+``twistd coaptcp --metrics ENDPOINT`` serves ``GET /metrics`` in the Prometheus text format
+(``prometheus_client``, the ``coaptcp[metrics]`` extra); ``--access-log FILE`` writes one
+JSON object per answered request (RFC 7252 section 5.8 methods, section 5.9 codes).  See
+:mod:`coaptcp.metrics.metering` and :mod:`coaptcp.tap.metrics`.
+"""
+
+from coaptcp.metrics.metering import (
+    LATENCY_BUCKETS,
+    MeteredSite,
+    RequestMetrics,
+    ServerCollector,
+    code_label,
+    metrics_web_site,
+    require_prometheus,
+    transport_label,
+)
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "MeteredSite",
+    "RequestMetrics",
+    "ServerCollector",
+    "code_label",
+    "metrics_web_site",
+    "require_prometheus",
+    "transport_label",
+]
