@@ -145,8 +145,12 @@ class DedupCache:
 
     def next_expiry(self) -> float | None:
         """When the next entry expires (``None`` when empty)."""
-        times = [queue[0].expires for queue in (self._con, self._non) if queue]
-        return min(times) if times else None
+        con, non = self._con, self._non
+        if not con:
+            return non[0].expires if non else None
+        if non and non[0].expires < con[0].expires:
+            return non[0].expires
+        return con[0].expires
 
     def _evict_oldest(self) -> None:
         # The oldest is whichever queue's front was received first.

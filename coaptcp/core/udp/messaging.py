@@ -152,19 +152,19 @@ class UdpEndpoint:
         a second and the sweep of idle peers every 30 s.
         """
         layer = self.layer
-        times = []
-        due = layer.timers.next_due()
-        if due is not None:
-            times.append(due)
-        due = self.server.next_ack_due()
-        if due is not None:
-            times.append(due)
+        # Called after every datagram: plain comparisons, no list built.
+        earliest = layer.next_sweep if layer.peers else None
         expiry = layer.dedup.next_expiry()
         if expiry is not None:
-            times.append(max(expiry, self._housekeeping + _HOUSEKEEPING_INTERVAL))
-        if layer.peers:
-            times.append(layer.next_sweep)
-        return min(times) if times else None
+            housekeeping = self._housekeeping + _HOUSEKEEPING_INTERVAL
+            if housekeeping > expiry:
+                expiry = housekeeping
+            if earliest is None or expiry < earliest:
+                earliest = expiry
+        for due in (layer.timers.next_due(), self.server.next_ack_due()):
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+        return earliest
 
     def timer_expired(self, now: float) -> list[UdpEvent]:
         """Run the timers due at ``now``: retransmissions, failures, Empty ACKs, expiry."""

@@ -12,7 +12,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IResolutionReceiver
 from zope.interface import implementer
 
-__all__ = ["peer_address", "resolve_host"]
+__all__ = ["MAX_CACHED_ADDRESSES", "AddressCache", "peer_address", "resolve_host"]
+
+#: Client addresses whose Twisted address object is kept for reuse; beyond this the
+#: oldest is dropped.
+MAX_CACHED_ADDRESSES = 1024
 
 
 def peer_address(peer: Hashable) -> IPv4Address | IPv6Address | None:
@@ -24,6 +28,32 @@ def peer_address(peer: Hashable) -> IPv4Address | IPv6Address | None:
     if ":" in host:
         return IPv6Address("UDP", host, port)
     return IPv4Address("UDP", host, port)
+
+
+class AddressCache:
+    """The :func:`peer_address` of recent peers, at most :data:`MAX_CACHED_ADDRESSES`
+    (the oldest is dropped first), so a busy client costs no address object per request
+    (RFC 7252 section 4: an endpoint is an IP address and a port).  Resources must treat
+    ``request.peer`` as read-only: requests from one peer share it."""
+
+    def __init__(self) -> None:
+        self._addresses: dict[Hashable, IPv4Address | IPv6Address | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._addresses)
+
+    def get(self, peer: Hashable) -> IPv4Address | IPv6Address | None:
+        """The address object of ``peer``, made and kept if it is not kept yet."""
+        addresses = self._addresses
+        try:
+            return addresses[peer]
+        except KeyError:
+            pass
+        address = peer_address(peer)
+        if len(addresses) >= MAX_CACHED_ADDRESSES:
+            del addresses[next(iter(addresses))]
+        addresses[peer] = address
+        return address
 
 
 @implementer(IResolutionReceiver)

@@ -55,7 +55,7 @@ from coaptcp.core.udp.framing import datagram_size
 from coaptcp.core.udp.messaging import LimitError, UdpEndpoint
 from coaptcp.core.udp.state import IncomingRequest, OutgoingRequest
 from coaptcp.server import Request, Resource, Response, Site
-from coaptcp.transport.udp.address import peer_address
+from coaptcp.transport.udp.address import AddressCache
 from coaptcp.transport.udp.observers import UdpPeerObservations
 
 __all__ = ["DEFAULT_MAX_UPLOAD_PEERS", "CoapDatagramProtocol", "RequestTimedOut"]
@@ -123,6 +123,8 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._limits_logged: set[str] = set()
         self._default_host: str | None = None
         self._observers: dict[Hashable, UdpPeerObservations] = {}
+        #: Twisted addresses of recent peers (``request.peer``), reused per request.
+        self._addresses = AddressCache()
         #: Whether the socket has closed (late renders then send nothing).
         self.stopped = False
 
@@ -343,8 +345,8 @@ class CoapDatagramProtocol(DatagramProtocol):
         if isinstance(result, Deferred):
             result.addCallback(self._answer, incoming, complete)
             result.addErrback(self._render_failed, incoming, complete)
-        else:
-            self._answer(result, incoming, complete)
+        else:  # answered within datagramReceived, which flushes once for the datagram
+            self._answer(result, incoming, complete, flush=False)
 
     def make_request(
         self, message: Message, peer: Hashable, registry: UdpPeerObservations | None
@@ -353,7 +355,7 @@ class CoapDatagramProtocol(DatagramProtocol):
         go to ``registry``.  Raises :class:`UnicodeDecodeError` for a URI option that is
         not UTF-8."""
         return Request.received(
-            message, peer_address(peer), self._default_host, False, None, registry
+            message, self._addresses.get(peer), self._default_host, False, None, registry
         )
 
     def keep_peer(self, peer: Hashable, registry: UdpPeerObservations) -> None:
@@ -431,7 +433,9 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._upload_timer = None
         self._expire_uploads()
 
-    def _answer(self, response: Response, incoming: IncomingRequest, request: Message) -> None:
+    def _answer(
+        self, response: Response, incoming: IncomingRequest, request: Message, flush: bool = True
+    ) -> None:
         message = Message(response.code, request.token, response.options, response.payload)
         message = self._block2.prepare_response(
             request,
@@ -441,7 +445,8 @@ class CoapDatagramProtocol(DatagramProtocol):
             encoded_size=datagram_size,
         )
         self._send(incoming, message)
-        self._flush()
+        if flush:
+            self._flush()
 
     def _render_failed(self, failure: Failure, incoming: IncomingRequest, request: Message) -> None:
         self.log.failure("Answering a CoAP-over-UDP request failed", failure)
