@@ -1,22 +1,20 @@
 """CoAP over UDP for Twisted (RFC 7252): one socket that serves a Site and sends requests.
 
 :class:`CoapDatagramProtocol` drives the sans-I/O message layer
-(:class:`~coaptcp.core.udp.UdpEndpoint`) from a Twisted ``DatagramProtocol``: every
-datagram read goes in with the reactor's time, every datagram the layer wants sent goes
-out at once, and one timer is kept at the layer's next deadline (retransmission, RFC 7252
-section 4.2; deduplication expiry, section 4.5; the Empty ACK of a slow answer, section
-5.2.2).
+(:class:`~coaptcp.core.udp.UdpEndpoint`) from a Twisted ``DatagramProtocol``: every datagram
+read goes in with the reactor's time, every datagram the layer wants sent goes out at once, and
+one timer is kept at the layer's next deadline (retransmission, RFC 7252 section 4.2;
+deduplication expiry, section 4.5; the Empty ACK of a slow answer, section 5.2.2).
 
-Server side: each request (CON or NON) goes to the :class:`~coaptcp.server.Site` that the
-TCP, TLS and WebSocket listeners serve, and the answer goes piggybacked or separate as the
-layer decides.  Block-wise (RFC 7959) works without BERT: a response larger than one
-datagram is cut into blocks of at most 1024 bytes, and Block1 uploads are reassembled per
-client address with the same bounds as on the reliable transports (RFC 7959 section 2.2:
-SZX 7 is reserved over UDP and answered 4.00).
+Server side: each request (CON or NON) goes to the :class:`~coaptcp.server.Site` that the TCP,
+TLS and WebSocket listeners serve, and the answer goes piggybacked or separate as the layer
+decides. Block-wise (RFC 7959) works without BERT: a response larger than one datagram is cut
+into blocks of at most 1024 bytes, and Block1 uploads are reassembled per client address with
+the same bounds as on the reliable transports (RFC 7959 section 2.2: SZX 7 is reserved over UDP
+and answered 4.00).
 
-Client side: :meth:`CoapDatagramProtocol.request` and :meth:`~CoapDatagramProtocol.ping`
-return Deferreds; the layer retransmits CON requests and fails them after
-MAX_TRANSMIT_WAIT.
+Client side: :meth:`CoapDatagramProtocol.request` and :meth:`~CoapDatagramProtocol.ping` return
+Deferreds; the layer retransmits CON requests and fails them after MAX_TRANSMIT_WAIT.
 """
 
 from __future__ import annotations
@@ -123,10 +121,8 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._limits_logged: set[str] = set()
         self._default_host: str | None = None
         self._observers: dict[Hashable, UdpPeerObservations] = {}
-        #: Twisted addresses of recent peers (``request.peer``), reused per request.
-        self._addresses = AddressCache()
-        #: Whether the socket has closed (late renders then send nothing).
-        self.stopped = False
+        self._addresses = AddressCache()  # recent peers' ``request.peer``, reused
+        self.stopped = False  # the socket has closed: late renders send nothing
 
     # -- Twisted's DatagramProtocol -------------------------------------------------------
 
@@ -345,7 +341,7 @@ class CoapDatagramProtocol(DatagramProtocol):
         if isinstance(result, Deferred):
             result.addCallback(self._answer, incoming, complete)
             result.addErrback(self._render_failed, incoming, complete)
-        else:  # answered within datagramReceived, which flushes once for the datagram
+        else:
             self._answer(result, incoming, complete, flush=False)
 
     def make_request(
@@ -445,7 +441,7 @@ class CoapDatagramProtocol(DatagramProtocol):
             encoded_size=datagram_size,
         )
         self._send(incoming, message)
-        if flush:
+        if flush:  # not within datagramReceived, which flushes once for the datagram
             self._flush()
 
     def _render_failed(self, failure: Failure, incoming: IncomingRequest, request: Message) -> None:
