@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
+import childproc
 import pytest
 from hostile_server import free_port, twistd
 from hostile_wire import Server
@@ -71,7 +71,7 @@ def is_hello_verify_request(datagram: bytes) -> bool:
 
 
 def good_client_works(server: Server) -> None:
-    result = subprocess.run(
+    result = childproc.run(
         ["coap-client-openssl", "-B", "10", "-u", "gateway", "-k", "battery staple",
          f"coaps://127.0.0.1:{server.port}/hello"],
         capture_output=True, timeout=30,
