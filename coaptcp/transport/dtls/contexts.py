@@ -16,12 +16,10 @@ from coaptcp.transport.tls import psk
 from coaptcp.transport.tls.settings import (
     CERTIFICATE_CIPHERS,
     PSK_CIPHERS,
-    SESSION_ID_CONTEXT,
     ClientTLSSettings,
     ServerTLSSettings,
     _load_cas,
     _load_identity,
-    _readable,
 )
 
 __all__ = ["DTLS1_2_VERSION", "dtls_client_context", "dtls_server_context"]
@@ -46,20 +44,7 @@ def dtls_server_context(settings: ServerTLSSettings) -> SSL.Context:
     """A new DTLS server context for ``settings`` (PSK keys and/or a certificate, client
     certificates when ``client_ca`` is set).  The caller adds the cookie callbacks."""
     context = _base(SSL.DTLS_SERVER_METHOD)
-    context.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
-    ciphers = []
-    if settings.psk_keys:
-        ciphers.append(PSK_CIPHERS)
-        psk.use_psk_server(context, dict(settings.psk_keys), hint=settings.psk_hint)
-    if settings.certificate is not None:
-        ciphers.append(CERTIFICATE_CIPHERS)
-        _load_identity(context, settings.certificate, settings.private_key or settings.certificate)
-    if settings.client_ca is not None:
-        _load_cas(context, settings.client_ca)
-        context.load_client_ca(_readable(settings.client_ca, "CA file"))
-        context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
-    context.set_session_id(SESSION_ID_CONTEXT)
-    context.set_cipher_list(":".join(ciphers).encode("ascii"))
+    settings.configure_credentials(context)
     return context
 
 

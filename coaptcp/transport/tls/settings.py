@@ -342,15 +342,10 @@ class ServerTLSSettings:
             if enabled
         )
 
-    @cached_property
-    def context(self) -> SSL.Context:
-        """The pyOpenSSL server context (built once, shared by all connections).
-
-        Raises :class:`TLSConfigurationError` for unusable files and
-        :class:`~coaptcp.transport.tls.psk.PSKUnavailable` when PSK keys are given but this
-        cryptography/pyOpenSSL cannot do PSK.
-        """
-        context = _base_context(SSL.TLS_SERVER_METHOD)
+    def configure_credentials(self, context: SSL.Context) -> None:
+        """Give ``context`` these PSK keys and/or certificate, the cipher list for them and
+        client certificate checks when ``client_ca`` is set (RFC 8323 section 9; RFC 7252
+        section 9.1.3 for DTLS, which shares this).  Raises as :attr:`context` does."""
         context.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
         ciphers = []
         if self.psk_keys:
@@ -369,6 +364,17 @@ class ServerTLSSettings:
         # context is set ("session id context uninitialized"): set one, always.
         context.set_session_id(SESSION_ID_CONTEXT)
         context.set_cipher_list(":".join(ciphers).encode("ascii"))
+
+    @cached_property
+    def context(self) -> SSL.Context:
+        """The pyOpenSSL server context (built once, shared by all connections).
+
+        Raises :class:`TLSConfigurationError` for unusable files and
+        :class:`~coaptcp.transport.tls.psk.PSKUnavailable` when PSK keys are given but this
+        cryptography/pyOpenSSL cannot do PSK.
+        """
+        context = _base_context(SSL.TLS_SERVER_METHOD)
+        self.configure_credentials(context)
         if hasattr(context, "set_tls13_ciphersuites"):  # pyOpenSSL 25.3 and later
             context.set_tls13_ciphersuites(TLS13_CIPHERSUITES.encode("ascii"))
         context.set_alpn_select_callback(_select_coap)
