@@ -45,16 +45,11 @@ class MetricsOptions(usage.Options):
     def opt_metrics(self, description: str) -> None:
         """Serve Prometheus metrics at GET /metrics on a Twisted server endpoint
         description, e.g. tcp:9100:interface=127.0.0.1 (needs coaptcp[metrics])."""
-        from twisted.internet import endpoints
-
-        from coaptcp.channel.reactor import default_reactor
         from coaptcp.metrics import require_prometheus
+        from coaptcp.tap.descriptions import check_server_description
 
         require_prometheus()
-        try:
-            endpoints.serverFromString(default_reactor(), description)
-        except Exception as error:
-            raise usage.UsageError(f"bad endpoint description {description!r}: {error}")
+        check_server_description(description, "metrics")
         self["metrics"] = description
 
     def opt_access_log(self, path: str) -> None:

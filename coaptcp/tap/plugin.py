@@ -26,6 +26,7 @@ from coaptcp.core.blockwise import DEFAULT_MAX_BODY_SIZE
 from coaptcp.core.connection import DEFAULT_MAX_MESSAGE_SIZE, MIN_PEER_MAX_MESSAGE_SIZE
 from coaptcp.server.resource import Resource
 from coaptcp.tap import callhome
+from coaptcp.tap.descriptions import check_server_description as _check_endpoint
 from coaptcp.tap.directory import RD_OPT_FLAGS, RD_OPT_PARAMETERS, add_directory, check_rd_options
 from coaptcp.tap.dtls import DtlsOptions
 from coaptcp.tap.metrics import MetricsOptions, add_metrics, make_site
@@ -424,18 +425,6 @@ def _check_upload_limits(limits: Limits, max_body_size: int) -> None:
             f"--max-upload-bytes-per-connection {limits.max_upload_bytes_per_connection} "
             f"exceeds --max-upload-bytes {limits.max_upload_bytes}"
         )
-
-
-def _check_endpoint(description: str) -> None:
-    """Parse an endpoint description now, so a typo is a usage error, not a traceback."""
-    from twisted.internet import endpoints
-
-    try:
-        endpoints.serverFromString(default_reactor(), description)
-    except Exception as error:
-        # Not only ValueError & co.: ssl: endpoints read their key and certificate files
-        # while parsing (OSError, OpenSSL errors), and those are usage errors too.
-        raise usage.UsageError(f"bad endpoint description {description!r}: {error}")
 
 
 def makeService(options: Options | dict[str, Any]) -> MultiService:

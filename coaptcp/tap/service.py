@@ -1,5 +1,6 @@
-"""The service of ``twistd coaptcp``'s listeners: stop listening, then release every
-connection (RFC 8323 section 5.5).
+"""The service of ``twistd coaptcp``'s listeners: a listener that cannot bind ends the
+start-up with one line; on stop, stop listening, then release every connection (RFC 8323
+section 5.5).
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import CannotListenError
+
+from coaptcp.tap.descriptions import listen_failure_exit
 
 __all__ = ["CoapService", "ReleasingFactory"]
 
@@ -35,6 +39,20 @@ class CoapService(MultiService, Generic[FactoryT]):
     def __init__(self, factory: FactoryT) -> None:
         super().__init__()
         self.factory = factory
+
+    def privilegedStartService(self) -> None:
+        """Bind every listener; one that cannot (its port taken, say) ends ``twistd``
+        with one line and exit status 1, not a traceback."""
+        try:
+            super().privilegedStartService()
+        except CannotListenError as error:
+            raise listen_failure_exit(error) from None
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except CannotListenError as error:
+            raise listen_failure_exit(error) from None
 
     def stopService(self) -> Deferred[Any]:
         stopped = maybeDeferred(super().stopService)

@@ -16,6 +16,7 @@ from twisted.application.internet import UDPServer
 from twisted.application.service import MultiService
 from twisted.python import usage
 
+from coaptcp.tap.descriptions import split_description
 from coaptcp.transport.tcp import CoapFactory
 from coaptcp.transport.udp import CoapDatagramProtocol
 
@@ -34,27 +35,9 @@ class UdpListener:
     interface: str = ""
 
 
-def _split(description: str) -> list[str]:
-    """Split at unescaped colons, dropping the escapes (as endpoint descriptions do)."""
-    parts, current, escaped = [], "", False
-    for char in description:
-        if escaped:
-            current += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return parts
-
-
 def parse_udp_description(description: str) -> UdpListener:
     """Parse ``udp:PORT[:interface=ADDRESS]``; raises :class:`usage.UsageError`."""
-    parts = _split(description)
+    parts = split_description(description)
     if parts[0] not in ("udp", "udp6") or len(parts) < 2:
         raise usage.UsageError(
             f"bad --udp description {description!r}: expected udp:PORT[:interface=ADDRESS]"

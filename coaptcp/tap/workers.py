@@ -94,6 +94,13 @@ def check_worker_options(options: usage.Options) -> None:
     if not 1 <= count <= MAX_WORKERS:
         raise usage.UsageError(f"--workers must be between 1 and {MAX_WORKERS}, not {value!r}")
     options["workers"] = count
+    if count > 1 and options.get("metrics"):
+        # Each worker counts its own requests and would bind the metrics endpoint itself:
+        # the second could not, and one scrape would see one worker.
+        raise usage.UsageError(
+            "--metrics cannot be combined with --workers above 1: every worker would "
+            "listen on the metrics endpoint; run one process per port to scrape each"
+        )
     listeners: list[tuple[str, ListenerSpec]] = []
     for option in LISTENER_OPTIONS:
         for description in options[option]:

@@ -43,7 +43,7 @@ def test_metrics_option_takes_an_endpoint():
 
 
 def test_bad_metrics_endpoint_is_a_usage_error():
-    assert "bad endpoint description 'nonsense:1'" in usage_error("--metrics", "nonsense:1")
+    assert "bad --metrics description 'nonsense:1'" in usage_error("--metrics", "nonsense:1")
 
 
 def test_metrics_without_the_extra_says_to_install_it(monkeypatch):
