@@ -7,6 +7,9 @@ as ``--udp``::
     twistd -n coaptcp --dtls udp:5684 --psk-file keys.txt
     twistd -n coaptcp --dtls udp:5684 --certificate server.pem --private-key server.key
 
+``--dtls-mtu N`` sets the largest datagram sent (default 1232 bytes, IPv6's minimum MTU
+less the headers; RFC 6347 section 4.1.1.1): handshake records are cut to fit it.
+
 With ``--dtls`` and no ``--tls``, credentials open no coaps+tcp listener.  Each listener is
 a :class:`~coaptcp.transport.dtls.DtlsDatagramProtocol` serving the site of the stream
 listeners.
@@ -21,8 +24,9 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from coaptcp.tap.udp import parse_udp_description
-from coaptcp.transport.dtls import DtlsDatagramProtocol, DtlsLimits
+from coaptcp.transport.dtls import DEFAULT_MTU, DtlsDatagramProtocol, DtlsLimits
 from coaptcp.transport.dtls.contexts import dtls_server_context
+from coaptcp.transport.dtls.records import MAX_MTU, MIN_MTU
 from coaptcp.transport.tcp import CoapFactory
 from coaptcp.transport.tls.psk import PSKUnavailable
 from coaptcp.transport.tls.settings import TLSConfigurationError
@@ -47,11 +51,26 @@ class DtlsOptions:
         listeners: list[str] = self.setdefault("dtls", [])  # type: ignore[attr-defined]
         listeners.append(description)
 
+    def opt_dtls_mtu(self, value: str) -> None:
+        """Largest coaps:// datagram sent, in bytes (default 1232; RFC 6347 section
+        4.1.1.1)."""
+        try:
+            mtu = int(value)
+        except ValueError:
+            mtu = -1
+        if not MIN_MTU <= mtu <= MAX_MTU:
+            raise usage.UsageError(
+                f"--dtls-mtu must be a whole number of bytes in {MIN_MTU}-{MAX_MTU}, not {value!r}"
+            )
+        self["dtls-mtu"] = mtu  # type: ignore[index]
+
 
 def check_dtls_options(options: Any) -> None:
     """Check that ``--dtls`` has credentials and that they make a DTLS context (a
     :class:`usage.UsageError` otherwise).  Called once the TLS settings are built."""
     if not options.get("dtls"):
+        if options.get("dtls-mtu") is not None:
+            raise usage.UsageError("--dtls-mtu needs a --dtls listener")
         return
     settings = options.get("tls-settings")
     if settings is None:
@@ -76,6 +95,7 @@ def add_dtls_listeners(
             server=settings,
             limits=DtlsLimits(handshake_timeout=settings.handshake_timeout),
             reactor=reactor,
+            mtu=options.get("dtls-mtu") or DEFAULT_MTU,
             upload_limits=factory.limits,
             upload_budget=factory.upload_budget,
             max_body_size=factory.max_body_size,

@@ -103,6 +103,8 @@ def check_tls_options(options: usage.Options, check_endpoint: Any) -> None:
             raise usage.UsageError(
                 "--dtls needs --certificate (and --private-key) or --psk-file"
             )
+        if options.get("dtls-mtu") is not None:
+            raise usage.UsageError("--dtls-mtu needs a --dtls listener")
         return
     if not options["certificate"] and not options["psk-file"]:
         raise usage.UsageError(

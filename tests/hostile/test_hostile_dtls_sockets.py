@@ -143,3 +143,57 @@ def test_half_finished_handshakes_are_bounded_and_time_out(dtls_server: Server) 
     good_client_works(dtls_server)
     assert "Traceback" not in log
 
+
+
+def handshake(sock: socket.socket, server: Server) -> tuple[SSL.Connection, bytes]:
+    """A PSK handshake from ``sock``; returns the connection and the ClientHello that
+    carried the cookie (what an attacker on the path would capture and replay)."""
+    target = ("127.0.0.1", server.port)
+    connection = client_connection()
+    sock.sendto(flight(connection), target)
+    connection.bio_write(sock.recv(65536))
+    hello = flight(connection)
+    sock.sendto(hello, target)
+    while True:
+        connection.bio_write(sock.recv(65536))
+        try:
+            connection.do_handshake()
+        except SSL.WantReadError:
+            try:
+                sock.sendto(connection.bio_read(65536), target)
+            except SSL.WantReadError:  # nothing to send yet: more of the flight to come
+                pass
+            continue
+        return connection, hello
+
+
+def get_hello(sock: socket.socket, server: Server, connection: SSL.Connection,
+              message_id: int) -> bytes:
+    """A CON GET /hello over ``connection``; the payload of the answer."""
+    request = bytes([0x41, 0x01]) + message_id.to_bytes(2, "big") + b"\x99\xb5hello"
+    connection.send(request)
+    sock.sendto(connection.bio_read(65536), ("127.0.0.1", server.port))
+    while True:
+        datagram = sock.recv(65536)
+        if datagram[0] != 23:  # handshake records answering the replay: not for us
+            continue
+        connection.bio_write(datagram)
+        try:
+            answer = connection.recv(65536)
+        except SSL.WantReadError:
+            continue
+        assert answer[1] == 0x45 and answer[2:4] == request[2:4], answer  # 2.05, same MID
+        return answer.split(b"\xff", 1)[1]
+
+
+def test_a_replayed_client_hello_leaves_the_session_serving(dtls_server: Server) -> None:
+    with udp_socket() as sock:
+        connection, hello = handshake(sock, dtls_server)
+        assert get_hello(sock, dtls_server, connection, 0x1234) == b"Hello, world!"
+        for _ in range(5):  # the replay comes from the client's own address
+            sock.sendto(hello, ("127.0.0.1", dtls_server.port))
+        assert get_hello(sock, dtls_server, connection, 0x1235) == b"Hello, world!"
+        port = sock.getsockname()[1]
+    log = dtls_server.log()
+    assert f"DTLS session with ('127.0.0.1', {port}) dropped" not in log
+    assert "Traceback" not in log

@@ -63,3 +63,26 @@ def test_proxy_upstream_credentials() -> None:
     assert (tls.psk_identity, tls.psk_key) == (b"gateway", b"key")
     assert "go together" in usage_error("--proxy", "any", "--proxy-psk-identity", "gateway")
     assert "not a readable file" in usage_error("--proxy", "any", "--proxy-cafile", "/nope")
+
+
+def test_dtls_mtu_sets_the_largest_datagram(psk_file: Path) -> None:
+    options = parse("--dtls", "udp:0", "--psk-file", str(psk_file), "--dtls-mtu", "576")
+    [server] = [s for s in plugin.makeService(options)  # type: ignore[attr-defined]
+                if isinstance(s, UDPServer)]
+    assert server.args[1].mtu == 576
+    options = parse("--dtls", "udp:0", "--psk-file", str(psk_file))
+    [server] = [s for s in plugin.makeService(options)  # type: ignore[attr-defined]
+                if isinstance(s, UDPServer)]
+    assert server.args[1].mtu == 1232
+
+
+@pytest.mark.parametrize("value", ["255", "65508", "1k", "-1"])
+def test_dtls_mtu_out_of_range_is_a_usage_error(value: str, psk_file: Path) -> None:
+    assert "--dtls-mtu must be a whole number of bytes in 256-65507" in usage_error(
+        "--dtls", "udp:0", "--psk-file", str(psk_file), "--dtls-mtu", value)
+
+
+def test_dtls_mtu_without_dtls_is_a_usage_error(psk_file: Path) -> None:
+    assert "--dtls-mtu needs a --dtls listener" in usage_error("--dtls-mtu", "600")
+    assert "--dtls-mtu needs a --dtls listener" in usage_error(
+        "--tls", "tcp:0", "--psk-file", str(psk_file), "--dtls-mtu", "600")

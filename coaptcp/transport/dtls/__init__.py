@@ -5,6 +5,7 @@ DTLS 1.2 session per peer under the CoAP-over-UDP message layer of
 
 from __future__ import annotations
 
-from coaptcp.transport.dtls.protocol import DEFAULT_MTU, DtlsDatagramProtocol, DtlsLimits
+from coaptcp.transport.dtls.limits import DEFAULT_MTU, DtlsLimits
+from coaptcp.transport.dtls.protocol import DtlsDatagramProtocol
 
 __all__ = ["DEFAULT_MTU", "DtlsDatagramProtocol", "DtlsLimits"]

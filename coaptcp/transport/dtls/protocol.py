@@ -18,19 +18,22 @@ Defences (RFC 6347 section 4.2.1, RFC 7925 section 11):
   host; a handshake not finished within ``handshake_timeout`` and a session idle for
   ``idle_timeout`` are dropped.  Datagrams that are not DTLS, or fail its record
   protection, are dropped by OpenSSL without an answer.
+* A ClientHello from a peer with an established session (the client restarted, or a
+  replay) starts a new handshake beside the session, which keeps serving until the new
+  one completes (RFC 6347 section 4.2.8: the association is not destroyed before the
+  client has shown reachability by a complete handshake).  Cookies expire
+  (:mod:`~coaptcp.transport.dtls.cookies`), so a captured ClientHello cannot be replayed
+  for long at all.
 * Handshake flights are retransmitted on the reactor's clock at the time
-  ``DTLSv1_get_timeout`` gives (RFC 6347 section 4.2.4); records are cut to
-  :data:`DEFAULT_MTU` bytes.
+  ``DTLSv1_get_timeout`` gives (RFC 6347 section 4.2.4); records are made to fit ``mtu``
+  bytes and packed whole into datagrams of at most that size
+  (:mod:`~coaptcp.transport.dtls.records`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
-import os
 from collections.abc import Hashable
-from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -42,6 +45,9 @@ from coaptcp.channel.errors import ConnectionClosedError
 from coaptcp.channel.reactor import default_reactor
 from coaptcp.server import Resource, Site
 from coaptcp.transport.dtls.contexts import dtls_client_context, dtls_server_context
+from coaptcp.transport.dtls.cookies import CookieJar
+from coaptcp.transport.dtls.limits import DEFAULT_MTU, DtlsLimits
+from coaptcp.transport.dtls.records import MAX_MTU, MIN_MTU, datagrams, is_client_hello
 from coaptcp.transport.tls.settings import (
     ClientTLSSettings,
     ServerTLSSettings,
@@ -49,54 +55,17 @@ from coaptcp.transport.tls.settings import (
 )
 from coaptcp.transport.udp import CoapDatagramProtocol
 
-__all__ = ["DEFAULT_MTU", "DtlsDatagramProtocol", "DtlsLimits"]
+__all__ = ["DtlsDatagramProtocol"]
 
-#: The largest DTLS datagram we send: IPv6's minimum MTU, 1280 bytes, less the IPv6 and
-#: UDP headers (RFC 7252 section 4.6, RFC 6347 section 4.1.1.1).
-DEFAULT_MTU = 1280 - 48
 #: Plaintext datagrams kept for a peer whose handshake is still running.
 MAX_PENDING = 16
 _READ_SIZE = 65536
 
 
-@dataclass(frozen=True)
-class DtlsLimits:
-    """Bounds of one coaps:// socket (RFC 7925 section 11: a server must limit the state
-    that unauthenticated peers cost it).
-
-    :param max_handshakes: handshakes in progress at once, in total.
-    :param max_handshakes_per_host: handshakes in progress from one IP address.
-    :param max_sessions: sessions (handshaking or established) in total.
-    :param max_sessions_per_host: sessions from one IP address (one per port).
-    :param handshake_timeout: seconds a handshake may take before it is dropped.
-    :param idle_timeout: seconds without a datagram before a session is dropped.
-    """
-
-    max_handshakes: int = 64
-    max_handshakes_per_host: int = 8
-    max_sessions: int = 1024
-    max_sessions_per_host: int = 64
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 600.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_handshakes", "max_handshakes_per_host", "max_sessions",
-                     "max_sessions_per_host"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if not (self.handshake_timeout > 0 and self.idle_timeout > 0):
-            raise ValueError("the DTLS timeouts must be positive")
-
-
-def _is_client_hello(datagram: bytes) -> bool:
-    """Whether ``datagram`` starts with a DTLS handshake record of epoch 0 carrying a
-    ClientHello (RFC 6347 sections 4.1 and 4.2.2)."""
-    return len(datagram) > 25 and datagram[0] == 22 and datagram[3:5] == b"\0\0" \
-        and datagram[13] == 1
-
 
 class _Session:
-    __slots__ = ("connection", "deadline", "established", "name", "peer", "pending", "retransmit")
+    __slots__ = ("connection", "deadline", "established", "name", "peer", "pending", "renews",
+                 "retransmit", "successor")
 
     def __init__(self, connection: SSL.Connection, peer: tuple[str, int]) -> None:
         self.connection = connection
@@ -106,6 +75,10 @@ class _Session:
         self.retransmit: Any = None
         self.deadline: Any = None
         self.name: str | None = None
+        #: A new handshake from the same address, running beside this established session.
+        self.successor: _Session | None = None
+        #: For such a handshake: the established session it replaces once complete.
+        self.renews: _Session | None = None
 
 
 class _PlainSide:
@@ -133,6 +106,8 @@ class DtlsDatagramProtocol(DatagramProtocol):
     :param client: how to authenticate the servers this socket sends requests to.
     :param limits: bounds on handshakes and sessions.
     :param reactor: the reactor for the clock (``None``: the global one).
+    :param mtu: the largest datagram sent, in bytes (RFC 6347 section 4.1.1.1;
+        :data:`DEFAULT_MTU` unless the path is known to take more).
     :param udp_options: passed on to the inner
         :class:`~coaptcp.transport.udp.CoapDatagramProtocol`.
     """
@@ -151,6 +126,8 @@ class DtlsDatagramProtocol(DatagramProtocol):
         mtu: int = DEFAULT_MTU,
         **udp_options: Any,
     ) -> None:
+        if not MIN_MTU <= mtu <= MAX_MTU:
+            raise ValueError(f"the DTLS MTU must be in {MIN_MTU}-{MAX_MTU} bytes, not {mtu}")
         self.reactor = default_reactor(reactor)
         self.limits = limits or DtlsLimits()
         self.mtu = mtu
@@ -158,7 +135,7 @@ class DtlsDatagramProtocol(DatagramProtocol):
         self._server_context = None if server is None else dtls_server_context(server)
         self._client_context = None if client is None else dtls_client_context(client)
         self._client_settings = client
-        self._secret = os.urandom(32)
+        self._cookies = CookieJar(self.reactor.seconds)
         self._cookie_peers: WeakKeyDictionary[SSL.Connection, tuple[str, int]] = (
             WeakKeyDictionary()
         )
@@ -179,7 +156,8 @@ class DtlsDatagramProtocol(DatagramProtocol):
 
     @property
     def handshakes(self) -> int:
-        """Handshakes in progress (after a valid cookie)."""
+        """Handshakes in progress (after a valid cookie), those beside an established
+        session included."""
         return self._handshakes
 
     def established(self, peer: tuple[str, int]) -> bool:
@@ -223,10 +201,21 @@ class DtlsDatagramProtocol(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         peer = (addr[0], addr[1])
         session = self._sessions.get(peer)
-        if session is None or (session.established and self._server_context is not None
-                               and _is_client_hello(datagram)):
+        if session is None:
             if self._server_context is not None:
-                self._listen(datagram, peer, session)
+                self._listen(datagram, peer, None)
+            return
+        successor = session.successor
+        if successor is not None:
+            # A new handshake runs beside the session: it takes every datagram (records
+            # of the other are dropped by their MAC check), the session all but ClientHellos.
+            successor.connection.bio_write(datagram)
+            self._advance(successor)
+            if is_client_hello(datagram) or self._sessions.get(peer) is not session:
+                return
+        elif session.established and self._server_context is not None \
+                and is_client_hello(datagram):
+            self._listen(datagram, peer, session)
             return
         session.connection.bio_write(datagram)
         self._advance(session)
@@ -234,11 +223,10 @@ class DtlsDatagramProtocol(DatagramProtocol):
     # -- the server side: cookies, then a session ------------------------------------------
 
     def _cookie(self, connection: SSL.Connection) -> bytes:
-        peer = self._cookie_peers.get(connection)
-        return hmac.new(self._secret, repr(peer).encode(), hashlib.sha256).digest()[:16]
+        return self._cookies.cookie(self._cookie_peers.get(connection))
 
     def _cookie_ok(self, connection: SSL.Connection, cookie: bytes) -> bool:
-        return hmac.compare_digest(cookie, self._cookie(connection))
+        return self._cookies.valid(self._cookie_peers.get(connection), cookie)
 
     def _listen(self, datagram: bytes, peer: tuple[str, int], old: _Session | None) -> None:
         assert self._server_context is not None
@@ -256,19 +244,18 @@ class DtlsDatagramProtocol(DatagramProtocol):
             self.log.debug("DTLS datagram from {peer} dropped: {error}", peer=peer,
                            error=describe_ssl_error(error))
             return
-        if old is not None:  # the client started over (RFC 6347 section 4.2.8)
-            self._drop(old, "the client started a new handshake")
-        if not self._admit(peer[0]):
+        if not self._admit(peer[0], renewal=old is not None):
             return
-        session = self._add(connection, peer)
+        session = self._add(connection, peer, renews=old)
         self._advance(session)
 
-    def _admit(self, host: str, *, client: bool = False) -> bool:
+    def _admit(self, host: str, *, client: bool = False, renewal: bool = False) -> bool:
         limits = self.limits
         counts = self._per_host.get(host, [0, 0])
         for exceeded, limit in (
-            (len(self._sessions) >= limits.max_sessions, "max_sessions"),
-            (counts[0] >= limits.max_sessions_per_host, "max_sessions_per_host"),
+            (not renewal and len(self._sessions) >= limits.max_sessions, "max_sessions"),
+            (not renewal and counts[0] >= limits.max_sessions_per_host,
+             "max_sessions_per_host"),
             (not client and self._handshakes >= limits.max_handshakes, "max_handshakes"),
             (not client and counts[1] >= limits.max_handshakes_per_host,
              "max_handshakes_per_host"),
@@ -281,12 +268,17 @@ class DtlsDatagramProtocol(DatagramProtocol):
                 return False
         return True
 
-    def _add(self, connection: SSL.Connection, peer: tuple[str, int]) -> _Session:
+    def _add(self, connection: SSL.Connection, peer: tuple[str, int],
+             renews: _Session | None = None) -> _Session:
         session = _Session(connection, peer)
-        self._sessions[peer] = session
-        self._handshakes += 1
         counts = self._per_host.setdefault(peer[0], [0, 0])
-        counts[0] += 1
+        if renews is None:
+            self._sessions[peer] = session
+            counts[0] += 1
+        else:  # beside the established session, counted as a handshake only
+            session.renews = renews
+            renews.successor = session
+        self._handshakes += 1
         counts[1] += 1
         session.deadline = self.reactor.callLater(
             self.limits.handshake_timeout, self._expired, session
@@ -369,6 +361,12 @@ class DtlsDatagramProtocol(DatagramProtocol):
         self._per_host[session.peer[0]][1] -= 1
         self._cancel(session, "retransmit")
         self._write_out(session.connection, session.peer)
+        old = session.renews
+        if old is not None:  # the client proved itself with a whole handshake: swap
+            session.renews = old.successor = None
+            self._drop(old, "the client completed a new handshake")
+            self._sessions[session.peer] = session
+            self._per_host.setdefault(session.peer[0], [0, 0])[0] += 1
         if session.name is not None and not self._name_ok(session):
             return False
         session.deadline.cancel()
@@ -414,7 +412,7 @@ class DtlsDatagramProtocol(DatagramProtocol):
 
     def _retransmit(self, session: _Session) -> None:
         session.retransmit = None
-        if self._sessions.get(session.peer) is not session or session.established:
+        if not self._live(session) or session.established:
             return
         try:
             session.connection.DTLSv1_handle_timeout()
@@ -430,18 +428,25 @@ class DtlsDatagramProtocol(DatagramProtocol):
         self._drop(session, what)
 
     def _write_out(self, connection: SSL.Connection, peer: tuple[str, int]) -> None:
-        transport = self.transport
+        chunks = []
         while True:
             try:
-                data = connection.bio_read(_READ_SIZE)
+                chunks.append(connection.bio_read(_READ_SIZE))
             except SSL.WantReadError:
-                return
-            if transport is not None:
-                try:
-                    transport.write(data, peer)  # type: ignore[arg-type]
-                except OSError as error:
-                    self.log.debug("Sending to {peer} failed: {error}", peer=peer,
-                                   error=str(error))
+                break
+        transport = self.transport
+        if not chunks or transport is None:
+            return
+        for datagram in datagrams(b"".join(chunks), self.mtu):
+            try:
+                transport.write(datagram, peer)  # type: ignore[arg-type]
+            except OSError as error:
+                self.log.debug("Sending to {peer} failed: {error}", peer=peer,
+                               error=str(error))
+
+    def _live(self, session: _Session) -> bool:
+        current = self._sessions.get(session.peer)
+        return current is session or (current is not None and current.successor is session)
 
     @staticmethod
     def _cancel(session: _Session, slot: str) -> None:
@@ -451,8 +456,21 @@ class DtlsDatagramProtocol(DatagramProtocol):
         setattr(session, slot, None)
 
     def _drop(self, session: _Session, reason: str) -> None:
+        old = session.renews
+        if old is not None:  # a new handshake beside a session failed: the session stays
+            if old.successor is session:
+                old.successor = session.renews = None
+                self._handshakes -= 1
+                self._per_host[session.peer[0]][1] -= 1
+                self._cancel(session, "retransmit")
+                self._cancel(session, "deadline")
+                self.log.debug("New DTLS handshake from {peer} dropped ({reason}); the "
+                               "established session stays", peer=session.peer, reason=reason)
+            return
         if self._sessions.get(session.peer) is not session:
             return
+        if session.successor is not None:
+            self._drop(session.successor, reason)
         del self._sessions[session.peer]
         counts = self._per_host[session.peer[0]]
         counts[0] -= 1
