@@ -1,8 +1,10 @@
-"""coaps:// figures: DTLS-PSK handshakes/s and requests/s, ours vs libcoap (RFC 7252 9).
+"""coaps:// figures: DTLS handshakes/s and requests/s, ours vs libcoap (RFC 7252 9).
 
-Starts ``twistd coaptcp --dtls`` and libcoap's ``coap-server-openssl -k`` on loopback and
-measures both in the same run with one client, our ``DtlsDatagramProtocol`` (PSK,
-ECDHE-PSK-CHACHA20-POLY1305 with both servers):
+Starts ``twistd coaptcp --dtls`` and libcoap's ``coap-server-openssl`` on loopback, each
+with a PSK and an ECDSA P-256 certificate (``coaptcp.testing.certs``), and measures both in
+the same run with one client, our ``DtlsDatagramProtocol``, in each ``--modes`` entry:
+``psk`` (ECDHE-PSK-CHACHA20-POLY1305 with both servers) and ``ecdsa`` (certificate mode,
+the server's chain verified against the test CA):
 
 - handshakes/s: a fresh client socket per GET /time (cookie exchange, full handshake,
   one request), ``--handshakes`` of them one after the other;
@@ -13,6 +15,7 @@ is Python and shares the 2 cores, so the figures compare the servers under one c
 not their ceilings.
 
     python benchmarks/dtls.py --runs 3
+    python benchmarks/dtls.py --runs 3 --modes ecdsa --handshakes 200
 """
 
 from __future__ import annotations
@@ -32,13 +35,20 @@ from twisted.internet import defer, task
 PSK_ID, PSK_KEY = b"bench", b"bench key"
 
 
-async def measure(reactor: Any, port: int, handshakes: int, requests: int) -> tuple[float, float]:
+def client_settings(mode: str, workdir: Path) -> Any:
+    from coaptcp.transport.tls import ClientTLSSettings
+
+    if mode == "psk":
+        return ClientTLSSettings(psk=(PSK_ID, PSK_KEY))
+    return ClientTLSSettings(ca_file=str(workdir / "ca.pem"))
+
+
+async def measure(reactor: Any, port: int, settings: Any, handshakes: int,
+                  requests: int) -> tuple[float, float]:
     from coaptcp.core.codes import Code
     from coaptcp.core.options import Options
     from coaptcp.transport.dtls import DtlsDatagramProtocol
-    from coaptcp.transport.tls import ClientTLSSettings
 
-    settings = ClientTLSSettings(psk=(PSK_ID, PSK_KEY))
     peer = ("127.0.0.1", port)
     path = Options([(11, "time")])
     started = time.perf_counter()
@@ -68,8 +78,16 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--handshakes", type=int, default=100)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--modes", default="psk,ecdsa",
+                        help="comma-separated: psk, ecdsa (default both)")
     args = parser.parse_args()
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    if not modes or set(modes) - {"psk", "ecdsa"}:
+        parser.error(f"--modes takes psk and/or ecdsa, not {args.modes!r}")
     workdir = Path(tempfile.mkdtemp(prefix="coaptcp-dtls-bench-"))
+    from coaptcp.testing.certs import write_test_setup
+
+    pki = write_test_setup(workdir, hosts=("127.0.0.1", "localhost"))
     keys = workdir / "keys.txt"
     keys.write_text(f"{PSK_ID.decode()} text:{PSK_KEY.decode()}\n")
     ours_port, libcoap_port = 25684, 25700
@@ -77,26 +95,31 @@ def main() -> int:
     servers = {
         "coaptcp": (subprocess.Popen(
             [twistd, "-n", "--pidfile=", "coaptcp", "--dtls",
-             f"udp:{ours_port}:interface=127.0.0.1", "--psk-file", str(keys)],
+             f"udp:{ours_port}:interface=127.0.0.1", "--psk-file", str(keys),
+             "--certificate", str(pki["server"]), "--private-key", str(pki["server_key"])],
             stdout=open(workdir / "server.log", "wb"), stderr=subprocess.STDOUT, cwd=workdir,
             env={**os.environ}), ours_port),
         "libcoap": (subprocess.Popen(
             ["coap-server-openssl", "-A", "127.0.0.1", "-p", str(libcoap_port - 1),
-             "-k", PSK_KEY.decode()],
+             "-k", PSK_KEY.decode(), "-c", str(pki["server"]), "-j", str(pki["server_key"]),
+             "-n"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), libcoap_port),
     }
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {
+        (mode, name): [] for mode in modes for name in servers}
 
     async def run(reactor: Any) -> None:
         await wait_udp_ready(reactor, 0)
         for _ in range(args.runs):
-            for name, (_, port) in servers.items():
-                results[name].append(
-                    await measure(reactor, port, args.handshakes, args.requests))
-        for name, runs in results.items():
+            for mode in modes:
+                settings = client_settings(mode, workdir)
+                for name, (_, port) in servers.items():
+                    results[mode, name].append(await measure(
+                        reactor, port, settings, args.handshakes, args.requests))
+        for (mode, name), runs in results.items():
             hs = [r[0] for r in runs]
             rq = [r[1] for r in runs]
-            print(f"{name:8} handshakes/s {statistics.median(hs):7.1f} "
+            print(f"{mode:5} {name:8} handshakes/s {statistics.median(hs):7.1f} "
                   f"({min(hs):.1f}-{max(hs):.1f})   requests/s {statistics.median(rq):7.1f} "
                   f"({min(rq):.1f}-{max(rq):.1f})")
 
