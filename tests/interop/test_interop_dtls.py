@@ -161,3 +161,29 @@ def test_proxy_reaches_a_libcoap_dtls_psk_server(libcoap_dtls_server: RunningPee
                                 f"coaps://127.0.0.1:{libcoap_dtls_server.port + 1}/")
     assert b"libcoap" in result.stdout, result.stderr
     assert "Traceback" not in proxy.log_text()
+
+
+# -- the gateway: coaps:// in, coap:// out --------------------------------------------------
+
+
+def test_proxy_serves_a_coaps_client_and_reaches_a_libcoap_udp_server(
+        libcoap_dtls_server: RunningPeer, credentials: Credentials) -> None:
+    """libcoap's client over DTLS-PSK sends Proxy-Uri requests to our proxy's --dtls port;
+    the proxy forwards them over plain UDP to libcoap's server (GET, then Observe)."""
+    port = free_port()
+    argv = [_twistd(), "--nodaemon", "--pidfile=", "coaptcp",
+            "--tcp", f"tcp:{port}:interface=127.0.0.1",
+            "--dtls", f"udp:{port}:interface=127.0.0.1",
+            "--psk-file", str(credentials.psk_file), "--proxy", "127.0.0.0/8"]
+    upstream = f"coap://127.0.0.1:{libcoap_dtls_server.port}"
+    with run_server(argv, port) as proxy:
+        through = ["-P", f"coaps://127.0.0.1:{proxy.port}", *psk_args()]
+        result = libcoap_client(*through, f"{upstream}/")
+        assert b"libcoap" in result.stdout, result.stderr
+        observed = libcoap_client(*through, "-s", "3", f"{upstream}/time")
+        refused = libcoap_client(*through, "coap://192.0.2.1/")  # not in --proxy
+    stamps = re.findall(rb"\d\d:\d\d:\d\d", observed.stdout)
+    assert len(set(stamps)) >= 2, (observed.stdout, observed.stderr)
+    assert b"5.05" in refused.stderr and b"not allowed" in refused.stderr, refused
+    log = proxy.log_text()
+    assert "Traceback" not in log and "Unhandled" not in log, log
