@@ -32,7 +32,6 @@ Defences (RFC 6347 section 4.2.1, RFC 7925 section 11):
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Hashable
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -47,6 +46,7 @@ from coaptcp.server import Resource, Site
 from coaptcp.transport.dtls.contexts import dtls_client_context, dtls_server_context
 from coaptcp.transport.dtls.cookies import CookieJar
 from coaptcp.transport.dtls.limits import DEFAULT_MTU, DtlsLimits
+from coaptcp.transport.dtls.names import is_address, wrong_server_name
 from coaptcp.transport.dtls.records import MAX_MTU, MIN_MTU, datagrams, is_client_hello
 from coaptcp.transport.tls.settings import (
     ClientTLSSettings,
@@ -173,7 +173,7 @@ class DtlsDatagramProtocol(DatagramProtocol):
             session = self._open_client(peer)
         if session is not None and not session.established:
             session.name = name
-            if not _is_address(name):
+            if not is_address(name):
                 session.connection.set_tlsext_host_name(name.encode("idna"))
 
     # -- Twisted's DatagramProtocol ------------------------------------------------------
@@ -218,7 +218,8 @@ class DtlsDatagramProtocol(DatagramProtocol):
             self._listen(datagram, peer, session)
             return
         session.connection.bio_write(datagram)
-        self._advance(session)
+        # one record in the datagram (the rule for application data): one read takes it
+        self._advance(session, 13 + int.from_bytes(datagram[11:13], "big") == len(datagram))
 
     # -- the server side: cookies, then a session ------------------------------------------
 
@@ -322,7 +323,7 @@ class DtlsDatagramProtocol(DatagramProtocol):
 
     # -- both sides ------------------------------------------------------------------------
 
-    def _advance(self, session: _Session) -> None:
+    def _advance(self, session: _Session, one_record: bool = False) -> None:
         connection = session.connection
         if not session.established:
             try:
@@ -353,6 +354,8 @@ class DtlsDatagramProtocol(DatagramProtocol):
             self.coap.datagramReceived(plaintext, session.peer)
             if self._sessions.get(session.peer) is not session:
                 return
+            if one_record:
+                break
         self._write_out(connection, session.peer)
 
     def _handshake_done(self, session: _Session) -> bool:
@@ -385,21 +388,10 @@ class DtlsDatagramProtocol(DatagramProtocol):
 
     def _name_ok(self, session: _Session) -> bool:
         """Check the server certificate's name (RFC 7252 section 9.1.3.3, RFC 6125)."""
-        settings = self._client_settings
-        assert settings is not None and session.name is not None
-        if settings.insecure or session.connection.get_peer_certificate() is None:
-            return True
-        from service_identity import VerificationError
-        from service_identity.pyopenssl import verify_hostname, verify_ip_address
-
-        name = settings.server_name or session.name
-        try:
-            if _is_address(name):
-                verify_ip_address(session.connection, name)
-            else:
-                verify_hostname(session.connection, name)
-        except VerificationError as error:
-            self._drop(session, f"the server's certificate is not for {name}: {error}")
+        assert self._client_settings is not None and session.name is not None
+        wrong = wrong_server_name(session.connection, self._client_settings, session.name)
+        if wrong is not None:
+            self._drop(session, wrong)
             return False
         return True
 
@@ -428,16 +420,22 @@ class DtlsDatagramProtocol(DatagramProtocol):
         self._drop(session, what)
 
     def _write_out(self, connection: SSL.Connection, peer: tuple[str, int]) -> None:
+        # A memory BIO gives all it holds up to the size asked: read again only when a
+        # read came back full (an empty BIO raises, which costs more than the read).
         chunks = []
         while True:
             try:
-                chunks.append(connection.bio_read(_READ_SIZE))
+                chunk = connection.bio_read(_READ_SIZE)
             except SSL.WantReadError:
+                break
+            chunks.append(chunk)
+            if len(chunk) < _READ_SIZE:
                 break
         transport = self.transport
         if not chunks or transport is None:
             return
-        for datagram in datagrams(b"".join(chunks), self.mtu):
+        for datagram in datagrams(chunks[0] if len(chunks) == 1 else b"".join(chunks),
+                                  self.mtu):
             try:
                 transport.write(datagram, peer)  # type: ignore[arg-type]
             except OSError as error:
@@ -488,10 +486,3 @@ class DtlsDatagramProtocol(DatagramProtocol):
         self.log.info("DTLS session with {peer} dropped: {reason}", peer=session.peer,
                       reason=reason)
 
-
-def _is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
