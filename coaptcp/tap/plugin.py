@@ -35,6 +35,7 @@ from coaptcp.tap.proxy import (
     ProxySettings,
     check_proxy_options,
     check_reverse_options,
+    check_upstream_credentials,
     make_proxy,
     make_upstream,
     mount_reverse,
@@ -391,6 +392,7 @@ class Options(callhome.CallHomeOptions, DtlsOptions, MetricsOptions):
         self["proxy-policy"] = check_proxy_options(self["proxy"])
         self["proxy-settings"] = ProxySettings(self)
         self["reverse-mounts"] = check_reverse_options(self["reverse"])
+        check_upstream_credentials(self)
         for description in [*self["tcp"], *self["ws"]]:
             _check_endpoint(description)
         check_tls_options(self, _check_endpoint)

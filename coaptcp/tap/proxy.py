@@ -35,6 +35,7 @@ from coaptcp.proxy.upstream import (
 )
 from coaptcp.server import Resource
 from coaptcp.server.observe import DEFAULT_MAX_OBSERVERS
+from coaptcp.transport.tls.psk import check_psk
 
 __all__ = [
     "PROXY_OPT_PARAMETERS",
@@ -42,6 +43,7 @@ __all__ = [
     "ReverseMount",
     "check_proxy_options",
     "check_reverse_options",
+    "check_upstream_credentials",
     "make_proxy",
     "make_upstream",
     "mount_reverse",
@@ -111,17 +113,32 @@ def _upstream_tls(options: dict[str, Any]) -> TlsOptions | None:
         return None
     if cafile is not None and not os.path.isfile(cafile):
         raise usage.UsageError(f"--proxy-cafile {cafile} is not a readable file")
-    secret = None
-    if key is not None:
+    secret = name = None
+    if identity is not None and key is not None:
         try:
             secret = bytes.fromhex(key[4:]) if key.startswith("hex:") else key.encode()
         except ValueError:
             raise usage.UsageError(f"--proxy-psk-key {key!r}: bad hex digits") from None
+        name = identity.encode()
+        try:
+            check_psk(name, secret)  # what OpenSSL takes (RFC 4279 section 5.3)
+        except ValueError as error:
+            raise usage.UsageError(f"--proxy-psk-identity/--proxy-psk-key: {error}") from None
     try:
-        return TlsOptions(cafile=cafile, psk_identity=None if identity is None
-                          else identity.encode(), psk_key=secret)
+        return TlsOptions(cafile=cafile, psk_identity=name, psk_key=secret)
     except ValueError as error:
         raise usage.UsageError(f"upstream TLS: {error}") from None
+
+
+def check_upstream_credentials(options: dict[str, Any]) -> None:
+    """``--proxy-psk-*`` and ``--proxy-cafile`` are for the proxy's own client: without
+    ``--proxy`` or ``--reverse`` nothing would use them, which is a usage error rather than
+    credentials silently ignored."""
+    given = [name for name in ("proxy-psk-identity", "proxy-psk-key", "proxy-cafile")
+             if options.get(name) is not None]
+    if given and not options.get("proxy") and not options.get("reverse"):
+        raise usage.UsageError(f"--{given[0]} is for the proxy's upstream requests: "
+                               "give --proxy NETWORK or --reverse /PATH=URI too")
 
 
 def check_proxy_options(networks: list[str]) -> ProxyPolicy | None:

@@ -6,13 +6,13 @@ Each Markdown file is played in a fresh directory where ``.venv`` is the virtual
 environment running the tests, as a reader would play it after the install command:
 
 - ``sh`` blocks run line by line (``\\`` continues a line) with bash.  A line that starts
-  a server (``twistd -n``, ``python -m twisted``, ``haproxy -db``) runs in the background
-  until its ports accept; a block that starts servers first stops those of earlier
-  blocks (the reader's Ctrl-C); every server is stopped at the end of the file.  A line
-  whose comment says it runs
-  "until Ctrl-C" gets SIGINT after a while and must have printed something and exit 0
-  (what Ctrl-C does to an observation, docs/client.md).  Every other line must exit
-  0 within its time limit.
+  a server (``twistd -n``, ``python -m twisted``, ``haproxy -db``, libcoap's
+  ``coap-server-openssl`` with its TCP listener on ``-p``) runs in the background until
+  its ports accept; a block that starts servers first stops those of earlier blocks (the
+  reader's Ctrl-C); every server is stopped at the end of the file.  A line whose
+  comment says it runs "until Ctrl-C" gets SIGINT after a while and must have printed
+  something and exit 0 (what Ctrl-C does to an observation, docs/client.md).  Every other
+  line must exit 0 within its time limit.
 - ``python`` blocks run as programs with the venv's Python (exit 0); ``>>>`` blocks are
   doctests.
 - A block after ``<!-- file: NAME -->`` is written to NAME instead of run; the README's
@@ -116,12 +116,16 @@ def logical_lines(script: str) -> list[str]:
 
 
 def is_server(line: str) -> bool:
-    return bool(re.search(r"(^|/)twistd -n|(^|/)python -m twisted |^haproxy -db", line))
+    return bool(re.search(
+        r"(^|/)twistd -n|(^|/)python -m twisted |^haproxy -db|^coap-server-openssl ", line))
 
 
 def server_ports(line: str) -> list[int]:
     if line.startswith("haproxy"):
         return [5683]
+    if line.startswith("coap-server-openssl"):  # libcoap: UDP and TCP on -p (5683)
+        found = re.search(r"\s-p\s+(\d+)", line)
+        return [int(found.group(1)) if found else 5683]
     ports = [int(p) for p in re.findall(r"(?:tcp|ssl|tcp6):(\d+)", line)]
     if ports:
         return ports[:1]
@@ -146,6 +150,7 @@ class Player:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The pages run against the install, as a reader's do (CI installs the clone).
         self.env.pop("PYTHONPATH", None)
         self.servers: list[tuple[str, subprocess.Popen[bytes], Path]] = []
         self.started_at = 0.0
@@ -295,3 +300,10 @@ def test_the_install_commands_are_the_ones_ci_runs() -> None:
     assert "test-command" in ci  # .ci/run takes the test command from the README itself
     server = logical_lines(readme[0].text)[0]
     assert server.startswith("apt-get install") and server.endswith(".venv/bin/twistd -n coaptcp")
+
+
+def test_libcoap_s_server_runs_in_the_background_until_its_tcp_port_accepts() -> None:
+    line = "coap-server-openssl -A 127.0.0.1 -p 5692 -k 'battery staple' -d 10"
+    assert is_server(line) and server_ports(line) == [5692]
+    assert server_ports("coap-server-openssl -k key") == [5683]
+    assert not is_server("coap-client-openssl -B 5 -P coap+tcp://127.0.0.1 coaps://h/")

@@ -9,6 +9,7 @@ TCP, only so that the fixture can see it is up.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tls_peers import (
     PSK_KEY,
     Credentials,
     free_port_pair,
+    libcoap_psk_server_argv,
     libcoap_tls_server_argv,
     make_credentials,
 )
@@ -187,3 +189,31 @@ def test_proxy_serves_a_coaps_client_and_reaches_a_libcoap_udp_server(
     assert b"5.05" in refused.stderr and b"not allowed" in refused.stderr, refused
     log = proxy.log_text()
     assert "Traceback" not in log and "Unhandled" not in log, log
+
+
+def test_observe_through_the_proxy_over_dtls_deregisters_upstream() -> None:
+    """Our client observes libcoap's ``/time`` over coap+ws through the proxy, which
+    observes it over coaps:// (PSK); when the client has had its notifications and
+    leaves, the proxy deregisters from libcoap with GET Observe=1 (RFC 7641 section 3.6),
+    which libcoap logs (``-v 7``) as the removal of its one subscription."""
+    device_port, port = free_port_pair(), free_port()
+    argv = [_twistd(), "--nodaemon", "--pidfile=", "coaptcp",
+            "--ws", f"tcp:{port}:interface=127.0.0.1", "--proxy", "127.0.0.0/8",
+            "--proxy-psk-identity", PSK_IDENTITY, "--proxy-psk-key", PSK_KEY]
+    time_uri = f"coaps://127.0.0.1:{device_port + 1}/time"
+    with run_server(libcoap_psk_server_argv(device_port), device_port) as device, \
+            run_server(argv, port) as proxy:
+        result = cli("--observe", "-c", "3", "-O", f"35,{time_uri}",
+                     f"coap+ws://127.0.0.1:{port}/")
+        assert result.returncode == 0, result.stderr
+        clocks = re.findall(rb"[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d", result.stdout)
+        assert len(clocks) == 3 and len(set(clocks)) == 3, result.stdout
+        deadline = time.monotonic() + 20
+        while "removed subscription" not in device.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling a child's log: nothing to wait on
+        log = device.log_text()
+    assert f"got psk_identity: '{PSK_IDENTITY}'" in log
+    assert log.count("create new subscription") == 1
+    assert log.count("removed subscription") == 1, log
+    assert re.search(r"c:GET .*\[ Observe:1,.*Uri-Path:time", log), log
+    assert "Traceback" not in proxy.log_text()

@@ -93,6 +93,14 @@ def libcoap_tls_server_argv(port: int, credentials: Credentials) -> list[str]:
             "-k", PSK_KEY, "-d", "10", "-v", "6"]
 
 
+def libcoap_psk_server_argv(port: int, key: str = PSK_KEY) -> list[str]:
+    """libcoap's server with a pre-shared key only (any identity): UDP and TCP on port,
+    DTLS and TLS on port + 1.  ``-v 7`` logs the PSK identity it is given and each
+    subscription it creates and removes (RFC 7641), as the gateway tests read them."""
+    return [require_binary("coap-server-openssl"), "-A", "127.0.0.1", "-p", str(port),
+            "-k", key, "-d", "10", "-v", "7"]
+
+
 def aiocoap_tls_server_argv(port: int, credentials: Credentials) -> list[str]:
     """The aiocoap TLS server script beside this file, listening on port."""
     return [sys.executable, str(HERE / "aiocoap_tls_peer.py"), str(port),

@@ -86,3 +86,39 @@ def test_dtls_mtu_without_dtls_is_a_usage_error(psk_file: Path) -> None:
     assert "--dtls-mtu needs a --dtls listener" in usage_error("--dtls-mtu", "600")
     assert "--dtls-mtu needs a --dtls listener" in usage_error(
         "--tls", "tcp:0", "--psk-file", str(psk_file), "--dtls-mtu", "600")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--proxy-psk-identity", "gateway", "--proxy-psk-key", ""],
+         "a PSK must be 1 to 256 bytes, not 0"),
+        (["--proxy-psk-identity", "gateway", "--proxy-psk-key", "hex:"],
+         "a PSK must be 1 to 256 bytes, not 0"),
+        (["--proxy-psk-identity", "gateway", "--proxy-psk-key", "hex:" + "00" * 257],
+         "a PSK must be 1 to 256 bytes, not 257"),
+        (["--proxy-psk-identity", "", "--proxy-psk-key", "battery staple"],
+         "a PSK identity must be 1 to 128 bytes"),
+        (["--proxy-psk-identity", "x" * 129, "--proxy-psk-key", "battery staple"],
+         "a PSK identity must be 1 to 128 bytes"),
+        (["--proxy-psk-identity", "gateway", "--proxy-psk-key", "hex:6b6"],
+         "--proxy-psk-key 'hex:6b6': bad hex digits"),
+        (["--proxy-psk-key", "battery staple"], "go together"),
+    ],
+)
+def test_bad_upstream_psk_is_a_usage_error(argv: list[str], message: str) -> None:
+    assert message in usage_error("--tcp", "tcp:0", "--proxy", "127.0.0.0/8", *argv)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--proxy-psk-identity", "gateway", "--proxy-psk-key", "battery staple"],
+    ["--proxy-cafile", __file__],
+])
+def test_upstream_credentials_without_a_proxy_are_a_usage_error(argv: list[str]) -> None:
+    assert f"{argv[0]} is for the proxy's upstream requests" in usage_error(
+        "--tcp", "tcp:0", *argv)
+    # With a reverse mount (and no forward proxy) they are the mount's credentials.
+    options = parse("--tcp", "tcp:0", "--reverse", "/d=coaps://127.0.0.1/", *argv)
+    tls = options["proxy-settings"].tls
+    assert (tls.psk_identity, tls.cafile) == (
+        (b"gateway", None) if len(argv) == 4 else (None, __file__))
