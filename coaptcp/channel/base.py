@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from coaptcp.core.connection import Connection
     from coaptcp.core.events import Event
     from coaptcp.core.message import Message
-    from coaptcp.metrics.counts import EventCounts
+    from coaptcp.server.counts import EventCounts
     from coaptcp.server.observe import Observer
     from coaptcp.server.request import Response
     from coaptcp.server.resource import Site

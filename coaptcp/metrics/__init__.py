@@ -3,12 +3,13 @@
 ``twistd coaptcp --metrics ENDPOINT`` serves ``GET /metrics`` in the Prometheus text format
 (``prometheus_client``, the ``coaptcp[metrics]`` extra); ``--access-log FILE`` writes one
 JSON object per answered request (RFC 7252 section 5.8 methods, section 5.9 codes).  See
-:mod:`coaptcp.metrics.metering` (per request), :mod:`coaptcp.metrics.counts` (rare events),
-:mod:`coaptcp.metrics.collector` (read at scrape time) and :mod:`coaptcp.tap.metrics`.
+:mod:`coaptcp.metrics.metering` (per request), :mod:`coaptcp.server.counts` (rare
+events, counted where they happen), :mod:`coaptcp.metrics.collector` (read at scrape time)
+and :mod:`coaptcp.tap.metrics`.
 """
 
 from coaptcp.metrics.collector import ServerCollector
-from coaptcp.metrics.counts import EventCounts
+from coaptcp.server.counts import EventCounts
 from coaptcp.metrics.metering import (
     LATENCY_BUCKETS,
     MeteredSite,

@@ -1,8 +1,8 @@
 """The server-wide metrics, read when Prometheus scrapes: connections, observations,
-uploads, and the rare events of :mod:`coaptcp.metrics.counts`.
+uploads, and the rare events of :mod:`coaptcp.server.counts`.
 
 :class:`ServerCollector` reads the factories' connections (RFC 8323 section 3), the
-shared Block1 budget (RFC 7959 section 2.5), the :class:`~coaptcp.metrics.counts.
+shared Block1 budget (RFC 7959 section 2.5), the :class:`~coaptcp.server.counts.
 EventCounts` of the server, and with ``--proxy``/``--reverse`` and ``--rd`` the proxy's
 upstream side (RFC 7252 section 5.7) and the resource directory (RFC 9176).  Nothing of
 it runs per request; a scrape costs time in proportion to the open connections.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from coaptcp.metrics.counts import UPSTREAM_BUCKETS, EventCounts
+from coaptcp.server.counts import UPSTREAM_BUCKETS, EventCounts
 from coaptcp.metrics.metering import cumulative
 
 __all__ = ["ServerCollector"]

@@ -31,7 +31,7 @@ from coaptcp.server.resource import ProxyHandler, Resource, Site
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from coaptcp.metrics.counts import EventCounts
+    from coaptcp.server.counts import EventCounts
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -217,7 +217,7 @@ class MeteredSite(Site):
     ``twisted.logger`` event to ``access_log`` (namespace ``coaptcp.access``).
 
     :param counts: where the server's connections count their rare events
-        (:attr:`Site.counts`, :mod:`coaptcp.metrics.counts`).
+        (:attr:`Site.counts`, :mod:`coaptcp.server.counts`).
     """
 
     def __init__(

@@ -37,7 +37,7 @@ from coaptcp.proxy.observe import (
 from coaptcp.server import Request, Response
 
 if TYPE_CHECKING:
-    from coaptcp.metrics.counts import EventCounts
+    from coaptcp.server.counts import EventCounts
 
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
@@ -85,7 +85,7 @@ class Upstream:
 
     log = Logger()
     #: Counts upstream requests, their latency and errors, and the limits reached, when
-    #: the server exports metrics (:mod:`coaptcp.metrics.counts`); ``None`` otherwise.
+    #: the server exports metrics (:mod:`coaptcp.server.counts`); ``None`` otherwise.
     counts: EventCounts | None = None
 
     def __init__(

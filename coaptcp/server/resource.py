@@ -31,7 +31,7 @@ from coaptcp.core.validation import PROXY_OPTIONS, CriticalOptionCheck
 from coaptcp.server.request import CoapError, RenderResult, Request, Response
 
 if TYPE_CHECKING:
-    from coaptcp.metrics.counts import EventCounts
+    from coaptcp.server.counts import EventCounts
 
 __all__ = [
     "UNDERSTOOD_OPTIONS",
@@ -222,7 +222,7 @@ class Site:
 
     log = Logger()
     #: Where the connections serving this site count their rare events (Aborts sent,
-    #: limits reached, notifications; :mod:`coaptcp.metrics.counts`): set by ``twistd
+    #: limits reached, notifications; :mod:`coaptcp.server.counts`): set by ``twistd
     #: coaptcp --metrics``; ``None``, counting nothing, otherwise.
     counts: EventCounts | None = None
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 
     from coaptcp.channel.limits import Limits
-    from coaptcp.metrics.counts import EventCounts
+    from coaptcp.server.counts import EventCounts
 
 __all__ = [
     "DESCRIPTOR_RESERVE",
@@ -90,7 +90,7 @@ class ConnectionGate:
 
     log = Logger()
     #: Counts the connections refused, by limit, when the server exports metrics
-    #: (:mod:`coaptcp.metrics.counts`); ``None`` otherwise.
+    #: (:mod:`coaptcp.server.counts`); ``None`` otherwise.
     counts: EventCounts | None = None
 
     def __init__(self, limits: Limits) -> None:

@@ -369,7 +369,7 @@ class CoapTLSFactory(TLSMemoryBIOFactory):
         self.handshake_timeout = handshake_timeout
         self.policy = policy
         #: Counts the failed handshakes by kind when the server exports metrics: its
-        #: site's (:mod:`coaptcp.metrics.counts`); ``None`` otherwise.
+        #: site's (:mod:`coaptcp.server.counts`); ``None`` otherwise.
         self.counts = None if is_client else getattr(wrapped.site, "counts", None)
 
 

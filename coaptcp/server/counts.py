@@ -7,8 +7,9 @@ the CoAP-over-UDP socket and the proxy's upstream side.  Each of them holds ``No
 without ``--metrics``: an event then costs the check of that one attribute.  The events
 are rare next to requests (an Abort, a limit reached, a failed TLS handshake) or are not
 on the request path (a notification, an upstream request of the proxy); none is counted
-per request.  :class:`~coaptcp.metrics.metering.ServerCollector` makes the Prometheus
-families from these counts when ``/metrics`` is scraped.
+per request.  :class:`~coaptcp.metrics.collector.ServerCollector` makes the Prometheus
+families from these counts when ``/metrics`` is scraped (this module is in the server
+layer so that every layer above can name it).
 
 Every label value is one of a fixed set named in code (an Abort's reason, a limit's
 name, a TLS failure's kind), never a peer's address or a diagnostic text, so the label
