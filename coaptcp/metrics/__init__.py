@@ -9,7 +9,6 @@ and :mod:`coaptcp.tap.metrics`.
 """
 
 from coaptcp.metrics.collector import ServerCollector
-from coaptcp.server.counts import EventCounts
 from coaptcp.metrics.metering import (
     LATENCY_BUCKETS,
     MeteredSite,
@@ -19,6 +18,7 @@ from coaptcp.metrics.metering import (
     require_prometheus,
     transport_label,
 )
+from coaptcp.server.counts import EventCounts
 
 __all__ = [
     "LATENCY_BUCKETS",

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from coaptcp.server.counts import UPSTREAM_BUCKETS, EventCounts
 from coaptcp.metrics.metering import cumulative
+from coaptcp.server.counts import UPSTREAM_BUCKETS, EventCounts
 
 __all__ = ["ServerCollector"]
 
