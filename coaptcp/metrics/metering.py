@@ -24,7 +24,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from coaptcp.core.codes import Code
 from coaptcp.server.request import Request, Response
 from coaptcp.server.resource import ProxyHandler, Resource, Site
 
@@ -109,32 +108,37 @@ class RequestMetrics:
     ``coap_request_bytes_total`` / ``coap_response_bytes_total`` (payload bytes, RFC 7252
     section 5.5).
 
-    A request costs two dict look-ups by raw values and three or four list updates
+    A request costs four dict look-ups by raw values and three or four list updates
     (:meth:`record`); the families are made from those counts when ``registry`` is
     scraped (:meth:`collect`), not kept in ``prometheus_client`` metric objects with
     their locks and label look-ups.  The request count is the sum of the buckets.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        #: Per channel class, then per ``(method << 9) | (response code << 1) | secure``
-        #: (plain ints: a :class:`~coaptcp.core.codes.Code` hashes in Python, an int in
-        #: C), the entry of counts.  Raw keys: the labels are made at scrape time.
-        self.entries: dict[type, dict[int, list[float]]] = {}
+        #: Per channel class, whether the connection is secure, the method and the
+        #: response code (nested dicts: four look-ups of keys that hash in C cost less
+        #: than building one key of them), the entry of counts: request and response
+        #: payload bytes, the sum of durations, a count per latency bucket (not
+        #: cumulative; +Inf last).  Raw keys: the labels are made at scrape time.
+        self.entries: dict[type, dict[bool, dict[int, dict[int, list[float]]]]] = {}
         if registry is not None:
             registry.register(self)
 
-    def entry(self, channel: type, key: int) -> list[float]:
-        """The counts of ``key`` on ``channel``'s transport, made on first use."""
-        table = self.entries.setdefault(channel, {})
-        found = table.get(key)
+    def entry(self, channel: type, secure: bool, method: int, code: int) -> list[float]:
+        """The counts of ``method`` answered ``code`` on a transport, made on first use."""
+        codes = self.entries.setdefault(channel, {}).setdefault(secure, {}).setdefault(method, {})
+        found = codes.get(code)
         if found is None:
-            found = table[key] = [0.0] * _ENTRY_SIZE
+            # Ints but the sum of durations: an int add is cheaper than a float one.
+            found = codes[code] = [0] * _ENTRY_SIZE  # type: ignore[list-item]
+            found[_DURATIONS] = 0.0
         return found
 
     def record(self, request: Request, response: Response, duration: float) -> None:
         """Count one answered request."""
-        key = (request.method << 9) | (response.code << 1) | bool(request.secure)
-        entry = self.entry(request.channel.__class__, key)
+        entry = self.entry(
+            request.channel.__class__, request.secure, request.method, response.code
+        )
         payload = request.payload
         if payload:
             entry[_BYTES_IN] += len(payload)
@@ -146,11 +150,13 @@ class RequestMetrics:
             entry[_BUCKETS + bisect_left(LATENCY_BUCKETS, duration)] += 1
 
     def _labelled(self) -> Iterator[tuple[str, str, str, list[float]]]:
-        for channel, table in list(self.entries.items()):
-            for key, entry in list(table.items()):
-                transport = _transport_name(channel, bool(key & 1))
-                method = _method_name(Code(key >> 9))
-                yield transport, method, code_label((key >> 1) & 0xFF), entry
+        for channel, by_secure in list(self.entries.items()):
+            for secure, by_method in list(by_secure.items()):
+                transport = _transport_name(channel, bool(secure))
+                for method, by_code in list(by_method.items()):
+                    name = _method_name(method)
+                    for code, entry in list(by_code.items()):
+                        yield transport, name, code_label(code), entry
 
     def collect(self) -> Iterator[Any]:
         """The metric families, from the counts as they are now."""
@@ -247,13 +253,13 @@ class MeteredSite(Site):
         tables = self._tables
         if tables is not None and result.__class__ is Response:
             # The common case, RequestMetrics.record inline (a call less per request),
-            # with plain-int keys and one compare for the usual latency bucket.
+            # with one compare for the usual latency bucket.
             duration = clock() - started
             try:
-                entry = tables[request.channel.__class__][
-                    (request.method << 9) | (result.code << 1) | request.secure  # type: ignore[operator, union-attr]
+                entry = tables[request.channel.__class__][request.secure][request.method][
+                    result.code  # type: ignore[union-attr]
                 ]
-            except (KeyError, TypeError):  # a first request of its kind; a secure of None
+            except KeyError:  # the first request of its kind
                 self.metrics.record(request, result, duration)  # type: ignore[union-attr, arg-type]
                 return result
             payload = request.payload
