@@ -368,3 +368,51 @@ def test_connections_are_counted_by_the_listener_that_accepted_them():
     assert value("coap_connections_closed_total", "tcp:5683") == 1
     assert value("coap_connections_open", "tcp:5700") == 1
     assert value("coap_connections_closed_total", "tcp:5700") == 0
+
+
+# -- the metered site's counts, first and later requests ----------------------------------------
+
+
+def test_metered_site_counts_each_transport_method_and_code_exactly():
+    class Echo(Resource):
+        def render_PUT(self, request: Request) -> Response:
+            return Response(Code.CHANGED, request.payload * 2)
+
+    class Channel:  # a coap+tcp (or, secure, coaps+tcp) connection
+        pass
+
+    class WebSocketChannel:
+        pass
+
+    root = Resource()
+    root.putChild("echo", Echo())
+    registry = CollectorRegistry()
+    ticks = iter([0.0, 0.0001, 1.0, 1.0002, 2.0, 2.003, 3.0, 3.0001, 4.0, 4.0001])
+    site = MeteredSite(root, metrics=RequestMetrics(registry), clock=lambda: next(ticks))
+
+    def put(channel: object, secure: bool, payload: bytes) -> Response:
+        request = Request(Code.PUT, b"t", Options.build(uri_path=["echo"]), payload,
+                          secure=secure, channel=channel)
+        answer = site.handle(request)
+        assert isinstance(answer, Response)
+        return answer
+
+    put(Channel(), False, b"ab")  # the first of its kind: counted by RequestMetrics.record
+    put(Channel(), False, b"cde")  # then inline in MeteredSite.handle
+    put(Channel(), False, b"")  # 3 ms: in the 5 ms bucket
+    put(Channel(), True, b"x")
+    put(WebSocketChannel(), False, b"yz")
+    changed = {"method": "PUT", "code": "2.04"}
+    assert sample(registry, "coap_requests_total", transport="coap+tcp", **changed) == 3
+    assert sample(registry, "coap_requests_total", transport="coaps+tcp", **changed) == 1
+    assert sample(registry, "coap_requests_total", transport="coap+ws", **changed) == 1
+    assert sample(registry, "coap_request_bytes_total", transport="coap+tcp") == 5
+    assert sample(registry, "coap_response_bytes_total", transport="coap+tcp") == 10
+    assert sample(registry, "coap_response_bytes_total", transport="coaps+tcp") == 2
+    tcp_put = {"transport": "coap+tcp", "method": "PUT"}
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.0005", **tcp_put) == 2
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.0025", **tcp_put) == 2
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.005", **tcp_put) == 3
+    assert sample(registry, "coap_request_duration_seconds_count", **tcp_put) == 3
+    total = sample(registry, "coap_request_duration_seconds_sum", **tcp_put)
+    assert total is not None and abs(total - 0.0033) < 1e-9
