@@ -2,9 +2,10 @@
 uploads, and the rare events of :mod:`coaptcp.server.counts`.
 
 :class:`ServerCollector` reads the factories' connections (RFC 8323 section 3), the
-shared Block1 budget (RFC 7959 section 2.5), the :class:`~coaptcp.server.counts.
-EventCounts` of the server, and with ``--proxy``/``--reverse`` and ``--rd`` the proxy's
-upstream side (RFC 7252 section 5.7) and the resource directory (RFC 9176).  Nothing of
+shared Block1 budget (RFC 7959 section 2.5), the server's
+:class:`~coaptcp.server.counts.EventCounts`, and with ``--proxy``/``--reverse`` and
+``--rd`` the proxy's upstream side (RFC 7252 section 5.7) and the resource directory
+(RFC 9176).  Nothing of
 it runs per request; a scrape costs time in proportion to the open connections.
 """
 

@@ -1,9 +1,9 @@
 """CoAP over UDP for Twisted (RFC 7252): one socket that serves a Site and sends requests.
 
-:class:`CoapDatagramProtocol` drives the sans-I/O message layer (:class:`~coaptcp.core.udp.
-UdpEndpoint`) from a ``DatagramProtocol``: every datagram read goes in with the reactor's
-time, every datagram the layer wants sent goes out at once, and one timer is kept at the
-layer's next deadline (retransmission, RFC 7252 section 4.2; deduplication, section 4.5;
+:class:`CoapDatagramProtocol` drives the sans-I/O message layer, a
+:class:`~coaptcp.core.udp.UdpEndpoint`, from a ``DatagramProtocol``: each datagram goes in
+with the reactor's time, each one the layer wants sent goes out at once, one timer is kept
+at the layer's next deadline (retransmission, RFC 7252 section 4.2; deduplication, section 4.5;
 the Empty ACK of a slow answer, section 5.2.2).  Server side: each request (CON or NON)
 goes to the :class:`~coaptcp.server.Site` the other listeners serve.  Block-wise (RFC 7959)
 without BERT: responses are cut into blocks of at most 1024 bytes, Block1 uploads are
