@@ -334,17 +334,39 @@ def test_a_proxy_of_twistd_counts_into_the_sites_counts(tmp_path):
 
 
 def test_registered_endpoints_and_directory_limits(tmp_path):
-    registry, service = metered_service(tmp_path, "--rd", "--rd-max-registrations", "1")
+    registry, service = metered_service(
+        tmp_path, "--rd", "--rd-max-registrations", "1", "--rd-max-payload", "100"
+    )
     assert sample(registry, "coap_rd_registered_endpoints") == 0
     h = Harness(factory=service.factory, clock=MemoryReactorClock())
     h.open()
-    for token, name in ((b"r1", "node1"), (b"r2", "node2")):
+    for token, name, links in (
+        (b"r1", "node1", b"</temp>;rt=temperature"),
+        (b"r2", "node2", b"</temp>;rt=temperature"),
+        (b"r3", "node3", b",".join([b"</t>"] * 30)),  # 149 bytes of links
+    ):
         options = Options.build(uri_path=["rd"], uri_query=[f"ep={name}"], content_format=40)
-        h.feed(Message(Code.POST, token, options, b"</temp>;rt=temperature"))
-    assert [m.code for m in h.sent()] == [Code.CREATED, Code.SERVICE_UNAVAILABLE]
+        h.feed(Message(Code.POST, token, options, links))
+    assert [m.code for m in h.sent()] == [
+        Code.CREATED, Code.SERVICE_UNAVAILABLE, Code.REQUEST_ENTITY_TOO_LARGE,
+    ]
     assert sample(registry, "coap_rd_registered_endpoints") == 1
     assert sample(registry, "coap_rd_links") == 1
     assert sample(registry, "coap_limit_rejections_total", limit="rd_registrations") == 1
+    assert sample(registry, "coap_limit_rejections_total", limit="rd_payload") == 1
+
+
+def test_udp_limits_and_notifications_count_into_the_sites_counts():
+    from coaptcp.transport.udp.protocol import CoapDatagramProtocol
+
+    counts = EventCounts()
+    site = MeteredSite(Resource(), counts=counts)
+    udp = CoapDatagramProtocol(site, reactor=MemoryReactorClock())
+    assert udp.counts is counts
+    for _ in range(3):
+        udp.log_limit("max_peers", "request refused with 5.03")
+    assert counts.limits == {"max_peers": 3}
+    assert CoapDatagramProtocol(Resource(), reactor=MemoryReactorClock()).counts is None
 
 
 # -- connections by listener ------------------------------------------------------------------
