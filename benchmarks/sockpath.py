@@ -3,7 +3,7 @@
 
     python benchmarks/sockpath.py [--server coaptcp|base|bare|bare-eager]
         [--transport tcp|tls|ws] [--conns 16] [--inflight 1] [--requests 3000,9000]
-        [--baseline DIR] [--reactor epoll]
+        [--baseline DIR] [--reactor epoll] [--metrics]
 
 hotpath.py counts the work of a request in memory; this counts it through the reactor,
 the sockets and the write path, where sending at once or on the next reactor turn makes
@@ -49,6 +49,8 @@ def server_argv(
         port=port, **{k: shlex.quote(v) for k, v in certs.items()})
     argv = [python, "-m", "twisted", f"--reactor={args.reactor}", "--log-level=warn",
             "coaptcp", *shlex.split(listen)]
+    if args.metrics:  # as an operator turns them on: GET /metrics on a port of its own
+        argv += ["--metrics", f"tcp:{run.free_port()}:interface={run.HOST}"]
     return argv, args.baseline if args.server == "base" else run.REPO
 
 
@@ -110,7 +112,11 @@ def main() -> None:
     parser.add_argument("--connect", action="store_true",
                         help="count per new connection (connload.c: connect, CSM, GET, "
                              "Release, close; --requests are connections, --conns connectors)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve with twistd coaptcp --metrics (the metered site)")
     args = parser.parse_args()
+    if args.metrics and args.server.startswith("bare"):
+        parser.error("--metrics is an option of the coaptcp servers")
     if args.server == "base" and not args.baseline:
         parser.error("--server base needs --baseline DIR")
     if args.server.startswith("bare") and args.transport != "tcp":
@@ -131,7 +137,8 @@ def main() -> None:
     per = (second - first) / (n2 - n1)
     what = (f"{args.conns} connectors: {per:,.0f} instructions per connection" if args.connect
             else f"{args.conns}x{args.inflight}: {per:,.0f} instructions per request")
-    print(f"{args.server} {args.transport} {what} ({args.reactor}; N={n1}: {first:,}, "
+    metered = " --metrics" if args.metrics else ""
+    print(f"{args.server}{metered} {args.transport} {what} ({args.reactor}; N={n1}: {first:,}, "
           f"N={n2}: {second:,})")
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from coaptcp.core.connection import Connection
     from coaptcp.core.events import Event
     from coaptcp.core.message import Message
+    from coaptcp.server.counts import EventCounts
     from coaptcp.server.observe import Observer
     from coaptcp.server.request import Response
     from coaptcp.server.resource import Site
@@ -95,6 +96,7 @@ class ChannelBase:
         "close_reason",
         "close_timeout",
         "connection",
+        "counts",
         "default_host",
         "limits",
         "max_observations",
@@ -115,6 +117,9 @@ class ChannelBase:
     tls: TLSInfo | None
     limits: Limits
     blockwise: BlockwiseServer
+    #: The server's counts of rare events (Aborts, limits reached, notifications) when
+    #: it exports metrics: its site's ``counts``; ``None`` (nothing counted) otherwise.
+    counts: EventCounts | None
     close_timeout: float
     release_timeout: float
     max_observations: int
@@ -182,7 +187,11 @@ class ChannelBase:
             self._write_soon(frames)
 
     def _log_limit_once(self, name: str, message: str, **fields: object) -> None:
-        """Log that a limit was reached, once per connection and limit."""
+        """Count that the limit ``name`` (a :class:`~coaptcp.channel.limits.Limits` field)
+        was reached; log it once per connection and limit."""
+        counts = self.counts
+        if counts is not None:
+            counts.limit_reached(name)
         if name not in self._limits_logged:
             self._limits_logged.add(name)
             self.log.warn(message, peer=self.peer, **fields)
@@ -205,7 +214,7 @@ class ChannelBase:
         """Send a Ping (outgoing.py)."""
         raise NotImplementedError
 
-    def abort(self, diagnostic: str) -> None:
+    def abort(self, diagnostic: str, reason: str = "application") -> None:
         """Send Abort and close (lifecycle.py)."""
         raise NotImplementedError
 

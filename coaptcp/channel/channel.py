@@ -115,6 +115,7 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
     ) -> None:
         self.connection = connection
         self.site = site
+        self.counts = getattr(site, "counts", None)
         self.peer = peer
         self.default_host = default_host
         self.secure = secure

@@ -118,7 +118,8 @@ class InputFlow(ChannelBase):
         if self.connection.partial_frame and not self._lost:
             self._dispatch(
                 self.connection.abort_for_violation(
-                    f"a frame took longer than {self.limits.frame_timeout:g} s to arrive"
+                    f"a frame took longer than {self.limits.frame_timeout:g} s to arrive",
+                    "frame_timeout",
                 )
             )
 
@@ -177,4 +178,4 @@ class InputFlow(ChannelBase):
             peer=self.peer,
             timeout=timeout,
         )
-        self.abort(f"you read nothing of our output for {timeout:g} s")
+        self.abort(f"you read nothing of our output for {timeout:g} s", "write_timeout")

@@ -60,7 +60,7 @@ class Lifecycle(ChannelBase):
         if not self.connection.peer_csm_received:
             self._dispatch(
                 self.connection.abort_for_violation(
-                    f"no CSM received within {self.limits.csm_timeout:g} s"
+                    f"no CSM received within {self.limits.csm_timeout:g} s", "csm_timeout"
                 )
             )
         elif not self._closing and not self._watchdog.started:
@@ -86,13 +86,14 @@ class Lifecycle(ChannelBase):
             self.log.info(
                 "Closing {peer}: no Pong within {timeout:g} s", peer=self.peer, timeout=timeout
             )
-            self.abort(f"no Pong within {timeout:g} s")
+            self.abort(f"no Pong within {timeout:g} s", "keepalive_timeout")
 
     # -- closing --------------------------------------------------------------------------
 
-    def violation(self, diagnostic: str) -> None:
-        """Abort for a transport-level violation the core cannot see (a text WS frame)."""
-        self._dispatch(self.connection.abort_for_violation(diagnostic))
+    def violation(self, diagnostic: str, reason: str = "protocol") -> None:
+        """Abort for a transport-level violation the core cannot see (a text WS frame);
+        ``reason`` as :attr:`~coaptcp.core.errors.RemoteProtocolError.reason`."""
+        self._dispatch(self.connection.abort_for_violation(diagnostic, reason))
 
     def connection_lost(self, reason: Failure | None = None) -> None:
         """The transport is gone: fail what is pending, cancel timers."""
@@ -183,11 +184,20 @@ class Lifecycle(ChannelBase):
         self._arm_release_timer()
         return closed
 
-    def abort(self, diagnostic: str) -> None:
-        """Send Abort and close (RFC 8323 section 5.6)."""
+    def abort(self, diagnostic: str, reason: str = "application") -> None:
+        """Send Abort and close (RFC 8323 section 5.6).
+
+        ``reason`` says why in one word of a short fixed set, for ``coap_aborts_sent_total``
+        (:mod:`coaptcp.metrics`): ``"application"`` (asked for by the code using the
+        channel), ``"write_timeout"``, ``"keepalive_timeout"``, ``"connection_limit"``,
+        ``"response_too_large"``.
+        """
         if self._lost:
             return
         self.close_reason = f"aborted by us: {diagnostic}"
+        counts = self.counts
+        if counts is not None and self.connection.state is not State.CLOSED:
+            counts.abort_sent(reason)
         self.connection.send_abort(diagnostic)
         self._drop_observations()  # free the resources' slots now, not at the close
         self._close_transport()
@@ -249,6 +259,9 @@ class Lifecycle(ChannelBase):
 
     def _on_violation(self, event: ConnectionAborted) -> None:
         self.close_reason = f"aborted by us: {event.diagnostic}"
+        counts = self.counts
+        if counts is not None:
+            counts.abort_sent(event.reason)
         self.log.info(
             "Aborting connection from {peer}: {diagnostic}",
             peer=self.peer,

@@ -37,6 +37,13 @@ _CLOSED = State.CLOSED
 EARLY_WRITE = 8192
 _BLOCK2 = int(OptionNumber.BLOCK2)  # Block2 (23), Block1 (27) and Size1 (60) come last
 _SERVICE_UNAVAILABLE = Code.SERVICE_UNAVAILABLE
+_TOO_LARGE = Code.REQUEST_ENTITY_TOO_LARGE
+#: The limit each bound of a Block1 refusal counts as (``coap_limit_rejections_total``);
+#: the server's budget (``max_upload_bytes``) counts its refusals itself.
+_UPLOAD_LIMITS = {
+    "connection": "max_upload_bytes_per_connection",
+    "uploads": "max_uploads_per_connection",
+}
 #: The shortest delay of a re-armed timer (a deadline rounded just short must not spin).
 _MIN_TIMER_DELAY = 0.001
 
@@ -65,6 +72,8 @@ class Responder(ChannelBase):
             if answer is not None:
                 if answer.code == _SERVICE_UNAVAILABLE:
                     self._log_upload_refusal()
+                elif answer.code == _TOO_LARGE and self.counts is not None:
+                    self.counts.limit_reached("max_body_size")
                 self._send_response_message(message, answer)
                 return
             assert complete is not None
@@ -82,7 +91,7 @@ class Responder(ChannelBase):
             return
         if len(self._unanswered) >= self.limits.max_inbound_requests:
             self._log_limit_once(
-                "inbound",
+                "max_inbound_requests",
                 "{peer} has {count} requests in progress; answering 4.29 to more",
                 count=len(self._unanswered),
             )
@@ -127,6 +136,9 @@ class Responder(ChannelBase):
 
     def _log_upload_refusal(self) -> None:
         refusal = self.blockwise.last_refusal
+        counts = self.counts
+        if counts is not None and refusal is not None and refusal.bound in _UPLOAD_LIMITS:
+            counts.limit_reached(_UPLOAD_LIMITS[refusal.bound])
         if refusal is None or not refusal.first:
             return
         if refusal.bound == "server":
@@ -230,7 +242,7 @@ class Responder(ChannelBase):
                     Message(Code.INTERNAL_SERVER_ERROR, message.token, payload=diagnostic.encode())
                 )
             except MessageTooLarge:
-                self.abort("Max-Message-Size too small for any response")
+                self.abort("Max-Message-Size too small for any response", "response_too_large")
 
     # -- Custody (RFC 8323 section 5.4.1) -------------------------------------------------
 
@@ -245,7 +257,7 @@ class Responder(ChannelBase):
             # Bounded: beyond the limit a Pong goes at once, without Custody (it then
             # promises nothing about the requests before it; RFC 8323 section 5.4.1).
             self._log_limit_once(
-                "custody",
+                "max_custody_pings",
                 "{peer} has {count} Custody Pings waiting; answering more without Custody",
                 count=len(self._custody_waits),
             )

@@ -56,7 +56,7 @@ class ServedObservations(ChannelBase, ObservationRegistry):
             existing.resource.remove_observer(self, token)
         elif len(self._observations) >= self.max_observations:
             self._log_limit_once(
-                "observations",
+                "max_observations",
                 "Declining further observations from {peer}: {count} already",
                 count=len(self._observations),
             )
@@ -108,6 +108,9 @@ class ServedObservations(ChannelBase, ObservationRegistry):
             # An error response ends the observation (RFC 7641 section 3.2).
             self.remove_observation(observation.resource, observation.token)
         self._respond(observation.message, response)
+        counts = self.counts
+        if counts is not None:
+            counts.notifications += 1
         # Not an answer to a read: the end of the turn will do, where every notification
         # of this change to this connection goes in one send (coaptcp.transport.eager).
         self._flush_soon()

@@ -365,16 +365,17 @@ class Connection:
             self._abort_for(error, events)
         return events
 
-    def abort_for_violation(self, diagnostic: str) -> list[Event]:
-        """Abort because the transport saw a violation the core cannot (a text WS frame)."""
+    def abort_for_violation(self, diagnostic: str, reason: str = "protocol") -> list[Event]:
+        """Abort because the transport saw a violation the core cannot (a text WS frame,
+        a timeout); ``reason`` as :attr:`RemoteProtocolError.reason`."""
         events: list[Event] = []
         if self.state is not State.CLOSED:
-            self._abort_for(RemoteProtocolError(diagnostic), events)
+            self._abort_for(RemoteProtocolError(diagnostic, reason=reason), events)
         return events
 
     def _abort_for(self, error: RemoteProtocolError, events: list[Event]) -> None:
         self.send_abort(error.diagnostic, bad_csm_option=error.bad_csm_option)
-        events.append(ConnectionAborted(error.diagnostic, error.bad_csm_option))
+        events.append(ConnectionAborted(error.diagnostic, error.bad_csm_option, error.reason))
 
     def _handle(self, message: Message, events: list[Event]) -> None:
         code = message.code
@@ -391,7 +392,9 @@ class Connection:
                 self._on_abort(message, events)
                 return
             if self.require_csm:
-                raise RemoteProtocolError(f"expected a CSM as the first message, got {code.dotted}")
+                raise RemoteProtocolError(
+                    f"expected a CSM as the first message, got {code.dotted}", reason="no_csm"
+                )
             self.state = State.CLOSING if self.release_sent else State.OPEN
         if code < 0xE0:  # not signaling (class 7): a request or a response
             if code.is_request:
@@ -421,9 +424,11 @@ class Connection:
         known = SIGNALING_OPTIONS.get(message.code, {})
         for number in message.options.numbers():
             if number not in known and is_critical(number):
+                csm = message.code == Code.CSM
                 raise RemoteProtocolError(
                     f"unknown critical option {number} in {message.code.dotted}",
-                    bad_csm_option=number if message.code == Code.CSM else None,
+                    bad_csm_option=number if csm else None,
+                    reason="bad_csm" if csm else "bad_signal",
                 )
 
     def _on_csm(self, message: Message, events: list[Event]) -> None:

@@ -118,6 +118,8 @@ class ConnectionAborted(Event):
 
     diagnostic: str
     bad_csm_option: int | None
+    #: The kind of violation (:attr:`~coaptcp.core.errors.RemoteProtocolError.reason`).
+    reason: str = "protocol"
 
 
 @dataclass(frozen=True, slots=True)

@@ -262,7 +262,8 @@ def _reserved_code(value: int) -> MessageFormatError:
 
 def _too_large(size: int, limit: int) -> MessageFormatError:
     return MessageFormatError(
-        f"message of {size} bytes exceeds our Max-Message-Size of {limit} bytes"
+        f"message of {size} bytes exceeds our Max-Message-Size of {limit} bytes",
+        reason="message_too_large",
     )
 
 

@@ -55,11 +55,15 @@ __all__ = [
 ]
 
 
-def links_of(request: Request, limits: DirectoryLimits) -> list[StoredLink]:
+def links_of(
+    request: Request, limits: DirectoryLimits, refused: dict[str, int] | None = None
+) -> list[StoredLink]:
     """The links a registration or update carries (RFC 9176 section 4.2: link-format).
 
     4.15 for another Content-Format, 4.13 (with Size1) beyond ``max_payload`` bytes or
-    ``max_links`` links, 4.00 for a payload that is not UTF-8 link-format.
+    ``max_links`` links, 4.00 for a payload that is not UTF-8 link-format.  A 4.13 is
+    counted in ``refused`` (the directory's, by bound: ``"payload"``,
+    ``"links per registration"``).
     """
     content_format = request.content_format
     if content_format is not None and content_format != LINK_FORMAT:
@@ -67,6 +71,7 @@ def links_of(request: Request, limits: DirectoryLimits) -> list[StoredLink]:
                         "registrations are application/link-format (Content-Format 40)")
     payload = request.payload
     if len(payload) > limits.max_payload:
+        _count(refused, "payload")
         raise PayloadTooLarge(f"{len(payload)} bytes of links; at most {limits.max_payload} "
                               f"are accepted", limits.max_payload)
     try:
@@ -77,9 +82,15 @@ def links_of(request: Request, limits: DirectoryLimits) -> list[StoredLink]:
         return parse_links(text, max_links=limits.max_links)
     except LinkFormatError as error:
         if str(error).startswith("more than"):
+            _count(refused, "links per registration")
             raise PayloadTooLarge(f"{error}: at most {limits.max_links} links are accepted",
                                   limits.max_payload) from None
         raise CoapError(Code.BAD_REQUEST, f"the payload is not link-format: {error}") from None
+
+
+def _count(refused: dict[str, int] | None, bound: str) -> None:
+    if refused is not None:
+        refused[bound] = refused.get(bound, 0) + 1
 
 
 def _link_format(text: str, code: Code = Code.CONTENT) -> Response:
@@ -108,7 +119,7 @@ class DirectoryResource(Resource):
         directory = self.directory
         query = parse_registration_query(request.query,
                                          max_attributes=directory.limits.max_attributes)
-        links = links_of(request, directory.limits)
+        links = links_of(request, directory.limits, directory.refused)
         registration = directory.register(request, query, links)
         return Response(Code.CREATED,
                         options=Options.build(location_path=(directory.path, registration.key)))
@@ -141,7 +152,7 @@ class RegistrationResource(Resource):
         directory = self.directory
         query = parse_registration_query(request.query,
                                          max_attributes=directory.limits.max_attributes)
-        links = links_of(request, directory.limits) if request.payload else None
+        links = links_of(request, directory.limits, directory.refused) if request.payload else None
         directory.update(self.registration, request, query, links)
         return Response(Code.CHANGED)
 

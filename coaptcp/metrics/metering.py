@@ -6,7 +6,8 @@ FILE`` writes one JSON object per request.  Both watch the requests a
 :class:`~coaptcp.server.resource.Site` answers (RFC 7252 section 5.8 methods, section
 5.9 response codes) through :class:`MeteredSite`, which is used only when one of them is
 asked for: a plain ``Site`` has nothing of this on its path.  Connection counts are read
-from the factories at scrape time (:class:`ServerCollector`), not counted per request.
+from the factories at scrape time (:class:`~coaptcp.metrics.collector.ServerCollector`),
+not counted per request.
 
 ``prometheus_client`` is imported by :func:`require_prometheus` and the functions that
 need it, never at import time: ``coaptcp`` works without the extra.
@@ -29,12 +30,14 @@ from coaptcp.server.resource import ProxyHandler, Resource, Site
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from coaptcp.server.counts import EventCounts
+
 __all__ = [
     "LATENCY_BUCKETS",
     "MeteredSite",
     "RequestMetrics",
-    "ServerCollector",
     "code_label",
+    "cumulative",
     "metrics_web_site",
     "require_prometheus",
     "transport_label",
@@ -91,41 +94,69 @@ def _method(request: Request) -> str:
     return _method_name(request.method)
 
 
+#: The first latency bucket's bound: most requests fall in it, found with one compare.
+_FIRST_BOUND = LATENCY_BUCKETS[0]
+#: An entry of :attr:`RequestMetrics.entries`: request and response payload bytes, the
+#: sum of durations, then a count per latency bucket (not cumulative; +Inf last).
+_BYTES_IN, _BYTES_OUT, _DURATIONS, _BUCKETS = 0, 1, 2, 3
+_ENTRY_SIZE = _BUCKETS + len(LATENCY_BUCKETS) + 1
+
+
 class RequestMetrics:
     """The per-request metrics: ``coap_requests_total{transport,method,code}``,
     ``coap_request_duration_seconds`` (histogram by transport and method) and
     ``coap_request_bytes_total`` / ``coap_response_bytes_total`` (payload bytes, RFC 7252
     section 5.5).
 
-    A request costs a few dict updates (:meth:`record`); the families are made from those
-    counts when ``registry`` is scraped (:meth:`collect`), not kept in
-    ``prometheus_client`` metric objects with their locks and label look-ups.
+    A request costs four dict look-ups by raw values and three or four list updates
+    (:meth:`record`); the families are made from those counts when ``registry`` is
+    scraped (:meth:`collect`), not kept in ``prometheus_client`` metric objects with
+    their locks and label look-ups.  The request count is the sum of the buckets.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        #: Per (channel class, secure, method, response code): the request count, request
-        #: and response payload bytes, the sum of durations, then the count of each
-        #: latency bucket (not cumulative; +Inf last).  Raw keys: the labels are made
-        #: at scrape time, not per request.
-        self.entries: dict[tuple[type, bool, int, int], list[float]] = {}
+        #: Per channel class, whether the connection is secure, the method and the
+        #: response code (nested dicts: four look-ups of keys that hash in C cost less
+        #: than building one key of them), the entry of counts: request and response
+        #: payload bytes, the sum of durations, a count per latency bucket (not
+        #: cumulative; +Inf last).  Raw keys: the labels are made at scrape time.
+        self.entries: dict[type, dict[bool, dict[int, dict[int, list[float]]]]] = {}
         if registry is not None:
             registry.register(self)
 
+    def entry(self, channel: type, secure: bool, method: int, code: int) -> list[float]:
+        """The counts of ``method`` answered ``code`` on a transport, made on first use."""
+        codes = self.entries.setdefault(channel, {}).setdefault(secure, {}).setdefault(method, {})
+        found = codes.get(code)
+        if found is None:
+            # Ints but the sum of durations: an int add is cheaper than a float one.
+            found = codes[code] = [0] * _ENTRY_SIZE  # type: ignore[list-item]
+            found[_DURATIONS] = 0.0
+        return found
+
     def record(self, request: Request, response: Response, duration: float) -> None:
-        """Count one answered request (a dict look-up and five list updates)."""
-        key = (request.channel.__class__, request.secure, request.method, response.code)
-        entry = self.entries.get(key)
-        if entry is None:
-            entry = self.entries[key] = [0.0] * (len(LATENCY_BUCKETS) + 5)
-        entry[0] += 1
-        entry[1] += len(request.payload)
-        entry[2] += len(response.payload)
-        entry[3] += duration
-        entry[4 + bisect_left(LATENCY_BUCKETS, duration)] += 1
+        """Count one answered request."""
+        entry = self.entry(
+            request.channel.__class__, request.secure, request.method, response.code
+        )
+        payload = request.payload
+        if payload:
+            entry[_BYTES_IN] += len(payload)
+        entry[_BYTES_OUT] += len(response.payload)
+        entry[_DURATIONS] += duration
+        if duration <= _FIRST_BOUND:
+            entry[_BUCKETS] += 1
+        else:
+            entry[_BUCKETS + bisect_left(LATENCY_BUCKETS, duration)] += 1
 
     def _labelled(self) -> Iterator[tuple[str, str, str, list[float]]]:
-        for (channel, secure, method, code), entry in list(self.entries.items()):
-            yield _transport_name(channel, secure), _method_name(method), code_label(code), entry
+        for channel, by_secure in list(self.entries.items()):
+            for secure, by_method in list(by_secure.items()):
+                transport = _transport_name(channel, bool(secure))
+                for method, by_code in list(by_method.items()):
+                    name = _method_name(method)
+                    for code, entry in list(by_code.items()):
+                        yield transport, name, code_label(code), entry
 
     def collect(self) -> Iterator[Any]:
         """The metric families, from the counts as they are now."""
@@ -137,12 +168,13 @@ class RequestMetrics:
         bytes_out: dict[str, float] = {}
         for transport, method, code, entry in self._labelled():
             key = (transport, method, code)
-            requests[key] = requests.get(key, 0) + entry[0]
-            bytes_in[transport] = bytes_in.get(transport, 0) + entry[1]
-            bytes_out[transport] = bytes_out.get(transport, 0) + entry[2]
-            summed = histograms.setdefault((transport, method), [0.0] * (len(entry) - 3))
-            summed[-1] += entry[3]
-            for index, count in enumerate(entry[4:]):
+            buckets = entry[_BUCKETS:]
+            requests[key] = requests.get(key, 0) + sum(buckets)
+            bytes_in[transport] = bytes_in.get(transport, 0) + entry[_BYTES_IN]
+            bytes_out[transport] = bytes_out.get(transport, 0) + entry[_BYTES_OUT]
+            summed = histograms.setdefault((transport, method), [0.0] * (len(buckets) + 1))
+            summed[-1] += entry[_DURATIONS]
+            for index, count in enumerate(buckets):
                 summed[index] += count
         family = CounterMetricFamily(
             "coap_requests",
@@ -157,14 +189,8 @@ class RequestMetrics:
             "Time from a request reaching the site to its response.",
             labels=["transport", "method"],
         )
-        bounds = [*(f"{bound:g}" for bound in LATENCY_BUCKETS), "+Inf"]
         for pair, summed in sorted(histograms.items()):
-            cumulative: list[tuple[str, float]] = []
-            total = 0.0
-            for bound, count in zip(bounds, summed[:-1], strict=True):
-                total += count
-                cumulative.append((bound, total))
-            durations.add_metric(list(pair), cumulative, summed[-1])
+            durations.add_metric(list(pair), cumulative(LATENCY_BUCKETS, summed), summed[-1])
         yield durations
         for name, text, values in (
             ("coap_request_bytes", "Request payload bytes, by transport.", bytes_in),
@@ -176,12 +202,29 @@ class RequestMetrics:
             yield counter
 
 
+def cumulative(bounds: Iterable[float], counts: list[float]) -> list[tuple[str, float]]:
+    """Prometheus histogram buckets (``le`` and the cumulative count) from a count per
+    bucket of ``bounds`` and the +Inf bucket (``counts`` may carry one more item, the sum,
+    which is left out)."""
+    labels = [*(f"{bound:g}" for bound in bounds), "+Inf"]
+    result: list[tuple[str, float]] = []
+    total = 0.0
+    for bound, count in zip(labels, counts, strict=False):
+        total += count
+        result.append((bound, total))
+    return result
+
+
 _SITE_HANDLE = Site.handle
 
 
 class MeteredSite(Site):
     """A :class:`Site` that reports every answered request to ``metrics`` and/or as one
-    ``twisted.logger`` event to ``access_log`` (namespace ``coaptcp.access``)."""
+    ``twisted.logger`` event to ``access_log`` (namespace ``coaptcp.access``).
+
+    :param counts: where the server's connections count their rare events
+        (:attr:`Site.counts`, :mod:`coaptcp.server.counts`).
+    """
 
     def __init__(
         self,
@@ -191,30 +234,43 @@ class MeteredSite(Site):
         metrics: RequestMetrics | None = None,
         access_log: Logger | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        counts: EventCounts | None = None,
     ) -> None:
         super().__init__(root, proxy=proxy)
         self.metrics = metrics
         self.access_log = access_log
         self.clock = clock
+        self.counts = counts
+        #: The metrics' tables when requests are only counted (no access log): then
+        #: :meth:`handle` counts an immediate answer inline.
+        self._tables = metrics.entries if metrics is not None and access_log is None else None
 
     def handle(self, request: Request) -> Response | Deferred[Response]:
         """Answer as :meth:`Site.handle`, then report the answer."""
         clock = self.clock
         started = clock()
         result = _SITE_HANDLE(self, request)
-        metrics = self.metrics
-        if result.__class__ is Response and metrics is not None and self.access_log is None:
-            # The common case, RequestMetrics.record inline (a call less per request).
+        tables = self._tables
+        if tables is not None and result.__class__ is Response:
+            # The common case, RequestMetrics.record inline (a call less per request),
+            # with one compare for the usual latency bucket.
             duration = clock() - started
-            key = (request.channel.__class__, request.secure, request.method, result.code)
-            entry = metrics.entries.get(key)
-            if entry is None:
-                entry = metrics.entries[key] = [0.0] * (len(LATENCY_BUCKETS) + 5)
-            entry[0] += 1
-            entry[1] += len(request.payload)
-            entry[2] += len(result.payload)
-            entry[3] += duration
-            entry[4 + bisect_left(LATENCY_BUCKETS, duration)] += 1
+            try:
+                entry = tables[request.channel.__class__][request.secure][request.method][
+                    result.code  # type: ignore[union-attr]
+                ]
+            except KeyError:  # the first request of its kind
+                self.metrics.record(request, result, duration)  # type: ignore[union-attr, arg-type]
+                return result
+            payload = request.payload
+            if payload:
+                entry[0] += len(payload)
+            entry[1] += len(result.payload)  # type: ignore[union-attr]
+            entry[2] += duration
+            if duration <= _FIRST_BOUND:
+                entry[3] += 1
+            else:
+                entry[3 + bisect_left(LATENCY_BUCKETS, duration)] += 1
             return result
         if isinstance(result, Response):
             self._report(request, result, started)
@@ -245,72 +301,6 @@ class MeteredSite(Site):
                 duration=duration,
                 token=request.token.hex(),
             )
-
-
-class ServerCollector:
-    """A ``prometheus_client`` collector reading the factories' state at scrape time:
-    ``coap_connections_open{transport}`` and ``coap_connections_accepted_total`` /
-    ``coap_connections_closed_total`` (RFC 8323 section 3 connections), and the shared
-    uploads budget ``coap_uploads_held_bytes`` (RFC 7959 section 2.5)."""
-
-    def __init__(self, factories: Callable[[], Iterable[tuple[str, Any]]]) -> None:
-        self.factories = factories
-
-    def collect(self) -> Iterator[Any]:
-        """The metric families, from the factories as they are now."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        open_ = GaugeMetricFamily(
-            "coap_connections_open", "Open CoAP connections, by transport.", labels=["transport"]
-        )
-        accepted = CounterMetricFamily(
-            "coap_connections_accepted", "Connections admitted since start.", labels=["transport"]
-        )
-        closed = CounterMetricFamily(
-            "coap_connections_closed", "Admitted connections closed since start.",
-            labels=["transport"],
-        )
-        held = GaugeMetricFamily(
-            "coap_uploads_held_bytes", "Bytes held by partial Block1 uploads (all listeners)."
-        )
-        observations = GaugeMetricFamily(
-            "coap_observations", "Observations registered (RFC 7641), by transport.",
-            labels=["transport"],
-        )
-        uploads = GaugeMetricFamily(
-            "coap_blockwise_uploads_in_progress",
-            "Partial Block1 uploads being received (RFC 7959 section 2.5), by transport.",
-            labels=["transport"],
-        )
-        rejections = CounterMetricFamily(
-            "coap_limit_rejections",
-            "Requests refused because a server-wide limit was reached, by limit.",
-            labels=["limit"],
-        )
-        budgets: set[int] = set()
-        held_bytes = 0
-        refused = 0
-        for name, factory in self.factories():
-            connections = list(factory.connections)
-            observing = in_progress = 0
-            for protocol in connections:
-                channel = getattr(protocol, "channel", None)
-                observing += int(getattr(channel, "observation_count", 0))
-                blockwise = getattr(channel, "blockwise", None)
-                in_progress += int(getattr(blockwise, "uploads_in_progress", 0))
-            observations.add_metric([name], observing)
-            uploads.add_metric([name], in_progress)
-            open_.add_metric([name], len(connections))
-            accepted.add_metric([name], factory.accepted)
-            closed.add_metric([name], factory.accepted - len(connections))
-            budget = getattr(factory, "upload_budget", None)
-            if budget is not None and id(budget) not in budgets:
-                budgets.add(id(budget))
-                held_bytes += int(getattr(budget, "held", 0))
-                refused += int(getattr(budget, "refusals", 0))
-        held.add_metric([], held_bytes)
-        rejections.add_metric(["max_upload_bytes"], refused)
-        yield from (open_, accepted, closed, held, observations, uploads, rejections)
 
 
 def metrics_web_site(registry: CollectorRegistry) -> Any:

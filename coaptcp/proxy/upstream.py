@@ -14,7 +14,7 @@ resource, RFC 7641 section 5 and RFC 8323 section 7).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -35,6 +35,9 @@ from coaptcp.proxy.observe import (
     relayed,
 )
 from coaptcp.server import Request, Response
+
+if TYPE_CHECKING:
+    from coaptcp.server.counts import EventCounts
 
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
@@ -81,6 +84,9 @@ class Upstream:
     """
 
     log = Logger()
+    #: Counts upstream requests, their latency and errors, and the limits reached, when
+    #: the server exports metrics (:mod:`coaptcp.server.counts`); ``None`` otherwise.
+    counts: EventCounts | None = None
 
     def __init__(
         self,
@@ -162,6 +168,8 @@ class Upstream:
 
     def busy(self, limit: str, detail: str) -> Response:
         """5.03 with Max-Age for a reached ``limit``, logged once per limit."""
+        if self.counts is not None:
+            self.counts.limit_reached("proxy_" + limit.removeprefix("proxy ").replace(" ", "_"))
         if limit not in self._limits_logged:
             self._limits_logged.add(limit)
             self.log.warn("Proxy limit reached: {limit} ({detail})", limit=limit, detail=detail)
@@ -186,15 +194,30 @@ class Upstream:
         sent: Deferred[Response] = self.client.request(
             request.method, target, request.payload, options=options, timeout=self.timeout
         )
+        counts = self.counts
+        if counts is not None:
+            counts.upstream_requests += 1
+            sent.addCallback(self._timed, counts, self.reactor.seconds())
         return sent.addCallback(relayed)
+
+    def _timed(self, response: Any, counts: EventCounts, sent_at: float) -> Any:
+        counts.upstream_answered(self.reactor.seconds() - sent_at)
+        return response
 
     def failed(self, failure: Failure, uri: str) -> Response:
         """The downstream answer when the upstream side of ``uri`` failed."""
         error = failure.value
+        counts = self.counts
         if isinstance(error, ProxyRefusal):
+            if counts is not None:
+                counts.upstream_failed("refused")
             return refusal(error.code, error.diagnostic)
         if failure.check(RequestTimeout):
+            if counts is not None:
+                counts.upstream_failed("timeout")
             return refusal(Code.GATEWAY_TIMEOUT, f"no answer from {uri} in time")
+        if counts is not None:
+            counts.upstream_failed("overloaded" if isinstance(error, LimitError) else "bad_gateway")
         if isinstance(error, LimitError):
             # Our own upstream client is full (its queue behind NSTART, its requests in
             # total): the proxy is overloaded, not the origin, so 5.03 with Max-Age says

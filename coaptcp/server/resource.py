@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Iterator, Mapping
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -29,6 +29,9 @@ from coaptcp.core.linkformat import LINK_FORMAT, AttributeValue, Link, filter_li
 from coaptcp.core.options import OptionNumber
 from coaptcp.core.validation import PROXY_OPTIONS, CriticalOptionCheck
 from coaptcp.server.request import CoapError, RenderResult, Request, Response
+
+if TYPE_CHECKING:
+    from coaptcp.server.counts import EventCounts
 
 __all__ = [
     "UNDERSTOOD_OPTIONS",
@@ -218,6 +221,10 @@ class Site:
     """
 
     log = Logger()
+    #: Where the connections serving this site count their rare events (Aborts sent,
+    #: limits reached, notifications; :mod:`coaptcp.server.counts`): set by ``twistd
+    #: coaptcp --metrics``; ``None``, counting nothing, otherwise.
+    counts: EventCounts | None = None
 
     def __init__(
         self, root: Resource, *, well_known_core: bool = True, proxy: ProxyHandler | None = None

@@ -90,27 +90,46 @@ def make_site(root: Resource, proxy: ProxyHandler | None, options: Any) -> Site:
     path = options.get("access-log")
     if description is None and path is None:
         return Site(root, proxy=proxy)
-    from coaptcp.metrics import MeteredSite, RequestMetrics
+    from coaptcp.metrics import EventCounts, MeteredSite, RequestMetrics
 
-    metrics = None
+    metrics = counts = None
     if description is not None:
         from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()
         metrics = RequestMetrics(registry)
+        counts = EventCounts()
         options["metrics-registry"] = registry
     access = None
     if path is not None:
         access = Logger(namespace=ACCESS_NAMESPACE, observer=AccessLogFile(path))
-    return MeteredSite(root, proxy=proxy, metrics=metrics, access_log=access)
+    return MeteredSite(root, proxy=proxy, metrics=metrics, access_log=access, counts=counts)
 
 
-def add_metrics(service: MultiService, options: Any, reactor: Any) -> None:
+def add_metrics(
+    service: MultiService,
+    options: Any,
+    reactor: Any,
+    site: Site | None = None,
+    *,
+    gate: Any = None,
+    upstream: Any = None,
+    directory: Any = None,
+) -> None:
     """Listen for ``GET /metrics`` on ``--metrics``, reading every CoAP factory of
-    ``service`` at scrape time."""
+    ``service`` at scrape time.
+
+    ``site``'s :attr:`~coaptcp.server.resource.Site.counts` are given to the parts that
+    count rare events without reaching the site themselves: the connection ``gate`` and
+    the proxy's ``upstream`` side; the ``directory`` (``--rd``) is read for its
+    registrations."""
     description = options.get("metrics")
     if description is None:
         return
+    counts = getattr(site, "counts", None)
+    for part in (gate, upstream):
+        if part is not None:
+            part.counts = counts
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet import endpoints
 
@@ -127,7 +146,9 @@ def add_metrics(service: MultiService, options: Any, reactor: Any) -> None:
         return found
 
     registry = options["metrics-registry"]
-    registry.register(ServerCollector(factories))
+    registry.register(
+        ServerCollector(factories, counts, directory=directory, upstream=upstream)
+    )
     endpoint = endpoints.serverFromString(reactor, description)
     listener = StreamServerEndpointService(endpoint, metrics_web_site(registry))
     listener._raiseSynchronously = True

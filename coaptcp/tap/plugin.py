@@ -443,14 +443,14 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
     root = options["root"]
     policy = options.get("proxy-policy") or check_proxy_options(options.get("proxy", []))
     mounts = options.get("reverse-mounts") or check_reverse_options(options.get("reverse", []))
-    proxy = None
+    proxy = upstream = None
     if policy is not None or mounts:
         settings = options.get("proxy-settings") or ProxySettings(dict(options))
         upstream = make_upstream(settings, reactor)
         if policy is not None:
             proxy = make_proxy(policy, settings, reactor, upstream)
         mount_reverse(root, mounts, upstream)
-    add_directory(root, options, reactor)
+    directory = add_directory(root, options, reactor)
     site = make_site(root, proxy, options)
     limits = options.get("limits") or limits_from_options(options)
     # Every connection holds a descriptor from accept: the limit must answer first.
@@ -487,5 +487,7 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
     add_tls_listeners(service, factory, options, reactor, backlog, gate)
     add_udp_listeners(service, options.get("udp", []), factory, reactor)
     callhome.add_call_home(service, options, site, reactor)
-    add_metrics(service, options, reactor)
+    add_metrics(
+        service, options, reactor, site, gate=gate, upstream=upstream, directory=directory
+    )
     return service

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 
     from coaptcp.channel.limits import Limits
+    from coaptcp.server.counts import EventCounts
 
 __all__ = [
     "DESCRIPTOR_RESERVE",
@@ -88,6 +89,9 @@ class ConnectionGate:
     """
 
     log = Logger()
+    #: Counts the connections refused, by limit, when the server exports metrics
+    #: (:mod:`coaptcp.server.counts`); ``None`` otherwise.
+    counts: EventCounts | None = None
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -119,14 +123,18 @@ class ConnectionGate:
         limits = self.limits
         total = len(hosts)
         if total > limits.max_connections:
+            limit = "max_connections"
             diagnostic = f"server busy: more than {limits.max_connections} connections"
         elif per_address[address] > limits.max_connections_per_address:
+            limit = "max_connections_per_address"
             diagnostic = (
                 f"more than {limits.max_connections_per_address} connections from {address}"
             )
         else:
             self._state = None
             return None
+        if self.counts is not None:
+            self.counts.limit_reached(limit)
         if total > limits.max_connections + REFUSAL_MARGIN:
             self._dropping(total - 1)
             return Refusal(diagnostic, answer=False)
@@ -147,6 +155,8 @@ class ConnectionGate:
         open_now = len(self._hosts)
         if open_now < self.limits.max_connections + REFUSAL_MARGIN:
             return False
+        if self.counts is not None:
+            self.counts.limit_reached("max_connections")
         self._dropping(open_now)
         return True
 
@@ -162,11 +172,17 @@ class ConnectionGate:
             )
 
     def transfer(self, old: object, new: object) -> bool:
-        """Count ``old``'s connection as ``new``'s; false if ``old`` was not counted."""
+        """Count ``old``'s connection as ``new``'s; false if ``old`` was not counted.
+
+        ``new`` takes ``old``'s listener too (``coap_listener``, set by
+        :class:`~coaptcp.transport.listeners.GatedFactory`)."""
         address = self._hosts.pop(old, None)
         if address is None:
             return False
         self._hosts[new] = address
+        listener = getattr(old, "coap_listener", None)
+        if listener is not None:
+            new.coap_listener = listener  # type: ignore[attr-defined]
         return True
 
     def readdress(self, key: object, peer: IAddress | None) -> Refusal | None:
@@ -188,6 +204,8 @@ class ConnectionGate:
         per_address[address] += 1
         limit = self.limits.max_connections_per_address
         if per_address[address] > limit:
+            if self.counts is not None:
+                self.counts.limit_reached("max_connections_per_address")
             return Refusal(f"more than {limit} connections from {address}")
         return None
 
@@ -205,6 +223,8 @@ class ConnectionGate:
     ) -> None:
         """Log a connection dropped for a slow handshake: the first at once, then the
         ones that follow summed up in one line a minute (a flood logs a line a minute)."""
+        if self.counts is not None:
+            self.counts.limit_reached("ws_handshake_timeout")
         self._handshake_peer = peer
         if self._handshake_summary is not None:
             self._handshakes_unlogged += 1
@@ -251,16 +271,27 @@ class ConnectionAdmission:
     #: Connections admitted since start (closed ones: this less ``len(connections)``),
     #: read by :mod:`coaptcp.metrics` at scrape time.
     accepted: int = 0
+    #: The same by listener (the endpoint description of the listener that accepted
+    #: them, a protocol's ``coap_listener``; ``""`` for connections made otherwise).
+    accepted_by_listener: dict[str, int]
 
     def _init_admission(self, gate: ConnectionGate | None = None) -> None:
         self.connections = set()
+        self.accepted_by_listener = {}
         self.gate = gate if gate is not None else ConnectionGate(self.limits)
 
     def admit(self, protocol: Any) -> Refusal | None:
         """Count a new CoAP connection (its ``channel.peer`` is the client's address)."""
         self.connections.add(protocol)
-        self.accepted += 1
+        self.count_accepted(protocol)
         return self.gate.admit(protocol, protocol.channel.peer)
+
+    def count_accepted(self, protocol: Any) -> None:
+        """Count ``protocol``'s connection in :attr:`accepted` and by its listener."""
+        self.accepted += 1
+        listener = getattr(protocol, "coap_listener", "")
+        by_listener = self.accepted_by_listener
+        by_listener[listener] = by_listener.get(listener, 0) + 1
 
     def discharge(self, protocol: Any) -> None:
         """Forget a closed connection (nothing happens for one never admitted)."""

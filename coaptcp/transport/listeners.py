@@ -73,14 +73,22 @@ class GatedFactory:
     gives no way to answer a connection that has no descriptor to spare).
     """
 
-    def __init__(self, factory: Any, gate: ConnectionGate) -> None:
+    def __init__(self, factory: Any, gate: ConnectionGate, listener: str = "") -> None:
         self.factory = factory
         self.gate = gate
+        self.listener = listener
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         if self.gate.turn_away():
             return None
         protocol: Protocol | None = self.factory.buildProtocol(addr)
+        if protocol is not None and self.listener:
+            # Which listener accepted it, for the metrics' ``listener`` label: on the
+            # protocol, and on the one a TLS layer wraps (the CoAP or HTTP protocol).
+            protocol.coap_listener = self.listener  # type: ignore[attr-defined]
+            inner = getattr(protocol, "wrappedProtocol", None)
+            if inner is not None:
+                inner.coap_listener = self.listener
         return protocol
 
     def doStart(self) -> None:
@@ -101,15 +109,17 @@ class GatedReactor:
     connection turned away costs no TLS state either.  Everything else is the reactor's.
     """
 
-    def __init__(self, reactor: Any, gate: ConnectionGate) -> None:
+    def __init__(self, reactor: Any, gate: ConnectionGate, listener: str = "") -> None:
         self._reactor = reactor
         self._gate = gate
+        self._listener = listener
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
 
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
-        return self._reactor.listenTCP(port, GatedFactory(factory, self._gate), backlog, interface)
+        gated = GatedFactory(factory, self._gate, self._listener)
+        return self._reactor.listenTCP(port, gated, backlog, interface)
 
     def listenSSL(
         self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
@@ -120,10 +130,11 @@ class GatedReactor:
         return self.listenTCP(port, tls, backlog, interface)
 
     def listenUNIX(self, address: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._reactor.listenUNIX(address, GatedFactory(factory, self._gate), *args, **kwargs)
+        gated = GatedFactory(factory, self._gate, self._listener)
+        return self._reactor.listenUNIX(address, gated, *args, **kwargs)
 
     def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> Any:
-        gated = GatedFactory(factory, self._gate)
+        gated = GatedFactory(factory, self._gate, self._listener)
         return self._reactor.adoptStreamPort(fileDescriptor, addressFamily, gated)
 
 
@@ -141,7 +152,7 @@ def add_listener(
     from twisted.internet import endpoints
 
     if gate is not None:
-        reactor = GatedReactor(reactor, gate)
+        reactor = GatedReactor(reactor, gate, description)
     endpoint = endpoints.serverFromString(reactor, with_backlog(description, backlog))
     listener = StreamServerEndpointService(endpoint, factory)
     listener._raiseSynchronously = True

@@ -121,7 +121,7 @@ class CoapProtocol(ChannelOwner, Protocol):
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.channel.start()
         if refusal is not None:
-            self.channel.abort(refusal.diagnostic)
+            self.channel.abort(refusal.diagnostic, "connection_limit")
 
     def _write_frames(self, frames: list[bytes], soon: bool = False) -> None:
         # One write of the joined frames: one send, and writeSequence would check and
@@ -176,7 +176,7 @@ class CoapProtocol(ChannelOwner, Protocol):
         self.channel.default_host = host_of(transport.getHost())
         refusal = self.factory.gate.readdress(self, peer)
         if refusal is not None:
-            self.channel.abort(refusal.diagnostic)
+            self.channel.abort(refusal.diagnostic, "connection_limit")
             return True
         return False
 

@@ -3,20 +3,26 @@
 A real server (a child process) on coap+tcp and coap+ws; our CLI sends 3 GET /hello,
 1 PUT /store, 1 GET /nonexistent over coap+tcp and 1 GET /hello over coap+ws (RFC 8323
 section 8).  ``GET /metrics`` must then give these counts exactly, and the access log one
-JSON line per request with the same fields.
+JSON line per request with the same fields.  A second server, with coaps+tcp beside
+coap+tcp, gets the rare events on raw sockets (a malformed frame, an upload over
+``--max-body-size``, a connection that closes during its TLS handshake) and must count
+each exactly once, under its reason or limit.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from peers import (
     COMMAND_TIMEOUT,
+    Reader,
     RunningPeer,
     cli_path,
     coaptcp_server_argv,
@@ -32,6 +38,22 @@ PUT_BODY = b"metered"
 HELLO = b"Hello, world!"
 
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(metrics_port: int) -> Samples:
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=COMMAND_TIMEOUT) as answer:
+        assert answer.status == 200
+        assert answer.headers["Content-Type"].startswith("text/plain")
+        text = answer.read().decode()
+    samples = {}
+    for family in prometheus_parser.text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
 class Metered:
     def __init__(self, peer: RunningPeer, ws_port: int, metrics_port: int, log: Path):
         self.peer = peer
@@ -39,17 +61,8 @@ class Metered:
         self.metrics_port = metrics_port
         self.access_log = log
 
-    def scrape(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=COMMAND_TIMEOUT) as answer:
-            assert answer.status == 200
-            assert answer.headers["Content-Type"].startswith("text/plain")
-            text = answer.read().decode()
-        samples = {}
-        for family in prometheus_parser.text_string_to_metric_families(text):
-            for sample in family.samples:
-                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-        return samples
+    def scrape(self) -> Samples:
+        return scrape(self.metrics_port)
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +103,15 @@ def test_scripted_requests_counted_exactly(metered: Metered) -> None:
     deadline = time.monotonic() + COMMAND_TIMEOUT
     samples = metered.scrape()
     while (
-        samples[("coap_connections_open", labels(transport="tcp"))]
-        or samples[("coap_connections_open", labels(transport="ws"))]
-    ) and time.monotonic() < deadline:
+        sum(v for k, v in samples.items() if k[0] == "coap_connections_open")
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
         samples = metered.scrape()
 
     tcp, ws = "coap+tcp", "coap+ws"
+    tcp_listener = f"tcp:{metered.peer.port}:interface=127.0.0.1"
+    ws_listener = f"tcp:{metered.ws_port}:interface=127.0.0.1"
     requests = {
         key: value for key, value in samples.items() if key[0] == "coap_requests_total"
     }
@@ -116,11 +131,19 @@ def test_scripted_requests_counted_exactly(metered: Metered) -> None:
     assert samples[("coap_request_bytes_total", labels(transport=ws))] == 0
     assert samples[("coap_response_bytes_total", labels(transport=tcp))] == 3 * len(HELLO)
     assert samples[("coap_response_bytes_total", labels(transport=ws))] == len(HELLO)
-    # coap+tcp: the five requests' connections and run_server's readiness probe.
-    for transport, count in (("tcp", 6.0), ("ws", 1.0)):
-        assert samples[("coap_connections_accepted_total", labels(transport=transport))] == count
-        assert samples[("coap_connections_closed_total", labels(transport=transport))] == count
-        assert samples[("coap_connections_open", labels(transport=transport))] == 0
+    # coap+tcp: the five requests' connections and run_server's readiness probe, each
+    # counted by the listener that accepted it.
+    for transport, listener, count in (("tcp", tcp_listener, 6.0), ("ws", ws_listener, 1.0)):
+        which = labels(transport=transport, listener=listener)
+        assert samples[("coap_connections_accepted_total", which)] == count
+        assert samples[("coap_connections_closed_total", which)] == count
+        assert samples[("coap_connections_open", which)] == 0
+    # Nothing went wrong: no Abort, no limit reached, no notification.
+    assert not [key for key in samples if key[0] == "coap_aborts_sent_total"]
+    assert {
+        key: value for key, value in samples.items() if key[0] == "coap_limit_rejections_total"
+    } == {("coap_limit_rejections_total", labels(limit="max_upload_bytes")): 0}
+    assert samples[("coap_notifications_sent_total", frozenset())] == 0
     assert samples[("coap_uploads_held_bytes", frozenset())] == 0
 
     lines = [json.loads(line) for line in metered.access_log.read_text().splitlines()]
@@ -143,3 +166,92 @@ def test_scripted_requests_counted_exactly(metered: Metered) -> None:
         assert line["time"] > 0
     # Each request came on a connection of its own, from a port of its own.
     assert len({line["peer"] for line in lines}) == 6
+
+
+# -- rare events: Aborts, a limit, a TLS handshake ----------------------------------------------
+
+
+def frame(message: object) -> bytes:
+    from coaptcp.core.framing import encode_frame
+
+    return encode_frame(message)  # type: ignore[arg-type]
+
+
+def raw_exchange(port: int, data: bytes) -> list[Any]:
+    """Send our CSM and ``data`` on a new connection; every message until it closes."""
+    from coaptcp.core.codes import Code
+    from coaptcp.core.message import Message
+
+    with socket.create_connection(("127.0.0.1", port), timeout=COMMAND_TIMEOUT) as raw:
+        raw.sendall(frame(Message(Code.CSM)) + data)
+        raw.shutdown(socket.SHUT_WR)  # then the server answers and closes
+        return Reader(raw).rest()
+
+
+@pytest.fixture(scope="module")
+def eventful(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningPeer, int, int]]:
+    from coaptcp.testing.certs import write_test_setup
+
+    certs = write_test_setup(tmp_path_factory.mktemp("certs"))
+    port, tls_port, metrics_port = free_port(), free_port(), free_port()
+    argv = [
+        *coaptcp_server_argv(port),
+        "--tls", f"tcp:{tls_port}:interface=127.0.0.1",
+        "--certificate", str(certs["server"]), "--private-key", str(certs["server_key"]),
+        "--max-body-size", "1024",
+        "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1",
+    ]
+    with run_server(argv, port) as peer:
+        yield peer, tls_port, metrics_port
+    text = peer.log_text()
+    assert "Traceback" not in text and "Unhandled" not in text, text
+
+
+def test_rare_events_counted_exactly(eventful: tuple[RunningPeer, int, int]) -> None:
+    from coaptcp.core.blocks import Block
+    from coaptcp.core.codes import Code
+    from coaptcp.core.message import Message
+    from coaptcp.core.options import OptionNumber, Options
+
+    peer, tls_port, metrics_port = eventful
+    # A frame with the reserved token length 15 (RFC 8323 section 3.2): an Abort.
+    answers = raw_exchange(peer.port, b"\x0f" + b"\x00" * 15)
+    assert [m.code for m in answers] == [Code.CSM, Code.ABORT]
+    # Two Block1 blocks of 1024 bytes to /store: the second goes past --max-body-size.
+    blocks = b"".join(
+        frame(Message(
+            Code.PUT, b"u",
+            Options.build(uri_path=["store"]).add(OptionNumber.BLOCK1,
+                                                  Block(num, True, 6).encode()),
+            b"x" * 1024,
+        ))
+        for num in (0, 1)
+    )
+    answers = raw_exchange(peer.port, blocks)
+    assert [m.code for m in answers] == [Code.CSM, Code.CONTINUE, Code.REQUEST_ENTITY_TOO_LARGE]
+    # A TCP connection to the coaps+tcp listener that closes before any handshake.
+    socket.create_connection(("127.0.0.1", tls_port), timeout=COMMAND_TIMEOUT).close()
+
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    samples = scrape(metrics_port)
+    while (
+        ("coap_tls_handshake_failures_total", labels(reason="closed")) not in samples
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+        samples = scrape(metrics_port)
+
+    def family(name: str) -> dict[frozenset[tuple[str, str]], float]:
+        return {key[1]: value for key, value in samples.items() if key[0] == name}
+
+    assert family("coap_aborts_sent_total") == {labels(reason="malformed"): 1.0}
+    assert family("coap_limit_rejections_total") == {
+        labels(limit="max_body_size"): 1.0,
+        labels(limit="max_upload_bytes"): 0.0,
+    }
+    assert family("coap_tls_handshake_failures_total") == {labels(reason="closed"): 1.0}
+    # Both listeners share one factory: their connections are told apart by listener.
+    # coap+tcp: the readiness probe and the two raw connections; coaps+tcp: the one.
+    accepted = family("coap_connections_accepted_total")
+    assert accepted[labels(transport="tcp", listener=f"tcp:{peer.port}:interface=127.0.0.1")] == 3
+    assert accepted[labels(transport="tcp", listener=f"tcp:{tls_port}:interface=127.0.0.1")] == 1

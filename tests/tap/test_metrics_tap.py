@@ -82,12 +82,12 @@ def test_requests_counted_by_method_and_code(tmp_path):
     assert sample(registry, "coap_requests_total", code="4.04", **labels) == 1
     assert sample(registry, "coap_request_duration_seconds_count", **labels) == 3
     assert sample(registry, "coap_response_bytes_total", transport="coap+tcp") == 26
-    assert sample(registry, "coap_connections_open", transport="tcp") == 1
-    assert sample(registry, "coap_connections_accepted_total", transport="tcp") == 1
-    assert sample(registry, "coap_connections_closed_total", transport="tcp") == 0
+    assert sample(registry, "coap_connections_open", transport="tcp", listener="") == 1
+    assert sample(registry, "coap_connections_accepted_total", transport="tcp", listener="") == 1
+    assert sample(registry, "coap_connections_closed_total", transport="tcp", listener="") == 0
     h.lose()
-    assert sample(registry, "coap_connections_open", transport="tcp") == 0
-    assert sample(registry, "coap_connections_closed_total", transport="tcp") == 1
+    assert sample(registry, "coap_connections_open", transport="tcp", listener="") == 0
+    assert sample(registry, "coap_connections_closed_total", transport="tcp", listener="") == 1
 
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(x["method"], x["path"], x["code"], x["token"]) for x in lines] == [
@@ -134,12 +134,12 @@ def test_collector_reads_factories_at_scrape_time():
     factory = Factory()
     registry = CollectorRegistry()
     registry.register(ServerCollector(lambda: [("tcp", factory)]))
-    assert sample(registry, "coap_connections_open", transport="tcp") == 0
+    assert sample(registry, "coap_connections_open", transport="tcp", listener="") == 0
     factory.connections |= {1, 2, 3}
     factory.accepted = 5
-    assert sample(registry, "coap_connections_open", transport="tcp") == 3
-    assert sample(registry, "coap_connections_accepted_total", transport="tcp") == 5
-    assert sample(registry, "coap_connections_closed_total", transport="tcp") == 2
+    assert sample(registry, "coap_connections_open", transport="tcp", listener="") == 3
+    assert sample(registry, "coap_connections_accepted_total", transport="tcp", listener="") == 5
+    assert sample(registry, "coap_connections_closed_total", transport="tcp", listener="") == 2
 
 
 def test_code_label():

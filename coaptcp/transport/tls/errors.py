@@ -20,6 +20,7 @@ __all__ = [
     "InsecureTLSWarning",
     "TLSFailure",
     "as_tls_failure",
+    "failure_kind",
     "verify_error_text",
 ]
 
@@ -78,3 +79,45 @@ def as_tls_failure(reason: Failure) -> Failure:
     return Failure(
         HandshakeFailed(f"connection closed during the TLS handshake: {reason.getErrorMessage()}")
     )
+
+
+#: Words in OpenSSL's reason strings, and the kind of failure each says (the first that
+#: matches wins), for :func:`failure_kind`.
+_SSL_KINDS = (
+    ("no shared cipher", "no_shared_cipher"),
+    ("no suitable signature", "no_shared_cipher"),
+    ("alert", "peer_alert"),
+    ("certificate", "certificate"),
+    ("psk", "psk"),
+    ("version", "version"),
+    ("protocol", "version"),
+    ("http request", "not_tls"),
+    ("wrong ssl", "not_tls"),
+    ("packet length", "not_tls"),
+)
+
+
+def failure_kind(reason: Failure) -> str:
+    """Why a handshake failed, as one word of a short fixed set (the ``reason`` label of
+    ``coap_tls_handshake_failures_total``, see :mod:`coaptcp.metrics`): ``timeout``,
+    ``alpn`` (RFC 8323 section 8.2), ``certificate``, ``rejected`` (another check after
+    the handshake), ``no_shared_cipher``, ``peer_alert`` (the peer ended it with an
+    alert, RFC 8446 section 6.2), ``psk``, ``version``, ``not_tls``, ``tls_error``
+    (another OpenSSL error) or ``closed`` (the peer closed during the handshake)."""
+    if reason.check(HandshakeTimeout):
+        return "timeout"
+    if reason.check(ALPNNotNegotiated):
+        return "alpn"
+    if reason.check(CertificateRejected):
+        return "certificate"
+    if reason.check(TLSFailure):
+        return "rejected"
+    if reason.check(SSL.Error):
+        args = getattr(reason.value, "args", ())
+        entries = args[0] if args and isinstance(args[0], list) else []
+        text = " ".join(str(entry[-1]) for entry in entries if entry).lower()
+        for words, kind in _SSL_KINDS:
+            if words in text:
+                return kind
+        return "tls_error"
+    return "closed"

@@ -55,6 +55,7 @@ from coaptcp.transport.tls.errors import (
     InsecureTLSWarning,
     TLSFailure,
     as_tls_failure,
+    failure_kind,
     verify_error_text,
 )
 from coaptcp.transport.tls.settings import (
@@ -332,6 +333,9 @@ class CoapTLSTransport(EagerTLSTransport):
             assert failure.value is not None
             self._reason = Failure(TLSFailure(f"TLS error: {describe_ssl_error(failure.value)}"))
         if self.tls_info is None and not self.factory.is_client:
+            counts = self.factory.counts
+            if counts is not None:
+                counts.tls_failed(failure_kind(failure))
             log.info(
                 "TLS handshake with {peer} failed: {error}",
                 peer=self.getPeer(),
@@ -364,6 +368,9 @@ class CoapTLSFactory(TLSMemoryBIOFactory):
         self.clock = clock
         self.handshake_timeout = handshake_timeout
         self.policy = policy
+        #: Counts the failed handshakes by kind when the server exports metrics: its
+        #: site's (:mod:`coaptcp.server.counts`); ``None`` otherwise.
+        self.counts = None if is_client else getattr(wrapped.site, "counts", None)
 
 
 def tls_server_factory(

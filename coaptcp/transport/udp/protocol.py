@@ -1,20 +1,15 @@
 """CoAP over UDP for Twisted (RFC 7252): one socket that serves a Site and sends requests.
 
-:class:`CoapDatagramProtocol` drives the sans-I/O message layer
-(:class:`~coaptcp.core.udp.UdpEndpoint`) from a Twisted ``DatagramProtocol``: every datagram
-read goes in with the reactor's time, every datagram the layer wants sent goes out at once, and
-one timer is kept at the layer's next deadline (retransmission, RFC 7252 section 4.2;
-deduplication expiry, section 4.5; the Empty ACK of a slow answer, section 5.2.2).
-
-Server side: each request (CON or NON) goes to the :class:`~coaptcp.server.Site` that the TCP,
-TLS and WebSocket listeners serve, and the answer goes piggybacked or separate as the layer
-decides. Block-wise (RFC 7959) works without BERT: a response larger than one datagram is cut
-into blocks of at most 1024 bytes, and Block1 uploads are reassembled per client address with
-the same bounds as on the reliable transports (RFC 7959 section 2.2: SZX 7 is reserved over UDP
-and answered 4.00).
-
-Client side: :meth:`CoapDatagramProtocol.request` and :meth:`~CoapDatagramProtocol.ping` return
-Deferreds; the layer retransmits CON requests and fails them after MAX_TRANSMIT_WAIT.
+:class:`CoapDatagramProtocol` drives the sans-I/O message layer, a
+:class:`~coaptcp.core.udp.UdpEndpoint`, from a ``DatagramProtocol``: each datagram goes in
+with the reactor's time, each one the layer wants sent goes out at once, one timer is kept
+at the layer's next deadline (retransmission, RFC 7252 section 4.2; deduplication, section 4.5;
+the Empty ACK of a slow answer, section 5.2.2).  Server side: each request (CON or NON)
+goes to the :class:`~coaptcp.server.Site` the other listeners serve.  Block-wise (RFC 7959)
+without BERT: responses are cut into blocks of at most 1024 bytes, Block1 uploads are
+reassembled per client address, bounded as on the reliable transports (SZX 7 is 4.00,
+section 2.2).  Client side: ``request`` and ``ping`` return Deferreds; the layer
+retransmits CON requests and fails them after MAX_TRANSMIT_WAIT.
 """
 
 from __future__ import annotations
@@ -119,6 +114,7 @@ class CoapDatagramProtocol(DatagramProtocol):
         self._timer: Any = None
         self._upload_timer: Any = None
         self._limits_logged: set[str] = set()
+        self.counts = getattr(self.site, "counts", None)  # rare events, for --metrics
         self._default_host: str | None = None
         self._observers: dict[Hashable, UdpPeerObservations] = {}
         self._addresses = AddressCache()  # recent peers' ``request.peer``, reused
@@ -293,7 +289,9 @@ class CoapDatagramProtocol(DatagramProtocol):
                 )
 
     def log_limit(self, limit: str, diagnostic: str) -> None:
-        """Log that ``limit`` was reached, once per bound (not once per datagram)."""
+        """Count that ``limit`` was reached; log it once per bound (not per datagram)."""
+        if self.counts is not None:
+            self.counts.limit_reached(limit)
         if limit not in self._limits_logged:
             self._limits_logged.add(limit)
             self.log.warn("CoAP over UDP: {limit} reached: {diagnostic}", limit=limit,
@@ -378,6 +376,8 @@ class CoapDatagramProtocol(DatagramProtocol):
         )
         try:
             self.endpoint.send_notification(peer, message, self.reactor.seconds())
+            if self.counts is not None:
+                self.counts.notifications += 1
         except (LimitError, MessageTooLarge, LocalProtocolError) as error:
             self.log.info("Notification to {peer} not sent: {error}", peer=peer, error=str(error))
         self._flush()

@@ -114,22 +114,24 @@ class WebSocketChannel(Channel):
 
     close_code: int = CLOSE_NORMAL
 
-    def violation_with_close_code(self, close_code: int, diagnostic: str) -> None:
+    def violation_with_close_code(
+        self, close_code: int, diagnostic: str, reason: str = "websocket"
+    ) -> None:
         """Abort for a WebSocket-level violation, closing with ``close_code`` afterwards."""
         if self.close_code == CLOSE_NORMAL:
             self.close_code = close_code
-        self.violation(diagnostic)
+        self.violation(diagnostic, reason)
 
     def _on_violation(self, event: ConnectionAborted) -> None:
         if self.close_code == CLOSE_NORMAL:
             self.close_code = CLOSE_PROTOCOL_ERROR
         super()._on_violation(event)
 
-    def abort(self, diagnostic: str) -> None:
+    def abort(self, diagnostic: str, reason: str = "application") -> None:
         """Send Abort and close with 1002 (RFC 8323 section 5.6)."""
         if self.close_code == CLOSE_NORMAL:
             self.close_code = CLOSE_PROTOCOL_ERROR
-        super().abort(diagnostic)
+        super().abort(diagnostic, reason)
 
 
 class CoapWebSocketMixin(AutobahnFastPath, ChannelOwner):
@@ -280,7 +282,7 @@ class CoapWebSocketMixin(AutobahnFastPath, ChannelOwner):
             what = "a fragmented WebSocket message took longer than {:g} s to finish"
         else:
             what = "a WebSocket frame took longer than {:g} s to arrive"
-        self.channel.violation(what.format(self._frame_timeout))
+        self.channel.violation(what.format(self._frame_timeout), "frame_timeout")
 
     def _set_reading(self, reading: bool) -> None:
         """The channel turns reading on and off (flow control); a frame left unfinished
@@ -324,6 +326,7 @@ class CoapWebSocketMixin(AutobahnFastPath, ChannelOwner):
                 CLOSE_MESSAGE_TOO_BIG,
                 f"message of {self._incoming_size} bytes or more exceeds our "
                 f"Max-Message-Size of {self._coap_max_message_size} bytes",
+                "message_too_large",
             )
 
     def onMessageFrameData(self, payload: bytes) -> None:

@@ -152,7 +152,7 @@ class CoapWebSocketServerProtocol(  # type: ignore[misc]
         )
         self._stop_handshake_timer()
         factory.connections.add(self)  # counted since accept; now it can be released
-        factory.accepted += 1
+        factory.count_accepted(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._channel_lost(wasClean, code, reason)

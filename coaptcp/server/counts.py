@@ -1,0 +1,92 @@
+"""Counts of a server's rare events, kept where they happen and read at scrape time.
+
+One :class:`EventCounts` is made by ``twistd coaptcp --metrics`` and given to every part
+that sees such an event: the site (:attr:`~coaptcp.server.resource.Site.counts`, which
+each connection's channel takes when it is made), the connection gate, the TLS layer,
+the CoAP-over-UDP socket and the proxy's upstream side.  Each of them holds ``None``
+without ``--metrics``: an event then costs the check of that one attribute.  The events
+are rare next to requests (an Abort, a limit reached, a failed TLS handshake) or are not
+on the request path (a notification, an upstream request of the proxy); none is counted
+per request.  :class:`~coaptcp.metrics.collector.ServerCollector` makes the Prometheus
+families from these counts when ``/metrics`` is scraped (this module is in the server
+layer so that every layer above can name it).
+
+Every label value is one of a fixed set named in code (an Abort's reason, a limit's
+name, a TLS failure's kind), never a peer's address or a diagnostic text, so the label
+sets stay bounded whatever peers send.  This module imports no ``prometheus_client``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+__all__ = ["UPSTREAM_BUCKETS", "EventCounts"]
+
+#: Bounds in seconds of the proxy's upstream latency histogram (an upstream request may
+#: take up to the upstream timeout, 30 s by default).
+UPSTREAM_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class EventCounts:
+    """The rare events of one server, by kind.
+
+    :ivar aborts: Aborts sent (RFC 8323 section 5.6), by reason: the core's kinds of
+        violation (:attr:`~coaptcp.core.errors.RemoteProtocolError.reason`: ``malformed``,
+        ``message_too_large``, ``no_csm``, ``bad_csm``, ``bad_signal``, ``protocol``), the
+        timeouts (``csm_timeout``, ``frame_timeout``, ``write_timeout``,
+        ``keepalive_timeout``), ``websocket``, ``connection_limit``,
+        ``response_too_large`` and ``application``.
+    :ivar limits: requests or connections refused (5.03, 4.29, 4.13, or a connection
+        aborted, answered HTTP 503 or dropped) because a bound was reached, by the
+        bound's name (a :class:`~coaptcp.channel.limits.Limits` field, a UDP or proxy
+        limit).
+    :ivar tls_failures: TLS handshakes of coaps+tcp listeners that failed, by kind
+        (:func:`~coaptcp.transport.tls.errors.failure_kind`).
+    :ivar notifications: notifications sent (RFC 7641 section 4.2), all transports.
+    :ivar upstream_requests: requests the proxy sent upstream (RFC 7252 section 5.7).
+    :ivar upstream_errors: upstream requests that gave no answer, by kind (``timeout``,
+        ``bad_gateway``, ``refused``, ``overloaded``).
+    :ivar upstream_buckets: the upstream latency histogram: a count per bucket of
+        :data:`UPSTREAM_BUCKETS` (not cumulative), then the +Inf bucket, then the sum.
+    """
+
+    __slots__ = (
+        "aborts",
+        "limits",
+        "notifications",
+        "tls_failures",
+        "upstream_buckets",
+        "upstream_errors",
+        "upstream_requests",
+    )
+
+    def __init__(self) -> None:
+        self.aborts: dict[str, int] = {}
+        self.limits: dict[str, int] = {}
+        self.tls_failures: dict[str, int] = {}
+        self.notifications = 0
+        self.upstream_requests = 0
+        self.upstream_errors: dict[str, int] = {}
+        self.upstream_buckets: list[float] = [0.0] * (len(UPSTREAM_BUCKETS) + 2)
+
+    def abort_sent(self, reason: str) -> None:
+        """Count an Abort we sent, for ``reason``."""
+        self.aborts[reason] = self.aborts.get(reason, 0) + 1
+
+    def limit_reached(self, limit: str) -> None:
+        """Count a request or connection refused at the bound ``limit``."""
+        self.limits[limit] = self.limits.get(limit, 0) + 1
+
+    def tls_failed(self, kind: str) -> None:
+        """Count a TLS handshake that failed, of ``kind``."""
+        self.tls_failures[kind] = self.tls_failures.get(kind, 0) + 1
+
+    def upstream_answered(self, duration: float) -> None:
+        """Count the time of an upstream request that got an answer."""
+        buckets = self.upstream_buckets
+        buckets[bisect_left(UPSTREAM_BUCKETS, duration)] += 1
+        buckets[-1] += duration
+
+    def upstream_failed(self, kind: str) -> None:
+        """Count an upstream request that got no answer, of ``kind``."""
+        self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1
