@@ -131,6 +131,9 @@ class ServerCollector:
             ("coap_tls_handshake_failures",
              "TLS handshakes of coaps+tcp listeners that failed, by reason.",
              "reason", counts.tls_failures),
+            ("coap_dtls_handshake_failures",
+             "DTLS handshakes of coaps:// sockets that failed after the cookie, by reason.",
+             "reason", counts.dtls_failures),
         ):
             family = CounterMetricFamily(name, text, labels=[label])
             for value, count in sorted(values.items()):

@@ -42,6 +42,11 @@ class EventCounts:
         limit).
     :ivar tls_failures: TLS handshakes of coaps+tcp listeners that failed, by kind
         (:func:`~coaptcp.transport.tls.errors.failure_kind`).
+    :ivar dtls_failures: DTLS handshakes of coaps:// sockets (RFC 7252 section 9) that
+        failed after the cookie exchange, by kind: ``timeout`` (not finished in time, which
+        is also how a wrong PSK ends: DTLS drops what it cannot verify), ``error`` (OpenSSL
+        ended it, an alert or a bad message) and ``wrong_name`` (a server certificate not
+        for the name asked, when we are the client).
     :ivar notifications: notifications sent (RFC 7641 section 4.2), all transports.
     :ivar upstream_requests: requests the proxy sent upstream (RFC 7252 section 5.7).
     :ivar upstream_errors: upstream requests that gave no answer, by kind (``timeout``,
@@ -52,6 +57,7 @@ class EventCounts:
 
     __slots__ = (
         "aborts",
+        "dtls_failures",
         "limits",
         "notifications",
         "tls_failures",
@@ -64,6 +70,7 @@ class EventCounts:
         self.aborts: dict[str, int] = {}
         self.limits: dict[str, int] = {}
         self.tls_failures: dict[str, int] = {}
+        self.dtls_failures: dict[str, int] = {}
         self.notifications = 0
         self.upstream_requests = 0
         self.upstream_errors: dict[str, int] = {}
@@ -80,6 +87,10 @@ class EventCounts:
     def tls_failed(self, kind: str) -> None:
         """Count a TLS handshake that failed, of ``kind``."""
         self.tls_failures[kind] = self.tls_failures.get(kind, 0) + 1
+
+    def dtls_failed(self, kind: str) -> None:
+        """Count a DTLS handshake that failed, of ``kind``."""
+        self.dtls_failures[kind] = self.dtls_failures.get(kind, 0) + 1
 
     def upstream_answered(self, duration: float) -> None:
         """Count the time of an upstream request that got an answer."""

@@ -262,6 +262,9 @@ class DtlsDatagramProtocol(DatagramProtocol):
              "max_handshakes_per_host"),
         ):
             if exceeded:
+                events = self.coap.counts
+                if events is not None:
+                    events.limit_reached("dtls_" + limit)
                 if limit not in self._logged:
                     self._logged.add(limit)
                     self.log.warn("coaps://: {limit} reached; new DTLS handshakes refused",
@@ -334,6 +337,7 @@ class DtlsDatagramProtocol(DatagramProtocol):
                 return
             except SSL.Error as error:
                 self._write_out(connection, session.peer)
+                self._count_failure("error")
                 self._drop(session, describe_ssl_error(error))
                 return
             if not self._handshake_done(session):
@@ -391,6 +395,7 @@ class DtlsDatagramProtocol(DatagramProtocol):
         assert self._client_settings is not None and session.name is not None
         wrong = wrong_server_name(session.connection, self._client_settings, session.name)
         if wrong is not None:
+            self._count_failure("wrong_name")
             self._drop(session, wrong)
             return False
         return True
@@ -416,8 +421,15 @@ class DtlsDatagramProtocol(DatagramProtocol):
 
     def _expired(self, session: _Session) -> None:
         session.deadline = None
+        if not session.established:
+            self._count_failure("timeout")
         what = "the session was idle" if session.established else "the handshake timed out"
         self._drop(session, what)
+
+    def _count_failure(self, kind: str) -> None:
+        counts = self.coap.counts
+        if counts is not None:
+            counts.dtls_failed(kind)
 
     def _write_out(self, connection: SSL.Connection, peer: tuple[str, int]) -> None:
         # A memory BIO gives all it holds up to the size asked: read again only when a
