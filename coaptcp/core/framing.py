@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from coaptcp.core.codes import Code, code_from_byte
 from coaptcp.core.errors import LocalProtocolError, MessageFormatError
 from coaptcp.core.message import MAX_TOKEN_LENGTH, Message
-from coaptcp.core.options import Options
+from coaptcp.core.options import EMPTY_OPTIONS, Options
 
 __all__ = [
     "MAX_OPTION_NUMBER",
@@ -165,6 +165,16 @@ def frame_size(body_length: int, token_length: int) -> int:
     return 2 + extended + token_length + body_length
 
 
+#: The options of recent short bodies without a payload, by the bodies' bytes.  Devices
+#: send the same requests again and again (the same Uri-Path, the same Accept), so most
+#: such bodies are parsed once; what is kept never changes (:class:`Options` instances
+#: are immutable), so one parse serves every connection.  Bounded: at most
+#: ``_PARSED_ENTRIES`` bodies of at most ``_PARSED_MAX_BODY`` bytes; emptied when full.
+_PARSED: dict[bytes, tuple[Options, bytes]] = {}
+_PARSED_ENTRIES = 256
+_PARSED_MAX_BODY = 64
+
+
 def decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Options, bytes]:
     """Parse options and payload from ``data[start:end]`` (RFC 7252 section 3.1).
 
@@ -172,6 +182,22 @@ def decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Optio
     reserved nibble, an option running past the end, a number above 65535 or a payload
     marker followed by no payload.
     """
+    if end - start > _PARSED_MAX_BODY:
+        return _decode_options(data, start, end)
+    body = data[start:end]
+    if type(body) is not bytes:
+        body = bytes(body)
+    parsed = _PARSED.get(body)
+    if parsed is None:
+        parsed = _decode_options(body, 0, len(body))  # raises for a malformed body
+        if not parsed[1]:  # payloads differ from one request to the next: not kept
+            if len(_PARSED) >= _PARSED_ENTRIES:
+                _PARSED.clear()
+            _PARSED[body] = parsed
+    return parsed
+
+
+def _decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Options, bytes]:
     if type(data) is not bytes:
         data = bytes(data[start:end])
         start, end = 0, len(data)
@@ -237,10 +263,12 @@ def decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Optio
     options = _new_options(Options)
     options.items = tuple(items)
     options._encoded = None
+    options._uri = None
+    options._checked = None
     return options, payload
 
 
-_new_options = object.__new__
+_new_options = _new_object = object.__new__
 
 
 def _runs_past_end(number: int, length: int) -> MessageFormatError:
@@ -376,7 +404,12 @@ class StreamDecoder:
         token = data[token_start:body_start]
         if type(token) is not bytes:
             token = bytes(token)
+        message = _new_object(Message)  # Message(code, token, ...) without its __init__
+        message.code = code
+        message.token = token
         if body_start == end:
-            return Message(code, token)
-        options, payload = decode_options(data, body_start, end)
-        return Message(code, token, options, payload)
+            message.options = EMPTY_OPTIONS
+            message.payload = b""
+        else:
+            message.options, message.payload = decode_options(data, body_start, end)
+        return message

@@ -70,7 +70,8 @@ UNDERSTOOD_OPTIONS = frozenset(
 )
 
 #: The check of every request's critical options against :data:`UNDERSTOOD_OPTIONS`.
-_CHECK_CRITICAL_OPTIONS = CriticalOptionCheck(UNDERSTOOD_OPTIONS).first_problem
+_CRITICAL_OPTION_CHECK = CriticalOptionCheck(UNDERSTOOD_OPTIONS)
+_CHECK_CRITICAL_OPTIONS = _CRITICAL_OPTION_CHECK.first_problem
 
 _METHOD_NAMES: Mapping[Code, str] = {
     Code.GET: "GET",
@@ -250,10 +251,12 @@ class Site:
     def handle(self, request: Request) -> Response | Deferred[Response]:
         """Answer ``request``: a :class:`Response` now, or a Deferred firing with one."""
         try:
-            problem = _CHECK_CRITICAL_OPTIONS(request.options)
-            if problem is not None:
-                return Response(Code.BAD_OPTION, problem[1].encode("utf-8"))
-            items = request.options.items
+            options = request.options
+            if options._checked is not _CRITICAL_OPTION_CHECK:  # not found fine before
+                problem = _CHECK_CRITICAL_OPTIONS(options)
+                if problem is not None:
+                    return Response(Code.BAD_OPTION, problem[1].encode("utf-8"))
+            items = options.items
             if items and items[-1][0] >= _PROXY_URI:
                 for number in PROXY_OPTIONS:
                     if number in request.options:
