@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["EARLY_WRITE", "NO_SERVER_RESPONSE", "Responder"]
 
 _CLOSED = State.CLOSED
+_new_object = object.__new__
 
 #: An answer larger than this is written at once, not with the rest of its read's
 #: answers, so that a transport whose buffer it fills stops the processing of the next
@@ -188,9 +189,12 @@ class Responder(ChannelBase):
 
     def _respond(self, request: Message, response: Response) -> None:
         """Send ``response`` to ``request``, cut into a Block2 block if it must be."""
-        self._send_response_message(
-            request, Message(response.code, request.token, response.options, response.payload)
-        )
+        message = _new_object(Message)  # Message(...) without the call of its __init__
+        message.code = response.code
+        message.token = request.token
+        message.options = response.options
+        message.payload = response.payload
+        self._send_response_message(request, message)
 
     def _send_response_message(self, request: Message, message: Message) -> None:
         connection = self.connection
