@@ -230,7 +230,9 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
                 )
         if (self._waiting_for_csm or self._csm_waiters) and self.connection.peer_csm_received:
             self._send_waiting()  # lenient mode: the peer opened without a CSM
-        self._flush()
+        frames = self.connection.data_to_send()  # self._flush(), inline: once per read
+        if frames and not self._lost:
+            self._write(frames)
 
     def _on_csm(self, event: CsmReceived) -> None:
         if event.first:

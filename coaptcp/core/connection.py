@@ -378,8 +378,10 @@ class Connection:
 
     def _handle(self, message: Message, events: list[Event]) -> None:
         code = message.code
-        if 0 < code < 0x20 and self.state is not State.AWAITING_CSM:
-            events.append(RequestReceived(message))  # the common case, first
+        if 0 < code < 0x20 and self.state is not _AWAITING_CSM:  # the common case, first
+            event = _new_object(RequestReceived)  # RequestReceived(message),
+            event.message = message  # without the call of its __init__
+            events.append(event)
             return
         if code == Code.EMPTY:
             return  # always allowed, always ignored (RFC 8323 section 3.4)

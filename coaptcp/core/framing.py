@@ -144,8 +144,16 @@ def encode_frame(message: Message) -> bytes:
 
 def encode_ws_frame(message: Message) -> bytes:
     """Serialize a message for one binary WebSocket message: Len = 0 (RFC 8323 section 4.4)."""
-    tkl = _check_token(message.token)
-    return b"".join((bytes((tkl, int(message.code))), message.token, _body(message)))
+    token = message.token
+    tkl = len(token)
+    if tkl > MAX_TOKEN_LENGTH:
+        _check_token(token)
+    options = message.options._encoded
+    if options is None:
+        options = _encoded_options(message.options)
+    if message.payload:  # one formatting operation (one allocation, no intermediates)
+        return b"%c%c%b%b\xff%b" % (tkl, message.code, token, options, message.payload)
+    return b"%c%c%b%b" % (tkl, message.code, token, options)
 
 
 def frame_size(body_length: int, token_length: int) -> int:
@@ -311,8 +319,15 @@ def decode_ws_frame(data: bytes, max_message_size: int) -> Message:
     code = _RECEIVABLE_CODES[data[1]]
     if code is None:
         raise _reserved_code(data[1])
-    options, payload = decode_options(data, 2 + tkl, len(data))
-    return Message(code, bytes(data[2 : 2 + tkl]), options, payload)
+    message = _new_object(Message)  # Message(code, token, ...) without its __init__
+    message.code = code
+    message.token = bytes(data[2 : 2 + tkl])
+    if len(data) == 2 + tkl:
+        message.options = EMPTY_OPTIONS
+        message.payload = b""
+    else:
+        message.options, message.payload = decode_options(data, 2 + tkl, len(data))
+    return message
 
 
 class StreamDecoder:
