@@ -156,7 +156,7 @@ _END_OF_TURN: weakref.WeakKeyDictionary[Any, _EndOfTurn] = weakref.WeakKeyDictio
 class _TcpWriter:
     """The eager writer of one TCP transport (see :func:`eager_writer`)."""
 
-    __slots__ = ("_end_of_turn", "_later", "_send", "_transport", "queued")
+    __slots__ = ("_end_of_turn", "_held", "_later", "_send", "_transport", "queued")
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
@@ -170,6 +170,8 @@ class _TcpWriter:
         #: Bytes wait in Twisted's buffer for the end of the turn (not yet watched for
         #: writability by the reactor).
         self.queued = False
+        #: How many of them this writer put there (:meth:`_hold`).
+        self._held = 0
 
     def __call__(self, data: bytes, batch: bool = False) -> None:
         # Twisted 26.x (abstract.FileDescriptor): ``dataBuffer`` and ``_tempDataLen``
@@ -222,17 +224,33 @@ class _TcpWriter:
         t = self._transport
         t._tempDataBuffer.append(data)
         t._tempDataLen += len(data)
+        self._held += len(data)
         t._maybePauseProducer()
 
     def flush(self) -> None:
         """Send what waited for the end of the turn; Twisted keeps what the socket
         does not take (and the close, or the error, that came meanwhile)."""
         self.queued = False
+        held, self._held = self._held, 0
         t = self._transport
         if not t.connected:
             return  # lost meanwhile: Twisted dropped the buffer
         if t.disconnecting or t._writeDisconnecting:
             t.startWriting()  # loseConnection came meanwhile: Twisted sends, then closes
+            return
+        if (
+            held
+            and t._tempDataLen == held  # only what _hold put there (no write of Twisted's)
+            and not t.dataBuffer
+            and (t.producer is None or (t.streamingProducer and not t.producerPaused))
+        ):
+            # Then doWrite would only send it: its stopWriting (never started) and its
+            # producer's resume (not paused) have nothing to do.  Sent as __call__ sends
+            # (the socket's refusal, or an error, left to Twisted), a few calls less.
+            pending = t._tempDataBuffer
+            t._tempDataBuffer = []
+            t._tempDataLen = 0
+            self(pending[0] if len(pending) == 1 else b"".join(pending))
             return
         # Twisted 26.x: doWrite sends the buffer (as when the reactor finds the socket
         # writable) and returns None, or an exception once the connection is lost;

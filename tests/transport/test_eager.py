@@ -256,6 +256,32 @@ def test_a_batch_keeps_the_order_of_twisted_writes_between() -> None:
     assert sock.wire() == b"firstsecondthird"
 
 
+def test_a_twisted_write_between_leaves_the_end_of_the_turn_to_twisted() -> None:
+    sock = FakeSocket()
+    transport, clock = clocked(sock)
+    write = eager_writer(transport)
+    write(b"first", True)
+    transport.write(b"second")  # Twisted now watches the socket for writability
+    assert writing(transport)
+    clock.advance(0)
+    assert sock.wire() == b"firstsecond"
+    assert not writing(transport) and unsent_bytes(transport) == 0  # doWrite stopped it
+
+
+def test_a_paused_producer_is_resumed_by_the_end_of_the_turn() -> None:
+    sock = FakeSocket()
+    transport, clock = clocked(sock)
+    producer = Producer()
+    transport.registerProducer(producer, True)
+    write = eager_writer(transport)
+    write(b"x" * transport.bufferSize, True)
+    write(b"y", True)  # over the buffer size now: paused
+    assert producer.events == ["pause"]
+    clock.advance(0)
+    assert producer.events == ["pause", "resume"]
+    assert sock.wire() == b"x" * transport.bufferSize + b"y"
+
+
 def test_what_the_socket_refuses_at_the_end_of_the_turn_is_twisteds() -> None:
     sock = FakeSocket(room=3)
     transport, clock = clocked(sock)
