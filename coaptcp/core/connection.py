@@ -322,23 +322,17 @@ class Connection:
         """
         if self.state is _CLOSED:
             return []
-        decoder = self._decoder
-        if data:
-            decoder.feed(data)
+        messages: list[Message] = []
         events: list[Event] = []
-        next_message = decoder.next_message
-        append = events.append
-        left = limit if limit > 0 else -1
         self.input_waiting = False
         try:
-            while True:
-                if not left:
-                    self.input_waiting = decoder.buffered > 0
-                    break
-                left -= 1
-                message = next_message()
-                if message is None:
-                    break
+            try:
+                more = self._decoder.take(data, messages, limit if limit > 0 else -1)
+                error = None
+            except RemoteProtocolError as bad:  # the messages before it are handled first
+                more, error = False, bad
+            append = events.append
+            for message in messages:
                 # The common case first: a request on an open (or closing) connection
                 # changes no state.  Everything else goes through _handle.  (The state
                 # is never CLOSED here: we stop as soon as a message closes it.)
@@ -349,7 +343,10 @@ class Connection:
                     continue
                 self._handle(message, events)
                 if self.state is _CLOSED:
-                    break
+                    return events
+            if error is not None:
+                raise error
+            self.input_waiting = more
         except RemoteProtocolError as error:
             self._abort_for(error, events)
         return events

@@ -377,54 +377,77 @@ class StreamDecoder:
         Raises :class:`MessageFormatError` for a malformed or oversized frame; the
         decoder is unusable afterwards (the connection must be aborted).
         """
-        data = self._data
+        out: list[Message] = []
+        self.take(b"", out, 1)
+        return out[0] if out else None
+
+    def take(self, data: bytes, out: list[Message], limit: int = -1) -> bool:
+        """Feed ``data``, then append up to ``limit`` complete messages to ``out``
+        (``limit`` < 0: every one); returns whether the limit stopped it with bytes
+        still buffered.
+
+        Raises :class:`MessageFormatError` for a malformed or oversized frame, with the
+        messages before it already in ``out``; the decoder is unusable afterwards.
+        """
+        if data:
+            if type(data) is bytes and self._pos >= len(self._data):
+                self._data = data  # nothing pending: parse straight out of the caller's
+                self._pos = 0  # bytes, no copy (feed, inline: once per read)
+            else:
+                self.feed(data)
+        buffer = self._data
         pos = self._pos
-        available = len(data) - pos
-        if available < 1:
-            return None
-        first = data[pos]
-        tkl = first & 0x0F
-        if tkl > MAX_TOKEN_LENGTH:
-            raise MessageFormatError(f"token length {tkl} is reserved")
-        length = first >> 4
-        if length < 13:
-            header = 2
-        elif length == 13:
-            if available < 2:
-                return None
-            length = data[pos + 1] + _EXT13
-            header = 3
-        elif length == 14:
-            if available < 3:
-                return None
-            length = (data[pos + 1] << 8 | data[pos + 2]) + _EXT14
-            header = 4
-        else:
-            if available < 5:
-                return None
-            length = int.from_bytes(data[pos + 1 : pos + 5], "big") + _EXT15
-            header = 6
-        total = header + tkl + length
-        if total > self.max_message_size:
-            raise _too_large(total, self.max_message_size)
-        if available < total:
-            return None
-        token_start = pos + header
-        code = _RECEIVABLE_CODES[data[token_start - 1]]
-        if code is None:
-            raise _reserved_code(data[token_start - 1])
-        body_start = token_start + tkl
-        end = pos + total
-        self._pos = end
-        token = data[token_start:body_start]
-        if type(token) is not bytes:
-            token = bytes(token)
-        message = _new_object(Message)  # Message(code, token, ...) without its __init__
-        message.code = code
-        message.token = token
-        if body_start == end:
-            message.options = EMPTY_OPTIONS
-            message.payload = b""
-        else:
-            message.options, message.payload = decode_options(data, body_start, end)
-        return message
+        size = len(buffer)
+        append = out.append
+        while pos < size:
+            if not limit:
+                return True
+            available = size - pos
+            first = buffer[pos]
+            tkl = first & 0x0F
+            if tkl > MAX_TOKEN_LENGTH:
+                raise MessageFormatError(f"token length {tkl} is reserved")
+            length = first >> 4
+            if length < 13:
+                header = 2
+            elif length == 13:
+                if available < 2:
+                    break
+                length = buffer[pos + 1] + _EXT13
+                header = 3
+            elif length == 14:
+                if available < 3:
+                    break
+                length = (buffer[pos + 1] << 8 | buffer[pos + 2]) + _EXT14
+                header = 4
+            else:
+                if available < 5:
+                    break
+                length = int.from_bytes(buffer[pos + 1 : pos + 5], "big") + _EXT15
+                header = 6
+            total = header + tkl + length
+            if total > self.max_message_size:
+                raise _too_large(total, self.max_message_size)
+            if available < total:
+                break
+            token_start = pos + header
+            code = _RECEIVABLE_CODES[buffer[token_start - 1]]
+            if code is None:
+                raise _reserved_code(buffer[token_start - 1])
+            body_start = token_start + tkl
+            end = pos + total
+            token = buffer[token_start:body_start]
+            if type(token) is not bytes:
+                token = bytes(token)
+            self._pos = pos = end
+            message = _new_object(Message)  # Message(code, token, ...) without its __init__
+            message.code = code
+            message.token = token
+            if body_start == end:
+                message.options = EMPTY_OPTIONS
+                message.payload = b""
+            else:
+                message.options, message.payload = decode_options(buffer, body_start, end)
+            append(message)
+            limit -= 1
+        return False
