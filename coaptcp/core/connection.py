@@ -138,6 +138,9 @@ class Connection:
         #: Whether the last :meth:`receive_data` stopped at its ``limit`` with bytes
         #: still buffered (maybe whole messages: call again to find out).
         self.input_waiting = False
+        #: Bytes received and not processed yet (stream transports): a frame not yet
+        #: complete, or, while :attr:`input_waiting`, the messages left for later.
+        self.partial_frame = 0
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -145,11 +148,6 @@ class Connection:
     def peer_csm_received(self) -> bool:
         """Whether the peer's first CSM has arrived (or was waived by ``require_csm``)."""
         return self.state is not State.AWAITING_CSM
-
-    @property
-    def partial_frame(self) -> int:
-        """Bytes of a frame received but not yet complete (stream transports)."""
-        return self._decoder.buffered
 
     @property
     def closed(self) -> bool:
@@ -311,6 +309,7 @@ class Connection:
         if self.state is not _CLOSED and data:
             self._decoder.feed(data)
             self.input_waiting = True
+            self.partial_frame = self._decoder.buffered
 
     def receive_data(self, data: bytes, limit: int = 0) -> list[Event]:
         """Process bytes from a TCP or TLS stream; returns the resulting events.
@@ -327,10 +326,13 @@ class Connection:
         self.input_waiting = False
         try:
             try:
-                more = self._decoder.take(data, messages, limit if limit > 0 else -1)
+                left = self.partial_frame = self._decoder.take(
+                    data, messages, limit if limit > 0 else -1
+                )
                 error = None
             except RemoteProtocolError as bad:  # the messages before it are handled first
-                more, error = False, bad
+                left, error = 0, bad
+                self.partial_frame = self._decoder.buffered
             append = events.append
             for message in messages:
                 # The common case first: a request on an open (or closing) connection
@@ -346,7 +348,7 @@ class Connection:
                     return events
             if error is not None:
                 raise error
-            self.input_waiting = more
+            self.input_waiting = left > 0 and 0 < limit == len(messages)  # stopped at the limit
         except RemoteProtocolError as error:
             self._abort_for(error, events)
         return events

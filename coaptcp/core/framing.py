@@ -381,10 +381,10 @@ class StreamDecoder:
         self.take(b"", out, 1)
         return out[0] if out else None
 
-    def take(self, data: bytes, out: list[Message], limit: int = -1) -> bool:
+    def take(self, data: bytes, out: list[Message], limit: int = -1) -> int:
         """Feed ``data``, then append up to ``limit`` complete messages to ``out``
-        (``limit`` < 0: every one); returns whether the limit stopped it with bytes
-        still buffered.
+        (``limit`` < 0: every one); returns the bytes left buffered (:attr:`buffered`:
+        a partial frame, or more messages once ``limit`` are taken).
 
         Raises :class:`MessageFormatError` for a malformed or oversized frame, with the
         messages before it already in ``out``; the decoder is unusable afterwards.
@@ -401,7 +401,7 @@ class StreamDecoder:
         append = out.append
         while pos < size:
             if not limit:
-                return True
+                return size - pos
             available = size - pos
             first = buffer[pos]
             tkl = first & 0x0F
@@ -412,24 +412,24 @@ class StreamDecoder:
                 header = 2
             elif length == 13:
                 if available < 2:
-                    break
+                    return available
                 length = buffer[pos + 1] + _EXT13
                 header = 3
             elif length == 14:
                 if available < 3:
-                    break
+                    return available
                 length = (buffer[pos + 1] << 8 | buffer[pos + 2]) + _EXT14
                 header = 4
             else:
                 if available < 5:
-                    break
+                    return available
                 length = int.from_bytes(buffer[pos + 1 : pos + 5], "big") + _EXT15
                 header = 6
             total = header + tkl + length
             if total > self.max_message_size:
                 raise _too_large(total, self.max_message_size)
             if available < total:
-                break
+                return available
             token_start = pos + header
             code = _RECEIVABLE_CODES[buffer[token_start - 1]]
             if code is None:
@@ -450,4 +450,4 @@ class StreamDecoder:
                 message.options, message.payload = decode_options(buffer, body_start, end)
             append(message)
             limit -= 1
-        return False
+        return 0
