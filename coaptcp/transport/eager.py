@@ -60,6 +60,16 @@ _PLAIN_WRITE = tcp.Connection.write
 #: What Twisted's own writeSomeData takes for "nothing sent, try later".
 _TRY_LATER = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
 
+# pyOpenSSL 26.x: a Connection made for memory BIOs keeps the BIO OpenSSL writes to in
+# ``_from_ssl``; ``BIO_get_mem_data(bio, NULL)`` of its cffi bindings is the number of
+# bytes in it.  _flushSendBIO asks that before ``bio_read``, which raises (an exception
+# made and caught) when there are none: after every read, Twisted looks for handshake
+# output.  Without those bindings, bio_read's WantReadError says the same.
+_MEM_DATA: Callable[[Any, Any], int] | None = getattr(
+    getattr(SSL, "_lib", None), "BIO_get_mem_data", None
+)
+_NULL = getattr(getattr(SSL, "_ffi", None), "NULL", None)
+
 
 def sends_eagerly(transport: object) -> bool:
     """Whether :func:`eager_writer` sends to ``transport``'s socket itself: a TCP
@@ -316,8 +326,11 @@ class EagerTLSTransport(TLSMemoryBIOProtocol):
         if self._aborted:
             super()._flushSendBIO()  # type: ignore[misc]
             return
+        connection = self._tlsConnection
+        if _MEM_DATA is not None and not _MEM_DATA(connection._from_ssl, _NULL):
+            return  # OpenSSL made nothing to send
         try:
-            data = self._tlsConnection.bio_read(2**15)
+            data = connection.bio_read(2**15)
         except SSL.WantReadError:
             return
         self._send_now(data)

@@ -90,6 +90,25 @@ def test_twisted_tls_layer_flushes_through_flush_send_bio() -> None:
     assert TLSMemoryBIOProtocol._aborted is False
 
 
+def test_pyopenssl_tells_the_bytes_waiting_in_its_memory_bio() -> None:
+    """pyOpenSSL's bindings as _flushSendBIO reads them: the bytes OpenSSL put into the
+    memory BIO of a Connection (a ClientHello here), zero once bio_read took them."""
+    from OpenSSL import SSL
+
+    from coaptcp.transport import eager
+
+    assert eager._MEM_DATA is not None and eager._NULL is not None
+    connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+    connection.set_connect_state()
+    assert eager._MEM_DATA(connection._from_ssl, eager._NULL) == 0
+    with pytest.raises(SSL.WantReadError):
+        connection.do_handshake()
+    waiting = eager._MEM_DATA(connection._from_ssl, eager._NULL)
+    assert waiting > 0
+    assert len(connection.bio_read(2**16)) == waiting
+    assert eager._MEM_DATA(connection._from_ssl, eager._NULL) == 0
+
+
 # -- sending at once ---------------------------------------------------------------------
 
 
