@@ -196,13 +196,15 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
     # -- event dispatch -------------------------------------------------------------------
 
     def _dispatch(self, events: list[Event]) -> None:
-        for index, event in enumerate(events):
+        for event in events:
             kind = type(event)
             if kind is RequestReceived:
                 self._on_request(event.message)  # type: ignore[attr-defined]
                 if self._paused:
                     # The peer does not read what we answer: stop processing its
                     # requests (not only reading them) until the transport drains.
+                    # (The position by identity: events may compare equal.)
+                    index = next(i for i, each in enumerate(events) if each is event)
                     rest = events[index + 1 :]
                     if rest:
                         self._held_events = rest

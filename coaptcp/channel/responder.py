@@ -201,7 +201,8 @@ class Responder(ChannelBase):
         if connection.state is _CLOSED:
             return  # aborted (by us or a resource) before this answer was ready
         items = request.options.items
-        if len(message.payload) < connection.peer.max_message_size and not (
+        size = len(message.payload)
+        if size < connection.peer.max_message_size and not (
             items
             and items[-1][0] >= _BLOCK2  # Block2 (23) and Block1 (27) come late: cheap test
             and (OptionNumber.BLOCK1 in request.options or OptionNumber.BLOCK2 in request.options)
@@ -210,7 +211,7 @@ class Responder(ChannelBase):
             # (a payload above the peer's limit cannot: do not encode it to find out).
             try:
                 connection.send(message)
-                if len(message.payload) > EARLY_WRITE:
+                if size > EARLY_WRITE:
                     self._flush()  # a large answer: let the transport say if it is full
                 return
             except MessageTooLarge:
