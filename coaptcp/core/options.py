@@ -263,12 +263,9 @@ class Options:
     #: this instance is sent (instances never change, so a prebuilt option list sent in
     #: every response is encoded once).
     _encoded: bytes | None
-    #: Uri-Host, Uri-Path and Uri-Query decoded, filled in by the first request made of
-    #: this instance (:class:`~coaptcp.server.request.Request`; the decoder hands out one
-    #: instance for every request with the same option bytes).
+    #: Uri-Host, Uri-Path and Uri-Query, decoded by the first :class:`Request` made of them;
+    #: and the last :class:`CriticalOptionCheck` that found them fine (both once per instance).
     _uri: tuple[str | None, tuple[str, ...], tuple[str, ...]] | None
-    #: The last :class:`~coaptcp.core.validation.CriticalOptionCheck` that found nothing
-    #: wrong with these options (so it need not look again).
     _checked: object
 
     def __init__(self, items: Iterable[tuple[int, OptionValue]] = ()) -> None:
