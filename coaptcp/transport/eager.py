@@ -37,7 +37,9 @@ from typing import Any, Protocol
 
 from OpenSSL import SSL
 from twisted.internet import tcp
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 
 __all__ = [
     "BATCH_MESSAGES",
@@ -314,6 +316,39 @@ class EagerTLSTransport(TLSMemoryBIOProtocol):
         writer = eager_writer(transport)
         self._send_now = writer.after_others if isinstance(writer, _TcpWriter) else writer
         super().makeConnection(transport)
+
+    def _flushReceiveBIO(self) -> None:
+        # Twisted 26.x (protocols/tls.py): after feeding the receive BIO (dataReceived,
+        # once the handshake is done) and on connectionLost, TLSMemoryBIOProtocol calls
+        # _flushReceiveBIO: ``recv`` until it raises WantReadError, each piece to the
+        # wrapped protocol (``ProtocolWrapper.dataReceived``) unless ``_aborted``; a
+        # ZeroReturnError (the peer's close_notify) is answered by ``_shutdownTLS`` and
+        # ends with ``_tlsShutdownFinished(None)``, any other SSL error with
+        # ``_tlsShutdownFinished(Failure())`` (which sets ``_lostTLSConnection``); then
+        # _flushSendBIO.  The same here, except that the loop stops without that last
+        # recv (an exception made and caught) when OpenSSL holds nothing to read: no
+        # decrypted bytes (``pending``) and none in the BIO it reads from (``_into_ssl``).
+        if _MEM_DATA is None:
+            super()._flushReceiveBIO()  # type: ignore[misc]
+            return
+        connection = self._tlsConnection
+        incoming = connection._into_ssl
+        while not self._lostTLSConnection:
+            if not connection.pending() and not _MEM_DATA(incoming, _NULL):
+                break
+            try:
+                data = connection.recv(2**15)
+            except SSL.WantReadError:
+                break  # a record not complete yet
+            except SSL.ZeroReturnError:
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+            except SSL.Error:
+                self._tlsShutdownFinished(Failure())
+            else:
+                if not self._aborted:
+                    ProtocolWrapper.dataReceived(self, data)
+        self._flushSendBIO()
 
     def _flushSendBIO(self) -> None:
         # Twisted 26.x (protocols/tls.py): TLSMemoryBIOProtocol calls _flushSendBIO
