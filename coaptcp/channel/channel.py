@@ -197,13 +197,15 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
     # -- event dispatch -------------------------------------------------------------------
 
     def _dispatch(self, events: list[Event]) -> None:
-        for index, event in enumerate(events):
+        for event in events:
             kind = type(event)
             if kind is RequestReceived:
                 self._on_request(event.message)  # type: ignore[attr-defined]
                 if self._paused:
                     # The peer does not read what we answer: stop processing its
                     # requests (not only reading them) until the transport drains.
+                    # (The position by identity: events may compare equal.)
+                    index = next(i for i, each in enumerate(events) if each is event)
                     rest = events[index + 1 :]
                     if rest:
                         self._held_events = rest
@@ -231,7 +233,9 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
                 )
         if (self._waiting_for_csm or self._csm_waiters) and self.connection.peer_csm_received:
             self._send_waiting()  # lenient mode: the peer opened without a CSM
-        self._flush()
+        frames = self.connection.data_to_send()  # self._flush(), inline: once per read
+        if frames and not self._lost:
+            self._write(frames)
 
     def _on_csm(self, event: CsmReceived) -> None:
         if event.first:

@@ -26,14 +26,19 @@ class InputFlow(ChannelBase):
     def data_received(self, data: bytes) -> None:
         """Feed bytes from a TCP or TLS stream."""
         self._watchdog.last_activity = self._reactor.seconds()
+        connection = self.connection
         if self._reading_off:
             # A backlog is waiting (or the peer does not read our answers): keep the
             # bytes for later.  Reading is off, so this is at most what one read of the
             # transport (or of its TLS layer) held when we paused it.
-            self.connection.feed(data)
+            connection.feed(data)
         else:
-            self._process_input(data)
-        self._check_frame_timer()
+            # _process_input, inline (one call less for every read)
+            self._dispatch(connection.receive_data(data, self.limits.messages_per_read))
+            if self._held_events is not None or connection.input_waiting:
+                self._hold_input()
+        if self._frame_call is not None or connection.partial_frame:
+            self._check_frame_timer()  # else it has nothing to do
 
     def _process_input(self, data: bytes = b"") -> None:
         """Process what the peer sent, within this reactor turn's budget.

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["EARLY_WRITE", "NO_SERVER_RESPONSE", "Responder"]
 
 _CLOSED = State.CLOSED
+_new_object = object.__new__
 
 #: An answer larger than this is written at once, not with the rest of its read's
 #: answers, so that a transport whose buffer it fills stops the processing of the next
@@ -200,16 +201,20 @@ class Responder(ChannelBase):
 
     def _respond(self, request: Message, response: Response) -> None:
         """Send ``response`` to ``request``, cut into a Block2 block if it must be."""
-        self._send_response_message(
-            request, Message(response.code, request.token, response.options, response.payload)
-        )
+        message = _new_object(Message)  # Message(...) without the call of its __init__
+        message.code = response.code
+        message.token = request.token
+        message.options = response.options
+        message.payload = response.payload
+        self._send_response_message(request, message)
 
     def _send_response_message(self, request: Message, message: Message) -> None:
         connection = self.connection
         if connection.state is _CLOSED:
             return  # aborted (by us or a resource) before this answer was ready
         items = request.options.items
-        if len(message.payload) < connection.peer.max_message_size and not (
+        size = len(message.payload)
+        if size < connection.peer.max_message_size and not (
             items
             and items[-1][0] >= _BLOCK2  # Block2 (23) and Block1 (27) come late: cheap test
             and (OptionNumber.BLOCK1 in request.options or OptionNumber.BLOCK2 in request.options)
@@ -218,7 +223,7 @@ class Responder(ChannelBase):
             # (a payload above the peer's limit cannot: do not encode it to find out).
             try:
                 connection.send(message)
-                if len(message.payload) > EARLY_WRITE:
+                if size > EARLY_WRITE:
                     self._flush()  # a large answer: let the transport say if it is full
                 return
             except MessageTooLarge:

@@ -138,6 +138,9 @@ class Connection:
         #: Whether the last :meth:`receive_data` stopped at its ``limit`` with bytes
         #: still buffered (maybe whole messages: call again to find out).
         self.input_waiting = False
+        #: Bytes received and not processed yet (stream transports): a frame not yet
+        #: complete, or, while :attr:`input_waiting`, the messages left for later.
+        self.partial_frame = 0
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -145,11 +148,6 @@ class Connection:
     def peer_csm_received(self) -> bool:
         """Whether the peer's first CSM has arrived (or was waived by ``require_csm``)."""
         return self.state is not State.AWAITING_CSM
-
-    @property
-    def partial_frame(self) -> int:
-        """Bytes of a frame received but not yet complete (stream transports)."""
-        return self._decoder.buffered
 
     @property
     def closed(self) -> bool:
@@ -311,6 +309,7 @@ class Connection:
         if self.state is not _CLOSED and data:
             self._decoder.feed(data)
             self.input_waiting = True
+            self.partial_frame = self._decoder.buffered
 
     def receive_data(self, data: bytes, limit: int = 0) -> list[Event]:
         """Process bytes from a TCP or TLS stream; returns the resulting events.
@@ -322,23 +321,20 @@ class Connection:
         """
         if self.state is _CLOSED:
             return []
-        decoder = self._decoder
-        if data:
-            decoder.feed(data)
+        messages: list[Message] = []
         events: list[Event] = []
-        next_message = decoder.next_message
-        append = events.append
-        left = limit if limit > 0 else -1
         self.input_waiting = False
         try:
-            while True:
-                if not left:
-                    self.input_waiting = decoder.buffered > 0
-                    break
-                left -= 1
-                message = next_message()
-                if message is None:
-                    break
+            try:
+                left = self.partial_frame = self._decoder.take(
+                    data, messages, limit if limit > 0 else -1
+                )
+                error = None
+            except RemoteProtocolError as bad:  # the messages before it are handled first
+                left, error = 0, bad
+                self.partial_frame = self._decoder.buffered
+            append = events.append
+            for message in messages:
                 # The common case first: a request on an open (or closing) connection
                 # changes no state.  Everything else goes through _handle.  (The state
                 # is never CLOSED here: we stop as soon as a message closes it.)
@@ -349,7 +345,10 @@ class Connection:
                     continue
                 self._handle(message, events)
                 if self.state is _CLOSED:
-                    break
+                    return events
+            if error is not None:
+                raise error
+            self.input_waiting = left > 0 and 0 < limit == len(messages)  # stopped at the limit
         except RemoteProtocolError as error:
             self._abort_for(error, events)
         return events
@@ -379,8 +378,10 @@ class Connection:
 
     def _handle(self, message: Message, events: list[Event]) -> None:
         code = message.code
-        if 0 < code < 0x20 and self.state is not State.AWAITING_CSM:
-            events.append(RequestReceived(message))  # the common case, first
+        if 0 < code < 0x20 and self.state is not _AWAITING_CSM:  # the common case, first
+            event = _new_object(RequestReceived)  # RequestReceived(message),
+            event.message = message  # without the call of its __init__
+            events.append(event)
             return
         if code == Code.EMPTY:
             return  # always allowed, always ignored (RFC 8323 section 3.4)

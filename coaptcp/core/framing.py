@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from coaptcp.core.codes import Code, code_from_byte
 from coaptcp.core.errors import LocalProtocolError, MessageFormatError
 from coaptcp.core.message import MAX_TOKEN_LENGTH, Message
-from coaptcp.core.options import Options
+from coaptcp.core.options import EMPTY_OPTIONS, Options
 
 __all__ = [
     "MAX_OPTION_NUMBER",
@@ -144,8 +144,16 @@ def encode_frame(message: Message) -> bytes:
 
 def encode_ws_frame(message: Message) -> bytes:
     """Serialize a message for one binary WebSocket message: Len = 0 (RFC 8323 section 4.4)."""
-    tkl = _check_token(message.token)
-    return b"".join((bytes((tkl, int(message.code))), message.token, _body(message)))
+    token = message.token
+    tkl = len(token)
+    if tkl > MAX_TOKEN_LENGTH:
+        _check_token(token)
+    options = message.options._encoded
+    if options is None:
+        options = _encoded_options(message.options)
+    if message.payload:  # one formatting operation (one allocation, no intermediates)
+        return b"%c%c%b%b\xff%b" % (tkl, message.code, token, options, message.payload)
+    return b"%c%c%b%b" % (tkl, message.code, token, options)
 
 
 def frame_size(body_length: int, token_length: int) -> int:
@@ -165,6 +173,16 @@ def frame_size(body_length: int, token_length: int) -> int:
     return 2 + extended + token_length + body_length
 
 
+#: The options of recent short bodies without a payload, by the bodies' bytes.  Devices
+#: send the same requests again and again (the same Uri-Path, the same Accept), so most
+#: such bodies are parsed once; what is kept never changes (:class:`Options` instances
+#: are immutable), so one parse serves every connection.  Bounded: at most
+#: ``_PARSED_ENTRIES`` bodies of at most ``_PARSED_MAX_BODY`` bytes; emptied when full.
+_PARSED: dict[bytes, tuple[Options, bytes]] = {}
+_PARSED_ENTRIES = 256
+_PARSED_MAX_BODY = 64
+
+
 def decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Options, bytes]:
     """Parse options and payload from ``data[start:end]`` (RFC 7252 section 3.1).
 
@@ -172,6 +190,22 @@ def decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Optio
     reserved nibble, an option running past the end, a number above 65535 or a payload
     marker followed by no payload.
     """
+    if end - start > _PARSED_MAX_BODY:
+        return _decode_options(data, start, end)
+    body = data[start:end]
+    if type(body) is not bytes:
+        body = bytes(body)
+    parsed = _PARSED.get(body)
+    if parsed is None:
+        parsed = _decode_options(body, 0, len(body))  # raises for a malformed body
+        if not parsed[1]:  # payloads differ from one request to the next: not kept
+            if len(_PARSED) >= _PARSED_ENTRIES:
+                _PARSED.clear()
+            _PARSED[body] = parsed
+    return parsed
+
+
+def _decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Options, bytes]:
     if type(data) is not bytes:
         data = bytes(data[start:end])
         start, end = 0, len(data)
@@ -237,10 +271,12 @@ def decode_options(data: bytes | bytearray, start: int, end: int) -> tuple[Optio
     options = _new_options(Options)
     options.items = tuple(items)
     options._encoded = None
+    options._uri = None
+    options._checked = None
     return options, payload
 
 
-_new_options = object.__new__
+_new_options = _new_object = object.__new__
 
 
 def _runs_past_end(number: int, length: int) -> MessageFormatError:
@@ -284,8 +320,15 @@ def decode_ws_frame(data: bytes, max_message_size: int) -> Message:
     code = _RECEIVABLE_CODES[data[1]]
     if code is None:
         raise _reserved_code(data[1])
-    options, payload = decode_options(data, 2 + tkl, len(data))
-    return Message(code, bytes(data[2 : 2 + tkl]), options, payload)
+    message = _new_object(Message)  # Message(code, token, ...) without its __init__
+    message.code = code
+    message.token = bytes(data[2 : 2 + tkl])
+    if len(data) == 2 + tkl:
+        message.options = EMPTY_OPTIONS
+        message.payload = b""
+    else:
+        message.options, message.payload = decode_options(data, 2 + tkl, len(data))
+    return message
 
 
 class StreamDecoder:
@@ -335,49 +378,77 @@ class StreamDecoder:
         Raises :class:`MessageFormatError` for a malformed or oversized frame; the
         decoder is unusable afterwards (the connection must be aborted).
         """
-        data = self._data
+        out: list[Message] = []
+        self.take(b"", out, 1)
+        return out[0] if out else None
+
+    def take(self, data: bytes, out: list[Message], limit: int = -1) -> int:
+        """Feed ``data``, then append up to ``limit`` complete messages to ``out``
+        (``limit`` < 0: every one); returns the bytes left buffered (:attr:`buffered`:
+        a partial frame, or more messages once ``limit`` are taken).
+
+        Raises :class:`MessageFormatError` for a malformed or oversized frame, with the
+        messages before it already in ``out``; the decoder is unusable afterwards.
+        """
+        if data:
+            if type(data) is bytes and self._pos >= len(self._data):
+                self._data = data  # nothing pending: parse straight out of the caller's
+                self._pos = 0  # bytes, no copy (feed, inline: once per read)
+            else:
+                self.feed(data)
+        buffer = self._data
         pos = self._pos
-        available = len(data) - pos
-        if available < 1:
-            return None
-        first = data[pos]
-        tkl = first & 0x0F
-        if tkl > MAX_TOKEN_LENGTH:
-            raise MessageFormatError(f"token length {tkl} is reserved")
-        length = first >> 4
-        if length < 13:
-            header = 2
-        elif length == 13:
-            if available < 2:
-                return None
-            length = data[pos + 1] + _EXT13
-            header = 3
-        elif length == 14:
-            if available < 3:
-                return None
-            length = (data[pos + 1] << 8 | data[pos + 2]) + _EXT14
-            header = 4
-        else:
-            if available < 5:
-                return None
-            length = int.from_bytes(data[pos + 1 : pos + 5], "big") + _EXT15
-            header = 6
-        total = header + tkl + length
-        if total > self.max_message_size:
-            raise _too_large(total, self.max_message_size)
-        if available < total:
-            return None
-        token_start = pos + header
-        code = _RECEIVABLE_CODES[data[token_start - 1]]
-        if code is None:
-            raise _reserved_code(data[token_start - 1])
-        body_start = token_start + tkl
-        end = pos + total
-        self._pos = end
-        token = data[token_start:body_start]
-        if type(token) is not bytes:
-            token = bytes(token)
-        if body_start == end:
-            return Message(code, token)
-        options, payload = decode_options(data, body_start, end)
-        return Message(code, token, options, payload)
+        size = len(buffer)
+        append = out.append
+        while pos < size:
+            if not limit:
+                return size - pos
+            available = size - pos
+            first = buffer[pos]
+            tkl = first & 0x0F
+            if tkl > MAX_TOKEN_LENGTH:
+                raise MessageFormatError(f"token length {tkl} is reserved")
+            length = first >> 4
+            if length < 13:
+                header = 2
+            elif length == 13:
+                if available < 2:
+                    return available
+                length = buffer[pos + 1] + _EXT13
+                header = 3
+            elif length == 14:
+                if available < 3:
+                    return available
+                length = (buffer[pos + 1] << 8 | buffer[pos + 2]) + _EXT14
+                header = 4
+            else:
+                if available < 5:
+                    return available
+                length = int.from_bytes(buffer[pos + 1 : pos + 5], "big") + _EXT15
+                header = 6
+            total = header + tkl + length
+            if total > self.max_message_size:
+                raise _too_large(total, self.max_message_size)
+            if available < total:
+                return available
+            token_start = pos + header
+            code = _RECEIVABLE_CODES[buffer[token_start - 1]]
+            if code is None:
+                raise _reserved_code(buffer[token_start - 1])
+            body_start = token_start + tkl
+            end = pos + total
+            token = buffer[token_start:body_start]
+            if type(token) is not bytes:
+                token = bytes(token)
+            self._pos = pos = end
+            message = _new_object(Message)  # Message(code, token, ...) without its __init__
+            message.code = code
+            message.token = token
+            if body_start == end:
+                message.options = EMPTY_OPTIONS
+                message.payload = b""
+            else:
+                message.options, message.payload = decode_options(buffer, body_start, end)
+            append(message)
+            limit -= 1
+        return 0

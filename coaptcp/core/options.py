@@ -255,7 +255,7 @@ class Options:
     return a new instance.
     """
 
-    __slots__ = ("_encoded", "items")
+    __slots__ = ("_checked", "_encoded", "_uri", "items")
 
     #: All (number, raw value) pairs, sorted by number (read-only by convention).
     items: tuple[tuple[int, bytes], ...]
@@ -263,12 +263,18 @@ class Options:
     #: this instance is sent (instances never change, so a prebuilt option list sent in
     #: every response is encoded once).
     _encoded: bytes | None
+    #: Uri-Host, Uri-Path and Uri-Query, decoded by the first :class:`Request` made of them;
+    #: and the last :class:`CriticalOptionCheck` that found them fine (both once per instance).
+    _uri: tuple[str | None, tuple[str, ...], tuple[str, ...]] | None
+    _checked: object
 
     def __init__(self, items: Iterable[tuple[int, OptionValue]] = ()) -> None:
         pairs = [(int(number), _encode_value(value)) for number, value in items]
         pairs.sort(key=_number_of)
         self.items = tuple(pairs)
         self._encoded = None
+        self._uri = None
+        self._checked = None
 
     @classmethod
     def _from_sorted(cls, items: tuple[tuple[int, bytes], ...]) -> Options:
@@ -276,6 +282,8 @@ class Options:
         instance = object.__new__(cls)
         instance.items = items
         instance._encoded = None
+        instance._uri = None
+        instance._checked = None
         return instance
 
     @classmethod

@@ -68,7 +68,13 @@ class CriticalOptionCheck:
         }
 
     def first_problem(self, options: Options) -> tuple[int, str] | None:
-        """``(number, reason)`` for the first unrecognized critical option, else ``None``."""
+        """``(number, reason)`` for the first unrecognized critical option, else ``None``.
+
+        Options found fine are marked so (``options._checked``): the decoder hands out
+        one :class:`Options` instance for the same option bytes, checked once.
+        """
+        if options._checked is self:
+            return None
         specs = self._specs
         previous = -1
         for number, value in options.items:
@@ -81,4 +87,5 @@ class CriticalOptionCheck:
                 ):
                     return unrecognized_critical_option(options, self._understood)
             previous = number
+        options._checked = self
         return None

@@ -208,21 +208,16 @@ class Request:
         return self
 
     def _take_uri(self, options: Options, default_host: str | None) -> None:
-        path: list[str] = []
-        query: list[str] = []
-        host = None
-        for number, value in options.items:  # one pass over the options
-            if number == _URI_PATH:
-                path.append(value.decode())
-            elif number == _URI_QUERY:
-                query.append(value.decode())
-            elif number == _URI_HOST and host is None:
-                host = value.decode()
-        self.path: tuple[str, ...] = tuple(path)
-        self.query: tuple[str, ...] = tuple(query) if query else ()
+        uri = options._uri  # decoded once per Options instance (they never change)
+        if uri is None:
+            uri = options._uri = _decode_uri(options)
+        host, self.path, self.query = uri
         self.host = host or default_host
         self.prepath: list[str] = []
-        self.postpath: list[str] = path
+        self.postpath: list[str] = [*self.path]
+
+    path: tuple[str, ...]
+    query: tuple[str, ...]
 
     @property
     def content_format(self) -> int | None:
@@ -250,6 +245,21 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} /{'/'.join(self.path)} token={self.token.hex()}>"
+
+
+def _decode_uri(options: Options) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+    """Uri-Host (the first), Uri-Path and Uri-Query, in one pass over the options."""
+    path: list[str] = []
+    query: list[str] = []
+    host = None
+    for number, value in options.items:
+        if number == _URI_PATH:
+            path.append(value.decode())
+        elif number == _URI_QUERY:
+            query.append(value.decode())
+        elif number == _URI_HOST and host is None:
+            host = value.decode()
+    return host, tuple(path), tuple(query) if query else ()
 
 
 #: What a render method returns: a :class:`Response`, or a Deferred or an awaitable

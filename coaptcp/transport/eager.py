@@ -37,7 +37,9 @@ from typing import Any, Protocol
 
 from OpenSSL import SSL
 from twisted.internet import tcp
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 
 __all__ = [
     "BATCH_MESSAGES",
@@ -59,6 +61,16 @@ _PLAIN_WRITE_SOME = tcp.Connection.writeSomeData
 _PLAIN_WRITE = tcp.Connection.write
 #: What Twisted's own writeSomeData takes for "nothing sent, try later".
 _TRY_LATER = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
+
+# pyOpenSSL 26.x: a Connection made for memory BIOs keeps the BIO OpenSSL writes to in
+# ``_from_ssl``; ``BIO_get_mem_data(bio, NULL)`` of its cffi bindings is the number of
+# bytes in it.  _flushSendBIO asks that before ``bio_read``, which raises (an exception
+# made and caught) when there are none: after every read, Twisted looks for handshake
+# output.  Without those bindings, bio_read's WantReadError says the same.
+_MEM_DATA: Callable[[Any, Any], int] | None = getattr(
+    getattr(SSL, "_lib", None), "BIO_get_mem_data", None
+)
+_NULL = getattr(getattr(SSL, "_ffi", None), "NULL", None)
 
 
 def sends_eagerly(transport: object) -> bool:
@@ -156,7 +168,7 @@ _END_OF_TURN: weakref.WeakKeyDictionary[Any, _EndOfTurn] = weakref.WeakKeyDictio
 class _TcpWriter:
     """The eager writer of one TCP transport (see :func:`eager_writer`)."""
 
-    __slots__ = ("_end_of_turn", "_later", "_send", "_transport", "queued")
+    __slots__ = ("_end_of_turn", "_held", "_later", "_send", "_transport", "queued")
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
@@ -170,6 +182,8 @@ class _TcpWriter:
         #: Bytes wait in Twisted's buffer for the end of the turn (not yet watched for
         #: writability by the reactor).
         self.queued = False
+        #: How many of them this writer put there (:meth:`_hold`).
+        self._held = 0
 
     def __call__(self, data: bytes, batch: bool = False) -> None:
         # Twisted 26.x (abstract.FileDescriptor): ``dataBuffer`` and ``_tempDataLen``
@@ -222,17 +236,33 @@ class _TcpWriter:
         t = self._transport
         t._tempDataBuffer.append(data)
         t._tempDataLen += len(data)
+        self._held += len(data)
         t._maybePauseProducer()
 
     def flush(self) -> None:
         """Send what waited for the end of the turn; Twisted keeps what the socket
         does not take (and the close, or the error, that came meanwhile)."""
         self.queued = False
+        held, self._held = self._held, 0
         t = self._transport
         if not t.connected:
             return  # lost meanwhile: Twisted dropped the buffer
         if t.disconnecting or t._writeDisconnecting:
             t.startWriting()  # loseConnection came meanwhile: Twisted sends, then closes
+            return
+        if (
+            held
+            and t._tempDataLen == held  # only what _hold put there (no write of Twisted's)
+            and not t.dataBuffer
+            and (t.producer is None or (t.streamingProducer and not t.producerPaused))
+        ):
+            # Then doWrite would only send it: its stopWriting (never started) and its
+            # producer's resume (not paused) have nothing to do.  Sent as __call__ sends
+            # (the socket's refusal, or an error, left to Twisted), a few calls less.
+            pending = t._tempDataBuffer
+            t._tempDataBuffer = []
+            t._tempDataLen = 0
+            self(pending[0] if len(pending) == 1 else b"".join(pending))
             return
         # Twisted 26.x: doWrite sends the buffer (as when the reactor finds the socket
         # writable) and returns None, or an exception once the connection is lost;
@@ -287,6 +317,39 @@ class EagerTLSTransport(TLSMemoryBIOProtocol):
         self._send_now = writer.after_others if isinstance(writer, _TcpWriter) else writer
         super().makeConnection(transport)
 
+    def _flushReceiveBIO(self) -> None:
+        # Twisted 26.x (protocols/tls.py): after feeding the receive BIO (dataReceived,
+        # once the handshake is done) and on connectionLost, TLSMemoryBIOProtocol calls
+        # _flushReceiveBIO: ``recv`` until it raises WantReadError, each piece to the
+        # wrapped protocol (``ProtocolWrapper.dataReceived``) unless ``_aborted``; a
+        # ZeroReturnError (the peer's close_notify) is answered by ``_shutdownTLS`` and
+        # ends with ``_tlsShutdownFinished(None)``, any other SSL error with
+        # ``_tlsShutdownFinished(Failure())`` (which sets ``_lostTLSConnection``); then
+        # _flushSendBIO.  The same here, except that the loop stops without that last
+        # recv (an exception made and caught) when OpenSSL holds nothing to read: no
+        # decrypted bytes (``pending``) and none in the BIO it reads from (``_into_ssl``).
+        if _MEM_DATA is None:
+            super()._flushReceiveBIO()  # type: ignore[misc]
+            return
+        connection = self._tlsConnection
+        incoming = connection._into_ssl
+        while not self._lostTLSConnection:
+            if not connection.pending() and not _MEM_DATA(incoming, _NULL):
+                break
+            try:
+                data = connection.recv(2**15)
+            except SSL.WantReadError:
+                break  # a record not complete yet
+            except SSL.ZeroReturnError:
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+            except SSL.Error:
+                self._tlsShutdownFinished(Failure())
+            else:
+                if not self._aborted:
+                    ProtocolWrapper.dataReceived(self, data)
+        self._flushSendBIO()
+
     def _flushSendBIO(self) -> None:
         # Twisted 26.x (protocols/tls.py): TLSMemoryBIOProtocol calls _flushSendBIO
         # whenever OpenSSL may have put bytes into its send BIO (a handshake step, each
@@ -298,8 +361,11 @@ class EagerTLSTransport(TLSMemoryBIOProtocol):
         if self._aborted:
             super()._flushSendBIO()  # type: ignore[misc]
             return
+        connection = self._tlsConnection
+        if _MEM_DATA is not None and not _MEM_DATA(connection._from_ssl, _NULL):
+            return  # OpenSSL made nothing to send
         try:
-            data = self._tlsConnection.bio_read(2**15)
+            data = connection.bio_read(2**15)
         except SSL.WantReadError:
             return
         self._send_now(data)

@@ -156,6 +156,9 @@ class CoapProtocol(ChannelOwner, Protocol):
     def dataReceived(self, data: bytes) -> None:
         if not self._peer_settled and self._settle_peer():
             return
+        # The peer's address is settled: from now on the transport (or the TLS layer)
+        # calls the channel directly, one call less for every read.
+        self.dataReceived = self.channel.data_received  # type: ignore[method-assign]
         self.channel.data_received(data)
 
     def _settle_peer(self) -> bool:

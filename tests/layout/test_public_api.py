@@ -62,7 +62,7 @@ FRAMEWORK_NAMES = re.compile(
     r"processEnded|outReceived|errReceived|allContentReceived|requestDone|listenTCP|"
     r"listenUNIX|listenSSL|adoptStreamPort|callLater|seconds|getDelayedCalls|isLeaf|"
     r"optParameters|optFlags|closeConnection|startProtocol|stopProtocol|datagramReceived|"
-    r"resolutionBegan|addressResolved|resolutionComplete|flushSendBIO|"
+    r"resolutionBegan|addressResolved|resolutionComplete|flushSendBIO|flushReceiveBIO|"
     r"writeSequence|loseConnection|abortConnection)$"  # ITransport (coaptcp.testing)
 )
 

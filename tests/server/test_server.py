@@ -394,3 +394,35 @@ def test_request_sees_peer_and_default_host():
     assert request.query == ("a=1",)
     assert request.secure is False
     assert decode_all(h.transport.value())[-1].code == Code.CONTENT
+
+
+class PathEcho(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> Response:
+        walked = "/".join(request.prepath)
+        left = "/".join(request.postpath)
+        request.postpath.append("changed-by-the-resource")
+        return Response.text(f"{walked}|{left}|{'/'.join(request.path)}|{request.query}")
+
+
+def test_requests_with_the_same_option_bytes_each_get_their_own_uri_lists():
+    # The decoder shares one Options instance between requests with the same option
+    # bytes, and the decoded Uri-* values with it: each Request still walks its own lists.
+    site, _, _ = make_site()
+    site.root.putChild("echo", PathEcho())
+    h = Harness(site)
+    h.open()
+    request = Options.build(uri_path=["echo", "a", "b"], uri_query=["x=1"])
+    h.feed(*(Message(Code.GET, bytes([i]), request) for i in range(3)))
+    payloads = [m.payload for m in h.sent()]
+    assert payloads == [b"echo|a/b|echo/a/b|('x=1',)"] * 3
+
+
+def test_a_bad_critical_option_is_402_every_time_it_comes():
+    h, _, _ = harness()
+    h.open()
+    bad = Options([(OptionNumber.URI_PATH, "hello"), (9, b"\x01")])  # OSCORE: not understood
+    h.feed(*(Message(Code.GET, bytes([i]), bad) for i in range(2)))
+    h.feed(get(b"ok", "hello"))
+    assert [m.code for m in h.sent()] == [Code.BAD_OPTION, Code.BAD_OPTION, Code.CONTENT]

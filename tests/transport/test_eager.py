@@ -90,6 +90,25 @@ def test_twisted_tls_layer_flushes_through_flush_send_bio() -> None:
     assert TLSMemoryBIOProtocol._aborted is False
 
 
+def test_pyopenssl_tells_the_bytes_waiting_in_its_memory_bio() -> None:
+    """pyOpenSSL's bindings as _flushSendBIO reads them: the bytes OpenSSL put into the
+    memory BIO of a Connection (a ClientHello here), zero once bio_read took them."""
+    from OpenSSL import SSL
+
+    from coaptcp.transport import eager
+
+    assert eager._MEM_DATA is not None and eager._NULL is not None
+    connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+    connection.set_connect_state()
+    assert eager._MEM_DATA(connection._from_ssl, eager._NULL) == 0
+    with pytest.raises(SSL.WantReadError):
+        connection.do_handshake()
+    waiting = eager._MEM_DATA(connection._from_ssl, eager._NULL)
+    assert waiting > 0
+    assert len(connection.bio_read(2**16)) == waiting
+    assert eager._MEM_DATA(connection._from_ssl, eager._NULL) == 0
+
+
 # -- sending at once ---------------------------------------------------------------------
 
 
@@ -254,6 +273,32 @@ def test_a_batch_keeps_the_order_of_twisted_writes_between() -> None:
     write(b"third")
     clock.advance(0)
     assert sock.wire() == b"firstsecondthird"
+
+
+def test_a_twisted_write_between_leaves_the_end_of_the_turn_to_twisted() -> None:
+    sock = FakeSocket()
+    transport, clock = clocked(sock)
+    write = eager_writer(transport)
+    write(b"first", True)
+    transport.write(b"second")  # Twisted now watches the socket for writability
+    assert writing(transport)
+    clock.advance(0)
+    assert sock.wire() == b"firstsecond"
+    assert not writing(transport) and unsent_bytes(transport) == 0  # doWrite stopped it
+
+
+def test_a_paused_producer_is_resumed_by_the_end_of_the_turn() -> None:
+    sock = FakeSocket()
+    transport, clock = clocked(sock)
+    producer = Producer()
+    transport.registerProducer(producer, True)
+    write = eager_writer(transport)
+    write(b"x" * transport.bufferSize, True)
+    write(b"y", True)  # over the buffer size now: paused
+    assert producer.events == ["pause"]
+    clock.advance(0)
+    assert producer.events == ["pause", "resume"]
+    assert sock.wire() == b"x" * transport.bufferSize + b"y"
 
 
 def test_what_the_socket_refuses_at_the_end_of_the_turn_is_twisteds() -> None:

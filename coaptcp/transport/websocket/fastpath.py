@@ -284,8 +284,9 @@ class AutobahnFastPath:
         batch: list[bytes] = []
         self._out_batch = batch
         pos = frames = octets = 0
+        size = len(data)
         try:
-            while (found := next_frame(data, pos, limit, masked)) is not None:
+            while pos < size and (found := next_frame(data, pos, limit, masked)) is not None:
                 payload, pos = found
                 frames += 1
                 octets += len(payload)

@@ -160,3 +160,54 @@ def test_a_full_socket_hands_the_ciphertext_to_twisted(pki: PKI) -> None:
     client.input(sock.take())
     (answer,) = messages(client.plain)
     assert answer.token == b"\x08" and not writing(transport)
+
+
+def request(token: bytes) -> bytes:
+    return encode_frame(Message(Code.GET, token, Options.build(uri_path=["whoami"])))
+
+
+def opened(pki: PKI) -> tuple[CoapTLSTransport, tcp.Server, FakeSocket, Client]:
+    sock = FakeSocket()
+    protocol, transport = server(pki, sock)
+    client = Client(pki)
+    handshake(client, protocol, sock)
+    client.plain = b""
+    client.tls.send(encode_frame(Message(Code.CSM)))
+    protocol.dataReceived(client.output())
+    return protocol, transport, sock, client
+
+
+def test_records_split_over_reads_and_many_in_one_read_are_all_read(pki: PKI) -> None:
+    # The receive loop stops when OpenSSL holds nothing more: not before a record's
+    # second half arrives, not before the last of many records is read.
+    protocol, _, sock, client = opened(pki)
+    client.tls.send(request(b"\x01"))
+    record = client.output()
+    protocol.dataReceived(record[:7])
+    protocol.dataReceived(record[7:])
+    for token in (b"\x02", b"\x03", b"\x04"):
+        client.tls.send(request(token))  # one record each
+    protocol.dataReceived(client.output())
+    end_of_turn(protocol.transport)  # type: ignore[arg-type]
+    client.input(sock.take())
+    assert [m.token for m in messages(client.plain)] == [b"\x01", b"\x02", b"\x03", b"\x04"]
+
+
+def test_the_peers_close_notify_is_answered_and_closes(pki: PKI) -> None:
+    protocol, transport, sock, client = opened(pki)
+    client.tls.shutdown()
+    protocol.dataReceived(client.output())
+    end_of_turn(transport)
+    assert protocol._lostTLSConnection
+    client.input(sock.take())  # our close_notify came back
+    assert client.tls.get_shutdown() & SSL.RECEIVED_SHUTDOWN
+
+
+def test_a_corrupted_record_ends_the_tls_connection(pki: PKI) -> None:
+    protocol, transport, _, client = opened(pki)
+    client.tls.send(request(b"\x05"))
+    record = bytearray(client.output())
+    record[-1] ^= 0xFF  # the record's authentication tag no longer matches
+    protocol.dataReceived(bytes(record))
+    assert protocol._lostTLSConnection
+    assert transport.disconnecting or not transport.connected
