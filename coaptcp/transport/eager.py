@@ -41,6 +41,8 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
+from coaptcp.transport.membio import MEM_DATA, NULL
+
 __all__ = [
     "BATCH_MESSAGES",
     "EagerTLSTransport",
@@ -62,15 +64,11 @@ _PLAIN_WRITE = tcp.Connection.write
 #: What Twisted's own writeSomeData takes for "nothing sent, try later".
 _TRY_LATER = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
 
-# pyOpenSSL 26.x: a Connection made for memory BIOs keeps the BIO OpenSSL writes to in
-# ``_from_ssl``; ``BIO_get_mem_data(bio, NULL)`` of its cffi bindings is the number of
-# bytes in it.  _flushSendBIO asks that before ``bio_read``, which raises (an exception
-# made and caught) when there are none: after every read, Twisted looks for handshake
-# output.  Without those bindings, bio_read's WantReadError says the same.
-_MEM_DATA: Callable[[Any, Any], int] | None = getattr(
-    getattr(SSL, "_lib", None), "BIO_get_mem_data", None
-)
-_NULL = getattr(getattr(SSL, "_ffi", None), "NULL", None)
+# _flushSendBIO and _flushReceiveBIO ask the memory BIOs how much they hold before
+# reading (coaptcp.transport.membio): bio_read and recv raise when there is nothing,
+# and after every read Twisted looks for handshake output.
+_MEM_DATA = MEM_DATA
+_NULL = NULL
 
 
 def sends_eagerly(transport: object) -> bool:

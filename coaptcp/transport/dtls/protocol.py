@@ -48,11 +48,8 @@ from coaptcp.transport.dtls.cookies import CookieJar
 from coaptcp.transport.dtls.limits import DEFAULT_MTU, DtlsLimits
 from coaptcp.transport.dtls.names import is_address, wrong_server_name
 from coaptcp.transport.dtls.records import MAX_MTU, MIN_MTU, datagrams, is_client_hello
-from coaptcp.transport.tls.settings import (
-    ClientTLSSettings,
-    ServerTLSSettings,
-    describe_ssl_error,
-)
+from coaptcp.transport.membio import output_waiting
+from coaptcp.transport.tls.settings import ClientTLSSettings, ServerTLSSettings, describe_ssl_error
 from coaptcp.transport.udp import CoapDatagramProtocol
 
 __all__ = ["DtlsDatagramProtocol"]
@@ -218,7 +215,6 @@ class DtlsDatagramProtocol(DatagramProtocol):
             self._listen(datagram, peer, session)
             return
         session.connection.bio_write(datagram)
-        # one record in the datagram (the rule for application data): one read takes it
         self._advance(session, 13 + int.from_bytes(datagram[11:13], "big") == len(datagram))
 
     # -- the server side: cookies, then a session ------------------------------------------
@@ -327,6 +323,7 @@ class DtlsDatagramProtocol(DatagramProtocol):
     # -- both sides ------------------------------------------------------------------------
 
     def _advance(self, session: _Session, one_record: bool = False) -> None:
+        # one_record: the datagram held one record (as application data does): one recv
         connection = session.connection
         if not session.established:
             try:
@@ -432,9 +429,9 @@ class DtlsDatagramProtocol(DatagramProtocol):
             counts.dtls_failed(kind)
 
     def _write_out(self, connection: SSL.Connection, peer: tuple[str, int]) -> None:
-        # A memory BIO gives all it holds up to the size asked: read again only when a
-        # read came back full (an empty BIO raises, which costs more than the read).
-        chunks = []
+        if not output_waiting(connection):  # (reading an empty BIO raises)
+            return
+        chunks = []  # a read gives all the BIO holds, up to the size asked
         while True:
             try:
                 chunk = connection.bio_read(_READ_SIZE)
