@@ -12,13 +12,13 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
 from browser_page import Page, chromium, open_page
-from peers import RunningPeer, free_port, libcoap_server_argv, run_server, twistd_path
+from peers import RunningPeer, free_port, libcoap_server_argv, run_server
+from proxy_gateway import proxy_gateway, request_line
 
 pytestmark = pytest.mark.browser
 
@@ -35,13 +35,8 @@ def device() -> Iterator[RunningPeer]:
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[RunningPeer]:
-    port = free_port()
-    argv = [twistd_path(), "--nodaemon", "--pidfile=", "coaptcp",
-            "--ws", f"tcp:{port}:interface=127.0.0.1", "--proxy", "127.0.0.0/8"]
-    with run_server(argv, port) as peer:
+    with proxy_gateway() as peer:
         yield peer
-    log = peer.log_text()
-    assert "Traceback" not in log and "Unhandled" not in log, log
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +49,6 @@ def page(device: RunningPeer, gateway: RunningPeer,
 
 def at(device: RunningPeer, path: str = "/") -> str:
     return f"coap://127.0.0.1:{device.port}{path}"
-
-
-def request_line(page: Page, card: Any) -> str:
-    return str(card.find_element(page.By.CSS_SELECTOR, "[data-testid=request-line]").text)
 
 
 def test_get_through_the_proxy_shows_libcoap_s_answer(page: Page, device: RunningPeer) -> None:

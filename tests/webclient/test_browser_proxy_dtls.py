@@ -17,13 +17,13 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
 from browser_page import Page, chromium, open_page
-from peers import RunningPeer, free_port, run_server, twistd_path
+from peers import RunningPeer, run_server
+from proxy_gateway import proxy_gateway, request_line
 from tls_peers import PSK_IDENTITY, PSK_KEY, free_port_pair, libcoap_psk_server_argv
 
 pytestmark = pytest.mark.browser
@@ -51,14 +51,8 @@ def stranger() -> Iterator[RunningPeer]:
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[RunningPeer]:
-    port = free_port()
-    argv = [twistd_path(), "--nodaemon", "--pidfile=", "coaptcp",
-            "--ws", f"tcp:{port}:interface=127.0.0.1", "--proxy", "127.0.0.0/8",
-            "--proxy-psk-identity", PSK_IDENTITY, "--proxy-psk-key", PSK_KEY]
-    with run_server(argv, port) as peer:
+    with proxy_gateway("--proxy-psk-identity", PSK_IDENTITY, "--proxy-psk-key", PSK_KEY) as peer:
         yield peer
-    log = peer.log_text()
-    assert "Traceback" not in log and "Unhandled" not in log, log
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +66,6 @@ def page(device: RunningPeer, gateway: RunningPeer,
 def at(device: RunningPeer, path: str = "/") -> str:
     """The device's coaps:// URI: libcoap's DTLS port is its UDP port + 1."""
     return f"coaps://127.0.0.1:{device.port + 1}{path}"
-
-
-def request_line(page: Page, card: Any) -> str:
-    return str(card.find_element(page.By.CSS_SELECTOR, "[data-testid=request-line]").text)
 
 
 def test_get_over_dtls_shows_libcoap_s_answer(page: Page, device: RunningPeer) -> None:
