@@ -218,11 +218,15 @@ def test_observers_that_never_read_are_dropped_and_free_their_slots(short_keepal
             (answer,) = [m for m in Reader(sock).messages(2) if m.code != CSM]
             return 6 in answer.options  # Observe in the answer: registered
 
-    # First the attack takes hold: the resource's 10,000 slots are taken...
-    deadline = time.monotonic() + ANSWER_WAIT
-    while registers():
+    # First the attack takes hold: the resource's 10,000 slots are taken, which the
+    # server logs once when it declines the first registration beyond them.  (Waiting
+    # for that rather than probing: a probe registered while the attackers' requests are
+    # still being read takes a slot that the attacker declined meanwhile never gets back.)
+    deadline = time.monotonic() + 2 * ANSWER_WAIT
+    while "Not registering further observers" not in server.log():
         assert time.monotonic() < deadline, "the attackers' observations never took the slots"
         time.sleep(0.2)  # the server is still reading the attackers' registrations
+    assert not registers()
     # ... then the keepalive Pings they never answer end them (Abort "no Pong within
     # 1 s"), and the slots are free again.
     # The watchdog checks every keepalive period (15 s), so a connection silent since
