@@ -26,7 +26,7 @@ from twisted.python import usage
 from coaptcp.tap.udp import parse_udp_description
 from coaptcp.transport.dtls import DEFAULT_MTU, DtlsDatagramProtocol, DtlsLimits
 from coaptcp.transport.dtls.contexts import dtls_server_context
-from coaptcp.transport.dtls.records import MAX_MTU, MIN_MTU
+from coaptcp.transport.dtls.records import MAX_MTU, MIN_MTU, check_mtu
 from coaptcp.transport.tcp import CoapFactory
 from coaptcp.transport.tls.psk import PSKUnavailable
 from coaptcp.transport.tls.settings import TLSConfigurationError
@@ -55,13 +55,11 @@ class DtlsOptions:
         """Largest coaps:// datagram sent, in bytes (default 1232; RFC 6347 section
         4.1.1.1)."""
         try:
-            mtu = int(value)
+            mtu = check_mtu(int(value))
         except ValueError:
-            mtu = -1
-        if not MIN_MTU <= mtu <= MAX_MTU:
             raise usage.UsageError(
                 f"--dtls-mtu must be a whole number of bytes in {MIN_MTU}-{MAX_MTU}, not {value!r}"
-            )
+            ) from None
         self["dtls-mtu"] = mtu  # type: ignore[index]
 
 

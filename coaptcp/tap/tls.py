@@ -99,12 +99,9 @@ def check_tls_options(options: usage.Options, check_endpoint: Any) -> None:
     """
     options["tls-settings"] = None
     if not tls_requested(options):
-        if options.get("dtls"):
-            raise usage.UsageError(
-                "--dtls needs --certificate (and --private-key) or --psk-file"
-            )
-        if options.get("dtls-mtu") is not None:
-            raise usage.UsageError("--dtls-mtu needs a --dtls listener")
+        from coaptcp.tap.dtls import check_dtls_options
+
+        check_dtls_options(options)  # --dtls without credentials, --dtls-mtu without --dtls
         return
     if not options["certificate"] and not options["psk-file"]:
         raise usage.UsageError(

@@ -47,7 +47,7 @@ from coaptcp.transport.dtls.contexts import dtls_client_context, dtls_server_con
 from coaptcp.transport.dtls.cookies import CookieJar
 from coaptcp.transport.dtls.limits import DEFAULT_MTU, DtlsLimits
 from coaptcp.transport.dtls.names import is_address, wrong_server_name
-from coaptcp.transport.dtls.records import MAX_MTU, MIN_MTU, datagrams, is_client_hello
+from coaptcp.transport.dtls.records import check_mtu, datagrams, is_client_hello, is_one_record
 from coaptcp.transport.membio import output_waiting
 from coaptcp.transport.tls.settings import ClientTLSSettings, ServerTLSSettings, describe_ssl_error
 from coaptcp.transport.udp import CoapDatagramProtocol
@@ -123,11 +123,9 @@ class DtlsDatagramProtocol(DatagramProtocol):
         mtu: int = DEFAULT_MTU,
         **udp_options: Any,
     ) -> None:
-        if not MIN_MTU <= mtu <= MAX_MTU:
-            raise ValueError(f"the DTLS MTU must be in {MIN_MTU}-{MAX_MTU} bytes, not {mtu}")
         self.reactor = default_reactor(reactor)
         self.limits = limits or DtlsLimits()
-        self.mtu = mtu
+        self.mtu = check_mtu(mtu)
         self.coap = CoapDatagramProtocol(site, reactor=self.reactor, **udp_options)
         self._server_context = None if server is None else dtls_server_context(server)
         self._client_context = None if client is None else dtls_client_context(client)
@@ -215,7 +213,7 @@ class DtlsDatagramProtocol(DatagramProtocol):
             self._listen(datagram, peer, session)
             return
         session.connection.bio_write(datagram)
-        self._advance(session, 13 + int.from_bytes(datagram[11:13], "big") == len(datagram))
+        self._advance(session, is_one_record(datagram))
 
     # -- the server side: cookies, then a session ------------------------------------------
 
@@ -295,8 +293,7 @@ class DtlsDatagramProtocol(DatagramProtocol):
         connection = SSL.Connection(self._client_context, None)
         connection.set_connect_state()
         connection.set_ciphertext_mtu(self.mtu)
-        session = self._add(connection, peer)
-        return session
+        return self._add(connection, peer)
 
     def send_plaintext(self, datagram: bytes, peer: Any) -> None:
         """Encrypt ``datagram`` (from the CoAP layer) for ``peer``, starting a handshake

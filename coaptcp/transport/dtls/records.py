@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["MAX_MTU", "MIN_MTU", "RECORD_HEADER", "datagrams", "is_client_hello"]
+__all__ = ["MAX_MTU", "MIN_MTU", "RECORD_HEADER", "check_mtu", "datagrams", "is_client_hello",
+           "is_one_record"]
 
 #: Bytes of a DTLS record header: type, version, epoch, sequence number, length
 #: (RFC 6347 section 4.1).
@@ -26,6 +27,23 @@ MIN_MTU = 256
 MAX_MTU = 65507
 
 
+def check_mtu(mtu: int) -> int:
+    """``mtu`` when it is a datagram size we can send in; :class:`ValueError` otherwise."""
+    if not MIN_MTU <= mtu <= MAX_MTU:
+        raise ValueError(f"the DTLS MTU must be in {MIN_MTU}-{MAX_MTU} bytes, not {mtu}")
+    return mtu
+
+
+def _record_size(data: bytes, start: int = 0) -> int:
+    """The size, header included, of the record at ``start`` (its length field)."""
+    return RECORD_HEADER + int.from_bytes(data[start + 11:start + RECORD_HEADER], "big")
+
+
+def is_one_record(datagram: bytes) -> bool:
+    """Whether ``datagram`` holds exactly one record (as application data is sent)."""
+    return _record_size(datagram) == len(datagram)
+
+
 def _records(data: bytes) -> Iterator[bytes]:
     """The records of ``data`` in order; what is left after the last whole record (never
     produced by OpenSSL) comes as one last piece."""
@@ -34,7 +52,7 @@ def _records(data: bytes) -> Iterator[bytes]:
         if end - start < RECORD_HEADER:
             yield data[start:]
             return
-        stop = start + RECORD_HEADER + int.from_bytes(data[start + 11:start + 13], "big")
+        stop = start + _record_size(data, start)
         yield data[start:stop]
         start = stop
 
