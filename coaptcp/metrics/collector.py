@@ -53,6 +53,15 @@ class ServerCollector:
         if self.directory is not None:
             yield from self._directory()
 
+    def _budgets(self) -> list[Any]:
+        """The Block1 budgets of the factories, each once (listeners share one)."""
+        found: dict[int, Any] = {}
+        for _, factory in self.factories():
+            budget = getattr(factory, "upload_budget", None)
+            if budget is not None:
+                found.setdefault(id(budget), budget)
+        return list(found.values())
+
     def _connections(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -77,9 +86,6 @@ class ServerCollector:
             "Partial Block1 uploads being received (RFC 7959 section 2.5), by transport.",
             labels=["transport"],
         )
-        budgets: set[int] = set()
-        held_bytes = 0
-        self._budget_refusals = 0
         for name, factory in self.factories():
             connections = list(factory.connections)
             observing = in_progress = 0
@@ -101,15 +107,10 @@ class ServerCollector:
                 open_.add_metric([name, listener], now)
                 accepted.add_metric([name, listener], total)
                 closed.add_metric([name, listener], total - now)
-            budget = getattr(factory, "upload_budget", None)
-            if budget is not None and id(budget) not in budgets:
-                budgets.add(id(budget))
-                held_bytes += int(getattr(budget, "held", 0))
-                self._budget_refusals += int(getattr(budget, "refusals", 0))
         held = GaugeMetricFamily(
             "coap_uploads_held_bytes", "Bytes held by partial Block1 uploads (all listeners)."
         )
-        held.add_metric([], held_bytes)
+        held.add_metric([], sum(int(getattr(budget, "held", 0)) for budget in self._budgets()))
         yield from (open_, accepted, closed, held, observations, uploads)
 
     def _events(self) -> Iterator[Any]:
@@ -117,7 +118,8 @@ class ServerCollector:
 
         counts = self.counts if self.counts is not None else EventCounts()
         limits = dict(counts.limits)
-        limits["max_upload_bytes"] = limits.get("max_upload_bytes", 0) + self._budget_refusals
+        refusals = sum(int(getattr(budget, "refusals", 0)) for budget in self._budgets())
+        limits["max_upload_bytes"] = limits.get("max_upload_bytes", 0) + refusals
         refused = getattr(self.directory, "refused", None) or {}
         for limit, count in refused.items():
             name = "rd_" + limit.replace(" ", "_")

@@ -64,12 +64,6 @@ _PLAIN_WRITE = tcp.Connection.write
 #: What Twisted's own writeSomeData takes for "nothing sent, try later".
 _TRY_LATER = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
 
-# _flushSendBIO and _flushReceiveBIO ask the memory BIOs how much they hold before
-# reading (coaptcp.transport.membio): bio_read and recv raise when there is nothing,
-# and after every read Twisted looks for handshake output.
-_MEM_DATA = MEM_DATA
-_NULL = NULL
-
 
 def sends_eagerly(transport: object) -> bool:
     """Whether :func:`eager_writer` sends to ``transport``'s socket itself: a TCP
@@ -326,13 +320,13 @@ class EagerTLSTransport(TLSMemoryBIOProtocol):
         # _flushSendBIO.  The same here, except that the loop stops without that last
         # recv (an exception made and caught) when OpenSSL holds nothing to read: no
         # decrypted bytes (``pending``) and none in the BIO it reads from (``_into_ssl``).
-        if _MEM_DATA is None:
+        if MEM_DATA is None:
             super()._flushReceiveBIO()  # type: ignore[misc]
             return
         connection = self._tlsConnection
         incoming = connection._into_ssl
         while not self._lostTLSConnection:
-            if not connection.pending() and not _MEM_DATA(incoming, _NULL):
+            if not connection.pending() and not MEM_DATA(incoming, NULL):
                 break
             try:
                 data = connection.recv(2**15)
@@ -360,7 +354,9 @@ class EagerTLSTransport(TLSMemoryBIOProtocol):
             super()._flushSendBIO()  # type: ignore[misc]
             return
         connection = self._tlsConnection
-        if _MEM_DATA is not None and not _MEM_DATA(connection._from_ssl, _NULL):
+        # Asked before reading (coaptcp.transport.membio): bio_read raises when there is
+        # nothing, and after every read Twisted looks for handshake output.
+        if MEM_DATA is not None and not MEM_DATA(connection._from_ssl, NULL):
             return  # OpenSSL made nothing to send
         try:
             data = connection.bio_read(2**15)

@@ -95,18 +95,19 @@ def test_pyopenssl_tells_the_bytes_waiting_in_its_memory_bio() -> None:
     memory BIO of a Connection (a ClientHello here), zero once bio_read took them."""
     from OpenSSL import SSL
 
-    from coaptcp.transport import eager
+    from coaptcp.transport import membio
 
-    assert eager._MEM_DATA is not None and eager._NULL is not None
+    assert membio.MEM_DATA is not None and membio.NULL is not None
     connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
     connection.set_connect_state()
-    assert eager._MEM_DATA(connection._from_ssl, eager._NULL) == 0
+    assert membio.MEM_DATA(connection._from_ssl, membio.NULL) == 0
+    assert not membio.output_waiting(connection)
     with pytest.raises(SSL.WantReadError):
         connection.do_handshake()
-    waiting = eager._MEM_DATA(connection._from_ssl, eager._NULL)
-    assert waiting > 0
+    waiting = membio.MEM_DATA(connection._from_ssl, membio.NULL)
+    assert waiting > 0 and membio.output_waiting(connection)
     assert len(connection.bio_read(2**16)) == waiting
-    assert eager._MEM_DATA(connection._from_ssl, eager._NULL) == 0
+    assert membio.MEM_DATA(connection._from_ssl, membio.NULL) == 0
 
 
 # -- sending at once ---------------------------------------------------------------------
