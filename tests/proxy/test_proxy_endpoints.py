@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sites import Slow
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
@@ -31,17 +32,6 @@ class Temperature(ObservableResource):
         return Response.text(self.value)
 
 
-class Slow(Resource):
-    """Answers only when told to."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[Deferred[Response]] = []
-
-    def render_GET(self, request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        self.waiting.append(d)
-        return d
 
 
 class Device:

@@ -36,6 +36,8 @@ class Network:
         self.bound: dict[tuple[str, int], Any] = {}
         self.queue: list[tuple[bytes, tuple[str, int], tuple[str, int]]] = []
         self.sent_by: dict[tuple[str, int], int] = {}
+        #: Every datagram delivered, with its source: what an observer on the path sees.
+        self.delivered: list[tuple[bytes, tuple[str, int]]] = []
 
     def bind(self, protocol: Any, address: tuple[str, int]) -> None:
         self.bound[address] = protocol
@@ -47,6 +49,7 @@ class Network:
             if not queue:
                 return
             for data, source, target in queue:
+                self.delivered.append((data, source))
                 protocol = self.bound.get(target)
                 if protocol is not None:
                     protocol.datagramReceived(data, source)

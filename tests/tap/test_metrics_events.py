@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from sites import Slow
 from tap_options import parse
 from tls_helpers import (  # noqa: F401  (pki is a fixture)
     OTHER_PORT,
@@ -73,17 +74,6 @@ def metered_service(tmp_path: Path, *extra: str):
     return options["metrics-registry"], service
 
 
-class Slow(Resource):
-    """Answers when the test fires :attr:`waiting`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting: list[Deferred[Response]] = []
-
-    def render_GET(self, request: Request) -> Deferred[Response]:
-        d: Deferred[Response] = Deferred()
-        self.waiting.append(d)
-        return d
 
 
 class Ticking(ObservableResource):

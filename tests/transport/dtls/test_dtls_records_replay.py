@@ -75,35 +75,14 @@ def test_mtu_out_of_range_is_refused() -> None:
                                  mtu=mtu, reactor=Clock())
 
 
-class Recording(Network):
-    """A network that remembers the size of every datagram and who sent it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sizes: list[tuple[tuple[str, int], int]] = []
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-
-    def pump(self, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            queue, self.queue = self.queue, []
-            if not queue:
-                return
-            for data, source, target in queue:
-                self.sizes.append((source, len(data)))
-                self.sent.append((data, source))
-                protocol = self.bound.get(target)
-                if protocol is not None:
-                    protocol.datagramReceived(data, source)
-
-
-def certificate_pair(tmp_path: Path, mtu: int) -> tuple[Recording, DtlsDatagramProtocol,
+def certificate_pair(tmp_path: Path, mtu: int) -> tuple[Network, DtlsDatagramProtocol,
                                                         DtlsDatagramProtocol]:
     ca = CertificateAuthority()
     (tmp_path / "ca.pem").write_bytes(ca.certificate_pem)
     # 80 names make a Certificate message of about 2 kB: more than one datagram
     names = ["localhost", *(f"host{i}.example.org" for i in range(80))]
     ca.issue(*names).write(tmp_path / "server.pem", tmp_path / "server.key")
-    clock, network = Clock(), Recording()
+    clock, network = Clock(), Network()
     ours = DtlsDatagramProtocol(
         site(), server=ServerTLSSettings(certificate=str(tmp_path / "server.pem"),
                                          private_key=str(tmp_path / "server.key")),
@@ -121,17 +100,17 @@ def test_a_large_certificate_flight_leaves_in_datagrams_within_the_mtu(
         tmp_path: Path, mtu: int) -> None:
     network, _ours, theirs = certificate_pair(tmp_path, mtu)
     assert get(network, theirs).payload == b"hello over dtls"
-    from_server = [size for source, size in network.sizes if source == SERVER]
+    from_server = [len(data) for data, source in network.delivered if source == SERVER]
     assert sum(from_server) > 2000  # the flight really was larger than one datagram
-    assert max(size for _, size in network.sizes) <= mtu
-    assert all(split(data) for data, _ in network.sent)  # whole records only
+    assert max(len(data) for data, _ in network.delivered) <= mtu
+    assert all(split(data) for data, _ in network.delivered)  # whole records only
 
 
-def recorded_handshake() -> tuple[Recording, Clock, DtlsDatagramProtocol, DtlsDatagramProtocol,
+def recorded_handshake() -> tuple[Network, Clock, DtlsDatagramProtocol, DtlsDatagramProtocol,
                                   bytes]:
     """A PSK session set up over a recording network; and the client's ClientHello that
     carried the cookie, as an attacker on the path would have captured it."""
-    clock, network = Clock(), Recording()
+    clock, network = Clock(), Network()
     ours = DtlsDatagramProtocol(site(), server=ServerTLSSettings(psk_keys={b"sensor": b"k"}),
                                 reactor=clock)
     theirs = DtlsDatagramProtocol(None, client=ClientTLSSettings(psk=(b"sensor", b"k")),
@@ -139,7 +118,8 @@ def recorded_handshake() -> tuple[Recording, Clock, DtlsDatagramProtocol, DtlsDa
     network.bind(ours, SERVER)
     network.bind(theirs, CLIENT)
     assert get(network, theirs).payload == b"hello over dtls"
-    hellos = [data for data, source in network.sent if source == CLIENT and is_client_hello(data)]
+    hellos = [data for data, source in network.delivered
+              if source == CLIENT and is_client_hello(data)]
     assert len(hellos) == 2  # the first, then the one with the cookie
     return network, clock, ours, theirs, hellos[1]
 
