@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from coaptcp.core.connection import Connection
     from coaptcp.core.events import Event
     from coaptcp.core.message import Message
+    from coaptcp.metrics.metering import ChannelMeter
     from coaptcp.server.counts import EventCounts
     from coaptcp.server.observe import Observer
     from coaptcp.server.request import Response
@@ -73,6 +74,7 @@ class ChannelBase:
         "_input_ended",
         "_limits_logged",
         "_lost",
+        "_meter",
         "_next_token",
         "_observations",
         "_observing",
@@ -120,6 +122,8 @@ class ChannelBase:
     #: The server's counts of rare events (Aborts, limits reached, notifications) when
     #: it exports metrics: its site's ``counts``; ``None`` (nothing counted) otherwise.
     counts: EventCounts | None
+    #: How this connection counts the requests it answers (``--metrics``), or ``None``.
+    _meter: ChannelMeter | None
     close_timeout: float
     release_timeout: float
     max_observations: int

@@ -116,6 +116,7 @@ class Channel(Lifecycle, Outgoing, Responder, ServedObservations, InputFlow):
         self.connection = connection
         self.site = site
         self.counts = getattr(site, "counts", None)
+        self._meter = site.meter_for(self.__class__, secure) if site is not None else None
         self.peer = peer
         self.default_host = default_host
         self.secure = secure

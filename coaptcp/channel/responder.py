@@ -11,6 +11,7 @@ before it is (RFC 8323 section 5.4.1).
 
 from __future__ import annotations
 
+from bisect import bisect_left as _bisect_left
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError
@@ -22,6 +23,8 @@ from coaptcp.core.connection import State
 from coaptcp.core.errors import MessageTooLarge
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber, Options
+from coaptcp.server.counts import FIRST_LATENCY_BOUND as _FIRST_LATENCY_BOUND
+from coaptcp.server.counts import LATENCY_BUCKETS as _LATENCY_BUCKETS
 from coaptcp.server.request import Request, Response
 
 if TYPE_CHECKING:
@@ -103,7 +106,35 @@ class Responder(ChannelBase):
             )
             return
         self._inbound_received += 1
-        result = self.site.handle(request)
+        meter = self._meter
+        if meter is None:
+            result = self.site.handle(request)
+        else:
+            # --metrics: the answer is counted here, where request and answer are at
+            # hand (coaptcp.metrics.metering.ChannelMeter; an entry's layout is
+            # coaptcp.server.counts.REQUEST_ENTRY_SIZE's).
+            clock = meter.clock
+            started = clock()
+            result = meter.handle(request)
+            if isinstance(result, Response):
+                duration = clock() - started
+                try:
+                    entry = meter.by_method[request.method][result.code]
+                except KeyError:  # the first answer of its kind on this transport
+                    meter.metrics.record(request, result, duration)
+                else:
+                    payload = request.payload
+                    if payload:
+                        entry[0] += len(payload)
+                    entry[1] += len(result.payload)
+                    entry[2] += duration
+                    if duration <= _FIRST_LATENCY_BOUND:
+                        entry[3] += 1
+                    else:
+                        entry[3 + _bisect_left(_LATENCY_BUCKETS, duration)] += 1
+                self._respond(complete, result)
+                return
+            result.addCallback(meter.reported, request, started)
         if isinstance(result, Response):
             self._respond(complete, result)
             return

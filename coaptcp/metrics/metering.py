@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from coaptcp.server.counts import FIRST_LATENCY_BOUND, LATENCY_BUCKETS, REQUEST_ENTRY_SIZE
 from coaptcp.server.request import Request, Response
 from coaptcp.server.resource import ProxyHandler, Resource, Site
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LATENCY_BUCKETS",
+    "ChannelMeter",
     "MeteredSite",
     "RequestMetrics",
     "code_label",
@@ -43,8 +45,6 @@ __all__ = [
     "transport_label",
 ]
 
-#: Bounds in seconds of the request latency histogram's buckets.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 _INSTALL_HINT = "--metrics needs prometheus_client: pip install 'coaptcp[metrics]'"
 
@@ -94,12 +94,9 @@ def _method(request: Request) -> str:
     return _method_name(request.method)
 
 
-#: The first latency bucket's bound: most requests fall in it, found with one compare.
-_FIRST_BOUND = LATENCY_BUCKETS[0]
-#: An entry of :attr:`RequestMetrics.entries`: request and response payload bytes, the
-#: sum of durations, then a count per latency bucket (not cumulative; +Inf last).
+#: An entry of :attr:`RequestMetrics.entries` (:data:`REQUEST_ENTRY_SIZE`): request and
+#: response payload bytes, the sum of durations, then a count per latency bucket.
 _BYTES_IN, _BYTES_OUT, _DURATIONS, _BUCKETS = 0, 1, 2, 3
-_ENTRY_SIZE = _BUCKETS + len(LATENCY_BUCKETS) + 1
 
 
 class RequestMetrics:
@@ -130,7 +127,7 @@ class RequestMetrics:
         found = codes.get(code)
         if found is None:
             # Ints but the sum of durations: an int add is cheaper than a float one.
-            found = codes[code] = [0] * _ENTRY_SIZE  # type: ignore[list-item]
+            found = codes[code] = [0] * REQUEST_ENTRY_SIZE  # type: ignore[list-item]
             found[_DURATIONS] = 0.0
         return found
 
@@ -144,7 +141,7 @@ class RequestMetrics:
             entry[_BYTES_IN] += len(payload)
         entry[_BYTES_OUT] += len(response.payload)
         entry[_DURATIONS] += duration
-        if duration <= _FIRST_BOUND:
+        if duration <= FIRST_LATENCY_BOUND:
             entry[_BUCKETS] += 1
         else:
             entry[_BUCKETS + bisect_left(LATENCY_BUCKETS, duration)] += 1
@@ -218,9 +215,49 @@ def cumulative(bounds: Iterable[float], counts: list[float]) -> list[tuple[str, 
 _SITE_HANDLE = Site.handle
 
 
+class ChannelMeter:
+    """What a connection needs to count the requests it answers itself
+    (:class:`~coaptcp.channel.Channel`, with ``--metrics`` and no access log): one per
+    connection, from :meth:`MeteredSite.meter_for`.
+
+    The counts and durations are :meth:`MeteredSite.handle`'s (a duration runs from the
+    site getting the request to its answer, on the site's clock), but counted in the
+    channel, which already holds the request and its answer: that spares a wrapper's
+    call per request, and the connection's transport and security are looked up once,
+    not per request.  An answer given at once then costs two clock reads, two look-ups
+    (method, then response code) and the updates of its entry
+    (:attr:`RequestMetrics.entries`); one that is a Deferred is counted when it fires
+    (:meth:`reported`).
+
+    :ivar by_method: the connection's entries, by method then response code.
+    :ivar clock: the site's clock (:attr:`MeteredSite.clock`).
+    :ivar handle: the site's :meth:`Site.handle`, which counts nothing.
+    :ivar metrics: where the entries are kept.
+    """
+
+    __slots__ = ("by_method", "clock", "handle", "metrics")
+
+    def __init__(self, site: MeteredSite, metrics: RequestMetrics, channel: type, secure: bool):
+        self.metrics = metrics
+        self.clock = site.clock
+        self.handle: Callable[[Request], Response | Deferred[Response]] = _SITE_HANDLE.__get__(site)
+        self.by_method = metrics.entries.setdefault(channel, {}).setdefault(bool(secure), {})
+
+    def reported(self, response: Response, request: Request, started: float) -> Response:
+        """Count ``response``, the answer to ``request`` that the site got at
+        ``started`` (by :attr:`clock`), and return it: the callback of an answer that is
+        a Deferred."""
+        self.metrics.record(request, response, self.clock() - started)
+        return response
+
+
 class MeteredSite(Site):
     """A :class:`Site` that reports every answered request to ``metrics`` and/or as one
     ``twisted.logger`` event to ``access_log`` (namespace ``coaptcp.access``).
+
+    A connection of RFC 8323 counts the requests it answers itself when only ``metrics``
+    are kept (:meth:`meter_for`); :meth:`handle` counts those of every other caller (CoAP
+    over UDP, and the access log).
 
     :param counts: where the server's connections count their rare events
         (:attr:`Site.counts`, :mod:`coaptcp.server.counts`).
@@ -241,37 +278,19 @@ class MeteredSite(Site):
         self.access_log = access_log
         self.clock = clock
         self.counts = counts
-        #: The metrics' tables when requests are only counted (no access log): then
-        #: :meth:`handle` counts an immediate answer inline.
-        self._tables = metrics.entries if metrics is not None and access_log is None else None
+
+    def meter_for(self, channel: type, secure: bool) -> ChannelMeter | None:
+        """The meter of a connection of class ``channel``: ``None`` when the access log
+        is written (each request is then reported by :meth:`handle`) or nothing is
+        counted."""
+        if self.metrics is None or self.access_log is not None:
+            return None
+        return ChannelMeter(self, self.metrics, channel, secure)
 
     def handle(self, request: Request) -> Response | Deferred[Response]:
         """Answer as :meth:`Site.handle`, then report the answer."""
-        clock = self.clock
-        started = clock()
+        started = self.clock()
         result = _SITE_HANDLE(self, request)
-        tables = self._tables
-        if tables is not None and result.__class__ is Response:
-            # The common case, RequestMetrics.record inline (a call less per request),
-            # with one compare for the usual latency bucket.
-            duration = clock() - started
-            try:
-                entry = tables[request.channel.__class__][request.secure][request.method][
-                    result.code  # type: ignore[union-attr]
-                ]
-            except KeyError:  # the first request of its kind
-                self.metrics.record(request, result, duration)  # type: ignore[union-attr, arg-type]
-                return result
-            payload = request.payload
-            if payload:
-                entry[0] += len(payload)
-            entry[1] += len(result.payload)  # type: ignore[union-attr]
-            entry[2] += duration
-            if duration <= _FIRST_BOUND:
-                entry[3] += 1
-            else:
-                entry[3 + bisect_left(LATENCY_BUCKETS, duration)] += 1
-            return result
         if isinstance(result, Response):
             self._report(request, result, started)
             return result

@@ -20,7 +20,24 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-__all__ = ["UPSTREAM_BUCKETS", "EventCounts"]
+__all__ = [
+    "FIRST_LATENCY_BOUND",
+    "LATENCY_BUCKETS",
+    "REQUEST_ENTRY_SIZE",
+    "UPSTREAM_BUCKETS",
+    "EventCounts",
+]
+
+#: Bounds in seconds of the request latency histogram's buckets
+#: (``coap_request_duration_seconds``, :class:`~coaptcp.metrics.RequestMetrics`).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: The first latency bucket's bound: most requests fall in it, found with one compare.
+FIRST_LATENCY_BOUND = LATENCY_BUCKETS[0]
+#: The length of an entry of answered requests (``RequestMetrics.entries``): request
+#: payload bytes [0], response payload bytes [1], the sum of durations [2], then a count
+#: per latency bucket from [3] (not cumulative; +Inf last).  The connections that count
+#: their own answers (``coaptcp.channel.responder``) index it by these numbers.
+REQUEST_ENTRY_SIZE = 3 + len(LATENCY_BUCKETS) + 1
 
 #: Bounds in seconds of the proxy's upstream latency histogram (an upstream request may
 #: take up to the upstream timeout, 30 s by default).

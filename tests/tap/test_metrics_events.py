@@ -409,8 +409,8 @@ def test_metered_site_counts_each_transport_method_and_code_exactly():
         assert isinstance(answer, Response)
         return answer
 
-    put(Channel(), False, b"ab")  # the first of its kind: counted by RequestMetrics.record
-    put(Channel(), False, b"cde")  # then inline in MeteredSite.handle
+    put(Channel(), False, b"ab")  # the first of its kind: its entry is made
+    put(Channel(), False, b"cde")  # then found
     put(Channel(), False, b"")  # 3 ms: in the 5 ms bucket
     put(Channel(), True, b"x")
     put(WebSocketChannel(), False, b"yz")
@@ -428,3 +428,88 @@ def test_metered_site_counts_each_transport_method_and_code_exactly():
     assert sample(registry, "coap_request_duration_seconds_count", **tcp_put) == 3
     total = sample(registry, "coap_request_duration_seconds_sum", **tcp_put)
     assert total is not None and abs(total - 0.0033) < 1e-9
+
+
+def test_a_connection_counts_the_answers_it_gives_exactly():
+    """With --metrics alone, a connection counts its answers itself (ChannelMeter):
+    the same counts as MeteredSite.handle's, for the first answer of a kind (whose entry
+    is made), the later ones (found), a Deferred answer, and each latency bucket."""
+
+    class Echo(Resource):
+        def render_PUT(self, request: Request) -> Response:
+            return Response(Code.CHANGED, request.payload * 2)
+
+    late: Deferred[Response] = Deferred()
+
+    class Later(Resource):
+        def render_GET(self, request: Request) -> Deferred[Response]:
+            return late
+
+    root = Resource()
+    root.putChild("echo", Echo())
+    root.putChild("later", Later())
+    registry = CollectorRegistry()
+    # The site's clock, read as each answer starts and ends.
+    ticks = iter([0.0, 0.0001, 1.0, 1.0004, 2.0, 2.003, 3.0, 3.7, 5.0, 5.2, 9.0, 9.0])
+    site = MeteredSite(root, metrics=RequestMetrics(registry), clock=lambda: next(ticks))
+    h = Harness(site)
+    h.open()
+    assert h.protocol.channel._meter is not None
+
+    def put(token: bytes, payload: bytes) -> Message:
+        return Message(Code.PUT, token, Options.build(uri_path=["echo"]), payload)
+
+    h.feed(put(b"a", b"ab"), put(b"b", b"cde"), put(b"c", b""), put(b"d", b"x"))
+    h.feed(get(b"e", "later"))
+    late.callback(Response(Code.CONTENT, b"done"))
+    h.feed(get(b"f", "nothing"))
+    answers = {m.token: (m.code, m.payload) for m in h.sent()}
+    assert answers[b"b"] == (Code.CHANGED, b"cdecde")
+    assert answers[b"e"] == (Code.CONTENT, b"done")
+    assert answers[b"f"][0] == Code.NOT_FOUND
+    tcp_put = {"transport": "coap+tcp", "method": "PUT"}
+    tcp_get = {"transport": "coap+tcp", "method": "GET"}
+    assert sample(registry, "coap_requests_total", code="2.04", **tcp_put) == 4
+    assert sample(registry, "coap_requests_total", code="2.05", **tcp_get) == 1
+    assert sample(registry, "coap_requests_total", code="4.04", **tcp_get) == 1
+    assert sample(registry, "coap_request_bytes_total", transport="coap+tcp") == 6
+    not_found = len(answers[b"f"][1])
+    assert sample(registry, "coap_response_bytes_total", transport="coap+tcp") == (
+        12 + 4 + not_found
+    )
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.0005", **tcp_put) == 2
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.0025", **tcp_put) == 2
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.005", **tcp_put) == 3
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.5", **tcp_put) == 3
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="1", **tcp_put) == 4
+    total = sample(registry, "coap_request_duration_seconds_sum", **tcp_put)
+    assert total is not None and abs(total - (0.0001 + 0.0004 + 0.003 + 0.7)) < 1e-9
+    get_sum = sample(registry, "coap_request_duration_seconds_sum", **tcp_get)
+    assert get_sum is not None and abs(get_sum - 0.2) < 1e-9  # the Deferred: 5.0 to 5.2
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.25", **tcp_get) == 2
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.1", **tcp_get) == 1
+
+
+def test_with_an_access_log_the_site_reports_each_answer(tmp_path):
+    """--access-log needs one event per request: the site reports them, so the
+    connection has no meter of its own."""
+    root = Resource()
+    registry = CollectorRegistry()
+    site = MeteredSite(root, metrics=RequestMetrics(registry),
+                       access_log=tap_metrics_logger(tmp_path))
+    h = Harness(site)
+    h.open()
+    assert h.protocol.channel._meter is None
+    h.feed(get(b"a", "nothing"))
+    assert sample(registry, "coap_requests_total", transport="coap+tcp", method="GET",
+                  code="4.04") == 1
+    assert len((tmp_path / "access.jsonl").read_text().splitlines()) == 1
+
+
+def tap_metrics_logger(tmp_path: Path):
+    from twisted.logger import Logger
+
+    from coaptcp.tap.metrics import ACCESS_NAMESPACE, AccessLogFile
+
+    log_file = AccessLogFile(str(tmp_path / "access.jsonl"))
+    return Logger(namespace=ACCESS_NAMESPACE, observer=log_file)
