@@ -28,8 +28,7 @@ if TYPE_CHECKING:
     from coaptcp.core.connection import Connection
     from coaptcp.core.events import Event
     from coaptcp.core.message import Message
-    from coaptcp.metrics.metering import ChannelMeter
-    from coaptcp.server.counts import EventCounts
+    from coaptcp.server.counts import AnswerMeter, EventCounts
     from coaptcp.server.observe import Observer
     from coaptcp.server.request import Response
     from coaptcp.server.resource import Site
@@ -123,7 +122,7 @@ class ChannelBase:
     #: it exports metrics: its site's ``counts``; ``None`` (nothing counted) otherwise.
     counts: EventCounts | None
     #: How this connection counts the requests it answers (``--metrics``), or ``None``.
-    _meter: ChannelMeter | None
+    _meter: AnswerMeter | None
     close_timeout: float
     release_timeout: float
     max_observations: int

@@ -11,6 +11,7 @@ and :mod:`coaptcp.tap.metrics`.
 from coaptcp.metrics.collector import ServerCollector
 from coaptcp.metrics.metering import (
     LATENCY_BUCKETS,
+    ChannelMeter,
     MeteredSite,
     RequestMetrics,
     code_label,
@@ -22,6 +23,7 @@ from coaptcp.server.counts import EventCounts
 
 __all__ = [
     "LATENCY_BUCKETS",
+    "ChannelMeter",
     "EventCounts",
     "MeteredSite",
     "RequestMetrics",

@@ -5,7 +5,9 @@ format (through ``prometheus_client``, the ``coaptcp[metrics]`` extra); ``--acce
 FILE`` writes one JSON object per request.  Both watch the requests a
 :class:`~coaptcp.server.resource.Site` answers (RFC 7252 section 5.8 methods, section
 5.9 response codes) through :class:`MeteredSite`, which is used only when one of them is
-asked for: a plain ``Site`` has nothing of this on its path.  Connection counts are read
+asked for: a plain ``Site`` has nothing of this on its path.  With metrics alone, each
+connection of RFC 8323 counts the answers it gives itself, through the
+:class:`ChannelMeter` the site gives it.  Connection counts are read
 from the factories at scrape time (:class:`~coaptcp.metrics.collector.ServerCollector`),
 not counted per request.
 

@@ -19,12 +19,20 @@ sets stay bounded whatever peers send.  This module imports no ``prometheus_clie
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from coaptcp.server.request import Request, Response
 
 __all__ = [
     "FIRST_LATENCY_BOUND",
     "LATENCY_BUCKETS",
     "REQUEST_ENTRY_SIZE",
     "UPSTREAM_BUCKETS",
+    "AnswerMeter",
     "EventCounts",
 ]
 
@@ -38,6 +46,28 @@ FIRST_LATENCY_BOUND = LATENCY_BUCKETS[0]
 #: per latency bucket from [3] (not cumulative; +Inf last).  The connections that count
 #: their own answers (``coaptcp.channel.responder``) index it by these numbers.
 REQUEST_ENTRY_SIZE = 3 + len(LATENCY_BUCKETS) + 1
+
+
+class AnswerMeter(Protocol):
+    """How a connection counts the requests it answers (``--metrics``): what
+    :meth:`Site.meter_for <coaptcp.server.resource.Site.meter_for>` gives, named here so
+    that the channel layer need not import the metrics layer
+    (:class:`coaptcp.metrics.ChannelMeter` is the one there is).
+
+    :ivar by_method: entries of :data:`REQUEST_ENTRY_SIZE` numbers, by method, then
+        response code (RFC 7252 sections 5.8 and 5.9).
+    :ivar clock: read when the site gets a request and when its answer is ready.
+    :ivar handle: answers a request without counting it.
+    :ivar metrics: counts an answer whose entry is not made yet (``record``).
+    """
+
+    by_method: dict[int, dict[int, list[float]]]
+    clock: Callable[[], float]
+    handle: Callable[[Request], Response | Deferred[Response]]
+    metrics: Any
+
+    def reported(self, response: Response, request: Request, started: float) -> Response:
+        """Count ``response`` to ``request``, got at ``started``; return it."""
 
 #: Bounds in seconds of the proxy's upstream latency histogram (an upstream request may
 #: take up to the upstream timeout, 30 s by default).

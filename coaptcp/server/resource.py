@@ -31,8 +31,7 @@ from coaptcp.core.validation import PROXY_OPTIONS, CriticalOptionCheck
 from coaptcp.server.request import CoapError, RenderResult, Request, Response
 
 if TYPE_CHECKING:
-    from coaptcp.metrics.metering import ChannelMeter
-    from coaptcp.server.counts import EventCounts
+    from coaptcp.server.counts import AnswerMeter, EventCounts
 
 __all__ = [
     "UNDERSTOOD_OPTIONS",
@@ -236,7 +235,7 @@ class Site:
         self.proxy = proxy
         self._well_known: WellKnownCore | None = WellKnownCore(root) if well_known_core else None
 
-    def meter_for(self, channel: type, secure: bool) -> ChannelMeter | None:
+    def meter_for(self, channel: type, secure: bool) -> AnswerMeter | None:
         """What a connection of class ``channel`` (TLS or not) counts the requests it
         answers with, if it is to count them itself: ``None`` here, as nothing is
         counted; :class:`~coaptcp.metrics.MeteredSite` gives one with ``--metrics``."""
