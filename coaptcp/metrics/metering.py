@@ -18,7 +18,6 @@ need it, never at import time: ``coaptcp`` works without the extra.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from coaptcp.server.counts import FIRST_LATENCY_BOUND, LATENCY_BUCKETS, REQUEST_ENTRY_SIZE
+from coaptcp.server.counts import LATENCY_BUCKETS, REQUEST_ENTRY_SIZE, count_answer
 from coaptcp.server.request import Request, Response
 from coaptcp.server.resource import ProxyHandler, Resource, Site
 
@@ -138,15 +137,7 @@ class RequestMetrics:
         entry = self.entry(
             request.channel.__class__, request.secure, request.method, response.code
         )
-        payload = request.payload
-        if payload:
-            entry[_BYTES_IN] += len(payload)
-        entry[_BYTES_OUT] += len(response.payload)
-        entry[_DURATIONS] += duration
-        if duration <= FIRST_LATENCY_BOUND:
-            entry[_BUCKETS] += 1
-        else:
-            entry[_BUCKETS + bisect_left(LATENCY_BUCKETS, duration)] += 1
+        count_answer(entry, request, response, duration)
 
     def _labelled(self) -> Iterator[tuple[str, str, str, list[float]]]:
         for channel, by_secure in list(self.entries.items()):
@@ -291,9 +282,23 @@ class MeteredSite(Site):
 
     def handle(self, request: Request) -> Response | Deferred[Response]:
         """Answer as :meth:`Site.handle`, then report the answer."""
-        started = self.clock()
+        clock = self.clock
+        started = clock()
         result = _SITE_HANDLE(self, request)
         if isinstance(result, Response):
+            if self.access_log is None and self.metrics is not None:
+                # CoAP over UDP, whose requests name no connection: one look-up more
+                # than ChannelMeter's (their transport), and no call to _report.
+                duration = clock() - started
+                try:
+                    entry = self.metrics.entries[request.channel.__class__][request.secure][
+                        request.method
+                    ][result.code]
+                except KeyError:  # the first request of its kind
+                    self.metrics.record(request, result, duration)
+                    return result
+                count_answer(entry, request, result, duration)
+                return result
             self._report(request, result, started)
             return result
         return result.addCallback(self._reported, request, started)

@@ -34,6 +34,7 @@ __all__ = [
     "UPSTREAM_BUCKETS",
     "AnswerMeter",
     "EventCounts",
+    "count_answer",
 ]
 
 #: Bounds in seconds of the request latency histogram's buckets
@@ -46,6 +47,22 @@ FIRST_LATENCY_BOUND = LATENCY_BUCKETS[0]
 #: per latency bucket from [3] (not cumulative; +Inf last).  The connections that count
 #: their own answers (``coaptcp.channel.responder``) index it by these numbers.
 REQUEST_ENTRY_SIZE = 3 + len(LATENCY_BUCKETS) + 1
+
+
+def count_answer(entry: list[float], request: Request, response: Response, duration: float) -> None:
+    """Count in ``entry`` (of :data:`REQUEST_ENTRY_SIZE` numbers) one answer: the payload
+    bytes of ``request`` and ``response`` (RFC 7252 section 5.5), ``duration`` (seconds)
+    to the sum and to its latency bucket.  (``coaptcp.channel.responder`` has these lines
+    inline, a call less per request.)"""
+    payload = request.payload
+    if payload:
+        entry[0] += len(payload)
+    entry[1] += len(response.payload)
+    entry[2] += duration
+    if duration <= FIRST_LATENCY_BOUND:
+        entry[3] += 1
+    else:
+        entry[3 + bisect_left(LATENCY_BUCKETS, duration)] += 1
 
 
 class AnswerMeter(Protocol):

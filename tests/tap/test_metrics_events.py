@@ -513,3 +513,48 @@ def tap_metrics_logger(tmp_path: Path):
 
     log_file = AccessLogFile(str(tmp_path / "access.jsonl"))
     return Logger(namespace=ACCESS_NAMESPACE, observer=log_file)
+
+
+def test_udp_requests_are_counted_by_the_metered_site():
+    """CoAP over UDP has no connection to count for it: MeteredSite.handle counts its
+    answers (transport "coap"), the first of a kind and the later ones alike."""
+    from coaptcp.core.udp.framing import MessageType, decode_datagram, encode_datagram
+    from coaptcp.transport.udp.protocol import CoapDatagramProtocol
+
+    class Echo(Resource):
+        def render_POST(self, request: Request) -> Response:
+            return Response(Code.CHANGED, request.payload + b"!")
+
+    root = Resource()
+    root.putChild("echo", Echo())
+    registry = CollectorRegistry()
+    ticks = iter([0.0, 0.0001, 1.0, 1.003, 2.0, 2.0002, 3.0, 3.0])
+    site = MeteredSite(root, metrics=RequestMetrics(registry), clock=lambda: next(ticks))
+    udp = CoapDatagramProtocol(site, reactor=MemoryReactorClock())
+    sent: list[bytes] = []
+
+    class Transport:
+        def write(self, datagram: bytes, addr: object = None) -> None:
+            sent.append(datagram)
+
+        def getHost(self) -> IPv4Address:
+            return IPv4Address("UDP", "127.0.0.1", 5683)
+
+    udp.makeConnection(Transport())  # type: ignore[arg-type]
+    echo = Options.build(uri_path=["echo"])
+    for mid, payload in ((1, b"a"), (2, b"bc"), (3, b"")):
+        message = Message(Code.POST, bytes([mid]), echo, payload)
+        udp.datagramReceived(encode_datagram(MessageType.CON, mid, message), ("192.0.2.7", 4000))
+    nowhere = Message(Code.GET, b"\x09", Options.build(uri_path=["nowhere"]))
+    udp.datagramReceived(encode_datagram(MessageType.NON, 4, nowhere), ("192.0.2.7", 4000))
+    codes = [decode_datagram(datagram).message.code for datagram in sent]
+    assert codes == [Code.CHANGED, Code.CHANGED, Code.CHANGED, Code.NOT_FOUND]
+    post = {"transport": "coap", "method": "POST"}
+    assert sample(registry, "coap_requests_total", code="2.04", **post) == 3
+    assert sample(registry, "coap_requests_total", transport="coap", method="GET",
+                  code="4.04") == 1
+    assert sample(registry, "coap_request_bytes_total", transport="coap") == 3
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.0005", **post) == 2
+    assert sample(registry, "coap_request_duration_seconds_bucket", le="0.005", **post) == 3
+    total = sample(registry, "coap_request_duration_seconds_sum", **post)
+    assert total is not None and abs(total - 0.0033) < 1e-9
