@@ -341,3 +341,25 @@ def test_block_option_of_four_bytes_is_4_02_not_a_crash(number: int) -> None:
     assert not h.transport.disconnecting
     h.feed(get(b"h", "hello"))
     assert one(h).payload == b"Hello, world!"
+
+
+@pytest.mark.parametrize(
+    ("extra", "diagnostic"),
+    [
+        ([(9999, b"x")], b"unrecognized critical option 9999"),
+        ([(OptionNumber.OSCORE, b"")], b"unrecognized critical option OSCORE (9)"),
+        ([], b"critical option Block1 (27) has a value of 4 bytes; 0-3 allowed"),
+    ],
+)
+def test_a_block_with_a_bad_critical_option_is_4_02_not_held(extra, diagnostic) -> None:
+    # RFC 7252 section 5.4.1: an unrecognized critical option in a request gets 4.02.
+    # The first blocks of an upload never reached the Site's check: they were answered
+    # 2.31 Continue and their bytes held, for a request refused at its last block.
+    h = connect()
+    block1 = Block(0, True, 6).encode() if extra else b"\x00\x00\x00\x0e"
+    options = sorted([(OptionNumber.URI_PATH, b"store"), *extra, (BLOCK1, block1)])
+    h.feed(Message(Code.PUT, b"u", Options(options), bytes(1024)))
+    answer = one(h)
+    assert answer.code == Code.BAD_OPTION
+    assert answer.payload == diagnostic
+    assert h.protocol.channel.blockwise.uploads_in_progress == 0
