@@ -26,6 +26,7 @@ from coaptcp.core.options import OptionNumber, Options
 from coaptcp.server.counts import FIRST_LATENCY_BOUND as _FIRST_LATENCY_BOUND
 from coaptcp.server.counts import LATENCY_BUCKETS as _LATENCY_BUCKETS
 from coaptcp.server.request import Request, Response
+from coaptcp.server.resource import bad_option_answer
 
 if TYPE_CHECKING:
     from coaptcp.core.events import PingReceived
@@ -69,6 +70,10 @@ class Responder(ChannelBase):
             return
         items = message.options.items
         if items and items[-1][0] >= _BLOCK2:  # Block1, Size1 may be there
+            refused = bad_option_answer(message)
+            if refused is not None:  # before a block of it is held (RFC 7252 5.4.1)
+                self._send_response_message(message, refused)
+                return
             blockwise = self.blockwise
             answer, complete = blockwise.receive_request(message, self._reactor.seconds())
             if self._upload_call is None and blockwise.uploads_in_progress:

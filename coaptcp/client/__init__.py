@@ -16,6 +16,7 @@ from coaptcp.client.connectors import (
 )
 from coaptcp.client.errors import (
     ClientClosed,
+    PoolFull,
     RequestTimeout,
 )
 from coaptcp.client.observe import (
@@ -40,6 +41,7 @@ __all__ = [
     "ConnectOptions",
     "ConnectionTimings",
     "Observation",
+    "PoolFull",
     "Progress",
     "RequestTimeout",
     "SchemeNotAvailable",

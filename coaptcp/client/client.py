@@ -51,6 +51,7 @@ from coaptcp.client.observe import Observation
 from coaptcp.client.pool import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KEEPALIVE,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PING_TIMEOUT,
     ConnectionPool,
     ConnectionTimings,
@@ -102,6 +103,10 @@ class Client:
         allows it, RFC 8323 section 6); 16 to 1024 uses blocks of that size (Block1 for
         larger bodies, Block2 asked for in GET and FETCH); above 1024, BERT messages of
         at most that many bytes.
+    :param max_connections: connections held at once (connecting, open or closing); a
+        request to a new endpoint beyond that fails with
+        :class:`~coaptcp.client.errors.PoolFull` while the least recently used idle one
+        is released; ``None``: no bound.
     """
 
     log = Logger()
@@ -119,6 +124,7 @@ class Client:
         timeout: float | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         block_size: int | None = None,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.reactor = default_reactor(reactor)
         self.connectors: dict[str, Connector] = dict(default_connectors())
@@ -134,6 +140,7 @@ class Client:
         self.idle_timeout = idle_timeout
         self.keepalive = keepalive
         self.ping_timeout = ping_timeout
+        self.max_connections = max_connections
         self.timeout = timeout
         self.transfer = TransferSettings(max_body_size=max_body_size, block_size=block_size)
         self._pool = ConnectionPool(self)

@@ -38,13 +38,14 @@ from coaptcp.client.connectors import (
     Connector,
     SchemeNotAvailable,
 )
-from coaptcp.client.errors import ClientClosed
+from coaptcp.client.errors import ClientClosed, PoolFull
 from coaptcp.core.connection import State
 from coaptcp.core.uri import CoapUri
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_KEEPALIVE",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PING_TIMEOUT",
     "ConnectionPool",
     "ConnectionTimings",
@@ -59,6 +60,8 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_KEEPALIVE = 15.0
 #: Seconds to wait for a Pong (keepalive checks, and ``Client.ping`` by default).
 DEFAULT_PING_TIMEOUT = 5.0
+#: Connections one pool holds at once, every state counted (each holds a descriptor).
+DEFAULT_MAX_CONNECTIONS = 1024
 
 
 class PoolSettings(Protocol):
@@ -87,6 +90,10 @@ class PoolSettings(Protocol):
     @property
     def ping_timeout(self) -> float:
         """Seconds to wait for the keepalive Pong."""
+
+    @property
+    def max_connections(self) -> int | None:
+        """Connections the pool may hold at once; ``None``: no bound."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +289,14 @@ class PooledConnection:
         self.pool.forget(self)
         self.connection.release("idle")
 
+    def release_for_room(self, limit: int) -> None:
+        """The pool is full and this is its least recently used idle connection."""
+        assert self.connection is not None
+        self.log.debug("Releasing {endpoint}: the pool holds {limit} connections",
+                       endpoint=self.endpoint, limit=limit)
+        self.pool.forget(self)
+        self.connection.release(f"the client holds {limit} connections")
+
     def watchdog_no_pong(self, timeout: float) -> None:
         """The keepalive Ping went unanswered: the peer is gone."""
         if self.state is PoolState.OPEN:
@@ -323,6 +338,10 @@ class PooledConnection:
 class ConnectionPool:
     """The pooled connections of one client, by endpoint (RFC 8323 sections 3.3, 8).
 
+    At most ``settings.max_connections`` are held, connecting, open or closing: a new
+    endpoint beyond that fails with :class:`~coaptcp.client.errors.PoolFull`, and the
+    least recently used idle connection is released (RFC 8323 section 5.5) to make room.
+
     :ivar connections_made: how many connections the pool has opened (statistics).
     """
 
@@ -337,8 +356,22 @@ class ConnectionPool:
         takes new requests, else a new one."""
         entry = self._by_origin.get(target.origin)
         if entry is None or not entry.usable:
+            limit = self.settings.max_connections
+            if limit is not None and len(self._entries) >= limit and not self._make_room(limit):
+                return fail(PoolFull(limit))
             entry = self._open(target)
         return entry.ready()
+
+    def _make_room(self, limit: int) -> bool:
+        """Release the least recently used idle connection; whether room is there now (a
+        UDP peer goes at once, a stream connection once its Release is done)."""
+        idle = [
+            entry for entry in self._by_origin.values()
+            if entry.state is PoolState.OPEN and not entry.in_flight
+        ]
+        if idle:
+            min(idle, key=lambda entry: entry.last_heard).release_for_room(limit)
+        return len(self._entries) < limit
 
     def get(self, target: CoapUri) -> PooledConnection | None:
         """The pooled connection to ``target``'s endpoint (in any state), if there is one."""

@@ -435,7 +435,11 @@ class BlockwiseServer:
             options = options.replace(_BLOCK1, Block(final.num, False, final.szx).encode())
             response = response.replace(options=options)
         # An undecodable Block2 was already answered 4.02 by the Site: send that whole.
+        # So is an error (not 2.xx): the requested block is one of a representation
+        # (RFC 7959 section 2.4), and an error's diagnostic is none.
         requested = decode_block(request.options.get(_BLOCK2))
+        if requested is not None and not response.code.is_successful:
+            requested = None
         if (
             requested is None
             and len(response.payload) < peer_max_message_size

@@ -12,6 +12,7 @@ resource links does (section 6.2).
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from coaptcp.directory.registration import ENDPOINT_TYPE, Registration
 from coaptcp.server.request import CoapError
 
 __all__ = [
+    "LookupBudget",
     "LookupCache",
     "LookupQuery",
     "endpoint_lookup",
@@ -235,3 +237,35 @@ class LookupCache:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._bytes -= len(entry[1])
+
+
+class LookupBudget:
+    """The work the lookups of one directory may do: a lookup not answered from the
+    cache examines every registration and link (sections 6.1, 6.2) at once, on the
+    reactor, so what it costs comes out of a bucket of ``capacity`` that refills in
+    ``refill_seconds``.  A lookup that does not fit waits (5.03 with Max-Age, RFC 9176
+    section 4's answer for a directory at a bound); the bucket full always fits one
+    lookup of a full directory.
+    """
+
+    def __init__(self, capacity: int, refill_seconds: float = 10.0) -> None:
+        self.capacity = capacity
+        self.rate = capacity / refill_seconds
+        self.level = float(capacity)
+        self._at: float | None = None
+        #: Whether the last lookup was refused (a refusal episode, logged once).
+        self.refusing = False
+
+    def spend(self, cost: int, now: float) -> int | None:
+        """Take ``cost`` (at most ``capacity``) at ``now``: ``None`` when taken, else the
+        whole seconds until it fits."""
+        if self._at is not None:
+            self.level = min(self.capacity, self.level + (now - self._at) * self.rate)
+        self._at = now
+        cost = min(cost, self.capacity)
+        if self.level >= cost:
+            self.level -= cost
+            self.refusing = False
+            return None
+        self.refusing = True
+        return max(1, math.ceil((cost - self.level) / self.rate))

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import Logger
+
 from coaptcp.core.codes import Code
 from coaptcp.core.linkformat import LINK_FORMAT
 from coaptcp.core.options import Options
 from coaptcp.directory.directory import ResourceDirectory
 from coaptcp.directory.links import LinkFormatError, StoredLink, parse_links
 from coaptcp.directory.lookup import (
+    LookupBudget,
     LookupCache,
     LookupQuery,
     endpoint_lookup,
@@ -164,12 +167,17 @@ class RegistrationResource(Resource):
 
 
 class _Lookup(Resource):
-    """A lookup resource: its answers are kept while no registration changes."""
+    """A lookup resource: its answers are kept while no registration changes, and the
+    others are paid for from ``budget`` (:class:`~coaptcp.directory.lookup.LookupBudget`,
+    by default one of its own)."""
 
-    def __init__(self, directory: ResourceDirectory) -> None:
+    log = Logger()
+
+    def __init__(self, directory: ResourceDirectory, budget: LookupBudget | None = None) -> None:
         super().__init__()
         self.directory = directory
         self.cache = LookupCache()
+        self.budget = budget if budget is not None else lookup_budget(directory)
 
     def render_GET(self, request: Request) -> Response:
         _check_accept(request)
@@ -179,6 +187,9 @@ class _Lookup(Resource):
         key = (request.query, is_link_local_host(requester))
         payload = self.cache.get(key, directory.version)
         if payload is None:
+            refused = self._over_budget()
+            if refused is not None:
+                return refused
             payload = self.lookup(query, requester).encode("utf-8")
             self.cache.put(key, directory.version, payload)
         return Response(Code.CONTENT, payload, content_format=LINK_FORMAT)
@@ -186,6 +197,27 @@ class _Lookup(Resource):
     def lookup(self, query: LookupQuery, requester: str | None) -> str:
         """The answer to ``query``, in link-format."""
         raise NotImplementedError
+
+    def _over_budget(self) -> Response | None:
+        directory, budget = self.directory, self.budget
+        episode = budget.refusing
+        wait = budget.spend(directory.total_links + len(directory), directory.reactor.seconds())
+        if wait is None:
+            return None
+        if not episode:
+            self.log.warn("Resource directory lookups over their lookup budget ({links} "
+                          "links in {count} registrations); answering 5.03 until it refills",
+                          links=directory.total_links, count=len(directory))
+        return Response(Code.SERVICE_UNAVAILABLE,
+                        b"too many lookups of a large directory; retry later",
+                        options=Options([(14, wait)]))
+
+
+def lookup_budget(directory: ResourceDirectory) -> LookupBudget:
+    """A lookup budget for ``directory``: the bucket full fits one lookup of the directory
+    at its limits (every registration, every link), and refills in ten seconds."""
+    limits = directory.limits
+    return LookupBudget(limits.max_total_links + limits.max_registrations)
 
 
 class EndpointLookupResource(_Lookup):
@@ -240,7 +272,8 @@ def install_directory(
                              f"directory needs it")
     root.putChild(directory.path, DirectoryResource(directory))
     lookup = Resource()
-    lookup.putChild("ep", EndpointLookupResource(directory))
-    lookup.putChild("res", ResourceLookupResource(directory))
+    budget = lookup_budget(directory)
+    lookup.putChild("ep", EndpointLookupResource(directory, budget))
+    lookup.putChild("res", ResourceLookupResource(directory, budget))
     root.putChild(lookup_path, lookup)
     return directory

@@ -23,6 +23,7 @@ from coaptcp.server.resource import (
     Resource,
     Site,
     WellKnownCore,
+    bad_option_answer,
 )
 from coaptcp.server.tlsinfo import (
     TLSInfo,
@@ -42,4 +43,5 @@ __all__ = [
     "Site",
     "TLSInfo",
     "WellKnownCore",
+    "bad_option_answer",
 ]

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from coaptcp.core.codes import Code
 from coaptcp.core.linkformat import LINK_FORMAT, AttributeValue, Link, filter_links, format_links
+from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber
 from coaptcp.core.validation import PROXY_OPTIONS, CriticalOptionCheck
 from coaptcp.server.request import CoapError, RenderResult, Request, Response
@@ -42,6 +43,7 @@ __all__ = [
     "Response",
     "Site",
     "WellKnownCore",
+    "bad_option_answer",
 ]
 
 
@@ -75,6 +77,23 @@ UNDERSTOOD_OPTIONS = frozenset(
 #: The check of every request's critical options against :data:`UNDERSTOOD_OPTIONS`.
 _CRITICAL_OPTION_CHECK = CriticalOptionCheck(UNDERSTOOD_OPTIONS)
 _CHECK_CRITICAL_OPTIONS = _CRITICAL_OPTION_CHECK.first_problem
+
+
+def bad_option_answer(message: Message) -> Message | None:
+    """4.02 Bad Option for a request ``message`` with an unrecognized critical option
+    (RFC 7252 section 5.4.1: unknown, not understood here, a bad length or repeated), as
+    :meth:`Site.handle` answers; ``None`` when its options are fine.
+
+    The block-wise layers ask it before they hold a Block1 block (RFC 7959 section 2.5):
+    the Site sees an upload only at its last block.
+    """
+    options = message.options
+    if options._checked is _CRITICAL_OPTION_CHECK:  # found fine before
+        return None
+    problem = _CHECK_CRITICAL_OPTIONS(options)
+    if problem is None:
+        return None
+    return Message(Code.BAD_OPTION, message.token, payload=problem[1].encode("utf-8"))
 
 _METHOD_NAMES: Mapping[Code, str] = {
     Code.GET: "GET",

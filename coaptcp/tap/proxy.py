@@ -23,6 +23,7 @@ from twisted.python import usage
 
 from coaptcp.client import Client
 from coaptcp.client.connectors import TlsOptions
+from coaptcp.client.pool import DEFAULT_MAX_CONNECTIONS
 from coaptcp.core.uri import CoapUri, UriError, parse_uri
 from coaptcp.proxy import ForwardProxy, ProxyPolicy, ResponseCache, Upstream
 from coaptcp.proxy.cache import DEFAULT_CACHE_BYTES
@@ -65,6 +66,9 @@ _PROXY_OPTIONS: list[tuple[str, object, type, str]] = [
      "Bytes of fresh responses the proxy's cache holds (0: no cache)."),
     ("proxy-max-observations", DEFAULT_MAX_OBSERVATIONS, int,
      "Upstream observations the proxy keeps at once; more get 5.03 with Max-Age."),
+    ("proxy-max-connections", DEFAULT_MAX_CONNECTIONS, int,
+     "Upstream connections held at once (each a descriptor); a new upstream endpoint "
+     "beyond gets 5.03 with Max-Age while the least recently used idle one is released."),
     ("proxy-max-observers", DEFAULT_MAX_OBSERVERS, int,
      "Downstream observers sharing one upstream observation; more are answered "
      "without being registered."),
@@ -100,6 +104,7 @@ class ProxySettings:
         self.cache_bytes = int(values["proxy-cache-bytes"])
         self.max_observations = int(values["proxy-max-observations"])
         self.max_observers = int(values["proxy-max-observers"])
+        self.max_connections = int(values["proxy-max-connections"])
         self.tls = _upstream_tls(options)
 
 
@@ -183,7 +188,7 @@ def make_upstream(settings: ProxySettings | None = None, reactor: Any = None) ->
     settings = settings if settings is not None else ProxySettings({})
     cache = ResponseCache(settings.cache_bytes) if settings.cache_bytes else None
     return Upstream(
-        Client(reactor, tls=settings.tls),
+        Client(reactor, tls=settings.tls, max_connections=settings.max_connections),
         reactor=reactor,
         cache=cache,
         timeout=settings.timeout,

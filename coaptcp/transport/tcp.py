@@ -252,6 +252,9 @@ class CoapFactory(ConnectionAdmission, Factory):
         self._init_admission(gate)
         self.site = site
         self.role = role
+        # A connecting factory serves one connection: Twisted's "Starting factory" and
+        # "Stopping factory" lines would come for each (a proxy's every upstream one).
+        self.noisy = role is Role.ACCEPTOR
         self.max_message_size = max_message_size
         self.require_csm = require_csm
         self.max_body_size = max_body_size

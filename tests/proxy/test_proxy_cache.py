@@ -3,12 +3,15 @@ sections 5.6 and 5.10.6), through the forward proxy and on the cache itself."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 from test_proxy_forward import answer_of, make_proxy, proxy_request
 
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.proxy import ResponseCache
-from coaptcp.proxy.cache import CacheLookup
+from coaptcp.proxy.cache import ENTRY_OVERHEAD, CacheLookup
 from coaptcp.server import Response
 
 N = OptionNumber
@@ -80,14 +83,40 @@ def test_the_client_s_own_validation_is_relayed_when_it_is_not_ours() -> None:
 
 
 def test_stale_entries_count_against_the_byte_bound() -> None:
-    cache = ResponseCache(max_bytes=300)
+    budget = 3 * (ENTRY_OVERHEAD + 100)
+    cache = ResponseCache(max_bytes=budget)
     for index in range(5):
         key = cache.key(f"coap://h/{index}", Options())
         cache.put(key, content(b"x" * 80, etag=b"e", max_age=0), now=0.0)
-        assert cache.held_bytes <= 300
+        assert cache.held_bytes <= budget
     assert 1 <= len(cache) < 5
     assert cache.lookup(cache.key("coap://h/4", Options()), 1.0).etag == b"e"
     assert cache.lookup(cache.key("coap://h/0", Options()), 1.0).etag is None  # evicted
+
+
+def test_the_byte_bound_holds_for_what_python_takes_for_small_entries() -> None:
+    # Counting only payload and option bytes, a 1 MiB cache of 13-byte answers under
+    # distinct queries held 14,768 entries and took 17 MB (16.5 times its bound; a
+    # default 16 MiB cache would have taken some 270 MB).  Each entry now counts its
+    # bookkeeping too.
+    budget = 1 << 20
+    tracemalloc.start()
+    try:
+        cache = ResponseCache(max_bytes=budget)
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(20_000):
+            key = cache.key(f"coap+tcp://127.0.0.1:41700/hello?{index}",
+                            Options([(N.URI_QUERY, str(index))]))
+            cache.put(key, Response(Code.CONTENT, b"Hello, world!",
+                                    options=Options([(N.CONTENT_FORMAT, 0)])), now=0.0)
+        gc.collect()
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert cache.held_bytes <= budget
+    assert len(cache) > 100
+    assert taken <= budget * 1.25, f"{len(cache)} entries took {taken} bytes"
 
 
 def test_a_response_without_etag_or_max_age_is_not_kept() -> None:

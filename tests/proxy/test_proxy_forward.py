@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from coaptcp.client import ConnectFailed, RequestTimeout
+from coaptcp.client import ConnectFailed, PoolFull, RequestTimeout
 from coaptcp.client.targets import resolve_target
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
@@ -138,6 +138,19 @@ def test_our_own_upstream_client_full_is_5_03_with_max_age_not_5_02() -> None:
         assert refused.code == Code.SERVICE_UNAVAILABLE
         assert refused.options.get_uint(N.MAX_AGE)
         assert b"max_queued_requests_per_peer" in refused.payload
+    assert proxy.in_flight == 0
+
+
+def test_our_upstream_connection_pool_full_is_5_03_with_max_age() -> None:
+    # A downstream peer naming many upstream hosts fills the client's pool (PoolFull):
+    # the proxy is overloaded, so 5.03 with Max-Age, as its other bounds.
+    proxy, client, _ = make_proxy(["any"])
+    answer = proxy.handle(proxy_request([(N.PROXY_URI, "coap+tcp://127.0.0.7/")]))
+    client.answers[0].errback(Failure(PoolFull(1024)))
+    refused = answer_of(answer)
+    assert refused.code == Code.SERVICE_UNAVAILABLE
+    assert refused.options.get_uint(N.MAX_AGE)
+    assert b"max_connections" in refused.payload
     assert proxy.in_flight == 0
 
 

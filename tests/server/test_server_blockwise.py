@@ -341,3 +341,43 @@ def test_block_option_of_four_bytes_is_4_02_not_a_crash(number: int) -> None:
     assert not h.transport.disconnecting
     h.feed(get(b"h", "hello"))
     assert one(h).payload == b"Hello, world!"
+
+
+@pytest.mark.parametrize(
+    ("extra", "diagnostic"),
+    [
+        ([(9999, b"x")], b"unrecognized critical option 9999"),
+        ([(OptionNumber.OSCORE, b"")], b"unrecognized critical option OSCORE (9)"),
+        ([], b"critical option Block1 (27) has a value of 4 bytes; 0-3 allowed"),
+    ],
+)
+def test_a_block_with_a_bad_critical_option_is_4_02_not_held(extra, diagnostic) -> None:
+    # RFC 7252 section 5.4.1: an unrecognized critical option in a request gets 4.02.
+    # The first blocks of an upload never reached the Site's check: they were answered
+    # 2.31 Continue and their bytes held, for a request refused at its last block.
+    h = connect()
+    block1 = Block(0, True, 6).encode() if extra else b"\x00\x00\x00\x0e"
+    options = sorted([(OptionNumber.URI_PATH, b"store"), *extra, (BLOCK1, block1)])
+    h.feed(Message(Code.PUT, b"u", Options(options), bytes(1024)))
+    answer = one(h)
+    assert answer.code == Code.BAD_OPTION
+    assert answer.payload == diagnostic
+    assert h.protocol.channel.blockwise.uploads_in_progress == 0
+
+
+def test_an_error_answer_is_not_cut_by_the_requested_block2() -> None:
+    # A Block2 request names a block of the representation (RFC 7959 section 2.4); an
+    # error has none.  GET /nothere asking for block 1 used to get 4.02 "offset 1024 lies
+    # past the end of a 0-byte body" instead of its 4.04, and a 4-byte Block2 a 4.02
+    # about the offset instead of the one about the option.
+    h = connect()
+    h.feed(get(b"n", "nothere", extra=[(BLOCK2, Block(1, False, 6).encode())]))
+    answer = one(h)
+    assert answer.code == Code.NOT_FOUND
+    assert BLOCK2 not in answer.options
+    h.feed(get(b"b", "big", extra=[(BLOCK2, b"\x00\x00\x00\x16")]))
+    answer = one(h)
+    assert answer.code == Code.BAD_OPTION
+    assert answer.payload == b"critical option Block2 (23) has a value of 4 bytes; 0-3 allowed"
+    h.feed(get(b"p", "big", extra=[(BLOCK2, Block(5000, False, 6).encode())]))
+    assert one(h).code == Code.BAD_OPTION  # past the end of a representation: still 4.02

@@ -45,6 +45,9 @@ def test_the_networks_and_bounds_reach_the_proxy() -> None:
     assert proxy.cache is None
     table = upstream.observations
     assert (table.max_observations, table.max_observers) == (1024, 10_000)
+    assert upstream.client.max_connections == 1024
+    bounded = parse("--tcp", "tcp:0", "--proxy", "any", "--proxy-max-connections", "7")
+    assert site_of(bounded).proxy.upstream.client.max_connections == 7  # type: ignore[attr-defined]
     assert site_of(parse("--tcp", "tcp:0", "--proxy", "any")).proxy.cache is not None  # type: ignore[attr-defined]
 
 
@@ -58,6 +61,7 @@ def test_the_networks_and_bounds_reach_the_proxy() -> None:
         (["--proxy", "any", "--proxy-cache-bytes", "-1"], "--proxy-cache-bytes must be"),
         (["--proxy", "any", "--proxy-max-observations", "0"], "--proxy-max-observations must"),
         (["--proxy-max-observers", "many"], "--proxy-max-observers must be a number"),
+        (["--proxy", "any", "--proxy-max-connections", "0"], "--proxy-max-connections must"),
         (["--reverse", "plant=coap://[fd00::17]/"], "write /PATH=URI"),
         (["--reverse", "/plant"], "write /PATH=URI"),
         (["--reverse", "/=coap://h/"], "the path must not be empty"),

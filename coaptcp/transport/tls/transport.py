@@ -409,7 +409,7 @@ def tls_client_factory(
             stacklevel=3,
         )
     creator = _ClientCreator(settings, host)
-    return CoapTLSFactory(
+    factory = CoapTLSFactory(
         creator,
         True,
         coap_factory,
@@ -417,3 +417,5 @@ def tls_client_factory(
         handshake_timeout=settings.handshake_timeout,
         policy=_ClientPolicy(settings, creator, port),
     )
+    factory.noisy = False  # one factory per connection: no start and stop lines for each
+    return factory

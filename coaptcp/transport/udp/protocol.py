@@ -47,7 +47,7 @@ from coaptcp.core.udp.events import (
 from coaptcp.core.udp.framing import datagram_size
 from coaptcp.core.udp.messaging import LimitError, UdpEndpoint
 from coaptcp.core.udp.state import IncomingRequest, OutgoingRequest
-from coaptcp.server import Request, Resource, Response, Site
+from coaptcp.server import Request, Resource, Response, Site, bad_option_answer
 from coaptcp.transport.udp.address import AddressCache
 from coaptcp.transport.udp.observers import UdpPeerObservations
 
@@ -308,7 +308,7 @@ class CoapDatagramProtocol(DatagramProtocol):
         complete = message
         items = message.options.items
         if items and items[-1][0] >= _BLOCK1_OR_LATER:
-            refused = bert_in_request(message)
+            refused = bert_in_request(message) or bad_option_answer(message)  # RFC 7252 5.4.1
             if refused is not None:
                 self._send(incoming, refused)
                 return

@@ -123,6 +123,8 @@ class CoapWebSocketClientFactory(WebSocketClientFactory):  # type: ignore[misc]
         is done and our CSM is sent, or fails with :class:`WebSocketConnectError`.
     """
 
+    noisy = False  # one factory per connection: no start and stop lines for each
+
     protocol = CoapWebSocketClientProtocol  # type: ignore[assignment]
 
     def __init__(

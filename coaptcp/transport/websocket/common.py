@@ -34,6 +34,7 @@ __all__ = [
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_UNSUPPORTED_DATA",
     "COAP_SUBPROTOCOL",
+    "MAX_FRAGMENTS",
     "WEBSOCKET_VERSION",
     "WELL_KNOWN_COAP",
     "CoapWebSocketMixin",
@@ -54,6 +55,12 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_MESSAGE_TOO_BIG = 1009
+
+#: Frames one fragmented message may take (RFC 6455 section 5.4); a frame beyond gets
+#: Abort and close code 1009.  A CoAP message travels in one frame (RFC 8323 section
+#: 4.2) and browsers never fragment what they send, but empty continuation frames add
+#: nothing to a message's size while autobahn keeps an entry for each.
+MAX_FRAGMENTS = 128
 
 #: A close frame's reason may hold at most 123 bytes (RFC 6455 section 5.5).
 _MAX_CLOSE_REASON = 123
@@ -144,6 +151,7 @@ class CoapWebSocketMixin(AutobahnFastPath, ChannelOwner):
 
     channel: WebSocketChannel
     _incoming_size: int = 0
+    _incoming_frames: int = 0
     _discarding: bool = False
     _frame_call: IDelayedCall | None = None  # the frame timeout of an unfinished frame
     _frame_mark = 0  # messages received when it was armed
@@ -301,6 +309,7 @@ class CoapWebSocketMixin(AutobahnFastPath, ChannelOwner):
     def onMessageBegin(self, isBinary: bool) -> None:
         super().onMessageBegin(isBinary)  # type: ignore[misc]
         self._incoming_size = 0
+        self._incoming_frames = 0
         self._discarding = False
         channel = getattr(self, "channel", None)
         if channel is None:
@@ -316,10 +325,18 @@ class CoapWebSocketMixin(AutobahnFastPath, ChannelOwner):
     def onMessageFrameBegin(self, length: int) -> None:
         super().onMessageFrameBegin(length)  # type: ignore[misc]
         self._incoming_size += length
+        self._incoming_frames += 1
         channel = getattr(self, "channel", None)
         if channel is None or self._discarding:
             return
-        if self._incoming_size > self._coap_max_message_size:
+        if self._incoming_frames > MAX_FRAGMENTS:
+            self._discarding = True
+            channel.violation_with_close_code(
+                CLOSE_MESSAGE_TOO_BIG,
+                f"a fragmented WebSocket message of more than {MAX_FRAGMENTS} frames",
+                "message_too_large",
+            )
+        elif self._incoming_size > self._coap_max_message_size:
             # Rejected before its body is buffered, as the TCP decoder does.
             self._discarding = True
             channel.violation_with_close_code(

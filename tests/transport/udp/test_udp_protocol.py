@@ -179,6 +179,30 @@ def test_a_block1_upload_is_reassembled_and_bert_is_refused() -> None:
     assert answer.message.code == Code.BAD_REQUEST
 
 
+def test_a_block_with_an_unrecognized_critical_option_is_4_02_not_held() -> None:
+    # RFC 7252 section 5.4.1; the first blocks used to be answered 2.31 and held.
+    protocol, transport, _, _ = make_server()
+    options = Options([*path("store"), (OptionNumber.BLOCK1, Block(0, True, 6).encode()),
+                       (9999, b"x")])
+    protocol.datagramReceived(
+        datagram(MessageType.CON, 400, Code.PUT, b"u", options, bytes(1024)), CLIENT
+    )
+    [(answer, _)] = transport.take()
+    assert answer.message.code == Code.BAD_OPTION
+    assert answer.message.payload == b"unrecognized critical option 9999"
+    assert not protocol._uploads
+
+
+def test_an_error_answer_to_a_block2_request_is_not_cut() -> None:
+    # It used to be 4.02 "offset 1024 lies past the end of a 0-byte body", not the 4.04.
+    protocol, transport, _, _ = make_server()
+    options = Options([*path("nothere"), (OptionNumber.BLOCK2, Block(1, False, 6).encode())])
+    protocol.datagramReceived(datagram(MessageType.CON, 401, Code.GET, b"n", options), CLIENT)
+    [(answer, _)] = transport.take()
+    assert answer.message.code == Code.NOT_FOUND
+    assert OptionNumber.BLOCK2 not in answer.message.options
+
+
 def test_addresses_uploading_at_once_are_bounded_with_a_5_03_and_max_age() -> None:
     protocol, transport, clock, _ = make_server(max_upload_peers=1)
     first = Options([*path("store"), (OptionNumber.BLOCK1, Block(0, True, 6).encode())])

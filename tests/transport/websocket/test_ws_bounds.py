@@ -40,8 +40,10 @@ from coaptcp.server.resource import Site
 from coaptcp.tap.demo import make_demo_site
 from coaptcp.transport.websocket.common import (
     CLOSE_INVALID_PAYLOAD,
+    CLOSE_MESSAGE_TOO_BIG,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
+    MAX_FRAGMENTS,
     valid_close_code,
 )
 from coaptcp.transport.websocket.server import CoapWebSocketServerFactory
@@ -184,6 +186,40 @@ def test_a_fragmented_message_never_finished_is_aborted(factory, clock) -> None:
     clock.advance(1)
     diagnostic = abort_and_close(peer.frames())
     assert diagnostic == "a fragmented WebSocket message took longer than 6 s to finish"
+
+
+def test_a_message_of_too_many_fragments_is_aborted(factory, clock) -> None:
+    # Empty continuation frames add nothing to a message's size, yet autobahn keeps an
+    # entry for each: 9 million of them in 28 s took a server +66 MiB (one connection).
+    peer = opened(factory)
+    payload = encode_ws_frame(get(b"f", "hello"))
+    peer.send(frame(payload[:1], OP_BINARY, fin=False))
+    peer.send(frame(b"", OP_CONTINUATION, fin=False) * (MAX_FRAGMENTS - 2))
+    assert peer.frames() == []
+    peer.send(frame(b"", OP_CONTINUATION, fin=False))  # the message's MAX_FRAGMENTS-th frame
+    assert peer.frames() == []
+    peer.send(frame(b"", OP_CONTINUATION, fin=False) * 1000)
+    frames = peer.frames()
+    assert [f.opcode for f in frames] == [OP_BINARY, OP_CLOSE], frames
+    assert frames[0].coap().code == Code.ABORT
+    assert frames[0].coap().payload.decode() == (
+        f"a fragmented WebSocket message of more than {MAX_FRAGMENTS} frames")
+    assert frames[1].close_code == CLOSE_MESSAGE_TOO_BIG
+
+
+def test_a_message_of_many_fragments_within_the_bound_is_served(factory, clock) -> None:
+    peer = opened(factory)
+    payload = encode_ws_frame(get(b"f", "hello"))
+    peer.send(frame(payload[:1], OP_BINARY, fin=False))
+    peer.send(frame(b"", OP_CONTINUATION, fin=False) * (MAX_FRAGMENTS - 2))
+    peer.send(frame(payload[1:], OP_CONTINUATION, fin=True))
+    assert [f.coap().payload for f in peer.frames()] == [b"Hello, world!"]
+    # The count starts again with the next message.
+    peer.send(frame(payload[:1], OP_BINARY, fin=False))
+    peer.send(frame(b"", OP_CONTINUATION, fin=False) * (MAX_FRAGMENTS - 2))
+    peer.send(frame(payload[1:], OP_CONTINUATION, fin=True))
+    assert [f.coap().payload for f in peer.frames()] == [b"Hello, world!"]
+    assert not peer.transport.aborted
 
 
 def test_a_fragmented_message_finished_in_time_is_served(factory, clock) -> None:
