@@ -216,13 +216,28 @@ def _option_value(number: int, text: str | None) -> OptionValue:
         except ValueError:
             raise ValueError(f"{text!r} is not hex: 0x then pairs of hex digits") from None
     if spec is not None and spec.format is OptionFormat.UINT:
-        try:
-            return int(text, 10)
-        except ValueError:
-            raise ValueError(f"{spec.name} takes a whole number, not {text!r}") from None
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"{spec.name} takes a whole number, not {text!r}")
+        value = int(text, 10)
+        largest = 256**spec.max_length - 1  # RFC 7252 section 3.2: at most max_length bytes
+        if value > largest:
+            raise ValueError(f"{spec.name} {value} is out of range (0-{largest})")
+        return value
     if spec is not None and spec.format is OptionFormat.EMPTY:
         raise ValueError(f"{spec.name} takes no value")
+    try:
+        _utf8(text)
+    except ValueError:
+        raise ValueError("the text is not UTF-8 (write other bytes as 0x...)") from None
     return text
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; argv bytes that are not UTF-8 (lone surrogates) are a ValueError."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the text is not UTF-8") from None
 
 
 def _parse_option(text: str) -> tuple[int, OptionValue]:
@@ -240,8 +255,11 @@ def _parse_option(text: str) -> tuple[int, OptionValue]:
 
 def _psk_key(text: str) -> bytes:
     if text.startswith("hex:"):
-        return bytes.fromhex(text[4:])
-    return text.encode("utf-8")
+        try:
+            return bytes.fromhex(text[4:])
+        except ValueError:
+            raise ValueError(f"{text!r} is not hex: hex: then pairs of hex digits") from None
+    return _utf8(text)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
@@ -269,7 +287,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         if args.payload.startswith("@"):
             payload = _read_file(parser, args.payload[1:], "payload file")
         else:
-            payload = args.payload.encode("utf-8")
+            try:
+                payload = _utf8(args.payload)
+            except ValueError as error:
+                parser.error(f"--payload: {error} (send other bytes with -f FILE)")
     elif args.payload_file is not None:
         payload = _read_file(parser, args.payload_file, "payload file")
     if args.ping and (payload or args.method.upper() != "GET" or args.content_format
@@ -321,13 +342,21 @@ def _tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error("--key needs --cert")
     if (args.psk_identity is None) != (args.psk_key is None):
         parser.error("--psk-identity and --psk-key go together")
+    psk_identity = psk_key = None
+    try:
+        flag = "--psk-identity"
+        psk_identity = None if args.psk_identity is None else _utf8(args.psk_identity)
+        flag = "--psk-key"
+        psk_key = None if args.psk_key is None else _psk_key(args.psk_key)
+    except ValueError as error:
+        parser.error(f"{flag}: {error}")
     try:
         tls = TlsOptions(
             cafile=args.cafile,
             certfile=args.cert,
             keyfile=args.key,
-            psk_identity=None if args.psk_identity is None else args.psk_identity.encode(),
-            psk_key=None if args.psk_key is None else _psk_key(args.psk_key),
+            psk_identity=psk_identity,
+            psk_key=psk_key,
             insecure=args.insecure,
         )
     except ValueError as error:

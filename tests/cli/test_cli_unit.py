@@ -83,6 +83,20 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--psk-key", "k", "coaps+tcp://h/"], "--psk-identity and --psk-key go together"),
         (["-e", "a", "-f", "b", "coap+tcp://h/"], "not allowed with argument"),
         ([], "the following arguments are required: URI"),
+        # argv bytes that are not UTF-8 reach Python as lone surrogates (PEP 383)
+        (["coap+tcp://h/\udcff"], "the URI is not UTF-8 text"),
+        (["coap+tcp://[fe80::1%lo]/"], "the IPv6 zone identifier in [fe80::1%lo] is written %25"),
+        (["-e", "a\udcffb", "coap+tcp://h/"], "--payload: the text is not UTF-8"),
+        (["-O", "11,\udcff", "coap+tcp://h/"], "--option '11,\\udcff': the text is not UTF-8"),
+        (["-O", "14,-5", "coap+tcp://h/"], "--option '14,-5': Max-Age takes a whole number"),
+        (["-O", "14,1_0", "coap+tcp://h/"], "--option '14,1_0': Max-Age takes a whole number"),
+        (["-O", "12,65536", "coap+tcp://h/"],
+         "--option '12,65536': Content-Format 65536 is out of range (0-65535)"),
+        (["-O", "60,4294967296", "coap+tcp://h/"], "Size1 4294967296 is out of range"),
+        (["--psk-identity", "i", "--psk-key", "hex:zz", "coaps+tcp://h/"],
+         "--psk-key: 'hex:zz' is not hex: hex: then pairs of hex digits"),
+        (["--psk-identity", "\udcff", "--psk-key", "k", "coaps+tcp://h/"],
+         "--psk-identity: the text is not UTF-8"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
