@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send a CoAP request over TCP (RFC 8323) and print the response.",
         epilog=(
             "Exit codes: 0 success (2.xx), 1 error response (4.xx/5.xx), 2 usage error, "
-            "3 no response (connection failed, lost or timed out), 130 interrupted."
+            "3 no response (connection failed, lost or timed out), 70 internal error (a bug), "
+            "130 interrupted."
         ),
     )
     parser.add_argument("uri", metavar="URI",

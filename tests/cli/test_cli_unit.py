@@ -455,3 +455,20 @@ def test_observe_pretty_separates_multi_line_notifications() -> None:
                         pretty=True)
     assert out.startswith(b'{\n  "server": "coaptcp ')
     assert out.endswith(b"\n}\n\n")
+
+
+def test_every_exit_code_is_documented() -> None:
+    # docs/client.md's table and --help's epilog name every code the command can return.
+    from pathlib import Path
+
+    from coaptcp.cli import arguments
+
+    codes = {value for name, value in vars(arguments).items() if name.startswith("EXIT_")}
+    page = (Path(__file__).parents[2] / "docs" / "client.md").read_text(encoding="utf-8")
+    table = page.split("**Exit codes.**", 1)[1].split("\n## ", 1)[0]
+    documented = {int(row.split("|")[1]) for row in table.splitlines()
+                  if row.startswith("| ") and row.split("|")[1].strip().isdigit()}
+    assert documented == codes
+    epilog = " ".join(build_parser().format_help().split())
+    for code in codes:
+        assert f" {code} " in epilog.split("Exit codes:", 1)[1]
