@@ -301,6 +301,10 @@ class Options(callhome.CallHomeOptions, DtlsOptions, MetricsOptions):
 
     def __init__(self) -> None:
         super().__init__()
+        # --help wraps each doc as it stands: a docstring's line break and indent would
+        # show as a run of spaces.
+        self.docs = {name: " ".join(doc.split()) if doc else doc
+                     for name, doc in self.docs.items()}
         self["tcp"] = []
         self["ws"] = []
         self["tls"] = []

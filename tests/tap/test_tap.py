@@ -384,3 +384,17 @@ def test_bad_limit_options_are_usage_errors(argv, message):
     with pytest.raises(usage.UsageError) as raised:
         tap.Options().parseOptions(argv)
     assert message in str(raised.value)
+
+
+def test_help_text_has_no_stray_gaps_or_repeated_defaults():
+    # Twisted wraps each option's doc as it stands: a docstring's line break and indent
+    # showed as a run of spaces ("at /         on a Twisted"), and a doc that names its
+    # default got Twisted's "[default: ...]" after it too.
+    from coaptcp.tap.plugin import Options
+
+    options = Options()
+    for name, doc in options.docs.items():
+        assert "  " not in doc.strip(), (name, doc)
+        if options.defaults.get(name) is not None:
+            assert "(default " not in doc, (name, doc)
+    assert "at / on a Twisted endpoint" in options.docs["ws"]
