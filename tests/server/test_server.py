@@ -226,6 +226,23 @@ def test_render_returning_a_non_response_is_500():
     assert any("log_failure" in e for e in events)
 
 
+def test_accept_other_than_the_content_format_is_406():
+    # RFC 7252 section 5.10.4: when the preferred Content-Format cannot be returned, a
+    # 4.06 MUST be sent (it used to answer 2.05 in text/plain to Accept: cbor), for
+    # plain and async renders alike; a matching Accept is served as before.
+    h, _, async_res = harness()
+    h.open()
+    accept = OptionNumber.ACCEPT
+    h.feed(get(b"a", "hello", extra=[(accept, 60)]), get(b"b", "hello", extra=[(accept, 0)]),
+           get(b"c", "async", extra=[(accept, 50)]))
+    async_res.gate.callback("x")
+    sent = h.sent()
+    assert [(m.code, m.token) for m in sent] == [
+        (Code.NOT_ACCEPTABLE, b"a"), (Code.CONTENT, b"b"), (Code.NOT_ACCEPTABLE, b"c")]
+    assert b"application/cbor" in sent[0].payload
+    assert sent[1].payload == b"Hello, world!"
+
+
 def test_unknown_path_is_404():
     h, _, _ = harness()
     h.open()
