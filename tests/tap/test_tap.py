@@ -173,6 +173,12 @@ def test_make_service_lenient_csm():
     assert service.factory.require_csm is False
 
 
+def test_make_service_from_a_dict_without_a_root_says_what_it_needs():
+    # A .tac (README) that passes a dict without "root" got KeyError: 'root'.
+    with pytest.raises(ValueError, match=r"options\['root'\]"):
+        tap.makeService({"tcp": ["tcp:0"]})
+
+
 def test_make_service_from_a_plain_dict():
     root = tap_resources.make_root()
     service = tap.makeService({"root": root, "tcp": ["tcp:0"], "max-message-size": "1500"})
