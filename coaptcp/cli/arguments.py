@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "each round trip, until --count, --duration or Ctrl-C")
     parser.add_argument("--duration", type=_positive_seconds, default=None, metavar="SECONDS",
                         help="with --observe (or --ping --interval): stop after SECONDS "
-                             "(deregister) and exit 0")
+                             "(deregister) and exit 0, or 3 if nothing was answered")
     parser.add_argument("--keepalive", type=_seconds, default=DEFAULT_KEEPALIVE,
                         metavar="SECONDS",
                         help=f"Ping the server after SECONDS of silence and drop the "
