@@ -365,4 +365,16 @@ def _tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
     if tls.configured and not uri.secure:
         parser.error(f"TLS options apply to coaps://, coaps+tcp:// and coaps+ws:// URIs, "
                      f"not {uri.scheme}://")
+    if tls.psk_identity is not None and uri.scheme == "coaps+ws":
+        parser.error("--psk-identity: pre-shared keys are not supported for coaps+ws; "
+                     "use coaps+tcp or coaps")
+    if args.cafile is not None or args.cert is not None:
+        # Files that cannot make a TLS context are our mistake, not the server's (exit 2).
+        from coaptcp.transport.tls.settings import ClientTLSSettings
+
+        try:
+            _ = ClientTLSSettings(ca_file=args.cafile, certificate=args.cert,
+                                  private_key=args.key, insecure=args.insecure).context
+        except ValueError as error:
+            parser.error(f"TLS options: {error}")
     return tls

@@ -24,6 +24,7 @@ from coaptcp.client.client import Client
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.testing import result_of, success
+from coaptcp.testing.certs import write_test_setup
 
 
 def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -134,16 +135,34 @@ def test_payload_forms(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tls_settings_are_collected(tmp_path: Any) -> None:
-    pem = tmp_path / "x.pem"
-    pem.write_text("not checked here")
-    settings = parse_args(["--cafile", str(pem), "--cert", str(pem), "--key", str(pem),
-                           "--psk-identity", "me", "--psk-key", "hex:00ff", "--insecure",
-                           "coaps+tcp://h/"])
+    paths = {name: str(path) for name, path in write_test_setup(tmp_path).items()}
+    settings = parse_args(["--cafile", paths["ca"], "--cert", paths["client"],
+                           "--key", paths["client_key"], "--psk-identity", "me",
+                           "--psk-key", "hex:00ff", "coaps+tcp://h/"])
     tls = settings.tls
-    assert (tls.cafile, tls.certfile, tls.keyfile) == (str(pem),) * 3
-    assert (tls.psk_identity, tls.psk_key, tls.insecure) == (b"me", b"\x00\xff", True)
-    assert parse_args(["--psk-identity", "a", "--psk-key", "secret",
-                       "coaps+ws://h/"]).tls.psk_key == b"secret"
+    assert (tls.cafile, tls.certfile, tls.keyfile) == (
+        paths["ca"], paths["client"], paths["client_key"])
+    assert (tls.psk_identity, tls.psk_key, tls.insecure) == (b"me", b"\x00\xff", False)
+    assert parse_args(["--insecure", "--psk-identity", "a", "--psk-key", "secret",
+                       "coaps+tcp://h/"]).tls.insecure is True
+
+
+def test_tls_mistakes_found_before_connecting_are_usage_errors(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # They used to be exit 3 ("cannot connect to ..."), as if the server had failed.
+    paths = {name: str(path) for name, path in write_test_setup(tmp_path).items()}
+    not_pem = __file__
+    for argv, message in [
+        (["--cafile", not_pem], f"TLS options: CA file {not_pem} holds no usable PEM"),
+        (["--cert", not_pem], f"TLS options: certificate file {not_pem} holds no usable PEM"),
+        (["--cert", paths["client"]], "holds no usable PEM key"),  # no key in that file
+        (["--cert", paths["ca"], "--key", paths["client_key"]], "does not match the certificate"),
+        (["--insecure", "--cafile", paths["ca"]], "contradict each other"),
+    ]:
+        assert message in usage_error([*argv, "coaps+tcp://h/"], capsys)
+    assert "pre-shared keys are not supported for coaps+ws; use coaps+tcp or coaps" in (
+        usage_error(["--psk-identity", "a", "--psk-key", "b", "coaps+ws://h/"], capsys))
 
 
 def test_help_lists_the_options() -> None:
