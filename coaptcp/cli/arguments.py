@@ -32,6 +32,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NO_RESPONSE",
     "EXIT_OK",
+    "EXIT_OUTPUT",
     "EXIT_USAGE",
     "PROG",
     "Settings",
@@ -42,12 +43,14 @@ __all__ = [
 PROG = "coaptcp-client"
 
 #: Exit codes: a 2.xx response (or every Pong), a 4.xx/5.xx response, a usage error, no
-#: response (connection failed, lost or timed out), an unexpected error, interrupted.
+#: response (connection failed, lost or timed out), an unexpected error, stdout not
+#: writable, interrupted.
 EXIT_OK = 0
 EXIT_ERROR_RESPONSE = 1
 EXIT_USAGE = 2
 EXIT_NO_RESPONSE = 3
 EXIT_INTERNAL = 70
+EXIT_OUTPUT = 74  # stdout cannot be written (EX_IOERR of sysexits.h)
 EXIT_INTERRUPTED = 130
 
 #: Seconds a request may take, connection set-up included, unless ``--timeout`` says.
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Exit codes: 0 success (2.xx), 1 error response (4.xx/5.xx), 2 usage error, "
             "3 no response (connection failed, lost or timed out), 70 internal error (a bug), "
-            "130 interrupted."
+            "74 output not written (disk full, ...), 130 interrupted."
         ),
     )
     parser.add_argument("uri", metavar="URI",

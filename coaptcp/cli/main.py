@@ -25,8 +25,9 @@ connection, as ``coap-client -K`` keeps one alive (RFC 8323 section 5.4).
 Exit codes: 0 for a 2.xx response (or every Pong), 1 for a 4.xx/5.xx response, 2 for a
 usage error (a bad URI or option, a scheme not available), 3 when no response came (the
 connection could not be made, was lost, or timed out; TLS failures included), 70 for an
-internal error (a bug), 130 when interrupted.  Failures are one line on stderr, without
-a traceback (a usage error is argparse's usage line, then that line).
+internal error (a bug), 74 when stdout cannot be written, 130 when interrupted.
+Failures are one line on stderr, without a traceback (a usage error is argparse's usage
+line, then that line).
 
 The arguments are read by :mod:`coaptcp.cli.arguments`, the work is done by
 :mod:`coaptcp.cli.running` and written by :mod:`coaptcp.cli.output`; this module runs the

@@ -21,6 +21,7 @@ from coaptcp.cli.arguments import (
     EXIT_INTERRUPTED,
     EXIT_NO_RESPONSE,
     EXIT_OK,
+    EXIT_OUTPUT,
     EXIT_USAGE,
     PROG,
     Settings,
@@ -90,6 +91,11 @@ async def run(
     except TransferError as error:
         err.write(f"{PROG}: block-wise transfer failed: {one_line(str(error))}\n")
         return EXIT_NO_RESPONSE
+    except BrokenPipeError:
+        raise  # the reader went away (| head): main() ends quietly
+    except OSError as error:  # writing stdout: a full disk, a closed descriptor, ...
+        err.write(f"{PROG}: cannot write the output: {error.strerror or error}\n")
+        return EXIT_OUTPUT
     finally:
         await client.close()
 

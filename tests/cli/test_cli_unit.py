@@ -491,3 +491,27 @@ def test_every_exit_code_is_documented() -> None:
     epilog = " ".join(build_parser().format_help().split())
     for code in codes:
         assert f" {code} " in epilog.split("Exit codes:", 1)[1]
+
+
+def test_output_that_cannot_be_written_is_one_line_not_an_internal_error() -> None:
+    # `coaptcp-client URI > /dev/full` said "internal error: [Errno 28] ..." (exit 70, a
+    # bug); a full disk is not one: exit 74 (EX_IOERR) and a plain line.
+    import errno
+
+    from coaptcp.cli.arguments import EXIT_OUTPUT
+
+    class Full(io.BytesIO):
+        def write(self, data: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    network = MemoryNetwork()
+    settings = parse_args(["coap+tcp://127.0.0.1/hello"])
+    err = io.StringIO()
+    client = make_client(network, timeout=settings.timeout)
+    results = result_of(Deferred.fromCoroutine(
+        run(network.clock, client, settings, Full(), err, False)))
+    for _ in range(5):
+        network.flush()
+    assert success(results) == EXIT_OUTPUT
+    assert err.getvalue() == "coaptcp-client: cannot write the output: No space left on device\n"
+    assert network.links[0].closed
