@@ -53,6 +53,10 @@ EXIT_INTERNAL = 70
 EXIT_OUTPUT = 74  # stdout cannot be written (EX_IOERR of sysexits.h)
 EXIT_INTERRUPTED = 130
 
+#: The largest payload read from a file or stdin (``-f``, ``-e @FILE``): 64 MiB, the
+#: client's default limit for a body it receives (a bound, so ``-f /dev/zero`` ends).
+MAX_PAYLOAD = 64 * 1024 * 1024
+
 #: Seconds a request may take, connection set-up included, unless ``--timeout`` says.
 DEFAULT_TIMEOUT = 30.0
 
@@ -194,14 +198,18 @@ def _count(text: str) -> int:
 
 
 def _read_file(parser: argparse.ArgumentParser, name: str, what: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
     try:
-        with open(name, "rb") as source:
-            return source.read()
+        if name == "-":
+            data = sys.stdin.buffer.read(MAX_PAYLOAD + 1)
+        else:
+            with open(name, "rb") as source:
+                data = source.read(MAX_PAYLOAD + 1)
     except OSError as error:
         parser.error(f"cannot read {what} {name}: {error.strerror or error}")
-        raise  # not reached: error() exits
+    if len(data) > MAX_PAYLOAD:
+        parser.error(f"{what} {name} is larger than {MAX_PAYLOAD} bytes, the most "
+                     f"{PROG} sends")
+    return data
 
 
 def _check_readable(parser: argparse.ArgumentParser, name: str | None, flag: str) -> None:

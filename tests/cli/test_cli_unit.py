@@ -515,3 +515,26 @@ def test_output_that_cannot_be_written_is_one_line_not_an_internal_error() -> No
     assert success(results) == EXIT_OUTPUT
     assert err.getvalue() == "coaptcp-client: cannot write the output: No space left on device\n"
     assert network.links[0].closed
+
+
+def test_a_payload_beyond_the_limit_is_not_read_whole(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `-f /dev/zero` (or an endless pipe on `-f -`) read until memory ran out: the payload
+    # is read up to MAX_PAYLOAD bytes (64 MiB) and one byte more means a usage error.
+    from coaptcp.cli import arguments
+
+    assert arguments.MAX_PAYLOAD == 64 * 1024 * 1024
+    monkeypatch.setattr(arguments, "MAX_PAYLOAD", 10)
+    exact, over = tmp_path / "exact", tmp_path / "over"
+    exact.write_bytes(b"x" * 10)
+    over.write_bytes(b"x" * 11)
+    assert parse_args(["-f", str(exact), "coap+tcp://h/"]).payload == b"x" * 10
+    assert parse_args(["-e", f"@{exact}", "coap+tcp://h/"]).payload == b"x" * 10
+    message = f"payload file {over} is larger than 10 bytes, the most coaptcp-client sends"
+    assert message in usage_error(["-f", str(over), "coap+tcp://h/"], capsys)
+    assert "payload file /dev/zero is larger than 10 bytes" in usage_error(
+        ["-f", "/dev/zero", "coap+tcp://h/"], capsys)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"y" * 11)))
+    assert "payload file - is larger than 10 bytes" in usage_error(
+        ["-f", "-", "coap+tcp://h/"], capsys)
