@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = _Parser(
         prog=PROG,
-        description="Send a CoAP request over TCP (RFC 8323) and print the response.",
+        description="Send a CoAP request over TCP, TLS or WebSockets (RFC 8323), or UDP or "
+                    "DTLS (RFC 7252), and print the response.",
         epilog=(
             "Exit codes: 0 success (2.xx), 1 error response (4.xx/5.xx), 2 usage error, "
             "3 no response (connection failed, lost or timed out), 70 internal error (a bug), "
@@ -101,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("uri", metavar="URI",
-                        help="coap+tcp://host[:port]/path[?query]; coaps+tcp://, coap+ws:// "
-                             "and coaps+ws:// work the same way (RFC 8323 section 8)")
+                        help="coap+tcp://host[:port]/path[?query]; coaps+tcp://, coap+ws://, "
+                             "coaps+ws:// (RFC 8323 section 8), coap:// and coaps:// (RFC 7252 "
+                             "section 6) work the same way")
     parser.add_argument("-m", "--method", default="GET",
                         help="GET (default), POST, PUT, DELETE, FETCH, PATCH or iPATCH; any case")
     body = parser.add_mutually_exclusive_group()

@@ -167,6 +167,10 @@ def test_tls_mistakes_found_before_connecting_are_usage_errors(
 
 def test_help_lists_the_options() -> None:
     text = build_parser().format_help()
+    # every scheme the client speaks, UDP and DTLS included (the help said "over TCP")
+    for scheme in ("coap+tcp://", "coaps+tcp://", "coap+ws://", "coaps+ws://", "coap://",
+                   "coaps://"):
+        assert scheme in text, scheme
     for flag in ("--method", "--payload", "--payload-file", "--content-format", "--accept",
                  "--observe", "--count", "--ping", "--verbose", "--cafile", "--cert", "--key",
                  "--psk-identity", "--psk-key", "--insecure", "Exit codes"):
