@@ -202,6 +202,8 @@ def _count(text: str) -> int:
 def _read_file(parser: argparse.ArgumentParser, name: str, what: str) -> bytes:
     try:
         if name == "-":
+            if sys.stdin is None:  # started with <&-
+                parser.error(f"cannot read {what} -: stdin is closed")
             data = sys.stdin.buffer.read(MAX_PAYLOAD + 1)
         else:
             with open(name, "rb") as source:

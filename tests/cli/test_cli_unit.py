@@ -542,3 +542,22 @@ def test_a_payload_beyond_the_limit_is_not_read_whole(
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"y" * 11)))
     assert "payload file - is larger than 10 bytes" in usage_error(
         ["-f", "-", "coap+tcp://h/"], capsys)
+
+
+def test_closed_standard_streams_are_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Started with `<&-`, `>&-` or `2>&-`, Python has None for the stream: `-f -` and
+    # the output raised AttributeError tracebacks, and a closed stderr hung the command
+    # (the failure could not be reported, so the reactor never stopped).
+    from coaptcp.cli.arguments import EXIT_OUTPUT
+    from coaptcp.cli.main import main
+
+    monkeypatch.setattr("sys.stdin", None)
+    assert "cannot read payload file -: stdin is closed" in usage_error(
+        ["-f", "-", "coap+tcp://h/"], capsys)
+    monkeypatch.setattr("sys.stdout", None)
+    assert main(["coap+tcp://h/"]) == EXIT_OUTPUT
+    assert capsys.readouterr().err == "coaptcp-client: cannot write the output: stdout is closed\n"
+    monkeypatch.setattr("sys.stderr", None)
+    assert main(["coap+tcp://h/"]) == EXIT_OUTPUT
