@@ -32,6 +32,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NO_RESPONSE",
     "EXIT_OK",
+    "EXIT_OUTPUT",
     "EXIT_USAGE",
     "PROG",
     "Settings",
@@ -42,13 +43,19 @@ __all__ = [
 PROG = "coaptcp-client"
 
 #: Exit codes: a 2.xx response (or every Pong), a 4.xx/5.xx response, a usage error, no
-#: response (connection failed, lost or timed out), an unexpected error, interrupted.
+#: response (connection failed, lost or timed out), an unexpected error, stdout not
+#: writable, interrupted.
 EXIT_OK = 0
 EXIT_ERROR_RESPONSE = 1
 EXIT_USAGE = 2
 EXIT_NO_RESPONSE = 3
 EXIT_INTERNAL = 70
+EXIT_OUTPUT = 74  # stdout cannot be written (EX_IOERR of sysexits.h)
 EXIT_INTERRUPTED = 130
+
+#: The largest payload read from a file or stdin (``-f``, ``-e @FILE``): 64 MiB, the
+#: client's default limit for a body it receives (a bound, so ``-f /dev/zero`` ends).
+MAX_PAYLOAD = 64 * 1024 * 1024
 
 #: Seconds a request may take, connection set-up included, unless ``--timeout`` says.
 DEFAULT_TIMEOUT = 30.0
@@ -86,15 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = _Parser(
         prog=PROG,
-        description="Send a CoAP request over TCP (RFC 8323) and print the response.",
+        description="Send a CoAP request over TCP, TLS or WebSockets (RFC 8323), or UDP or "
+                    "DTLS (RFC 7252), and print the response.",
         epilog=(
             "Exit codes: 0 success (2.xx), 1 error response (4.xx/5.xx), 2 usage error, "
-            "3 no response (connection failed, lost or timed out), 130 interrupted."
+            "3 no response (connection failed, lost or timed out), 70 internal error (a bug), "
+            "74 output not written (disk full, ...), 130 interrupted."
         ),
     )
     parser.add_argument("uri", metavar="URI",
-                        help="coap+tcp://host[:port]/path[?query]; coaps+tcp://, coap+ws:// "
-                             "and coaps+ws:// work the same way (RFC 8323 section 8)")
+                        help="coap+tcp://host[:port]/path[?query]; coaps+tcp://, coap+ws://, "
+                             "coaps+ws:// (RFC 8323 section 8), coap:// and coaps:// (RFC 7252 "
+                             "section 6) work the same way")
     parser.add_argument("-m", "--method", default="GET",
                         help="GET (default), POST, PUT, DELETE, FETCH, PATCH or iPATCH; any case")
     body = parser.add_mutually_exclusive_group()
@@ -125,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "each round trip, until --count, --duration or Ctrl-C")
     parser.add_argument("--duration", type=_positive_seconds, default=None, metavar="SECONDS",
                         help="with --observe (or --ping --interval): stop after SECONDS "
-                             "(deregister) and exit 0")
+                             "(deregister) and exit 0, or 3 if nothing was answered")
     parser.add_argument("--keepalive", type=_seconds, default=DEFAULT_KEEPALIVE,
                         metavar="SECONDS",
                         help=f"Ping the server after SECONDS of silence and drop the "
@@ -190,14 +200,20 @@ def _count(text: str) -> int:
 
 
 def _read_file(parser: argparse.ArgumentParser, name: str, what: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
     try:
-        with open(name, "rb") as source:
-            return source.read()
+        if name == "-":
+            if sys.stdin is None:  # started with <&-
+                parser.error(f"cannot read {what} -: stdin is closed")
+            data = sys.stdin.buffer.read(MAX_PAYLOAD + 1)
+        else:
+            with open(name, "rb") as source:
+                data = source.read(MAX_PAYLOAD + 1)
     except OSError as error:
         parser.error(f"cannot read {what} {name}: {error.strerror or error}")
-        raise  # not reached: error() exits
+    if len(data) > MAX_PAYLOAD:
+        parser.error(f"{what} {name} is larger than {MAX_PAYLOAD} bytes, the most "
+                     f"{PROG} sends")
+    return data
 
 
 def _check_readable(parser: argparse.ArgumentParser, name: str | None, flag: str) -> None:
@@ -216,13 +232,28 @@ def _option_value(number: int, text: str | None) -> OptionValue:
         except ValueError:
             raise ValueError(f"{text!r} is not hex: 0x then pairs of hex digits") from None
     if spec is not None and spec.format is OptionFormat.UINT:
-        try:
-            return int(text, 10)
-        except ValueError:
-            raise ValueError(f"{spec.name} takes a whole number, not {text!r}") from None
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"{spec.name} takes a whole number, not {text!r}")
+        value = int(text, 10)
+        largest = 256**spec.max_length - 1  # RFC 7252 section 3.2: at most max_length bytes
+        if value > largest:
+            raise ValueError(f"{spec.name} {value} is out of range (0-{largest})")
+        return value
     if spec is not None and spec.format is OptionFormat.EMPTY:
         raise ValueError(f"{spec.name} takes no value")
+    try:
+        _utf8(text)
+    except ValueError:
+        raise ValueError("the text is not UTF-8 (write other bytes as 0x...)") from None
     return text
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; argv bytes that are not UTF-8 (lone surrogates) are a ValueError."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the text is not UTF-8") from None
 
 
 def _parse_option(text: str) -> tuple[int, OptionValue]:
@@ -240,8 +271,11 @@ def _parse_option(text: str) -> tuple[int, OptionValue]:
 
 def _psk_key(text: str) -> bytes:
     if text.startswith("hex:"):
-        return bytes.fromhex(text[4:])
-    return text.encode("utf-8")
+        try:
+            return bytes.fromhex(text[4:])
+        except ValueError:
+            raise ValueError(f"{text!r} is not hex: hex: then pairs of hex digits") from None
+    return _utf8(text)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
@@ -269,7 +303,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         if args.payload.startswith("@"):
             payload = _read_file(parser, args.payload[1:], "payload file")
         else:
-            payload = args.payload.encode("utf-8")
+            try:
+                payload = _utf8(args.payload)
+            except ValueError as error:
+                parser.error(f"--payload: {error} (send other bytes with -f FILE)")
     elif args.payload_file is not None:
         payload = _read_file(parser, args.payload_file, "payload file")
     if args.ping and (payload or args.method.upper() != "GET" or args.content_format
@@ -321,13 +358,21 @@ def _tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error("--key needs --cert")
     if (args.psk_identity is None) != (args.psk_key is None):
         parser.error("--psk-identity and --psk-key go together")
+    psk_identity = psk_key = None
+    try:
+        flag = "--psk-identity"
+        psk_identity = None if args.psk_identity is None else _utf8(args.psk_identity)
+        flag = "--psk-key"
+        psk_key = None if args.psk_key is None else _psk_key(args.psk_key)
+    except ValueError as error:
+        parser.error(f"{flag}: {error}")
     try:
         tls = TlsOptions(
             cafile=args.cafile,
             certfile=args.cert,
             keyfile=args.key,
-            psk_identity=None if args.psk_identity is None else args.psk_identity.encode(),
-            psk_key=None if args.psk_key is None else _psk_key(args.psk_key),
+            psk_identity=psk_identity,
+            psk_key=psk_key,
             insecure=args.insecure,
         )
     except ValueError as error:
@@ -335,4 +380,16 @@ def _tls_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
     if tls.configured and not uri.secure:
         parser.error(f"TLS options apply to coaps://, coaps+tcp:// and coaps+ws:// URIs, "
                      f"not {uri.scheme}://")
+    if tls.psk_identity is not None and uri.scheme == "coaps+ws":
+        parser.error("--psk-identity: pre-shared keys are not supported for coaps+ws; "
+                     "use coaps+tcp or coaps")
+    if args.cafile is not None or args.cert is not None:
+        # Files that cannot make a TLS context are our mistake, not the server's (exit 2).
+        from coaptcp.transport.tls.settings import ClientTLSSettings
+
+        try:
+            _ = ClientTLSSettings(ca_file=args.cafile, certificate=args.cert,
+                                  private_key=args.key, insecure=args.insecure).context
+        except ValueError as error:
+            parser.error(f"TLS options: {error}")
     return tls

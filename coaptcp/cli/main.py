@@ -24,9 +24,10 @@ connection, as ``coap-client -K`` keeps one alive (RFC 8323 section 5.4).
 
 Exit codes: 0 for a 2.xx response (or every Pong), 1 for a 4.xx/5.xx response, 2 for a
 usage error (a bad URI or option, a scheme not available), 3 when no response came (the
-connection could not be made, was lost, or timed out; TLS failures included), 130 when
-interrupted.  Failures are one line on stderr, without a traceback (a usage error is
-argparse's usage line, then that line).
+connection could not be made, was lost, or timed out; TLS failures included), 70 for an
+internal error (a bug), 74 when stdout cannot be written, 130 when interrupted.
+Failures are one line on stderr, without a traceback (a usage error is argparse's usage
+line, then that line).
 
 The arguments are read by :mod:`coaptcp.cli.arguments`, the work is done by
 :mod:`coaptcp.cli.running` and written by :mod:`coaptcp.cli.output`; this module runs the
@@ -35,6 +36,7 @@ reactor around them and turns Ctrl-C into a clean end.
 
 from __future__ import annotations
 
+import io
 import signal
 import sys
 from collections.abc import Sequence
@@ -55,7 +57,14 @@ from twisted.python.failure import Failure
 from zope.interface import provider
 
 from coaptcp.channel.reactor import default_reactor
-from coaptcp.cli.arguments import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, PROG, parse_args
+from coaptcp.cli.arguments import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OUTPUT,
+    PROG,
+    parse_args,
+)
 from coaptcp.cli.output import one_line
 from coaptcp.cli.running import make_client, run
 
@@ -95,9 +104,14 @@ def _start_logging(verbose: int, err: IO[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``coaptcp-client`` console script; returns the exit code."""
     settings = parse_args(argv)
+    # Started with 2>&- (or >&-), Python has None for the stream: say nothing rather than
+    # fail on every message (which left the reactor running), and there is no output.
+    err: IO[str] = sys.stderr if sys.stderr is not None else io.StringIO()
+    if sys.stdout is None:
+        err.write(f"{PROG}: cannot write the output: stdout is closed\n")
+        return EXIT_OUTPUT
     reactor = default_reactor()  # installed only now, after the arguments were checked
 
-    err = sys.stderr
     out = sys.stdout.buffer
     _start_logging(settings.verbose, err)
     pretty = settings.pretty if settings.pretty is not None else sys.stdout.isatty()

@@ -21,6 +21,7 @@ from coaptcp.cli.arguments import (
     EXIT_INTERRUPTED,
     EXIT_NO_RESPONSE,
     EXIT_OK,
+    EXIT_OUTPUT,
     EXIT_USAGE,
     PROG,
     Settings,
@@ -59,8 +60,9 @@ async def run(
 
     Closes the client (Release, then close) before returning.  When ``interrupt`` fires
     (Ctrl-C): an observation is deregistered and a ``--ping --interval`` series stops, both
-    ending with exit code 0; a request or Ping still waiting is abandoned (its token freed)
-    and the run ends with exit code 130 and one line, ``interrupted``.
+    ending with exit code 0 once answered; a request or Ping still waiting (or a
+    registration, or a series' first Ping) is abandoned (its token freed) and the run ends
+    with exit code 130 and one line, ``interrupted``.
     """
     interrupted: list[bool] = []
     if interrupt is not None:
@@ -89,6 +91,11 @@ async def run(
     except TransferError as error:
         err.write(f"{PROG}: block-wise transfer failed: {one_line(str(error))}\n")
         return EXIT_NO_RESPONSE
+    except BrokenPipeError:
+        raise  # the reader went away (| head): main() ends quietly
+    except OSError as error:  # writing stdout: a full disk, a closed descriptor, ...
+        err.write(f"{PROG}: cannot write the output: {error.strerror or error}\n")
+        return EXIT_OUTPUT
     finally:
         await client.close()
 
@@ -151,11 +158,17 @@ class _Run:
             err.write(f"-> GET {uri} (Observe: 0, register)\n")
             show_options(err, client.request_options(uri, options=settings.options))
         observation = client.observe(uri, options=settings.options, timeout=settings.timeout)
+        ended_by: list[str] = []
+
+        def end(why: str) -> None:
+            ended_by.append(why)
+            observation.cancel()
+
         if self.interrupt is not None:
-            self.interrupt.addCallback(lambda _: observation.cancel())
+            self.interrupt.addCallback(lambda _: end("interrupt"))
         timer = None
         if settings.duration is not None:
-            timer = self.reactor.callLater(settings.duration, observation.cancel)
+            timer = self.reactor.callLater(settings.duration, end, "duration")
         seen = 0
         status = EXIT_OK
         last: Response | None = None
@@ -179,6 +192,12 @@ class _Run:
             if timer is not None and timer.active():
                 timer.cancel()
         await observation.cancel()  # GET with Observe=1 and the same token (RFC 8323 7.4)
+        if seen == 0 and ended_by:  # ended before the registration was answered
+            if ended_by[0] == "interrupt":
+                raise CancelledError()  # run() says "interrupted": 130, as for a request
+            err.write(f"{PROG}: no response from {uri.origin_uri} within "
+                      f"{settings.duration:g} s\n")
+            return EXIT_NO_RESPONSE
         if status == EXIT_OK and last is not None and OptionNumber.OBSERVE not in last.options:
             what = "the resource is not observable" if seen == 1 else "the server ended it"
             err.write(f"{PROG}: observation over: {what} (a response without Observe)\n")
@@ -197,23 +216,25 @@ class _Run:
 
     async def ping_series(self) -> int:
         """``--ping --interval``: one Ping per interval on one connection (RFC 8323 section
-        5.4), until ``--count`` Pongs, ``--duration`` or the interrupt (each ends it, exit 0)."""
+        5.4), until ``--count`` Pongs, ``--duration`` or the interrupt (each ends it, exit 0;
+        before the first Pong: 3 for ``--duration``, 130 for the interrupt)."""
         reactor, settings, out = self.reactor, self.settings, self.out
         uri = settings.uri
         interval = settings.interval
         assert interval is not None
-        stopped: list[bool] = []
+        stopped: list[str] = []
         waiting: list[Deferred[Any]] = []
 
-        def stop(_: object = None) -> None:
+        def stop(why: str) -> None:
             if not stopped:
-                stopped.append(True)
+                stopped.append(why)
                 for d in list(waiting):
                     d.cancel()
 
         if self.interrupt is not None:
-            self.interrupt.addCallback(stop)
-        timer = reactor.callLater(settings.duration, stop) if settings.duration else None
+            self.interrupt.addCallback(lambda _: stop("interrupt"))
+        timer = (reactor.callLater(settings.duration, stop, "duration")
+                 if settings.duration else None)
 
         async def step(d: Deferred[Any]) -> tuple[bool, Any]:
             """Wait for ``d``; (False, None) when the series was stopped meanwhile."""
@@ -247,6 +268,12 @@ class _Run:
         finally:
             if timer is not None and timer.active():
                 timer.cancel()
+        if sequence == 0 and stopped:  # ended before the first Pong
+            if stopped[0] == "interrupt":
+                raise CancelledError()  # run() says "interrupted": 130, as for one Ping
+            self.err.write(f"{PROG}: no Pong from {uri.origin_uri} within "
+                           f"{settings.duration:g} s\n")
+            return EXIT_NO_RESPONSE
         if settings.verbose:
             self.err.write(f"   ({sequence} Pongs)\n")
         return EXIT_OK

@@ -59,7 +59,7 @@ from coaptcp.client.pool import (
     PoolState,
 )
 from coaptcp.client.targets import parse_method, resolve_target
-from coaptcp.client.timeouts import with_idle_timeout, with_timeout
+from coaptcp.client.timeouts import check_seconds, with_idle_timeout, with_timeout
 from coaptcp.client.transfer import (
     DEFAULT_MAX_BODY_SIZE,
     Progress,
@@ -126,6 +126,9 @@ class Client:
         block_size: int | None = None,
         max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        for name, seconds in (("timeout", timeout), ("idle_timeout", idle_timeout),
+                              ("keepalive", keepalive), ("ping_timeout", ping_timeout)):
+            check_seconds(name, seconds)
         self.reactor = default_reactor(reactor)
         self.connectors: dict[str, Connector] = dict(default_connectors())
         if connectors:
@@ -170,7 +173,8 @@ class Client:
         6): the Deferred fires with the whole body.  Errors the server answers during an
         upload (4.08, 4.13 with Size1, ...) are the response.
 
-        Fails with :class:`~coaptcp.core.uri.UriError` (a bad URI),
+        Fails with :class:`~coaptcp.core.uri.UriError` (a bad URI), :class:`ValueError`
+        (a bad method, option number or timeout), :class:`TypeError` (a payload not bytes),
         :class:`~coaptcp.client.connectors.SchemeNotAvailable`,
         :class:`~coaptcp.client.connectors.ConnectFailed`,
         :class:`~coaptcp.channel.errors.ConnectionClosedError` (the connection was lost,
@@ -190,13 +194,16 @@ class Client:
             block-wise transfer: the bytes moved so far and the whole size (``None``
             when the server gave no Size2).
         """
+        if timeout is _DEFAULT:
+            timeout = self.timeout
         try:
             code = parse_method(method)
             target, request_options = resolve_target(uri, options)
+            check_seconds("timeout", timeout)
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise TypeError(f"the payload is bytes, not {type(payload).__name__}")
         except (ValueError, TypeError) as error:
             return fail(error)
-        if timeout is _DEFAULT:
-            timeout = self.timeout
         return with_idle_timeout(
             self.reactor,
             lambda kick: self._request(target, code, request_options, payload, kick, progress),
@@ -243,13 +250,15 @@ class Client:
         connection is lost (:class:`~coaptcp.channel.errors.ConnectionClosedError`); with
         ``reregister`` a lost connection is replaced and the GET registered again instead.
 
-        Raises :class:`~coaptcp.core.uri.UriError` for a bad URI; other failures
+        Raises :class:`~coaptcp.core.uri.UriError` for a bad URI and :class:`ValueError`
+        for a bad option number or timeout; other failures
         (connecting, :class:`~coaptcp.client.errors.RequestTimeout` when no first response
         comes within ``timeout``) end the observation with that error.
         """
         target, request_options = resolve_target(uri, options)
         if timeout is _DEFAULT:
             timeout = self.timeout
+        check_seconds("timeout", timeout)
 
         def register(observation: Observation) -> Deferred[ChannelObservation]:
             return Deferred.fromCoroutine(
@@ -286,12 +295,13 @@ class Client:
         Uses (or opens) the pooled connection (RFC 8323 section 5.4).  ``timeout`` is the
         client's ``ping_timeout`` when not given.  Fails like :meth:`request`.
         """
-        try:
-            target = uri if isinstance(uri, CoapUri) else parse_uri(uri)
-        except (ValueError, TypeError) as error:
-            return fail(error)
         if timeout is _DEFAULT:
             timeout = self.ping_timeout
+        try:
+            target = uri if isinstance(uri, CoapUri) else parse_uri(uri)
+            check_seconds("timeout", timeout)
+        except (ValueError, TypeError) as error:
+            return fail(error)
         d = Deferred.fromCoroutine(self._ping(target))
         return with_timeout(self.reactor, d, timeout, f"no Pong from {target.origin_uri}")
 

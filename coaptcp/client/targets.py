@@ -51,12 +51,16 @@ def resolve_target(
 ) -> tuple[CoapUri, Options]:
     """The parsed URI and the options a request to it carries: the URI's (RFC 7252
     section 6.4), any of the same numbers in ``options`` replacing them, then the rest of
-    ``options``.  Raises :class:`~coaptcp.core.uri.UriError` for a bad URI."""
+    ``options``.  Raises :class:`~coaptcp.core.uri.UriError` for a bad URI and
+    :class:`ValueError` for an option number out of range."""
     target = uri if isinstance(uri, CoapUri) else parse_uri(uri)
     derived = target.request_options()
     given = options if isinstance(options, Options) else Options(options)
     if not given:
         return target, derived
+    for number, _ in given:
+        if not 0 < number <= 0xFFFF:  # RFC 7252 section 3.1: a 16-bit number
+            raise ValueError(f"option number {number} is out of range (1-65535)")
     replaced = {number for number, _ in given if number in _URI_OPTIONS}
     kept = [(n, v) for n, v in derived if n not in replaced]
     return target, Options([*kept, *given])

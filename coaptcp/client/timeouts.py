@@ -8,6 +8,7 @@ operation (which frees its token) and fails it with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -16,9 +17,15 @@ from twisted.python.failure import Failure
 
 from coaptcp.client.errors import RequestTimeout
 
-__all__ = ["with_idle_timeout", "with_timeout"]
+__all__ = ["check_seconds", "with_idle_timeout", "with_timeout"]
 
 _T = TypeVar("_T")
+
+
+def check_seconds(name: str, seconds: float | None) -> None:
+    """A :class:`ValueError` unless ``seconds`` is ``None`` or a finite number >= 0."""
+    if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"{name} is a finite number of seconds >= 0 or None, not {seconds!r}")
 
 
 def with_timeout(

@@ -245,6 +245,11 @@ def parse_uri(text: str) -> CoapUri:
     if not isinstance(text, str):
         raise TypeError(f"a URI is a str, not {type(text).__name__}")
     original = text
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes, as os.fsdecode leaves them in argv
+            raise UriError(original, "the URI is not UTF-8 text") from None
     uri = iri_to_uri(text)
     # Step 1: an absolute URI.
     match = _SPLIT.match(uri)
@@ -335,6 +340,8 @@ def _parse_ip_literal(uri: str, text: str) -> ipaddress.IPv6Address:
     if inner[:1].lower() == "v":
         raise UriError(uri, f"IPvFuture literal hosts are not supported: {text}")
     address_text, sep, zone = inner.partition("%25")
+    if "%" in address_text:
+        raise UriError(uri, f"the IPv6 zone identifier in {text} is written %25ZONE (RFC 6874)")
     if sep:
         if not zone:
             raise UriError(uri, f"the IPv6 zone identifier in {text} is empty")
@@ -345,7 +352,11 @@ def _parse_ip_literal(uri: str, text: str) -> ipaddress.IPv6Address:
     except ValueError:
         raise UriError(uri, f"{text} is not an IPv6 address") from None
     if sep:
-        address = ipaddress.IPv6Address(f"{address}%{zone}")
+        try:
+            address = ipaddress.IPv6Address(f"{address}%{zone}")
+        except ValueError:
+            message = f"the IPv6 zone identifier {zone!r} in {text} is not usable"
+            raise UriError(uri, message) from None
     return address
 
 

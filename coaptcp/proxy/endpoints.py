@@ -288,6 +288,7 @@ class EndpointProxy(Resource):
     """
 
     isLeaf = True
+    forwards_answers = True  # the origin had the Accept (RFC 7252 section 5.10.4)
     observable = True
     log = Logger()
 

@@ -43,6 +43,7 @@ class ReverseProxy(Resource):
     """
 
     isLeaf = True
+    forwards_answers = True  # the origin had the Accept (RFC 7252 section 5.10.4)
     observable = True
 
     def __init__(self, base: str | CoapUri, upstream: Upstream) -> None:

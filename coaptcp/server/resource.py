@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from coaptcp.core.codes import Code
 from coaptcp.core.linkformat import LINK_FORMAT, AttributeValue, Link, filter_links, format_links
+from coaptcp.core.mediatypes import content_format_name
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber
 from coaptcp.core.validation import PROXY_OPTIONS, CriticalOptionCheck
@@ -111,6 +112,8 @@ _RENDER_ATTRIBUTES: Mapping[Code, str] = {
 
 _PROXY_URI = 35  # Proxy-Uri (35) and Proxy-Scheme (39) come after every other option
 _GET = Code.GET  # a global: an Enum attribute costs ten times as much to look up
+_CONTENT = Code.CONTENT
+_ACCEPT = 17  # Accept (RFC 7252 section 5.10.4)
 
 
 class Resource:
@@ -128,6 +131,11 @@ class Resource:
     #: as ``obs`` in ``/.well-known/core``.
     observable: ClassVar[bool] = False
     isLeaf: ClassVar[bool] = False
+    #: Whether this resource's answers are another server's, forwarded as they came (a
+    #: reverse proxy's or a device mount's, RFC 7252 section 5.7): the site then passes a
+    #: 2.05 in another Content-Format than the request's Accept as it is, where it
+    #: answers 4.06 for its own resources (section 5.10.4; the origin had the Accept).
+    forwards_answers: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.children: dict[str, Resource] = {}
@@ -330,18 +338,33 @@ class Site:
         except Exception:
             return self._internal_error(Failure(), request)
         if isinstance(result, Response):
+            items = request.options.items  # sorted: Accept only if the last number is >= 17
+            if (
+                items
+                and items[-1][0] >= _ACCEPT
+                and result.code is _CONTENT
+                and not resource.forwards_answers
+            ):
+                return _not_acceptable(result, request)
             return result
         if inspect.isawaitable(result):
             result = Deferred.fromCoroutine(_await(result))
         if isinstance(result, Deferred):
-            return result.addCallbacks(self._check_result, self._failed, errbackArgs=(request,))
+            return result.addCallbacks(
+                self._check_result,
+                self._failed,
+                callbackArgs=(request, resource),
+                errbackArgs=(request,),
+            )
         return self._internal_error(
             Failure(TypeError(f"render returned {type(result).__name__}, not a Response")),
             request,
         )
 
-    def _check_result(self, result: object) -> Response:
+    def _check_result(self, result: object, request: Request, resource: Resource) -> Response:
         if isinstance(result, Response):
+            if result.code is _CONTENT and not resource.forwards_answers:
+                return _not_acceptable(result, request)
             return result
         raise TypeError(f"render returned {type(result).__name__}, not a Response")
 
@@ -360,6 +383,20 @@ class Site:
             path="/".join(request.path),
         )
         return Response(Code.INTERNAL_SERVER_ERROR, b"internal server error")
+
+
+def _not_acceptable(result: Response, request: Request) -> Response:
+    """``result``, or 4.06 when it is in another Content-Format than Accept asks for
+    (RFC 7252 section 5.10.4); a response without Content-Format is left alone."""
+    accept = request.options.accept
+    if accept is None:
+        return result
+    given = result.options.content_format
+    if given is None or given == accept:
+        return result
+    wanted = content_format_name(accept)
+    return Response(Code.NOT_ACCEPTABLE, f"Accept {accept} ({wanted}) cannot be served; this "
+                    f"resource answers in {given} ({content_format_name(given)})".encode())
 
 
 async def _await(awaitable: Awaitable[Response]) -> Response:

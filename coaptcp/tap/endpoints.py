@@ -20,11 +20,9 @@ from twisted.python import usage
 from coaptcp.directory import ResourceDirectory
 from coaptcp.proxy.endpoints import (
     DEFAULT_ENDPOINT_PREFIX,
-    DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT,
     EndpointLimits,
     EndpointProxy,
 )
-from coaptcp.proxy.upstream import DEFAULT_MAX_IN_FLIGHT, DEFAULT_UPSTREAM_TIMEOUT
 from coaptcp.server.resource import Resource
 
 __all__ = ["EP_OPT_PARAMETERS", "check_endpoint_options", "mount_endpoints"]
@@ -33,14 +31,11 @@ _DEFAULTS = EndpointLimits()
 #: (option, field, kind, help) of the ``--rd-proxy-*`` bounds.
 _EP_OPTIONS: list[tuple[str, str, type, str]] = [
     ("rd-proxy-timeout", "timeout", float,
-     f"Seconds a registered device may take to answer through /ep (then 5.04; "
-     f"default {DEFAULT_UPSTREAM_TIMEOUT:g})."),
+     "Seconds a registered device may take to answer through /ep (then 5.04)."),
     ("rd-proxy-max-in-flight", "max_in_flight", int,
-     f"Requests in flight through /ep in total; more get 5.03 with Max-Age "
-     f"(default {DEFAULT_MAX_IN_FLIGHT})."),
+     "Requests in flight through /ep in total; more get 5.03 with Max-Age."),
     ("rd-proxy-max-in-flight-per-endpoint", "max_in_flight_per_endpoint", int,
-     f"Requests in flight to one registered endpoint; more get 5.03 with Max-Age "
-     f"(default {DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT})."),
+     "Requests in flight to one registered endpoint; more get 5.03 with Max-Age."),
     ("rd-proxy-max-observations", "max_observations", int,
      "Observations of registered endpoints' resources at once (each shared by its "
      "observers); more get 5.03 with Max-Age."),

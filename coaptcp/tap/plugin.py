@@ -301,6 +301,8 @@ class Options(callhome.CallHomeOptions, DtlsOptions, MetricsOptions):
 
     def __init__(self) -> None:
         super().__init__()
+        # --help wraps docs as they stand: a docstring's line breaks showed as runs of spaces
+        self.docs = {name: " ".join(doc.split()) if doc else doc for name, doc in self.docs.items()}
         self["tcp"] = []
         self["ws"] = []
         self["tls"] = []
@@ -432,6 +434,8 @@ def _check_upload_limits(limits: Limits, max_body_size: int) -> None:
 def makeService(options: Options | dict[str, Any]) -> MultiService:
     """Build the service for parsed :class:`Options` (also usable from an app's .tac).
 
+    A plain dict needs ``"root"`` and its listeners; other keys take their defaults.
+
     Raises the process's descriptor limit where it may and lowers ``--max-connections``
     to fit it (:func:`~coaptcp.transport.admission.fit_descriptor_limit`); all listeners count
     their connections together, from accept.
@@ -439,6 +443,8 @@ def makeService(options: Options | dict[str, Any]) -> MultiService:
     reactor = default_reactor()
     if options.get("workers"):
         return make_worker_pool(options)  # type: ignore[arg-type]
+    if "root" not in options:
+        raise ValueError("makeService needs options['root'] (a Resource or Site)")
 
     root = options["root"]
     policy = options.get("proxy-policy") or check_proxy_options(options.get("proxy", []))

@@ -209,6 +209,36 @@ def test_observe_timeout_without_an_answer_exits_at_once() -> None:
     assert sent == [(Code.CSM, None), (Code.GET, 0), (Code.GET, 1), (Code.RELEASE, None)]
 
 
+def test_observe_or_ping_series_ended_before_any_answer_is_not_a_success() -> None:
+    # --duration or Ctrl-C while the registration (or the first Ping of a series) is still
+    # unanswered used to exit 0 with nothing printed, as if it had worked: now "no
+    # response" (3) and "interrupted" (130), as for a request (docs/client.md, exit codes).
+    for argv, end, code, line in [
+        (["--observe", "--duration", "2"], "duration", EXIT_NO_RESPONSE,
+         "coaptcp-client: no response from coap+tcp://127.0.0.1:5683 within 2 s\n"),
+        (["--observe"], "ctrl-c", EXIT_INTERRUPTED, "coaptcp-client: interrupted\n"),
+        (["--ping", "--interval", "0.5", "--duration", "2"], "duration", EXIT_NO_RESPONSE,
+         "coaptcp-client: no Pong from coap+tcp://127.0.0.1:5683 within 2 s\n"),
+        (["--ping", "--interval", "0.5"], "ctrl-c", EXIT_INTERRUPTED,
+         "coaptcp-client: interrupted\n"),
+    ]:
+        network = MemoryNetwork()
+        network.hold = True
+        started = Started(network, [*argv, "coap+tcp://127.0.0.1/time"])
+        link = frozen_link(network)
+        started.advance(1)
+        assert started.results == []
+        if end == "duration":
+            started.advance(1)
+        else:
+            started.ctrl_c()
+        started.advance(5)
+        assert started.code == code
+        assert started.err.getvalue() == line
+        assert started.out.getvalue() == b""
+        assert link.closed
+
+
 def test_keepalive_option_reaches_the_client() -> None:
     assert parse_args(["coap+tcp://h/"]).keepalive == 15.0
     assert parse_args(["--keepalive", "0", "coap+tcp://h/"]).keepalive is None

@@ -24,6 +24,7 @@ from coaptcp.client.client import Client
 from coaptcp.core.codes import Code
 from coaptcp.core.options import OptionNumber, Options
 from coaptcp.testing import result_of, success
+from coaptcp.testing.certs import write_test_setup
 
 
 def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -83,6 +84,20 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--psk-key", "k", "coaps+tcp://h/"], "--psk-identity and --psk-key go together"),
         (["-e", "a", "-f", "b", "coap+tcp://h/"], "not allowed with argument"),
         ([], "the following arguments are required: URI"),
+        # argv bytes that are not UTF-8 reach Python as lone surrogates (PEP 383)
+        (["coap+tcp://h/\udcff"], "the URI is not UTF-8 text"),
+        (["coap+tcp://[fe80::1%lo]/"], "the IPv6 zone identifier in [fe80::1%lo] is written %25"),
+        (["-e", "a\udcffb", "coap+tcp://h/"], "--payload: the text is not UTF-8"),
+        (["-O", "11,\udcff", "coap+tcp://h/"], "--option '11,\\udcff': the text is not UTF-8"),
+        (["-O", "14,-5", "coap+tcp://h/"], "--option '14,-5': Max-Age takes a whole number"),
+        (["-O", "14,1_0", "coap+tcp://h/"], "--option '14,1_0': Max-Age takes a whole number"),
+        (["-O", "12,65536", "coap+tcp://h/"],
+         "--option '12,65536': Content-Format 65536 is out of range (0-65535)"),
+        (["-O", "60,4294967296", "coap+tcp://h/"], "Size1 4294967296 is out of range"),
+        (["--psk-identity", "i", "--psk-key", "hex:zz", "coaps+tcp://h/"],
+         "--psk-key: 'hex:zz' is not hex: hex: then pairs of hex digits"),
+        (["--psk-identity", "\udcff", "--psk-key", "k", "coaps+tcp://h/"],
+         "--psk-identity: the text is not UTF-8"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,20 +135,42 @@ def test_payload_forms(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tls_settings_are_collected(tmp_path: Any) -> None:
-    pem = tmp_path / "x.pem"
-    pem.write_text("not checked here")
-    settings = parse_args(["--cafile", str(pem), "--cert", str(pem), "--key", str(pem),
-                           "--psk-identity", "me", "--psk-key", "hex:00ff", "--insecure",
-                           "coaps+tcp://h/"])
+    paths = {name: str(path) for name, path in write_test_setup(tmp_path).items()}
+    settings = parse_args(["--cafile", paths["ca"], "--cert", paths["client"],
+                           "--key", paths["client_key"], "--psk-identity", "me",
+                           "--psk-key", "hex:00ff", "coaps+tcp://h/"])
     tls = settings.tls
-    assert (tls.cafile, tls.certfile, tls.keyfile) == (str(pem),) * 3
-    assert (tls.psk_identity, tls.psk_key, tls.insecure) == (b"me", b"\x00\xff", True)
-    assert parse_args(["--psk-identity", "a", "--psk-key", "secret",
-                       "coaps+ws://h/"]).tls.psk_key == b"secret"
+    assert (tls.cafile, tls.certfile, tls.keyfile) == (
+        paths["ca"], paths["client"], paths["client_key"])
+    assert (tls.psk_identity, tls.psk_key, tls.insecure) == (b"me", b"\x00\xff", False)
+    assert parse_args(["--insecure", "--psk-identity", "a", "--psk-key", "secret",
+                       "coaps+tcp://h/"]).tls.insecure is True
+
+
+def test_tls_mistakes_found_before_connecting_are_usage_errors(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # They used to be exit 3 ("cannot connect to ..."), as if the server had failed.
+    paths = {name: str(path) for name, path in write_test_setup(tmp_path).items()}
+    not_pem = __file__
+    for argv, message in [
+        (["--cafile", not_pem], f"TLS options: CA file {not_pem} holds no usable PEM"),
+        (["--cert", not_pem], f"TLS options: certificate file {not_pem} holds no usable PEM"),
+        (["--cert", paths["client"]], "holds no usable PEM key"),  # no key in that file
+        (["--cert", paths["ca"], "--key", paths["client_key"]], "does not match the certificate"),
+        (["--insecure", "--cafile", paths["ca"]], "contradict each other"),
+    ]:
+        assert message in usage_error([*argv, "coaps+tcp://h/"], capsys)
+    assert "pre-shared keys are not supported for coaps+ws; use coaps+tcp or coaps" in (
+        usage_error(["--psk-identity", "a", "--psk-key", "b", "coaps+ws://h/"], capsys))
 
 
 def test_help_lists_the_options() -> None:
     text = build_parser().format_help()
+    # every scheme the client speaks, UDP and DTLS included (the help said "over TCP")
+    for scheme in ("coap+tcp://", "coaps+tcp://", "coap+ws://", "coaps+ws://", "coap://",
+                   "coaps://"):
+        assert scheme in text, scheme
     for flag in ("--method", "--payload", "--payload-file", "--content-format", "--accept",
                  "--observe", "--count", "--ping", "--verbose", "--cafile", "--cert", "--key",
                  "--psk-identity", "--psk-key", "--insecure", "Exit codes"):
@@ -441,3 +478,86 @@ def test_observe_pretty_separates_multi_line_notifications() -> None:
                         pretty=True)
     assert out.startswith(b'{\n  "server": "coaptcp ')
     assert out.endswith(b"\n}\n\n")
+
+
+def test_every_exit_code_is_documented() -> None:
+    # docs/client.md's table and --help's epilog name every code the command can return.
+    from pathlib import Path
+
+    from coaptcp.cli import arguments
+
+    codes = {value for name, value in vars(arguments).items() if name.startswith("EXIT_")}
+    page = (Path(__file__).parents[2] / "docs" / "client.md").read_text(encoding="utf-8")
+    table = page.split("**Exit codes.**", 1)[1].split("\n## ", 1)[0]
+    documented = {int(row.split("|")[1]) for row in table.splitlines()
+                  if row.startswith("| ") and row.split("|")[1].strip().isdigit()}
+    assert documented == codes
+    epilog = " ".join(build_parser().format_help().split())
+    for code in codes:
+        assert f" {code} " in epilog.split("Exit codes:", 1)[1]
+
+
+def test_output_that_cannot_be_written_is_one_line_not_an_internal_error() -> None:
+    # `coaptcp-client URI > /dev/full` said "internal error: [Errno 28] ..." (exit 70, a
+    # bug); a full disk is not one: exit 74 (EX_IOERR) and a plain line.
+    import errno
+
+    from coaptcp.cli.arguments import EXIT_OUTPUT
+
+    class Full(io.BytesIO):
+        def write(self, data: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    network = MemoryNetwork()
+    settings = parse_args(["coap+tcp://127.0.0.1/hello"])
+    err = io.StringIO()
+    client = make_client(network, timeout=settings.timeout)
+    results = result_of(Deferred.fromCoroutine(
+        run(network.clock, client, settings, Full(), err, False)))
+    for _ in range(5):
+        network.flush()
+    assert success(results) == EXIT_OUTPUT
+    assert err.getvalue() == "coaptcp-client: cannot write the output: No space left on device\n"
+    assert network.links[0].closed
+
+
+def test_a_payload_beyond_the_limit_is_not_read_whole(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `-f /dev/zero` (or an endless pipe on `-f -`) read until memory ran out: the payload
+    # is read up to MAX_PAYLOAD bytes (64 MiB) and one byte more means a usage error.
+    from coaptcp.cli import arguments
+
+    assert arguments.MAX_PAYLOAD == 64 * 1024 * 1024
+    monkeypatch.setattr(arguments, "MAX_PAYLOAD", 10)
+    exact, over = tmp_path / "exact", tmp_path / "over"
+    exact.write_bytes(b"x" * 10)
+    over.write_bytes(b"x" * 11)
+    assert parse_args(["-f", str(exact), "coap+tcp://h/"]).payload == b"x" * 10
+    assert parse_args(["-e", f"@{exact}", "coap+tcp://h/"]).payload == b"x" * 10
+    message = f"payload file {over} is larger than 10 bytes, the most coaptcp-client sends"
+    assert message in usage_error(["-f", str(over), "coap+tcp://h/"], capsys)
+    assert "payload file /dev/zero is larger than 10 bytes" in usage_error(
+        ["-f", "/dev/zero", "coap+tcp://h/"], capsys)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"y" * 11)))
+    assert "payload file - is larger than 10 bytes" in usage_error(
+        ["-f", "-", "coap+tcp://h/"], capsys)
+
+
+def test_closed_standard_streams_are_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Started with `<&-`, `>&-` or `2>&-`, Python has None for the stream: `-f -` and
+    # the output raised AttributeError tracebacks, and a closed stderr hung the command
+    # (the failure could not be reported, so the reactor never stopped).
+    from coaptcp.cli.arguments import EXIT_OUTPUT
+    from coaptcp.cli.main import main
+
+    monkeypatch.setattr("sys.stdin", None)
+    assert "cannot read payload file -: stdin is closed" in usage_error(
+        ["-f", "-", "coap+tcp://h/"], capsys)
+    monkeypatch.setattr("sys.stdout", None)
+    assert main(["coap+tcp://h/"]) == EXIT_OUTPUT
+    assert capsys.readouterr().err == "coaptcp-client: cannot write the output: stdout is closed\n"
+    monkeypatch.setattr("sys.stderr", None)
+    assert main(["coap+tcp://h/"]) == EXIT_OUTPUT

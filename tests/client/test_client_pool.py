@@ -490,6 +490,30 @@ def test_bad_uri_and_method_fail_without_connecting() -> None:
     assert network.attempts == []
 
 
+def test_bad_arguments_fail_as_documented_without_connecting() -> None:
+    # docs/client.md: a bad argument is a ValueError (a wrong payload type a TypeError),
+    # failed before anything is sent; -1 s used to trip Twisted's callLater assertion
+    # after the request had already started.
+    network = MemoryNetwork()
+    client = make_client(network)
+    for seconds in (-1, float("nan"), float("-inf")):
+        error = failure(result_of(client.request("GET", HELLO, timeout=seconds)), ValueError)
+        assert "timeout" in str(error.value)
+        failure(result_of(client.ping(HELLO, timeout=seconds)), ValueError)
+        with pytest.raises(ValueError, match="timeout"):
+            client.observe(HELLO, timeout=seconds)
+    error = failure(result_of(client.request("GET", HELLO, options=[(99999, b"")])), ValueError)
+    assert "option number 99999" in str(error.value)
+    error = failure(result_of(client.request("PUT", HELLO, "text")), TypeError)  # type: ignore[arg-type]
+    assert "the payload is bytes, not str" in str(error.value)
+    network.flush()
+    assert network.attempts == []
+    assert network.clock.getDelayedCalls() == []
+    for name in ("timeout", "idle_timeout", "keepalive", "ping_timeout"):
+        with pytest.raises(ValueError, match=name):
+            Client(network.clock, **{name: -1})
+
+
 def test_parse_method() -> None:
     assert parse_method("get") is Code.GET
     assert parse_method("iPATCH") is Code.IPATCH

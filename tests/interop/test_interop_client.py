@@ -353,8 +353,11 @@ def test_cli_coaps_ws_rejects_psk_clearly(tls_server: RunningPeer) -> None:
     ws_port = tls_server.extra["ws_port"]  # type: ignore[attr-defined]
     result = cli("--psk-identity", "gateway", "--psk-key", "battery staple",
                  f"coaps+ws://localhost:{ws_port}/hello")
-    assert result.returncode == 3
-    assert "pre-shared keys are not supported for coaps+ws" in one_line(result)
+    # Known before connecting: a usage error (exit 2, docs/client.md), not "no response".
+    assert result.returncode == 2
+    last = result.stderr.decode().splitlines()[-1]
+    assert last == ("coaptcp-client: error: --psk-identity: pre-shared keys are not "
+                    "supported for coaps+ws; use coaps+tcp or coaps")
 
 
 def test_cli_observe_with_another_method_is_a_clear_usage_error() -> None:

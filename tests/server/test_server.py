@@ -226,6 +226,23 @@ def test_render_returning_a_non_response_is_500():
     assert any("log_failure" in e for e in events)
 
 
+def test_accept_other_than_the_content_format_is_406():
+    # RFC 7252 section 5.10.4: when the preferred Content-Format cannot be returned, a
+    # 4.06 MUST be sent (it used to answer 2.05 in text/plain to Accept: cbor), for
+    # plain and async renders alike; a matching Accept is served as before.
+    h, _, async_res = harness()
+    h.open()
+    accept = OptionNumber.ACCEPT
+    h.feed(get(b"a", "hello", extra=[(accept, 60)]), get(b"b", "hello", extra=[(accept, 0)]),
+           get(b"c", "async", extra=[(accept, 50)]))
+    async_res.gate.callback("x")
+    sent = h.sent()
+    assert [(m.code, m.token) for m in sent] == [
+        (Code.NOT_ACCEPTABLE, b"a"), (Code.CONTENT, b"b"), (Code.NOT_ACCEPTABLE, b"c")]
+    assert b"application/cbor" in sent[0].payload
+    assert sent[1].payload == b"Hello, world!"
+
+
 def test_unknown_path_is_404():
     h, _, _ = harness()
     h.open()
@@ -426,3 +443,34 @@ def test_a_bad_critical_option_is_402_every_time_it_comes():
     h.feed(*(Message(Code.GET, bytes([i]), bad) for i in range(2)))
     h.feed(get(b"ok", "hello"))
     assert [m.code for m in h.sent()] == [Code.BAD_OPTION, Code.BAD_OPTION, Code.CONTENT]
+
+
+def test_a_forwarding_resource_passes_another_format_as_it_came():
+    """A proxy's resource (forwards_answers) passes the origin's 2.05 whatever its
+    Content-Format: the origin had the Accept (RFC 7252 section 5.10.4)."""
+    json_answer = Options([(OptionNumber.CONTENT_FORMAT, 50)])
+
+    class Own(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Request) -> Response:
+            return Response(Code.CONTENT, b"{}", options=json_answer)
+
+    class Forwarded(Own):
+        forwards_answers = True
+
+    root = Resource()
+    root.putChild("own", Own())
+    root.putChild("forwarded", Forwarded())
+    site = Site(root)
+    cbor = [(OptionNumber.ACCEPT, 60)]
+
+    def get(name: str) -> Response:
+        options = Options([(OptionNumber.URI_PATH, name), *cbor])
+        answer = site.handle(Request(Code.GET, b"t", options, b""))
+        assert isinstance(answer, Response)
+        return answer
+
+    assert get("own").code == Code.NOT_ACCEPTABLE
+    forwarded = get("forwarded")
+    assert (forwarded.code, forwarded.payload) == (Code.CONTENT, b"{}")

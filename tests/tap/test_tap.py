@@ -173,6 +173,12 @@ def test_make_service_lenient_csm():
     assert service.factory.require_csm is False
 
 
+def test_make_service_from_a_dict_without_a_root_says_what_it_needs():
+    # A .tac (README) that passes a dict without "root" got KeyError: 'root'.
+    with pytest.raises(ValueError, match=r"options\['root'\]"):
+        tap.makeService({"tcp": ["tcp:0"]})
+
+
 def test_make_service_from_a_plain_dict():
     root = tap_resources.make_root()
     service = tap.makeService({"root": root, "tcp": ["tcp:0"], "max-message-size": "1500"})
@@ -384,3 +390,17 @@ def test_bad_limit_options_are_usage_errors(argv, message):
     with pytest.raises(usage.UsageError) as raised:
         tap.Options().parseOptions(argv)
     assert message in str(raised.value)
+
+
+def test_help_text_has_no_stray_gaps_or_repeated_defaults():
+    # Twisted wraps each option's doc as it stands: a docstring's line break and indent
+    # showed as a run of spaces ("at /         on a Twisted"), and a doc that names its
+    # default got Twisted's "[default: ...]" after it too.
+    from coaptcp.tap.plugin import Options
+
+    options = Options()
+    for name, doc in options.docs.items():
+        assert "  " not in doc.strip(), (name, doc)
+        if options.defaults.get(name) is not None:
+            assert "(default " not in doc, (name, doc)
+    assert "at / on a Twisted endpoint" in options.docs["ws"]
