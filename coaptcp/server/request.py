@@ -29,6 +29,7 @@ __all__ = [
     "RenderResult",
     "Request",
     "Response",
+    "uri_not_utf8",
 ]
 
 #: Content-Format numbers used by the helpers below (RFC 7252 section 12.3).
@@ -245,6 +246,18 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} /{'/'.join(self.path)} token={self.token.hex()}>"
+
+
+def uri_not_utf8(options: Options) -> str | None:
+    """A diagnostic when a Uri-Host, Uri-Path or Uri-Query value of ``options`` is not
+    UTF-8 (they are strings, RFC 7252 section 3.2: a non-conforming critical option,
+    4.02), else ``None``; the values decoded are kept, as a :class:`Request` keeps them."""
+    if options._uri is None:
+        try:
+            options._uri = _decode_uri(options)
+        except UnicodeDecodeError as error:
+            return f"a Uri-Host, Uri-Path or Uri-Query value is not UTF-8: {error}"
+    return None
 
 
 def _decode_uri(options: Options) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:

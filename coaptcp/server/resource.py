@@ -30,7 +30,7 @@ from coaptcp.core.mediatypes import content_format_name
 from coaptcp.core.message import Message
 from coaptcp.core.options import OptionNumber
 from coaptcp.core.validation import PROXY_OPTIONS, CriticalOptionCheck
-from coaptcp.server.request import CoapError, RenderResult, Request, Response
+from coaptcp.server.request import CoapError, RenderResult, Request, Response, uri_not_utf8
 
 if TYPE_CHECKING:
     from coaptcp.server.counts import AnswerMeter, EventCounts
@@ -83,18 +83,22 @@ _CHECK_CRITICAL_OPTIONS = _CRITICAL_OPTION_CHECK.first_problem
 def bad_option_answer(message: Message) -> Message | None:
     """4.02 Bad Option for a request ``message`` with an unrecognized critical option
     (RFC 7252 section 5.4.1: unknown, not understood here, a bad length or repeated), as
-    :meth:`Site.handle` answers; ``None`` when its options are fine.
+    :meth:`Site.handle` answers, or for a Uri-Host, Uri-Path or Uri-Query value that is
+    not UTF-8 (section 3.2), as the channels answer; ``None`` when its options are fine.
 
     The block-wise layers ask it before they hold a Block1 block (RFC 7959 section 2.5):
     the Site sees an upload only at its last block.
     """
     options = message.options
-    if options._checked is _CRITICAL_OPTION_CHECK:  # found fine before
-        return None
-    problem = _CHECK_CRITICAL_OPTIONS(options)
-    if problem is None:
-        return None
-    return Message(Code.BAD_OPTION, message.token, payload=problem[1].encode("utf-8"))
+    if options._checked is not _CRITICAL_OPTION_CHECK:  # not found fine before
+        problem = _CHECK_CRITICAL_OPTIONS(options)
+        if problem is not None:
+            return Message(Code.BAD_OPTION, message.token, payload=problem[1].encode("utf-8"))
+    diagnostic = uri_not_utf8(options)
+    if diagnostic is not None:
+        return Message(Code.BAD_OPTION, message.token, payload=diagnostic.encode("utf-8"))
+    return None
+
 
 _METHOD_NAMES: Mapping[Code, str] = {
     Code.GET: "GET",

@@ -381,3 +381,17 @@ def test_an_error_answer_is_not_cut_by_the_requested_block2() -> None:
     assert answer.payload == b"critical option Block2 (23) has a value of 4 bytes; 0-3 allowed"
     h.feed(get(b"p", "big", extra=[(BLOCK2, Block(5000, False, 6).encode())]))
     assert one(h).code == Code.BAD_OPTION  # past the end of a representation: still 4.02
+
+
+def test_a_block_with_a_uri_that_is_not_utf8_is_4_02_not_held() -> None:
+    # Uri-Path is a string (RFC 7252 section 3.2): a value that is not UTF-8 gets 4.02 at
+    # the first block, as a request without blocks does, not 2.31 and the 4.02 at the end.
+    h = connect()
+    options = Options([(OptionNumber.URI_PATH, b"st\xffre"), (BLOCK1, Block(0, True, 6).encode())])
+    h.feed(Message(Code.PUT, b"u", options, bytes(1024)))
+    answer = one(h)
+    assert answer.code == Code.BAD_OPTION
+    assert answer.payload.startswith(b"a Uri-Host, Uri-Path or Uri-Query value is not UTF-8")
+    assert h.protocol.channel.blockwise.uploads_in_progress == 0
+    h.feed(get(b"h", "hello"))
+    assert one(h).payload == b"Hello, world!"

@@ -348,3 +348,16 @@ def test_uploads_count_against_the_server_wide_budget_shared_with_other_listener
     assert refused.message.options.get_uint(OptionNumber.MAX_AGE)
     protocol.stopProtocol()
     assert budget.held == 1024  # the UDP upload's bytes went back on closing
+
+
+def test_a_block_with_a_uri_host_that_is_not_utf8_is_4_02_not_held() -> None:
+    # RFC 7252 section 3.2: Uri-Host is a string; the first block used to get 2.31.
+    protocol, transport, _, _ = make_server()
+    options = Options([(OptionNumber.URI_HOST, b"h\xfe"), *path("store"),
+                       (OptionNumber.BLOCK1, Block(0, True, 6).encode())])
+    protocol.datagramReceived(
+        datagram(MessageType.CON, 402, Code.PUT, b"u", options, bytes(1024)), CLIENT
+    )
+    [(answer, _)] = transport.take()
+    assert answer.message.code == Code.BAD_OPTION
+    assert not protocol._uploads
