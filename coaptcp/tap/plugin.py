@@ -33,9 +33,9 @@ from coaptcp.tap.metrics import MetricsOptions, add_metrics, make_site
 from coaptcp.tap.proxy import (
     PROXY_OPT_PARAMETERS,
     ProxySettings,
+    check_proxy_only_options,
     check_proxy_options,
     check_reverse_options,
-    check_upstream_credentials,
     make_proxy,
     make_upstream,
     mount_reverse,
@@ -394,7 +394,7 @@ class Options(callhome.CallHomeOptions, DtlsOptions, MetricsOptions):
         self["proxy-policy"] = check_proxy_options(self["proxy"])
         self["proxy-settings"] = ProxySettings(self)
         self["reverse-mounts"] = check_reverse_options(self["reverse"])
-        check_upstream_credentials(self)
+        check_proxy_only_options(self)
         for description in [*self["tcp"], *self["ws"]]:
             _check_endpoint(description)
         check_tls_options(self, _check_endpoint)

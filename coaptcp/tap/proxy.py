@@ -42,9 +42,9 @@ __all__ = [
     "PROXY_OPT_PARAMETERS",
     "ProxySettings",
     "ReverseMount",
+    "check_proxy_only_options",
     "check_proxy_options",
     "check_reverse_options",
-    "check_upstream_credentials",
     "make_proxy",
     "make_upstream",
     "mount_reverse",
@@ -135,15 +135,18 @@ def _upstream_tls(options: dict[str, Any]) -> TlsOptions | None:
         raise usage.UsageError(f"upstream TLS: {error}") from None
 
 
-def check_upstream_credentials(options: dict[str, Any]) -> None:
-    """``--proxy-psk-*`` and ``--proxy-cafile`` are for the proxy's own client: without
-    ``--proxy`` or ``--reverse`` nothing would use them, which is a usage error rather than
-    credentials silently ignored."""
+def check_proxy_only_options(options: dict[str, Any]) -> None:
+    """Every ``--proxy-*`` option is for the proxy (its bounds, its own client's
+    credentials): without ``--proxy`` or ``--reverse`` nothing would use it, which is a
+    usage error rather than a setting silently ignored.  A bound counts as given when it
+    is not its default."""
     given = [name for name in ("proxy-psk-identity", "proxy-psk-key", "proxy-cafile")
              if options.get(name) is not None]
+    given += [name for name, default, _, _ in _PROXY_OPTIONS
+              if options.get(name, str(default)) != str(default)]
     if given and not options.get("proxy") and not options.get("reverse"):
-        raise usage.UsageError(f"--{given[0]} is for the proxy's upstream requests: "
-                               "give --proxy NETWORK or --reverse /PATH=URI too")
+        raise usage.UsageError(f"--{given[0]} is for the proxy: give --proxy NETWORK or "
+                               "--reverse /PATH=URI too")
 
 
 def check_proxy_options(networks: list[str]) -> ProxyPolicy | None:

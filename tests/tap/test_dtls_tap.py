@@ -115,10 +115,24 @@ def test_bad_upstream_psk_is_a_usage_error(argv: list[str], message: str) -> Non
     ["--proxy-cafile", __file__],
 ])
 def test_upstream_credentials_without_a_proxy_are_a_usage_error(argv: list[str]) -> None:
-    assert f"{argv[0]} is for the proxy's upstream requests" in usage_error(
+    assert f"{argv[0]} is for the proxy: give --proxy" in usage_error(
         "--tcp", "tcp:0", *argv)
     # With a reverse mount (and no forward proxy) they are the mount's credentials.
     options = parse("--tcp", "tcp:0", "--reverse", "/d=coaps://127.0.0.1/", *argv)
     tls = options["proxy-settings"].tls
     assert (tls.psk_identity, tls.cafile) == (
         (b"gateway", None) if len(argv) == 4 else (None, __file__))
+
+
+@pytest.mark.parametrize(("argv", "attribute", "value"), [
+    (["--proxy-max-connections", "5"], "max_connections", 5),
+    (["--proxy-timeout", "3"], "timeout", 3.0),
+    (["--proxy-cache-bytes", "0"], "cache_bytes", 0),
+])
+def test_proxy_bounds_without_a_proxy_are_a_usage_error(
+    argv: list[str], attribute: str, value: float
+) -> None:
+    assert f"{argv[0]} is for the proxy: give --proxy" in usage_error("--tcp", "tcp:0", *argv)
+    # With a forward proxy they are its bounds.
+    settings = parse("--tcp", "tcp:0", "--proxy", "127.0.0.0/8", *argv)["proxy-settings"]
+    assert getattr(settings, attribute) == value
