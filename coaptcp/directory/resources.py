@@ -40,6 +40,7 @@ from coaptcp.directory.lookup import (
 from coaptcp.directory.peers import peer_host
 from coaptcp.directory.policy import (
     Authorizer,
+    DirectoryFull,
     DirectoryLimits,
     PayloadTooLarge,
     parse_registration_query,
@@ -208,9 +209,7 @@ class _Lookup(Resource):
             self.log.warn("Resource directory lookups over their lookup budget ({links} "
                           "links in {count} registrations); answering 5.03 until it refills",
                           links=directory.total_links, count=len(directory))
-        return Response(Code.SERVICE_UNAVAILABLE,
-                        b"too many lookups of a large directory; retry later",
-                        options=Options([(14, wait)]))
+        return DirectoryFull("too many lookups of a large directory; retry later", wait).response()
 
 
 def lookup_budget(directory: ResourceDirectory) -> LookupBudget:

@@ -25,7 +25,15 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from coaptcp.server.counts import LATENCY_BUCKETS, REQUEST_ENTRY_SIZE, count_answer
+from coaptcp.server.counts import (
+    BYTES_IN,
+    BYTES_OUT,
+    DURATIONS,
+    FIRST_BUCKET,
+    LATENCY_BUCKETS,
+    REQUEST_ENTRY_SIZE,
+    count_answer,
+)
 from coaptcp.server.request import Request, Response
 from coaptcp.server.resource import ProxyHandler, Resource, Site
 
@@ -95,11 +103,6 @@ def _method(request: Request) -> str:
     return _method_name(request.method)
 
 
-#: An entry of :attr:`RequestMetrics.entries` (:data:`REQUEST_ENTRY_SIZE`): request and
-#: response payload bytes, the sum of durations, then a count per latency bucket.
-_BYTES_IN, _BYTES_OUT, _DURATIONS, _BUCKETS = 0, 1, 2, 3
-
-
 class RequestMetrics:
     """The per-request metrics: ``coap_requests_total{transport,method,code}``,
     ``coap_request_duration_seconds`` (histogram by transport and method) and
@@ -129,7 +132,7 @@ class RequestMetrics:
         if found is None:
             # Ints but the sum of durations: an int add is cheaper than a float one.
             found = codes[code] = [0] * REQUEST_ENTRY_SIZE  # type: ignore[list-item]
-            found[_DURATIONS] = 0.0
+            found[DURATIONS] = 0.0
         return found
 
     def record(self, request: Request, response: Response, duration: float) -> None:
@@ -158,12 +161,12 @@ class RequestMetrics:
         bytes_out: dict[str, float] = {}
         for transport, method, code, entry in self._labelled():
             key = (transport, method, code)
-            buckets = entry[_BUCKETS:]
+            buckets = entry[FIRST_BUCKET:]
             requests[key] = requests.get(key, 0) + sum(buckets)
-            bytes_in[transport] = bytes_in.get(transport, 0) + entry[_BYTES_IN]
-            bytes_out[transport] = bytes_out.get(transport, 0) + entry[_BYTES_OUT]
+            bytes_in[transport] = bytes_in.get(transport, 0) + entry[BYTES_IN]
+            bytes_out[transport] = bytes_out.get(transport, 0) + entry[BYTES_OUT]
             summed = histograms.setdefault((transport, method), [0.0] * (len(buckets) + 1))
-            summed[-1] += entry[_DURATIONS]
+            summed[-1] += entry[DURATIONS]
             for index, count in enumerate(buckets):
                 summed[index] += count
         family = CounterMetricFamily(

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from coaptcp.server.request import Request, Response
 
 __all__ = [
+    "BYTES_IN",
+    "BYTES_OUT",
+    "DURATIONS",
+    "FIRST_BUCKET",
     "FIRST_LATENCY_BOUND",
     "LATENCY_BUCKETS",
     "REQUEST_ENTRY_SIZE",
@@ -42,11 +46,13 @@ __all__ = [
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: The first latency bucket's bound: most requests fall in it, found with one compare.
 FIRST_LATENCY_BOUND = LATENCY_BUCKETS[0]
-#: The length of an entry of answered requests (``RequestMetrics.entries``): request
-#: payload bytes [0], response payload bytes [1], the sum of durations [2], then a count
-#: per latency bucket from [3] (not cumulative; +Inf last).  The connections that count
-#: their own answers (``coaptcp.channel.responder``) index it by these numbers.
-REQUEST_ENTRY_SIZE = 3 + len(LATENCY_BUCKETS) + 1
+#: Where an entry of answered requests (``RequestMetrics.entries``) keeps request payload
+#: bytes, response payload bytes and the sum of durations, and from where its count per
+#: latency bucket starts (not cumulative; +Inf last).  The connections that count their
+#: own answers (``coaptcp.channel.responder``) index it by these numbers, as literals.
+BYTES_IN, BYTES_OUT, DURATIONS, FIRST_BUCKET = 0, 1, 2, 3
+#: The length of an entry of answered requests.
+REQUEST_ENTRY_SIZE = FIRST_BUCKET + len(LATENCY_BUCKETS) + 1
 
 
 def count_answer(entry: list[float], request: Request, response: Response, duration: float) -> None:
@@ -56,13 +62,13 @@ def count_answer(entry: list[float], request: Request, response: Response, durat
     inline, a call less per request.)"""
     payload = request.payload
     if payload:
-        entry[0] += len(payload)
-    entry[1] += len(response.payload)
-    entry[2] += duration
+        entry[BYTES_IN] += len(payload)
+    entry[BYTES_OUT] += len(response.payload)
+    entry[DURATIONS] += duration
     if duration <= FIRST_LATENCY_BOUND:
-        entry[3] += 1
+        entry[FIRST_BUCKET] += 1
     else:
-        entry[3 + bisect_left(LATENCY_BUCKETS, duration)] += 1
+        entry[FIRST_BUCKET + bisect_left(LATENCY_BUCKETS, duration)] += 1
 
 
 class AnswerMeter(Protocol):
@@ -85,6 +91,7 @@ class AnswerMeter(Protocol):
 
     def reported(self, response: Response, request: Request, started: float) -> Response:
         """Count ``response`` to ``request``, got at ``started``; return it."""
+
 
 #: Bounds in seconds of the proxy's upstream latency histogram (an upstream request may
 #: take up to the upstream timeout, 30 s by default).

@@ -12,23 +12,16 @@ import pytest
 from coaptcp.core import framing
 from coaptcp.core.codes import Code
 from coaptcp.core.errors import MessageFormatError
-from coaptcp.core.framing import StreamDecoder, decode_options, encode_frame, encode_options
+from coaptcp.core.framing import decode_options, encode_frame, encode_options
 from coaptcp.core.message import Message
 from coaptcp.core.options import Options
-
-
-def decode(frame: bytes) -> Message:
-    decoder = StreamDecoder(1 << 16)
-    decoder.feed(frame)
-    message = decoder.next_message()
-    assert message is not None
-    return message
+from coaptcp.testing import decode_all
 
 
 def test_same_option_bytes_give_one_shared_options_instance() -> None:
     options = Options.build(uri_path=["sensors", "t1"], accept=50)
-    first = decode(encode_frame(Message(Code.GET, b"\x01", options)))
-    second = decode(encode_frame(Message(Code.GET, b"\x02\x03", options)))
+    [first] = decode_all(encode_frame(Message(Code.GET, b"\x01", options)))
+    [second] = decode_all(encode_frame(Message(Code.GET, b"\x02\x03", options)))
     assert first.options == options
     assert second.options is first.options
     assert first.token == b"\x01" and second.token == b"\x02\x03"
@@ -39,7 +32,7 @@ def test_bodies_with_a_payload_are_parsed_afresh_and_not_kept() -> None:
     options = Options.build(uri_path=["upload-not-kept"])
     frame = encode_frame(Message(Code.POST, b"", options, b"value"))
     framing._PARSED.clear()
-    first, second = decode(frame), decode(frame)
+    [first], [second] = decode_all(frame), decode_all(frame)
     assert first.payload == second.payload == b"value"
     assert first.options == second.options == options
     assert first.options is not second.options

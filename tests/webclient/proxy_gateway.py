@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
-from browser_page import Page
+from browser_page import Page, chromium, open_page
 from peers import RunningPeer, free_port, run_server, twistd_path
 
 
@@ -25,6 +25,15 @@ def proxy_gateway(*extra: str) -> Iterator[RunningPeer]:
         yield peer
     log = peer.log_text()
     assert "Traceback" not in log and "Unhandled" not in log, log
+
+
+@contextlib.contextmanager
+def gateway_page(gateway: RunningPeer, workdir: Path, screenshot: str) -> Iterator[Page]:
+    """Headless Chromium on the gateway's page; ``screenshot`` (a file in ``workdir``)
+    keeps how the page looked at the end."""
+    with chromium(workdir) as driver:
+        yield open_page(driver, gateway.port)
+        driver.save_screenshot(str(workdir / screenshot))
 
 
 def request_line(page: Page, card: Any) -> str:

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
-from browser_page import Page, chromium, open_page
+from browser_page import Page
 from peers import RunningPeer, run_server
-from proxy_gateway import proxy_gateway, request_line
+from proxy_gateway import gateway_page, proxy_gateway, request_line
 from tls_peers import PSK_IDENTITY, PSK_KEY, free_port_pair, libcoap_psk_server_argv
 
 pytestmark = pytest.mark.browser
@@ -58,9 +58,8 @@ def gateway() -> Iterator[RunningPeer]:
 @pytest.fixture(scope="module")
 def page(device: RunningPeer, gateway: RunningPeer,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
-    with chromium(tmp_path_factory.getbasetemp()) as driver:
-        yield open_page(driver, gateway.port)
-        driver.save_screenshot(str(tmp_path_factory.getbasetemp() / "browser-proxy-dtls.png"))
+    with gateway_page(gateway, tmp_path_factory.getbasetemp(), "browser-proxy-dtls.png") as opened:
+        yield opened
 
 
 def at(device: RunningPeer, path: str = "/") -> str:
