@@ -46,11 +46,16 @@ __all__ = [
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: The first latency bucket's bound: most requests fall in it, found with one compare.
 FIRST_LATENCY_BOUND = LATENCY_BUCKETS[0]
-#: Where an entry of answered requests (``RequestMetrics.entries``) keeps request payload
-#: bytes, response payload bytes and the sum of durations, and from where its count per
-#: latency bucket starts (not cumulative; +Inf last).  The connections that count their
-#: own answers (``coaptcp.channel.responder``) index it by these numbers, as literals.
-BYTES_IN, BYTES_OUT, DURATIONS, FIRST_BUCKET = 0, 1, 2, 3
+# An entry of answered requests (``RequestMetrics.entries``), by index.  The connections
+# that count their own answers (``coaptcp.channel.responder``) use these as literals.
+#: Where an entry keeps the request payload bytes (RFC 7252 section 5.5).
+BYTES_IN = 0
+#: Where an entry keeps the response payload bytes.
+BYTES_OUT = 1
+#: Where an entry keeps the sum of durations, in seconds.
+DURATIONS = 2
+#: Where an entry's count per latency bucket starts (not cumulative; +Inf last).
+FIRST_BUCKET = 3
 #: The length of an entry of answered requests.
 REQUEST_ENTRY_SIZE = FIRST_BUCKET + len(LATENCY_BUCKETS) + 1
 
